@@ -1,0 +1,301 @@
+"""The `align` command line: parse, validate, dispatch through the registry.
+
+Heavy packages (torch, transformers, TRL) are imported inside command functions only, so
+``align --help`` and ``align data validate`` start fast. User errors (AlignError) print one
+clear message and exit 2; unexpected errors print a one-line summary and exit 1; the Python
+traceback is shown only with ``--debug`` (anywhere on the command line) or ALIGN_DEBUG=1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from typing import Any
+
+import click
+
+from align import __version__
+from align.config import SHARED_GROUPS
+from align.errors import AlignError
+from align.options import click_options, load_yaml
+from align.registry import ALGOS, get_algo
+
+GROUP_TITLES = {"model": "Model", "lora": "LoRA / QLoRA", "data": "Data", "train": "Training"}
+RUN_OPTIONS = ("algo", "config", "dry_run")
+
+
+def _field_names(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+def _peek_algo(args: list[str]) -> str | None:
+    for i, a in enumerate(args):
+        if a == "--algo" and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith("--algo="):
+            return a.split("=", 1)[1]
+    return None
+
+
+class RunCommand(click.Command):
+    """A training command whose --help shows, grouped, only the flags the chosen algorithm uses."""
+
+    def __init__(self, *args: Any, fixed_algo: str | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fixed_algo = fixed_algo
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["align.algo"] = self.fixed_algo or _peek_algo(args)
+        return super().parse_args(ctx, args)
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        algo = ctx.meta.get("align.algo") or self.fixed_algo
+        params = {p.name: p for p in self.get_params(ctx)}
+        sections: list[tuple[str, list[str]]] = [
+            ("Run", [n for n in params if n not in set().union(
+                *(_field_names(c) for c in SHARED_GROUPS.values()),
+                *(_field_names(s.config_cls) for s in ALGOS.values()))])
+        ]
+        for group, cls in SHARED_GROUPS.items():
+            sections.append((GROUP_TITLES[group], [f.name for f in dataclasses.fields(cls)]))
+        if algo in ALGOS:
+            sections.append((f"{algo} options",
+                             [f.name for f in dataclasses.fields(ALGOS[algo].config_cls)]))
+        else:
+            shared = set().union(*(_field_names(c) for c in SHARED_GROUPS.values()))
+            algo_only = [n for n in params if n not in shared and n not in sections[0][1]]
+            sections.append(("Algorithm options (pass --algo NAME --help to see one algorithm's)",
+                             algo_only))
+        for title, names in sections:
+            records = [r for n in names if n in params
+                       and (r := params[n].get_help_record(ctx)) is not None]
+            if records:
+                with formatter.section(title):
+                    formatter.write_dl(records)
+
+
+def _run_params(fixed_algo: str | None) -> list[click.Parameter]:
+    classes: list[tuple[str, type]] = list(SHARED_GROUPS.items())
+    specs = [ALGOS[fixed_algo]] if fixed_algo else list(ALGOS.values())
+    classes += [(s.name, s.config_cls) for s in specs]
+    params: list[click.Parameter] = []
+    if not fixed_algo:
+        params.append(click.Option(["--algo"], metavar="NAME",
+                                   help=f"Algorithm to run: {', '.join(ALGOS)}."))
+    params += [
+        click.Option(["--config"], metavar="YAML",
+                     help="Flat YAML recipe of flag: value (snake_case or kebab-case keys); "
+                          "command-line flags override it."),
+        click.Option(["--dry-run"], is_flag=True,
+                     help="Resolve the config, validate data and flags, print the plan, "
+                          "and exit without loading any model."),
+    ]
+    return params + click_options(classes)
+
+
+def _run(fixed_algo: str | None, kwargs: dict[str, Any]) -> None:
+    from align.options import resolve
+    from align.runner import execute
+
+    yaml_path = kwargs.pop("config", None)
+    dry_run = kwargs.pop("dry_run", False)
+    yaml_values = load_yaml(yaml_path) if yaml_path else {}
+    algo = fixed_algo or kwargs.pop("algo", None) or yaml_values.get("algo")
+    if not algo:
+        raise AlignError(f"--algo is required; choose from {', '.join(ALGOS)}")
+    if fixed_algo and yaml_values.get("algo") not in (None, fixed_algo):
+        raise AlignError(f"--config {yaml_path} sets algo: {yaml_values['algo']}, "
+                         f"but this command runs {fixed_algo}")
+    spec = get_algo(str(algo))
+    cli_values = {k: v for k, v in kwargs.items() if v is not None}
+    cfg = resolve(spec.name, spec.config_cls, cli_values, yaml_values,
+                  {s.name: s.config_cls for s in ALGOS.values()}, yaml_path)
+    execute(cfg, spec, dry_run=dry_run)
+
+
+def _make_run_command(name: str, fixed_algo: str | None, help_text: str) -> click.Command:
+    def callback(**kwargs: Any) -> None:
+        _run(fixed_algo, kwargs)
+
+    return RunCommand(name, params=_run_params(fixed_algo), callback=callback, help=help_text,
+                      fixed_algo=fixed_algo, context_settings={"max_content_width": 110})
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="align")
+def cli() -> None:
+    """Align language models with human preferences: PPO, DPO, KTO, CPO, ORPO, SimPO, GRPO,
+    reward models and SFT behind one command.
+
+    Add --debug anywhere to see Python tracebacks.
+    """
+
+
+cli.add_command(_make_run_command(
+    "rlhf", None,
+    "Train with a preference or RL algorithm:\n\n"
+    "  align rlhf --algo dpo --model M --dataset pairs.jsonl\n\n"
+    "  align rlhf --algo ppo --model SFT --reward-model RM --dataset prompts.jsonl"))
+cli.add_command(_make_run_command(
+    "sft", "sft",
+    "Supervised fine-tuning (the stage before preference training):\n\n"
+    "  align sft --model M --dataset chats.jsonl"))
+
+
+@cli.command("algos")
+@click.argument("name", required=False)
+def algos_cmd(name: str | None) -> None:
+    """List the algorithms, or show one algorithm's flags, defaults and their sources."""
+    from align.config import field_doc
+
+    if name:
+        spec = get_algo(name)
+        click.echo(f"{spec.name}: {spec.summary}\n  paper: {spec.paper}\n"
+                   f"  data format: {spec.data_format}\n  reference model: "
+                   f"{'yes' if spec.needs_ref else 'no'}\n  reward model: {spec.reward_model}\n")
+        click.echo(f"{'flag':<28} {'default':<14} help (source)")
+        for f in dataclasses.fields(spec.config_cls):
+            doc = field_doc(f)
+            src = f" ({doc['source']})" if doc["source"] else ""
+            click.echo(f"{doc['flag']:<28} {str(doc['default']):<14} {doc['help']}{src}")
+        return
+    rows = [("name", "data format", "ref model", "reward model", "online", "summary")]
+    for s in ALGOS.values():
+        rows.append((s.name, s.data_format, "yes" if s.needs_ref else "no", s.reward_model,
+                     "yes" if s.online else "no", s.summary))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for i, r in enumerate(rows):
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
+        if i == 0:
+            click.echo("  ".join("-" * w for w in widths) + "  " + "-" * 7)
+
+
+@cli.group("data")
+def data_group() -> None:
+    """Validate, inspect and convert datasets."""
+
+
+def _format_for(fmt: str | None, algo: str | None) -> str:
+    from align.data import FORMATS
+
+    if fmt and algo:
+        raise AlignError("give --format or --algo, not both")
+    if algo:
+        return get_algo(algo).data_format
+    if not fmt:
+        raise AlignError(f"give --format ({', '.join(FORMATS)}) or --algo NAME")
+    return fmt
+
+
+FORMAT_CHOICE = click.Choice(["prompt", "pairwise", "unpaired", "sft"])
+
+
+@data_group.command("validate")
+@click.argument("path")
+@click.option("--format", "fmt", type=FORMAT_CHOICE, help="Expected format.")
+@click.option("--algo", help="Take the format from this algorithm (e.g. dpo -> pairwise).")
+@click.option("--columns", metavar="MAP", help="Map column names: prompt=question,chosen=good.")
+def validate_cmd(path: str, fmt: str | None, algo: str | None, columns: str | None) -> None:
+    """Check every record of PATH; exit 0 with a summary, or 2 with the errors."""
+    from align.data import DataValidationError, load
+
+    result = load(path, _format_for(fmt, algo), columns)
+    if not result.ok:
+        raise DataValidationError(result)
+    click.echo(f"OK {result.summary()}")
+
+
+@data_group.command("inspect")
+@click.argument("path")
+@click.option("--format", "fmt", type=FORMAT_CHOICE, help="Expected format.")
+@click.option("--algo", help="Take the format from this algorithm.")
+@click.option("--columns", metavar="MAP", help="Map column names: prompt=question,chosen=good.")
+@click.option("-n", "--num", default=2, show_default=True, help="Records to print.")
+def inspect_cmd(path: str, fmt: str | None, algo: str | None, columns: str | None,
+                num: int) -> None:
+    """Print the columns, size statistics and the first records of a dataset."""
+    import json
+
+    from align.data import load
+    from align.data.stats import text_stats
+
+    result = load(path, _format_for(fmt, algo), columns)
+    click.echo(result.summary())
+    if result.rows:
+        click.echo("columns: " + ", ".join(result.rows[0]))
+        for name, st in text_stats(result.rows).items():
+            click.echo(f"  {name}: characters min {st['min']}, mean {st['mean']:.0f}, "
+                       f"max {st['max']}")
+    for row in result.rows[:num]:
+        click.echo(json.dumps(row, ensure_ascii=False, indent=2))
+    if not result.ok:
+        click.echo(f"\n{len(result.errors)} invalid records (see `align data validate`)",
+                   err=True)
+
+
+@data_group.command("convert")
+@click.argument("path")
+@click.option("--to", "target", type=click.Choice(["pairwise", "unpaired"]), required=True,
+              help="pairwise: from ranked/scored lists; unpaired: from pairwise data.")
+@click.option("-o", "--output", required=True, help="Output .jsonl file.")
+@click.option("--pairs", type=click.Choice(["best-worst", "adjacent", "all"]),
+              default="best-worst", show_default=True,
+              help="Which pairs to take from a ranked list.")
+@click.option("--columns", metavar="MAP", help="Map column names: completions=responses.")
+def convert_cmd(path: str, target: str, output: str, pairs: str, columns: str | None) -> None:
+    """Convert ranked/scored lists to pairwise data, or pairwise data to unpaired (KTO) data.
+
+    Ranked input: {"prompt", "completions": [best, ..., worst]} or with "scores": [...]
+    (higher is better).
+    """
+    from align.data import DataValidationError, load_valid, read_records, validate
+    from align.data.convert import pairwise_to_unpaired, ranked_to_pairwise
+    from align.data.formats import Validated
+    from align.data.io import Record, write_jsonl
+
+    if target == "unpaired":
+        rows = pairwise_to_unpaired(load_valid(path, "pairwise", columns).rows)
+    else:
+        records, read_errors, _ = read_records(path, columns)
+        rows, errors = ranked_to_pairwise(records, path, pairs)
+        if read_errors or errors:
+            raise DataValidationError(Validated(file=path, format="pairwise",
+                                                errors=list(read_errors) + errors))
+    check = validate([Record(f"output record {i + 1}", r) for i, r in enumerate(rows)],
+                     target, output)
+    if not check.ok:
+        raise DataValidationError(check)
+    write_jsonl(rows, output)
+    click.echo(f"wrote {len(rows)} {target} records to {output}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: run the CLI and turn errors into messages and exit codes."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = os.environ.get("ALIGN_DEBUG") == "1" or "--debug" in args
+    args = [a for a in args if a != "--debug"]
+    try:
+        cli.main(args=args, prog_name="align", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except AlignError as e:
+        if debug:
+            raise
+        click.echo(f"error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as e:  # the last line of defence: no traceback unless asked for
+        if debug:
+            raise
+        click.echo(f"error: {type(e).__name__}: {e}\n(run again with --debug for the traceback)",
+                   err=True)
+        sys.exit(1)

@@ -1,0 +1,241 @@
+"""Shared configuration dataclasses: the single source of CLI flags, help text, defaults and docs.
+
+Each field is declared with :func:`arg`, which stores the help line, where the default comes
+from (``source``) and, for string options, the allowed ``choices``. The CLI (``align.options``),
+``align algos NAME`` and the generated docs all read this metadata, so a default is written once.
+
+Groups are composed, not inherited: a run is ``RunConfig(model, lora, data, train, algo)``.
+This module imports nothing heavy (no torch), so ``align --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def arg(
+    default: Any,
+    help: str,
+    *,
+    source: str = "",
+    choices: tuple[str, ...] | None = None,
+    metavar: str | None = None,
+) -> Any:
+    """Declare a config field with its CLI help, the source of its default and allowed choices."""
+    meta = {"help": help, "source": source, "choices": choices, "metavar": metavar}
+    if isinstance(default, (list, dict, set)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def check_choice(name: str, value: Any, choices: tuple[str, ...] | None) -> None:
+    """Raise ``ValueError`` naming the flag and the valid choices when ``value`` is not one of them."""
+    if choices is not None and value is not None and value not in choices:
+        raise ValueError(
+            f"--{name.replace('_', '-')} {value!r} is not valid; choose from [{', '.join(choices)}]"
+        )
+
+
+def validate_choices(obj: Any) -> None:
+    """Check every field declared with ``choices`` (run from ``__post_init__``)."""
+    for f in dataclasses.fields(obj):
+        check_choice(f.name, getattr(obj, f.name), f.metadata.get("choices"))
+
+
+def parse_list(value: Any) -> list[str]:
+    """Turn ``"a,b, c"`` (a CLI value) or a YAML list into ``["a", "b", "c"]``."""
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return [str(v).strip() for v in value if str(v).strip()]
+    return [part.strip() for part in str(value).split(",") if part.strip()]
+
+
+@dataclass
+class ModelArgs:
+    model: str | None = arg(
+        None,
+        "Policy model to train: a local directory, a hub id, or a .gguf file (dequantized on load).",
+        metavar="PATH",
+    )
+    ref_model: str | None = arg(
+        None,
+        "Frozen reference model for the KL/implicit-reward term. Defaults to --model "
+        "(with LoRA: the base model with adapters disabled, no second copy).",
+        metavar="PATH",
+    )
+    reward_model: str | None = arg(
+        None, "Reward model directory (a sequence classifier, e.g. from `align rlhf --algo rm`).",
+        metavar="PATH",
+    )
+    dtype: str = arg(
+        "auto",
+        "Weights dtype on load: auto picks bfloat16/float16 when --bf16/--fp16 is set, else float32.",
+        choices=("auto", "float32", "bfloat16", "float16"),
+    )
+    attn_implementation: str | None = arg(
+        None, "Attention kernel passed to from_pretrained (eager, sdpa, flash_attention_2).",
+    )
+    trust_remote_code: bool = arg(
+        False, "Allow model repos to run their own Python code. Off unless you pass it (safety)."
+    )
+
+    def __post_init__(self) -> None:
+        validate_choices(self)
+
+
+@dataclass
+class LoraArgs:
+    lora: bool = arg(False, "Train LoRA adapters instead of all weights.")
+    qlora: bool = arg(
+        False, "LoRA on a 4-bit NF4 base (bitsandbytes, bf16 compute). Needs a CUDA GPU.",
+        source="QLoRA, Dettmers et al. 2023",
+    )
+    lora_r: int = arg(8, "LoRA rank.", source="ms-swift default")
+    lora_alpha: int = arg(32, "LoRA scaling alpha.", source="ms-swift default")
+    lora_dropout: float = arg(0.05, "Dropout on the LoRA branch.", source="ms-swift default")
+    lora_target_modules: str = arg(
+        "all-linear",
+        "Modules that get adapters: all-linear, or a comma list such as q_proj,v_proj.",
+        source="ms-swift default (all linear layers)",
+    )
+
+    def __post_init__(self) -> None:
+        if self.lora_r <= 0:
+            raise ValueError(f"--lora-r must be a positive integer, got {self.lora_r}")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ValueError(f"--lora-dropout must be in [0, 1), got {self.lora_dropout}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.lora or self.qlora
+
+
+@dataclass
+class DataArgs:
+    dataset: str | None = arg(
+        None,
+        "Training data: .jsonl, .json, .csv, .parquet or a datasets.save_to_disk directory.",
+        metavar="PATH",
+    )
+    columns: str | None = arg(
+        None,
+        "Map your column names to ours, e.g. prompt=question,chosen=good,rejected=bad.",
+        metavar="MAP",
+    )
+    eval_dataset: str | None = arg(None, "Held-out data in the same format.", metavar="PATH")
+    eval_split: float = arg(
+        0.0, "Fraction of --dataset held out for evaluation when no --eval-dataset is given."
+    )
+    max_length: int | None = arg(
+        1024, "Longest prompt+response in tokens (longer ones are truncated).",
+        source="TRL default",
+    )
+    max_prompt_length: int | None = arg(
+        512, "Longest prompt in tokens (truncated from the left).", source="ms-swift default"
+    )
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.eval_split < 1.0:
+            raise ValueError(f"--eval-split must be in [0, 1), got {self.eval_split}")
+
+
+@dataclass
+class TrainArgs:
+    output_dir: str | None = arg(
+        None, "Where checkpoints, metrics.jsonl and the final model go "
+        "(default: runs/<algo>-<date>-<time>).", metavar="DIR",
+    )
+    learning_rate: float | None = arg(
+        None, "Peak learning rate (default: the algorithm's own, see its docs page)."
+    )
+    per_device_train_batch_size: int = arg(
+        4, "Examples per device per step (pairs for pairwise data).", source="align default"
+    )
+    gradient_accumulation_steps: int = arg(
+        1, "Micro-batches accumulated before each optimizer step."
+    )
+    max_steps: int = arg(-1, "Stop after this many optimizer steps (-1: use --num-train-epochs).")
+    num_train_epochs: float = arg(1.0, "Passes over the dataset.", source="ms-swift default")
+    logging_steps: int = arg(1, "Log metrics every N steps.")
+    save_steps: int = arg(500, "Save a checkpoint every N steps.", source="TRL default")
+    save_total_limit: int | None = arg(2, "Keep at most N checkpoints (oldest deleted first).")
+    seed: int = arg(42, "Random seed for data order, sampling and initialisation.")
+    lr_scheduler_type: str = arg(
+        "cosine", "Learning-rate schedule.", source="ms-swift default",
+        choices=("linear", "cosine", "constant", "constant_with_warmup"),
+    )
+    warmup_ratio: float = arg(0.05, "Fraction of steps spent warming up the learning rate.",
+                              source="ms-swift default")
+    weight_decay: float = arg(0.0, "AdamW weight decay.")
+    max_grad_norm: float = arg(1.0, "Global gradient-norm clip.", source="Secrets of RLHF (PPO-max)")
+    bf16: bool = arg(False, "Train in bfloat16 mixed precision (GPU).")
+    fp16: bool = arg(False, "Train in float16 mixed precision (GPU).")
+    gradient_checkpointing: bool = arg(False, "Recompute activations to save memory.")
+    deepspeed: str | None = arg(
+        None, "DeepSpeed JSON config (ZeRO-2/3); launch with `accelerate launch`.", metavar="JSON"
+    )
+    resume: bool = arg(False, "Continue from the latest complete checkpoint in --output-dir.")
+    report_to: str = arg(
+        "tensorboard", "Extra loggers besides metrics.jsonl: tensorboard, none.",
+        choices=("tensorboard", "none"),
+    )
+
+    def __post_init__(self) -> None:
+        validate_choices(self)
+        if self.bf16 and self.fp16:
+            raise ValueError("--bf16 and --fp16 exclude each other; choose one")
+        if self.per_device_train_batch_size <= 0:
+            raise ValueError("--per-device-train-batch-size must be positive")
+        if self.gradient_accumulation_steps <= 0:
+            raise ValueError("--gradient-accumulation-steps must be positive")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ValueError("--max-steps must be positive (or -1 to use --num-train-epochs)")
+        if self.logging_steps <= 0 or self.save_steps <= 0:
+            raise ValueError("--logging-steps and --save-steps must be positive")
+
+
+SHARED_GROUPS: dict[str, type] = {
+    "model": ModelArgs,
+    "lora": LoraArgs,
+    "data": DataArgs,
+    "train": TrainArgs,
+}
+
+
+@dataclass
+class RunConfig:
+    """Everything one `align rlhf` / `align sft` run needs, resolved from defaults, YAML and flags."""
+
+    algo_name: str
+    model: ModelArgs
+    lora: LoraArgs
+    data: DataArgs
+    train: TrainArgs
+    algo: Any  # the algorithm's own dataclass (DPOArgs, PPOConfig, ...)
+
+    def groups(self) -> dict[str, Any]:
+        return {"model": self.model, "lora": self.lora, "data": self.data,
+                "train": self.train, self.algo_name: self.algo}
+
+    def to_dict(self) -> dict[str, Any]:
+        """Flat ``{field: value}`` mapping; loads back with ``--config`` (YAML keys are fields)."""
+        out: dict[str, Any] = {"algo": self.algo_name}
+        for group in self.groups().values():
+            out.update(dataclasses.asdict(group))
+        return out
+
+
+def field_doc(f: dataclasses.Field) -> dict[str, Any]:
+    """The documentation record of one field: flag, default, help, source, choices."""
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+    return {
+        "name": f.name,
+        "flag": "--" + f.name.replace("_", "-"),
+        "default": default,
+        "help": f.metadata.get("help", ""),
+        "source": f.metadata.get("source", ""),
+        "choices": f.metadata.get("choices"),
+    }

@@ -1,0 +1,88 @@
+"""Metrics to ``metrics.jsonl`` (one JSON object per logged step, with ``step``) and TensorBoard.
+
+Shared by every trainer: TRL-backed runs forward their logs through :class:`TrainerMetrics`,
+align's own loops call :meth:`MetricsLogger.log` directly. On resume, lines logged after the
+checkpoint's step are dropped first, so a resumed run's file reads as if it never stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def _clean(value: Any) -> Any:
+    """JSON has no NaN/inf: write them as strings so the line still parses everywhere."""
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+class MetricsLogger:
+    """Append metrics to ``output_dir/metrics.jsonl`` and, when installed, TensorBoard."""
+
+    def __init__(self, output_dir: str | Path, *, tensorboard: bool = True,
+                 resume_step: int | None = None) -> None:
+        self.path = Path(output_dir) / METRICS_FILE
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if resume_step is not None and self.path.exists():
+            keep = [r for r in read_metrics(self.path) if r.get("step", 0) <= resume_step]
+            self.path.write_text("".join(json.dumps(r) + "\n" for r in keep), encoding="utf-8")
+        elif resume_step is None:
+            self.path.write_text("", encoding="utf-8")
+        self._fh = self.path.open("a", encoding="utf-8")
+        self._tb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tb = SummaryWriter(str(Path(output_dir) / "tensorboard"))
+            except ImportError:
+                self._tb = None  # tensorboard not installed: metrics.jsonl alone
+
+    def log(self, step: int, metrics: dict[str, Any]) -> None:
+        row = {"step": int(step), "time": round(time.time(), 3)}
+        row.update({k: _clean(v) for k, v in metrics.items()})
+        self._fh.write(json.dumps(row) + "\n")
+        self._fh.flush()
+        if self._tb is not None:
+            for key, value in row.items():
+                if key not in ("step", "time") and isinstance(value, (int, float)) \
+                        and not isinstance(value, bool):
+                    self._tb.add_scalar(key, value, step)
+
+    def close(self) -> None:
+        self._fh.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """All rows of a metrics.jsonl file (a directory is taken to hold one)."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / METRICS_FILE
+    return [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def trainer_callback(logger: MetricsLogger) -> Any:
+    """A transformers TrainerCallback that forwards each log event to ``logger``."""
+    from transformers import TrainerCallback
+
+    class TrainerMetrics(TrainerCallback):
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None,
+                   **kwargs: Any) -> None:
+            if logs and state.is_world_process_zero:
+                logger.log(state.global_step, logs)
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            logger.close()
+
+    return TrainerMetrics()

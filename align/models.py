@@ -1,0 +1,173 @@
+"""Load policies, references, reward models and tokenizers: full, LoRA or QLoRA; safetensors only.
+
+Every model goes through ``from_pretrained`` on a local directory or a hub id, or through the
+GGUF path for ``*.gguf`` files (dequantized on load, then rebuilt as a plain model so that it
+saves in HF format). Remote code runs only with ``--trust-remote-code``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from align.config import LoraArgs, ModelArgs, TrainArgs
+from align.errors import AlignError
+
+DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
+
+
+def resolve_dtype(model: ModelArgs, train: TrainArgs) -> Any:
+    """``--dtype auto`` follows the precision flags: bf16 -> bfloat16, fp16 -> float16, else fp32."""
+    import torch
+
+    name = model.dtype
+    if name == "auto":
+        name = "bfloat16" if train.bf16 else "float16" if train.fp16 else "float32"
+    return getattr(torch, DTYPES[name])
+
+
+def _gguf_parts(path: str) -> tuple[str, str] | None:
+    if path.endswith(".gguf"):
+        p = Path(path).expanduser()
+        return str(p.parent), p.name
+    return None
+
+
+def _friendly_load_error(path: str, e: Exception) -> AlignError:
+    text = str(e)
+    if "safetensors" in text.lower():
+        return AlignError(f"{path}: no .safetensors weights found. align loads safetensors only "
+                          "(pickled .bin files can run code); convert the checkpoint with "
+                          "`model.save_pretrained(dir, safe_serialization=True)`")
+    if isinstance(e, OSError):
+        return AlignError(f"{path}: cannot load ({text.splitlines()[0] if text else e!r}). Is it "
+                          "a model directory (config.json + weights) or a reachable hub id?")
+    return AlignError(f"{path}: cannot load ({type(e).__name__}: {text.splitlines()[0]})")
+
+
+def load_tokenizer(path: str, model: ModelArgs) -> Any:
+    """Load the tokenizer; give it a pad token (the EOS) when it has none."""
+    from transformers import AutoTokenizer
+
+    kwargs: dict[str, Any] = {"trust_remote_code": model.trust_remote_code}
+    gguf = _gguf_parts(path)
+    try:
+        if gguf:
+            tok = AutoTokenizer.from_pretrained(gguf[0], gguf_file=gguf[1], **kwargs)
+        else:
+            tok = AutoTokenizer.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as e:
+        raise _friendly_load_error(path, e) from e
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def quantization_config(lora: LoraArgs) -> Any:
+    """4-bit NF4 with double quantisation and bf16 compute (the QLoRA paper's recipe)."""
+    if not lora.qlora:
+        return None
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                              bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=torch.bfloat16)
+
+
+def model_kwargs(model: ModelArgs, lora: LoraArgs, train: TrainArgs,
+                 quantize: bool = True) -> dict[str, Any]:
+    """Keyword arguments for ``from_pretrained`` shared by every role."""
+    kwargs: dict[str, Any] = {
+        "dtype": resolve_dtype(model, train),
+        "trust_remote_code": model.trust_remote_code,
+        "use_safetensors": True,
+    }
+    if model.attn_implementation:
+        kwargs["attn_implementation"] = model.attn_implementation
+    if quantize and lora.qlora:
+        import torch
+
+        kwargs["quantization_config"] = quantization_config(lora)
+        kwargs["dtype"] = torch.bfloat16
+        kwargs["device_map"] = {"": _local_cuda_device()}
+    return kwargs
+
+
+def _local_cuda_device() -> int:
+    import os
+
+    return int(os.environ.get("LOCAL_RANK", 0))
+
+
+def _from_pretrained(auto_cls: Any, path: str, kwargs: dict[str, Any]) -> Any:
+    gguf = _gguf_parts(path)
+    try:
+        if gguf:
+            return _load_gguf(auto_cls, gguf[0], gguf[1], kwargs)
+        return auto_cls.from_pretrained(path, **kwargs)
+    except AlignError:
+        raise
+    except (OSError, ValueError) as e:
+        raise _friendly_load_error(path, e) from e
+
+
+def _load_gguf(auto_cls: Any, directory: str, filename: str, kwargs: dict[str, Any]) -> Any:
+    """Dequantize a GGUF file and rebuild it as a plain model (which save_pretrained accepts)."""
+    try:
+        import gguf  # noqa: F401
+    except ImportError as e:
+        raise AlignError("loading .gguf files needs the gguf package: pip install 'align[gguf]'"
+                         ) from e
+    kwargs = {k: v for k, v in kwargs.items() if k != "use_safetensors"}
+    loaded = auto_cls.from_pretrained(directory, gguf_file=filename, **kwargs)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    fresh = auto_cls.from_config(config, dtype=kwargs.get("dtype"))
+    fresh.load_state_dict(loaded.state_dict(), strict=False)
+    if getattr(config, "tie_word_embeddings", False):
+        fresh.tie_weights()
+    return fresh
+
+
+def load_causal_lm(path: str, model: ModelArgs, lora: LoraArgs, train: TrainArgs,
+                   quantize: bool = True) -> Any:
+    """Load a causal LM for training or as a frozen reference."""
+    from transformers import AutoModelForCausalLM
+
+    return _from_pretrained(AutoModelForCausalLM, path, model_kwargs(model, lora, train, quantize))
+
+
+def load_sequence_classifier(path: str, model: ModelArgs, lora: LoraArgs, train: TrainArgs,
+                             quantize: bool = False) -> Any:
+    """Load a one-output sequence classifier (a reward model, or a causal LM to train as one)."""
+    from transformers import AutoModelForSequenceClassification
+
+    kwargs = model_kwargs(model, lora, train, quantize)
+    kwargs["num_labels"] = 1
+    clf = _from_pretrained(AutoModelForSequenceClassification, path, kwargs)
+    if clf.config.pad_token_id is None:
+        tok = load_tokenizer(path, model)
+        clf.config.pad_token_id = tok.pad_token_id
+    return clf
+
+
+def lora_config(lora: LoraArgs, task_type: str = "CAUSAL_LM") -> Any:
+    """A peft LoraConfig from our flags (``task_type`` SEQ_CLS keeps the score head trainable)."""
+    if not lora.enabled:
+        return None
+    from peft import LoraConfig
+
+    targets: Any = lora.lora_target_modules
+    if targets != "all-linear":
+        targets = [t.strip() for t in targets.split(",") if t.strip()]
+    return LoraConfig(r=lora.lora_r, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout,
+                      target_modules=targets, task_type=task_type, bias="none")
+
+
+def count_parameters(model: Any) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, total

@@ -1,0 +1,186 @@
+"""Config dataclasses -> click options, and resolution of a run's config.
+
+Flags are generated from dataclass fields (``lora_r`` -> ``--lora-r``), with click defaults of
+None so that we can tell which flags the user actually passed. A run's values are resolved as
+dataclass default < YAML ``--config`` < command line. Flags that exist only for other
+algorithms (``--rpo-alpha`` with ``--algo kto``) are errors that name the algorithms they
+belong to.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Any, Iterable
+
+import click
+
+from align.config import SHARED_GROUPS, RunConfig
+from align.errors import AlignError
+
+
+def flag_name(field_name: str) -> str:
+    return "--" + field_name.replace("_", "-")
+
+
+def _base_type(tp: Any) -> Any:
+    """``int | None`` -> int; ``Optional[str]`` -> str."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return args[0] if len(args) == 1 else str
+    return tp
+
+
+def field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: _base_type(hints[f.name]) for f in dataclasses.fields(cls)}
+
+
+def _help_text(f: dataclasses.Field, defaults: dict[str, Any]) -> str:
+    text = f.metadata.get("help", "")
+    if len(set(map(repr, defaults.values()))) > 1:
+        text += " [default: " + ", ".join(f"{k} {v!r}" for k, v in defaults.items()) + "]"
+    else:
+        value = next(iter(defaults.values()))
+        if value is not None and value is not False and value != "":
+            text += f" [default: {value}]"
+    if f.metadata.get("source"):
+        text += f" (source: {f.metadata['source']})"
+    return text
+
+
+def click_options(classes: Iterable[tuple[str, type]]) -> list[click.Option]:
+    """One click option per distinct field over ``classes`` (owner name, dataclass).
+
+    A field that appears in several algorithm configs (``beta``) becomes one option; its help
+    lists each owner's default when they differ. Fields must agree on type across owners.
+    """
+    seen: dict[str, tuple[Any, dataclasses.Field, dict[str, Any]]] = {}
+    order: list[str] = []
+    for owner, cls in classes:
+        types_ = field_types(cls)
+        for f in dataclasses.fields(cls):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            if f.name in seen:
+                tp, first, defaults = seen[f.name]
+                if tp is not types_[f.name]:
+                    raise TypeError(f"field {f.name} has type {types_[f.name]} in {owner} "
+                                    f"but {tp} elsewhere")
+                defaults[owner] = default
+                continue
+            seen[f.name] = (types_[f.name], f, {owner: default})
+            order.append(f.name)
+    options = []
+    for name in order:
+        tp, f, defaults = seen[name]
+        help_text = _help_text(f, defaults)
+        choices = f.metadata.get("choices")
+        metavar = f.metadata.get("metavar")
+        if tp is bool:
+            decl = f"{flag_name(name)}/--no-{name.replace('_', '-')}"
+            options.append(click.Option([decl], default=None, help=help_text))
+            continue
+        click_type: Any = {int: int, float: float}.get(tp, str)
+        if choices:
+            click_type = click.Choice(choices)
+        options.append(click.Option([flag_name(name)], type=click_type, default=None,
+                                    help=help_text, metavar=metavar))
+    return options
+
+
+def load_yaml(path: str) -> dict[str, Any]:
+    """Read a flat YAML recipe; keys may be written snake_case or kebab-case."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise AlignError(f"--config {path}: no such file")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise AlignError(f"--config {path}: not valid YAML ({e})") from e
+    if not isinstance(data, dict):
+        raise AlignError(f"--config {path}: expected a mapping of flag: value, found "
+                         f"{type(data).__name__}")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def _coerce(value: Any, tp: Any, key: str, origin: str) -> Any:
+    """Coerce a YAML value to the field's type; YAML already types most scalars."""
+    if value is None:
+        return None
+    try:
+        if tp is bool:
+            if isinstance(value, bool):
+                return value
+            raise ValueError
+        if tp is int and not isinstance(value, bool):
+            return int(value)
+        if tp is float and not isinstance(value, bool):
+            return float(value)
+        if tp is str:
+            if isinstance(value, (list, tuple)):
+                return ",".join(map(str, value))
+            if isinstance(value, dict):
+                return ",".join(f"{k}={v}" for k, v in value.items())
+            return str(value)
+    except (TypeError, ValueError):
+        pass
+    else:
+        if tp not in (bool, int, float, str):
+            return value
+    raise AlignError(f"{origin}: {key} = {value!r} is not a valid {getattr(tp, '__name__', tp)}")
+
+
+def suggest(name: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def resolve(algo_name: str, algo_cls: type, cli_values: dict[str, Any],
+            yaml_values: dict[str, Any], all_algo_classes: dict[str, type],
+            yaml_path: str | None = None) -> RunConfig:
+    """Build the RunConfig for ``algo_name``: dataclass defaults < YAML < command line.
+
+    ``cli_values`` holds only flags the user passed. Raises AlignError for keys that belong
+    to another algorithm or to none, and turns ``__post_init__`` ValueErrors into AlignError.
+    """
+    groups = {**SHARED_GROUPS, algo_name: algo_cls}
+    owner_of = {f.name: g for g, cls in groups.items() for f in dataclasses.fields(cls)}
+    values: dict[str, dict[str, Any]] = {g: {} for g in groups}
+    for origin, source in ((f"--config {yaml_path}", yaml_values), ("command line", cli_values)):
+        for key, value in source.items():
+            if key in ("algo", "config"):
+                continue
+            if key not in owner_of:
+                others = sorted(a for a, cls in all_algo_classes.items()
+                                if key in {f.name for f in dataclasses.fields(cls)})
+                shown = flag_name(key) if origin == "command line" else key
+                if others:
+                    raise AlignError(f"{shown} is not used by --algo {algo_name}; it is a flag of "
+                                     f"{', '.join(others)}")
+                known = list(owner_of) + ["algo"]
+                raise AlignError(f"{origin}: unknown key {key!r}{suggest(key, known)}")
+            group = owner_of[key]
+            tp = field_types(groups[group])[key]
+            values[group][key] = _coerce(value, tp, key, origin)
+    try:
+        built = {g: cls(**values[g]) for g, cls in groups.items()}
+    except ValueError as e:
+        raise AlignError(str(e)) from e
+    return RunConfig(algo_name=algo_name, model=built["model"], lora=built["lora"],
+                     data=built["data"], train=built["train"], algo=built[algo_name])
+
+
+def format_config(cfg: RunConfig) -> str:
+    """The resolved config as grouped ``key: value`` lines (printed at the start of a run)."""
+    lines = [f"algo: {cfg.algo_name}"]
+    for name, group in cfg.groups().items():
+        lines.append(f"[{name}]")
+        for f in dataclasses.fields(group):
+            lines.append(f"  {f.name}: {getattr(group, f.name)!r}")
+    return "\n".join(lines)

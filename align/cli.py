@@ -19,14 +19,11 @@ from align import __version__
 from align.config import SHARED_GROUPS
 from align.errors import AlignError
 from align.options import click_options, load_yaml
-from align.registry import ALGOS, get_algo
+from align.registry import ALGOS, EXTRA_GROUPS, flag_owners, get_algo
 
-GROUP_TITLES = {"model": "Model", "lora": "LoRA / QLoRA", "data": "Data", "train": "Training"}
+GROUP_TITLES = {"model": "Model", "lora": "LoRA / QLoRA", "data": "Data", "train": "Training",
+                "health": "Health (collapse detectors)"}
 RUN_OPTIONS = ("algo", "config", "dry_run")
-
-
-def _field_names(cls: type) -> set[str]:
-    return {f.name for f in dataclasses.fields(cls)}
 
 
 def _peek_algo(args: list[str]) -> str | None:
@@ -52,21 +49,20 @@ class RunCommand(click.Command):
     def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         algo = ctx.meta.get("align.algo") or self.fixed_algo
         params = {p.name: p for p in self.get_params(ctx)}
-        sections: list[tuple[str, list[str]]] = [
-            ("Run", [n for n in params if n not in set().union(
-                *(_field_names(c) for c in SHARED_GROUPS.values()),
-                *(_field_names(s.config_cls) for s in ALGOS.values()))])
-        ]
-        for group, cls in SHARED_GROUPS.items():
-            sections.append((GROUP_TITLES[group], [f.name for f in dataclasses.fields(cls)]))
         if algo in ALGOS:
-            sections.append((f"{algo} options",
-                             [f.name for f in dataclasses.fields(ALGOS[algo].config_cls)]))
+            groups = ALGOS[algo].groups()
         else:
-            shared = set().union(*(_field_names(c) for c in SHARED_GROUPS.values()))
-            algo_only = [n for n in params if n not in shared and n not in sections[0][1]]
+            groups = {**SHARED_GROUPS, **EXTRA_GROUPS}
+        grouped = {name: [f.name for f in dataclasses.fields(cls)] for name, cls in groups.items()}
+        in_groups = {n for names in grouped.values() for n in names}
+        sections = [("Run", [n for n in params if n not in in_groups
+                             and n not in flag_owners()])]
+        for name, names in grouped.items():
+            title = GROUP_TITLES.get(name, f"{name} options")
+            sections.append((title, names))
+        if algo not in ALGOS:
             sections.append(("Algorithm options (pass --algo NAME --help to see one algorithm's)",
-                             algo_only))
+                             [n for n in params if n in flag_owners() and n not in in_groups]))
         for title, names in sections:
             records = [r for n in names if n in params
                        and (r := params[n].get_help_record(ctx)) is not None]
@@ -76,9 +72,10 @@ class RunCommand(click.Command):
 
 
 def _run_params(fixed_algo: str | None) -> list[click.Parameter]:
-    classes: list[tuple[str, type]] = list(SHARED_GROUPS.items())
     specs = [ALGOS[fixed_algo]] if fixed_algo else list(ALGOS.values())
-    classes += [(s.name, s.config_cls) for s in specs]
+    classes: list[tuple[str, type]] = list(SHARED_GROUPS.items())
+    classes += [(g, cls) for s in specs for g, cls in s.groups().items()
+                if g not in SHARED_GROUPS]
     params: list[click.Parameter] = []
     if not fixed_algo:
         params.append(click.Option(["--algo"], metavar="NAME",
@@ -109,8 +106,7 @@ def _run(fixed_algo: str | None, kwargs: dict[str, Any]) -> None:
                          f"but this command runs {fixed_algo}")
     spec = get_algo(str(algo))
     cli_values = {k: v for k, v in kwargs.items() if v is not None}
-    cfg = resolve(spec.name, spec.config_cls, cli_values, yaml_values,
-                  {s.name: s.config_cls for s in ALGOS.values()}, yaml_path)
+    cfg = resolve(spec.name, spec.groups(), cli_values, yaml_values, flag_owners(), yaml_path)
     execute(cfg, spec, dry_run=dry_run)
 
 

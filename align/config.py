@@ -215,10 +215,14 @@ class RunConfig:
     data: DataArgs
     train: TrainArgs
     algo: Any  # the algorithm's own dataclass (DPOArgs, PPOConfig, ...)
+    health: Any = None  # HealthArgs for algorithms with collapse detectors, else None
 
     def groups(self) -> dict[str, Any]:
-        return {"model": self.model, "lora": self.lora, "data": self.data,
-                "train": self.train, self.algo_name: self.algo}
+        groups = {"model": self.model, "lora": self.lora, "data": self.data, "train": self.train}
+        if self.health is not None:
+            groups["health"] = self.health
+        groups[self.algo_name] = self.algo
+        return groups
 
     def to_dict(self) -> dict[str, Any]:
         """Flat ``{field: value}`` mapping; loads back with ``--config`` (YAML keys are fields)."""

@@ -141,15 +141,16 @@ def suggest(name: str, known: Iterable[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def resolve(algo_name: str, algo_cls: type, cli_values: dict[str, Any],
-            yaml_values: dict[str, Any], all_algo_classes: dict[str, type],
+def resolve(algo_name: str, groups: dict[str, type], cli_values: dict[str, Any],
+            yaml_values: dict[str, Any], owners: dict[str, list[str]],
             yaml_path: str | None = None) -> RunConfig:
     """Build the RunConfig for ``algo_name``: dataclass defaults < YAML < command line.
 
-    ``cli_values`` holds only flags the user passed. Raises AlignError for keys that belong
-    to another algorithm or to none, and turns ``__post_init__`` ValueErrors into AlignError.
+    ``groups`` are the flag groups the algorithm takes (``AlgoSpec.groups()``); ``cli_values``
+    holds only flags the user passed; ``owners`` maps algorithm-specific field names to the
+    algorithms that take them, so a flag of another algorithm is named as such. Raises
+    AlignError for unknown keys and turns ``__post_init__`` ValueErrors into AlignError.
     """
-    groups = {**SHARED_GROUPS, algo_name: algo_cls}
     owner_of = {f.name: g for g, cls in groups.items() for f in dataclasses.fields(cls)}
     values: dict[str, dict[str, Any]] = {g: {} for g in groups}
     for origin, source in ((f"--config {yaml_path}", yaml_values), ("command line", cli_values)):
@@ -157,12 +158,10 @@ def resolve(algo_name: str, algo_cls: type, cli_values: dict[str, Any],
             if key in ("algo", "config"):
                 continue
             if key not in owner_of:
-                others = sorted(a for a, cls in all_algo_classes.items()
-                                if key in {f.name for f in dataclasses.fields(cls)})
                 shown = flag_name(key) if origin == "command line" else key
-                if others:
+                if key in owners:
                     raise AlignError(f"{shown} is not used by --algo {algo_name}; it is a flag of "
-                                     f"{', '.join(others)}")
+                                     f"{', '.join(sorted(owners[key]))}")
                 known = list(owner_of) + ["algo"]
                 raise AlignError(f"{origin}: unknown key {key!r}{suggest(key, known)}")
             group = owner_of[key]
@@ -173,7 +172,8 @@ def resolve(algo_name: str, algo_cls: type, cli_values: dict[str, Any],
     except ValueError as e:
         raise AlignError(str(e)) from e
     return RunConfig(algo_name=algo_name, model=built["model"], lora=built["lora"],
-                     data=built["data"], train=built["train"], algo=built[algo_name])
+                     data=built["data"], train=built["train"], algo=built[algo_name],
+                     health=built.get("health"))
 
 
 def format_config(cfg: RunConfig) -> str:

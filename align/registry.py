@@ -8,13 +8,18 @@ when called, so importing the registry stays cheap.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from align.config import SHARED_GROUPS
 from align.errors import AlignError
+from align.health import HealthArgs
 
 REWARD_MODEL_USE = ("required", "optional", "no")
+# Flag groups that only some algorithms take (named in AlgoSpec.extra_groups).
+EXTRA_GROUPS: dict[str, type] = {"health": HealthArgs}
 
 
 @dataclass(frozen=True)
@@ -30,10 +35,19 @@ class AlgoSpec:
     summary: str
     paper: str
     online: bool = False  # generates its own samples during training
+    extra_groups: tuple[str, ...] = ()  # keys of EXTRA_GROUPS, e.g. ("health",)
 
     def __post_init__(self) -> None:
         if self.reward_model not in REWARD_MODEL_USE:
             raise ValueError(f"reward_model must be one of {REWARD_MODEL_USE}")
+        unknown = set(self.extra_groups) - set(EXTRA_GROUPS)
+        if unknown:
+            raise ValueError(f"unknown extra groups {sorted(unknown)}")
+
+    def groups(self) -> dict[str, type]:
+        """Every flag group this algorithm takes: shared, extra, then its own."""
+        return {**SHARED_GROUPS, **{g: EXTRA_GROUPS[g] for g in self.extra_groups},
+                self.name: self.config_cls}
 
 
 ALGOS: dict[str, AlgoSpec] = {}
@@ -56,6 +70,18 @@ def get_algo(name: str) -> AlgoSpec:
     raise AlignError(f"unknown algorithm '{name}'. Known: {', '.join(ALGOS)}.{hint}")
 
 
+def flag_owners() -> dict[str, list[str]]:
+    """For every algorithm-specific field name, the algorithms that take it."""
+    owners: dict[str, list[str]] = {}
+    for spec in ALGOS.values():
+        for group, cls in spec.groups().items():
+            if group in SHARED_GROUPS:
+                continue
+            for f in dataclasses.fields(cls):
+                owners.setdefault(f.name, []).append(spec.name)
+    return owners
+
+
 def _register_builtins() -> None:
     from align.algos import cpo, dpo, grpo, kto, orpo, rm, sft, simpo
     from align.ppo import config as ppo_config
@@ -67,26 +93,29 @@ def _register_builtins() -> None:
 
     for spec in (
         AlgoSpec("ppo", "prompt", ppo_config.PPOConfig, ppo_run, needs_ref=True,
-                 reward_model="required", online=True,
+                 reward_model="required", online=True, extra_groups=("health",),
                  summary="Actor-critic RLHF with a reward model, token-level KL and GAE",
                  paper="https://arxiv.org/abs/1707.06347"),
         AlgoSpec("dpo", "pairwise", dpo.DPOArgs, dpo.run, needs_ref=True, reward_model="no",
+                 extra_groups=("health",),
                  summary="Direct Preference Optimization (+ RPO SFT mixing)",
                  paper="https://arxiv.org/abs/2305.18290"),
         AlgoSpec("kto", "unpaired", kto.KTOArgs, kto.run, needs_ref=True, reward_model="no",
+                 extra_groups=("health",),
                  summary="Kahneman-Tversky Optimization on thumbs-up/down data",
                  paper="https://arxiv.org/abs/2402.01306"),
         AlgoSpec("cpo", "pairwise", cpo.CPOArgs, cpo.run, needs_ref=False, reward_model="no",
+                 extra_groups=("health",),
                  summary="Contrastive Preference Optimization (reference-free, + NLL)",
                  paper="https://arxiv.org/abs/2401.08417"),
         AlgoSpec("orpo", "pairwise", orpo.ORPOArgs, orpo.run, needs_ref=False,
-                 reward_model="no", summary="Odds-Ratio Preference Optimization (SFT + odds ratio)",
+                 reward_model="no", extra_groups=("health",), summary="Odds-Ratio Preference Optimization (SFT + odds ratio)",
                  paper="https://arxiv.org/abs/2403.07691"),
         AlgoSpec("simpo", "pairwise", simpo.SimPOArgs, simpo.run, needs_ref=False,
-                 reward_model="no", summary="Simple Preference Optimization (length-normalised, margin)",
+                 reward_model="no", extra_groups=("health",), summary="Simple Preference Optimization (length-normalised, margin)",
                  paper="https://arxiv.org/abs/2405.14734"),
         AlgoSpec("grpo", "prompt", grpo.GRPOArgs, grpo.run, needs_ref=True,
-                 reward_model="optional", online=True,
+                 reward_model="optional", online=True, extra_groups=("health",),
                  summary="Group Relative Policy Optimization with reward functions or a model",
                  paper="https://arxiv.org/abs/2402.03300"),
         AlgoSpec("rm", "pairwise", rm.RMArgs, rm.run, needs_ref=False, reward_model="no",

@@ -35,16 +35,16 @@ def test_formats_are_known():
         assert spec.data_format in FORMATS
 
 
-def test_algo_fields_do_not_shadow_shared_fields_and_agree_on_type():
-    from align.config import SHARED_GROUPS
-
-    shared = {f.name for cls in SHARED_GROUPS.values() for f in dataclasses.fields(cls)}
+def test_no_field_is_declared_twice_for_one_algorithm_and_types_agree():
     seen: dict[str, type] = {}
     for spec in ALGOS.values():
-        types = field_types(spec.config_cls)
-        for name, tp in types.items():
-            assert name not in shared, f"{spec.name}.{name} shadows a shared flag"
-            assert seen.setdefault(name, tp) is tp, f"{name} has two types"
+        names: list[str] = []
+        for cls in spec.groups().values():
+            for name, tp in field_types(cls).items():
+                names.append(name)
+                assert seen.setdefault(name, tp) is tp, f"{name} has two types"
+        dupes = {n for n in names if names.count(n) > 1}
+        assert not dupes, f"{spec.name}: {dupes} declared in two groups"
 
 
 def test_every_field_has_help():

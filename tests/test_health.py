@@ -1,0 +1,119 @@
+"""Collapse detectors: each fires on its forced pattern, none fires on a healthy run."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from align.health import (HealthArgs, HealthMonitor, repeated_ngram_frac, rollout_stats)
+
+
+def test_repeated_ngram_frac_by_hand():
+    # 1 2 3 4 1 2 3 4: 4-grams (1234)(2341)(3412)(4123)(1234) -> 5 total, 4 distinct -> 1/5
+    assert repeated_ngram_frac([1, 2, 3, 4, 1, 2, 3, 4]) == pytest.approx(0.2)
+    assert repeated_ngram_frac([7] * 10) == pytest.approx(1 - 1 / 7)
+    assert repeated_ngram_frac([1, 2, 3]) == 0.0
+
+
+def test_rollout_stats_by_hand():
+    stats = rollout_stats([[1, 2], [3, 3, 3, 3, 3, 3], [4]], ended=[True, False, True],
+                          max_new_tokens=6)
+    assert stats["rollout/response_len"] == pytest.approx(3.0)
+    assert stats["rollout/eos_frac"] == pytest.approx(2 / 3)
+    assert stats["rollout/truncated_frac"] == pytest.approx(1 / 3)
+    assert stats["rollout/repeat_frac"] == pytest.approx((1 - 1 / 3) / 3)
+
+
+def _healthy(step):
+    return {"rollout/response_len": 20 + (step % 3), "rollout/truncated_frac": 0.05,
+            "rollout/repeat_frac": 0.02, "objective/kl": 0.5 * step, "loss/policy": 0.1}
+
+
+def _run(monitor, rows):
+    fired = []
+    for step, row in enumerate(rows, start=1):
+        fired += [e.detector for e in monitor.check(step, row)]
+    return fired
+
+
+def test_healthy_run_stays_quiet():
+    assert _run(HealthMonitor(HealthArgs()), [_healthy(s) for s in range(40)]) == []
+
+
+def test_repeater_fires_after_patience():
+    rows = [_healthy(0)] * 3 + [{**_healthy(0), "rollout/truncated_frac": 0.95,
+                                 "rollout/repeat_frac": 0.6}] * 3
+    m = HealthMonitor(HealthArgs(health_patience=3))
+    assert _run(m, rows) == ["repeater"]
+    assert "ran to the token limit" in m.events[0].message and "Try:" in m.events[0].message
+
+
+def test_repeater_needs_repetition_when_it_is_logged():
+    rows = [_healthy(0)] * 2 + [{**_healthy(0), "rollout/truncated_frac": 0.95,
+                                 "rollout/repeat_frac": 0.0}] * 5
+    assert _run(HealthMonitor(HealthArgs()), rows) == []
+
+
+def test_repeater_off_when_truncating_from_the_start():
+    rows = [{**_healthy(0), "rollout/truncated_frac": 0.9, "rollout/repeat_frac": 0.9}] * 6
+    m = HealthMonitor(HealthArgs())
+    assert _run(m, rows) == [] and "before training" in m.notes[0]
+
+
+def test_mute_fires_on_vanishing_responses():
+    rows = [_healthy(0)] * 2 + [{**_healthy(0), "rollout/response_len": 0.5}] * 3
+    assert _run(HealthMonitor(HealthArgs()), rows) == ["mute"]
+
+
+def test_mute_streak_resets_on_recovery():
+    short = {**_healthy(0), "rollout/response_len": 0.5}
+    rows = [_healthy(0), short, short, _healthy(0), short, short]
+    assert _run(HealthMonitor(HealthArgs()), rows) == []
+
+
+def test_kl_blowup():
+    rows = [_healthy(0)] * 2 + [{**_healthy(0), "objective/kl": 500.0}] * 3
+    assert _run(HealthMonitor(HealthArgs()), rows) == ["kl_blowup"]
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, "nan"])
+def test_nan_fires_at_once(bad):
+    m = HealthMonitor(HealthArgs())
+    events = m.check(1, {"loss/policy": bad, "rollout/response_len": 3})
+    assert [e.detector for e in events] == ["nan"]
+
+
+def test_likelihood_displacement():
+    rows = [{"logps/chosen": -20.0, "rewards/margins": 0.0}]
+    rows += [{"logps/chosen": -20.0 - 4 * i, "rewards/margins": 0.5 * i} for i in range(1, 8)]
+    m = HealthMonitor(HealthArgs())
+    fired = _run(m, rows)
+    assert fired and fired[0] == "likelihood_displacement"
+    assert "-20.00" in m.events[0].message
+
+
+def test_no_displacement_when_chosen_rises():
+    rows = [{"logps/chosen": -20.0 + i, "rewards/margins": 0.5 * i} for i in range(10)]
+    assert _run(HealthMonitor(HealthArgs()), rows) == []
+
+
+def test_decide_rollback_is_bounded():
+    m = HealthMonitor(HealthArgs(on_collapse="rollback", max_rollbacks=2))
+    ev = m.check(1, {"loss": math.nan})
+    assert [m.decide(ev) for _ in range(3)] == ["rollback", "rollback", "stop"]
+    assert m.decide([]) == "continue"
+
+
+def test_state_dict_roundtrip_continues_streaks():
+    bad = {**_healthy(0), "rollout/response_len": 0.5}
+    a = HealthMonitor(HealthArgs())
+    _run(a, [_healthy(0), bad, bad])
+    b = HealthMonitor(HealthArgs())
+    b.load_state_dict(a.state_dict())
+    assert [e.detector for e in b.check(4, bad)] == ["mute"]
+
+
+def test_invalid_on_collapse():
+    with pytest.raises(ValueError, match="choose from"):
+        HealthArgs(on_collapse="panic")

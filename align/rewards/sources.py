@@ -49,8 +49,8 @@ def plan_rewards(algo: Any, reward_model: str | None) -> RewardPlan:
     if algo.reward_fn:
         plan.sources.append(RewardSource(algo.reward_fn.rpartition(":")[2], "plugin"))
     if not plan.sources:
-        raise AlignError("no reward: give --reward-model DIR, --reward-funcs accuracy,format,length "
-                         "and/or --reward-fn file.py:function")
+        raise AlignError("no reward: give --reward-model DIR, --reward-funcs "
+                         "accuracy,format,length and/or --reward-fn file.py:function")
     weights = parse_list(algo.reward_weights)
     if weights and len(weights) != len(plan.sources):
         order = ", ".join(s.name for s in plan.sources)

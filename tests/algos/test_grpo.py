@@ -71,7 +71,6 @@ def test_grpo_builtin_format_reward_rises_on_held_out_prompts(tmp_path, capsys, 
     out, final = _train(tmp_path, capsys, tiny_lm, toy,
                         ["--reward-funcs", "format", "--format-pattern", r".*\d.*"])
     before, after = final["eval_reward_before"], final["eval_reward_after"]
-    print(f"format: {before:.3f} -> {after:.3f}")
     assert after > before + 0.2, (before, after)
     rows = [r for r in read_metrics(out) if "loss" in r]
     for key in ("rewards/format/mean", "rollout/response_len", "rollout/truncated_frac",
@@ -85,10 +84,9 @@ def test_grpo_user_reward_fn_rises(tmp_path, capsys, tiny_lm, toy):
     plugin = tmp_path / "my_reward.py"
     plugin.write_text(PLUGIN)
     _, final = _train(tmp_path, capsys, tiny_lm, toy,
-                      ["--reward-fn", f"{plugin}:share_of_letters", "--beta", "0"])
+                      ["--reward-fn", f"{plugin}:share_of_letters", "--beta", "0"], steps=30)
     before, after = final["eval_reward_before"], final["eval_reward_after"]
-    print(f"--reward-fn: {before:.3f} -> {after:.3f}")
-    assert after > before + 0.1, (before, after)
+    assert after > before + 0.2, (before, after)
 
 
 def test_grpo_reward_model_score_rises(tmp_path, capsys, tiny_lm, tiny_rm, toy):
@@ -99,7 +97,6 @@ def test_grpo_reward_model_score_rises(tmp_path, capsys, tiny_lm, tiny_rm, toy):
                       ["--reward-model", tiny_rm, "--max-completion-length", "4",
                        "--per-device-train-batch-size", "16", "--beta", "0"], steps=20, lr="2e-2")
     before, after = final["eval_reward_before"], final["eval_reward_after"]
-    print(f"reward model: {before:.3f} -> {after:.3f}")
     assert after > before + 0.1, (before, after)
 
 
@@ -269,3 +266,10 @@ def test_dry_run_with_beta_zero_plans_no_reference(tmp_path, capsys, tiny_lm, to
     code, out, _ = run_cli(["rlhf", "--algo", "grpo", "--model", tiny_lm, "--dataset", toy[0],
                             "--reward-funcs", "format", "--beta", "0", "--dry-run"], capsys)
     assert code == 0 and "reference:" not in out and "dry run" in out
+
+
+def test_algos_lists_grpo_and_rloo_with_flag_sources(capsys):
+    code, out, _ = run_cli(["algos"], capsys)
+    assert code == 0 and "grpo" in out and "rloo" in out
+    code, out, _ = run_cli(["algos", "rloo"], capsys)
+    assert code == 0 and "--num-generations" in out and "--loss-type" not in out

@@ -64,8 +64,8 @@ def test_accuracy_standard_conversational_and_missing_solution():
 def test_completion_text_reads_every_form():
     assert completion_text("hi") == "hi"
     assert completion_text(chat("hi")) == "hi"
-    assert completion_text([{"role": "assistant", "content": [{"type": "text", "text": "a"},
-                                                              {"type": "text", "text": "b"}]}]) == "ab"
+    parts = [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]
+    assert completion_text([{"role": "assistant", "content": parts}]) == "ab"
     assert completion_text([{"role": "tool", "content": "x"}, {"role": "assistant",
                                                                "content": "y"}]) == "y"
 

@@ -83,7 +83,7 @@ def flag_owners() -> dict[str, list[str]]:
 
 
 def _register_builtins() -> None:
-    from align.algos import cpo, dpo, grpo, kto, orpo, rm, sft, simpo
+    from align.algos import cpo, dpo, grpo, kto, orpo, rloo, rm, sft, simpo
     from align.ppo import config as ppo_config
 
     def ppo_run(cfg: Any, data: Any, eval_data: Any = None) -> Any:
@@ -118,6 +118,10 @@ def _register_builtins() -> None:
                  reward_model="optional", online=True, extra_groups=("health",),
                  summary="Group Relative Policy Optimization with reward functions or a model",
                  paper="https://arxiv.org/abs/2402.03300"),
+        AlgoSpec("rloo", "prompt", rloo.RLOOArgs, rloo.run, needs_ref=True,
+                 reward_model="optional", online=True, extra_groups=("health",),
+                 summary="REINFORCE Leave-One-Out: GRPO's rewards with a leave-one-out baseline",
+                 paper="https://arxiv.org/abs/2402.14740"),
         AlgoSpec("rm", "pairwise", rm.RMArgs, rm.run, needs_ref=False, reward_model="no",
                  summary="Reward model training (Bradley-Terry on preference pairs)",
                  paper="https://arxiv.org/abs/2203.02155"),

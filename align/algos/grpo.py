@@ -1,27 +1,53 @@
-"""GRPO (Shao et al. 2024) on TRL's GRPOTrainer with reward functions or a reward model."""
+"""GRPO (Shao et al. 2024, DeepSeekMath) on TRL's GRPOTrainer.
+
+No critic: each prompt gets ``--num-generations`` completions, and a completion's advantage is
+its reward minus the group's mean (divided by the group's std with ``--scale-rewards group``).
+The policy loss is PPO's clipped surrogate; a KL term to the reference is added with weight
+``--beta``. Rewards come from a reward model, built-in functions and/or a user function
+(:mod:`align.rewards`); the run around the trainer is :func:`align.algos.online.run_online`.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-from align.config import arg
-from align.errors import AlignError
+from align.algos.online import OnlineArgs
+from align.config import arg, validate_choices
+
+# TRL 1.16 GRPOConfig.loss_type values that need no other setting (luspo needs sequence-level
+# importance sampling, vespo vLLM's importance-sampling correction).
+LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo")
+SCALE_REWARDS = ("group", "batch", "none")
 
 
 @dataclass
-class GRPOArgs:
-    num_generations: int = arg(8, "Completions sampled per prompt (the group size G).",
-                               source="TRL default")
-    max_completion_length: int = arg(512, "Longest completion in tokens.", source="TRL default")
-    temperature: float = arg(1.0, "Sampling temperature.", source="TRL default")
-    beta: float = arg(0.04, "KL coefficient to the reference; 0 loads no reference model.",
-                      source="ms-swift GRPO default")
-    reward_funcs: str | None = arg(None, "Built-in rewards, comma-separated: accuracy, format, "
-                                   "length.")
-    reward_fn: str | None = arg(None, "Your reward function, path/to/file.py:function_name.",
-                                metavar="FILE:FN")
+class GRPOArgs(OnlineArgs):
+    loss_type: str = arg(
+        "dapo", "How token losses are averaged: grpo (per sequence, then batch: the paper's, "
+        "length-biased), dr_grpo (constant max length), dapo (tokens in the global batch), "
+        "bnpo (tokens in the local batch), cispo, sapo.", source="TRL default (DAPO paper)",
+        choices=LOSS_TYPES)
+    scale_rewards: str = arg(
+        "group", "Divide advantages by the reward std of the group, of the batch, or none "
+        "(Dr. GRPO: none avoids a difficulty bias).", source="TRL default (GRPO paper)",
+        choices=SCALE_REWARDS)
+    importance_sampling_level: str = arg(
+        "token", "Policy ratio per token (GRPO) or per sequence (GSPO, Zheng et al. 2025).",
+        source="TRL default", choices=("token", "sequence"))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        validate_choices(self)
 
 
 def run(cfg: Any, data: Any, eval_data: Any = None) -> dict[str, Any]:
-    raise AlignError("grpo training is not implemented yet")
+    """Train with GRPO; returns final metrics (with eval_reward_before/after given eval data)."""
+    from trl import GRPOConfig, GRPOTrainer
+
+    from align.algos.online import run_online
+
+    a: GRPOArgs = cfg.algo
+    return run_online(cfg, data, eval_data, GRPOConfig, GRPOTrainer, loss_type=a.loss_type,
+                      scale_rewards=a.scale_rewards,
+                      importance_sampling_level=a.importance_sampling_level)

@@ -1,0 +1,324 @@
+"""What GRPO and RLOO share: reward flags, sampling flags, and the run around TRL's trainer.
+
+TRL's GRPOTrainer and RLOOTrainer take the same reward functions, generation settings and
+clipping, so one base dataclass holds those flags (each algorithm's dataclass adds its own and
+may change a default) and :func:`run_online` drives either trainer:
+
+1. check the plan: reward sources and weights, dataset columns, vLLM, batch shape
+2. load the tokenizer, the policy and the reward sources (user code is imported here)
+3. build the TRL config and trainer, with metrics and health callbacks
+4. mean reward on held-out prompts before training (with eval data)
+5. train (rollback / stop on collapse), save
+6. mean reward on the same prompts, same seed, after training
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import math
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import click
+
+from align.config import arg, parse_list
+from align.errors import AlignError
+from align.rewards.builtin import BUILTIN_REWARDS, DEFAULT_FORMAT_PATTERN
+
+# Learning rates when --learning-rate is not given: TRL's GRPO/RLOO default for full
+# fine-tuning, ten times that for LoRA adapters (the same ratio as ms-swift's 1e-5 / 1e-4).
+DEFAULT_LR_FULL = 1e-6
+DEFAULT_LR_LORA = 1e-5
+
+
+@dataclass
+class OnlineArgs:
+    """Flags shared by the critic-free online RL algorithms (GRPO, RLOO)."""
+
+    reward_funcs: str | None = arg(
+        None, "Built-in rewards, comma-separated: accuracy (final answer vs the 'solution' "
+        "column), format (--format-pattern), length (--length-target).",
+        source="ms-swift's GRPO rewards (accuracy, format); length: align", metavar="LIST")
+    reward_fn: str | None = arg(
+        None, "Your reward function, path/to/file.py:function_name; called as "
+        "f(prompts, completions, **columns) -> list[float | None]. Imported only when named.",
+        source="TRL reward-function signature", metavar="FILE:FN")
+    reward_weights: str | None = arg(
+        None, "One weight per reward source, comma-separated, in this order: reward model, "
+        "--reward-funcs in order, --reward-fn (default: 1 each).", source="TRL default (1.0 each)",
+        metavar="LIST")
+    format_pattern: str = arg(
+        DEFAULT_FORMAT_PATTERN, "Regex the whole completion must match for the format reward "
+        "(re.DOTALL).", source="DeepSeek-R1 think/answer format")
+    length_target: int | None = arg(
+        None, "Target completion length in tokens for the length reward (required with it): "
+        "1 at the target, 0 at zero or twice the target.", source="align (no default: your task's)")
+    num_generations: int = arg(8, "Completions sampled per prompt (the group size G).",
+                               source="TRL default")
+    num_generations_eval: int | None = arg(
+        None, "Completions per held-out prompt when scoring --eval-dataset / --eval-split "
+        "before and after training (default: --num-generations).", source="align default")
+    max_completion_length: int = arg(512, "Longest completion in tokens.", source="TRL default")
+    temperature: float = arg(1.0, "Sampling temperature for rollouts.", source="TRL default")
+    beta: float = arg(0.04, "KL coefficient to the reference; 0 loads no reference model.",
+                      source="GRPO paper (Shao et al. 2024) and ms-swift; TRL defaults to 0")
+    epsilon: float = arg(0.2, "Clip range of the policy ratio (lower side, and upper unless "
+                         "--epsilon-high).", source="TRL default (PPO's 0.2)")
+    epsilon_high: float | None = arg(
+        None, "Upper clip range (asymmetric clipping, 'clip-higher'; DAPO uses 0.28).",
+        source="DAPO (Yu et al. 2025)")
+    num_iterations: int = arg(1, "Policy updates per batch of rollouts (μ in the GRPO paper).",
+                              source="TRL default")
+    mask_truncated_completions: bool = arg(
+        False, "Leave completions that hit --max-completion-length out of the loss.",
+        source="TRL default; DAPO recommends on")
+    generation_batch_size: int | None = arg(
+        None, "Completions generated per rollout (default: the global batch, raised to a "
+        "multiple of --num-generations so every group is whole).",
+        source="TRL default, raised by align to whole groups")
+    use_vllm: bool = arg(False, "Generate with vLLM colocated on the training GPUs (needs vllm "
+                         "and CUDA).", source="TRL default (off); colocate mode, as ms-swift")
+    vllm_gpu_memory_utilization: float = arg(
+        0.3, "Share of GPU memory vLLM may take when colocated.", source="TRL default")
+
+    def __post_init__(self) -> None:
+        from align.rewards.plugin import parse_spec
+
+        funcs = parse_list(self.reward_funcs)
+        for name in funcs:
+            if name not in BUILTIN_REWARDS:
+                raise ValueError(f"--reward-funcs {name!r} is not valid; choose from "
+                                 f"[{', '.join(BUILTIN_REWARDS)}] (your own: --reward-fn)")
+        if len(set(funcs)) != len(funcs):
+            raise ValueError(f"--reward-funcs names a function twice: {self.reward_funcs}")
+        for w in parse_list(self.reward_weights):
+            try:
+                if not math.isfinite(float(w)):
+                    raise ValueError
+            except ValueError:
+                raise ValueError(f"--reward-weights: {w!r} is not a number") from None
+        self._check_format_pattern()
+        if "length" in funcs and self.length_target is None:
+            raise ValueError("--reward-funcs length needs --length-target N (tokens)")
+        if self.length_target is not None and self.length_target <= 0:
+            raise ValueError(f"--length-target must be positive, got {self.length_target}")
+        if self.reward_fn:
+            parse_spec(self.reward_fn)
+        self._check_numbers()
+
+    def _check_format_pattern(self) -> None:
+        import re
+
+        try:
+            re.compile(self.format_pattern)
+        except re.error as e:
+            raise ValueError(f"--format-pattern {self.format_pattern!r} is not a valid regex: "
+                             f"{e}") from None
+
+    def _check_numbers(self) -> None:
+        if self.num_generations < 2:
+            raise ValueError("--num-generations must be at least 2 (advantages compare the "
+                             "completions of one prompt)")
+        if self.num_generations_eval is not None and self.num_generations_eval < 1:
+            raise ValueError("--num-generations-eval must be positive")
+        if self.max_completion_length < 1:
+            raise ValueError("--max-completion-length must be positive")
+        if self.temperature <= 0:
+            raise ValueError("--temperature must be > 0 (rollouts are sampled)")
+        if self.beta < 0:
+            raise ValueError(f"--beta must be >= 0, got {self.beta}")
+        if self.epsilon <= 0 or (self.epsilon_high is not None and self.epsilon_high <= 0):
+            raise ValueError("--epsilon and --epsilon-high must be positive")
+        if self.num_iterations < 1:
+            raise ValueError("--num-iterations must be at least 1")
+        if self.generation_batch_size is not None and \
+                self.generation_batch_size % self.num_generations:
+            raise ValueError(f"--generation-batch-size {self.generation_batch_size} must be a "
+                             f"multiple of --num-generations {self.num_generations}")
+        if not 0.0 < self.vllm_gpu_memory_utilization <= 1.0:
+            raise ValueError("--vllm-gpu-memory-utilization must be in (0, 1]")
+
+
+def check_vllm() -> None:
+    """--use-vllm needs the vllm package and a CUDA GPU; say which is missing."""
+    if importlib.util.find_spec("vllm") is None:
+        raise AlignError("--use-vllm needs vLLM, which is not installed: pip install vllm "
+                         "(Linux with a CUDA GPU). Without --use-vllm, rollouts are generated "
+                         "with transformers (slower, works everywhere)")
+    import torch
+
+    if not torch.cuda.is_available():
+        raise AlignError("--use-vllm needs a CUDA GPU; drop it to generate with transformers")
+
+
+def generation_batch(cfg: Any) -> int | None:
+    """Completions per rollout: TRL's default (the global batch) when it holds whole groups of
+    --num-generations, else the smallest multiple of the global batch that does."""
+    a, t = cfg.algo, cfg.train
+    if a.generation_batch_size is not None:
+        return a.generation_batch_size
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    global_batch = t.per_device_train_batch_size * world * t.gradient_accumulation_steps
+    if global_batch % a.num_generations == 0:
+        return None
+    return math.lcm(global_batch, a.num_generations)
+
+
+def trl_fields(cfg: Any, weights: list[float]) -> dict[str, Any]:
+    """TRL config fields both trainers share, from our flags."""
+    a = cfg.algo
+    lr = cfg.train.learning_rate
+    if lr is None:
+        lr = DEFAULT_LR_LORA if cfg.lora.enabled else DEFAULT_LR_FULL
+    g_eval = a.num_generations_eval or a.num_generations
+    fields = dict(
+        learning_rate=lr, beta=a.beta, num_generations=a.num_generations,
+        num_generations_eval=g_eval,
+        max_completion_length=a.max_completion_length, temperature=a.temperature,
+        epsilon=a.epsilon, epsilon_high=a.epsilon_high, num_iterations=a.num_iterations,
+        mask_truncated_completions=a.mask_truncated_completions, reward_weights=weights,
+        generation_batch_size=generation_batch(cfg), log_completions=False,
+    )
+    if a.use_vllm:
+        fields.update(use_vllm=True, vllm_mode="colocate",
+                      vllm_gpu_memory_utilization=a.vllm_gpu_memory_utilization)
+    return fields
+
+
+def uniform_columns(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows whose extra columns each hold one type, as Arrow (datasets) needs: a column mixing
+    ints and floats becomes floats, one mixing numbers and text (``"2"`` and ``4`` as
+    solutions, common in hand-written files) becomes text."""
+    types: dict[str, set[type]] = {}
+    for row in rows:
+        for key, value in row.items():
+            if key != "prompt" and value is not None:
+                types.setdefault(key, set()).add(type(value))
+    fix: dict[str, Any] = {}
+    for key, seen in types.items():
+        if len(seen) > 1 and seen <= {int, float}:
+            fix[key] = float
+        elif len(seen) > 1 and seen <= {int, float, str, bool}:
+            fix[key] = str
+    if not fix:
+        return rows
+    return [{k: (fix[k](v) if k in fix and v is not None else v) for k, v in r.items()}
+            for r in rows]
+
+
+def count_long_prompts(tokenizer: Any, rows: list[dict[str, Any]], limit: int | None) -> int:
+    """How many prompts are longer than ``limit`` tokens (TRL 1.16's GRPO/RLOO keep them whole)."""
+    if not limit:
+        return 0
+    prompts = [r["prompt"] for r in rows]
+    if prompts and isinstance(prompts[0], list):
+        lengths = [len(tokenizer.apply_chat_template(p, add_generation_prompt=True,
+                                                     tokenize=True, return_dict=True)
+                       ["input_ids"]) for p in prompts]
+    else:
+        lengths = [len(ids) for ids in tokenizer(prompts)["input_ids"]]
+    return sum(n > limit for n in lengths)
+
+
+@dataclass
+class Session:
+    """A trainer ready to run, with what training and evaluation around it need."""
+
+    trainer: Any
+    tokenizer: Any
+    plan: Any  # align.rewards.sources.RewardPlan
+    monitor: Any  # align.health.HealthMonitor
+    callbacks: tuple[Any, Any, Any]  # canonical names, health, LR scale (online_health)
+    metrics_cb: Any
+    new_metrics_cb: Any  # step -> a fresh metrics callback (after a rollback)
+    resume_from: str | None
+    eval_rows: list[dict[str, Any]] | None
+
+
+def _evaluate(s: Session, cfg: Any, when: str) -> dict[str, float]:
+    """Mean reward on held-out prompts, keys suffixed ``_before`` / ``_after``."""
+    from align.rewards.evaluate import mean_reward
+
+    a = cfg.algo
+    result = mean_reward(s.trainer.model, s.tokenizer, s.eval_rows, s.plan.sources, s.plan.weights,
+                         k=a.num_generations_eval or a.num_generations,
+                         max_new_tokens=a.max_completion_length, temperature=a.temperature,
+                         seed=cfg.train.seed)
+    click.echo(f"held-out mean reward {when} training: {result['eval_reward']:.4f}")
+    return {f"{k}_{when}": v for k, v in result.items()}
+
+
+def prepare(cfg: Any, data: Any, eval_data: Any, config_cls: type, trainer_cls: type,
+            **algo_fields: Any) -> Session:
+    """Steps 1-3 of the module docstring: check, load, build the trainer (no training)."""
+    from align.algos import common, online_health
+    from align.health import HealthMonitor
+    from align.models import load_causal_lm, load_tokenizer, lora_config
+    from align.rewards import sources as rs
+
+    a, name = cfg.algo, cfg.algo_name
+    # 1. the plan: nothing heavy loaded yet, no user code run
+    if cfg.model.ref_model:
+        raise AlignError(f"--ref-model is not used by --algo {name}: TRL's trainer builds the "
+                         "reference from --model (with LoRA: the base with adapters disabled)")
+    plan = rs.plan_rewards(a, cfg.model.reward_model)
+    for note in rs.check_columns(plan, data.rows):
+        click.echo(f"note: {note}")
+    if a.use_vllm:
+        check_vllm()
+    rows = uniform_columns(data.rows)
+    # 2. tokenizer, reward sources, policy
+    tokenizer = load_tokenizer(cfg.model.model, cfg.model)
+    long = count_long_prompts(tokenizer, rows, cfg.data.max_prompt_length)
+    if long:
+        click.echo(f"note: {long} prompts are longer than --max-prompt-length "
+                   f"{cfg.data.max_prompt_length} tokens; TRL's {trainer_cls.__name__} uses them "
+                   "whole (filter them out to save memory)")
+    columns = sorted({k for r in rows for k in r} - {"prompt"})
+    rs.load_rewards(plan, a, columns, cfg.model, cfg.lora, cfg.train)
+    click.echo(f"rewards: {plan.describe()}")
+    fields = {**trl_fields(cfg, plan.weights + [0.0]), **algo_fields}  # + the health probe
+    try:  # held-out prompts are scored by _evaluate, before and after, not by TRL's eval loop
+        args = common.trl_config(cfg, config_cls, has_eval=False, **fields)
+    except ValueError as e:
+        raise AlignError(f"--algo {name}: {e}") from e
+    model = load_causal_lm(cfg.model.model, cfg.model, cfg.lora, cfg.train)
+    # 3. trainer with metrics and health callbacks (canonical names first, then the writers)
+    monitor = HealthMonitor(cfg.health)
+    resume_from, resume_step = common.resume_checkpoint(cfg)
+    online_health.restore_monitor(monitor, resume_from)
+    cbs = online_health.callbacks(monitor)
+
+    def new_metrics_cb(step: int | None) -> Any:
+        return common.trainer_callback(common.metrics_logger(cfg, step))
+
+    metrics_cb = new_metrics_cb(resume_step)
+    trainer = trainer_cls(
+        model=model, args=args,
+        reward_funcs=[s.func for s in plan.sources] + [online_health.RepeatProbe()],
+        reward_processing_classes=[s.tokenizer for s in plan.sources] + [None],
+        train_dataset=common.to_dataset(dataclasses.replace(data, rows=rows)),
+        processing_class=tokenizer, peft_config=lora_config(cfg.lora),
+        callbacks=[cbs[0], metrics_cb, cbs[1], cbs[2]])
+    for source, prepared in zip(plan.sources, trainer.reward_funcs):
+        source.func = prepared  # reward models as the trainer placed them (device)
+    eval_rows = uniform_columns(eval_data.rows) if eval_data is not None else None
+    return Session(trainer, tokenizer, plan, monitor, cbs, metrics_cb, new_metrics_cb,
+                   resume_from, eval_rows)
+
+
+def run_online(cfg: Any, data: Any, eval_data: Any, config_cls: type, trainer_cls: type,
+               **algo_fields: Any) -> dict[str, Any]:
+    """Train with TRL's ``trainer_cls`` (GRPOTrainer, RLOOTrainer); see the module docstring."""
+    from align.algos import online_health
+
+    s = prepare(cfg, data, eval_data, config_cls, trainer_cls, **algo_fields)
+    # 4-6. evaluate, train (rollback / stop on collapse), evaluate again with the same seed
+    before = _evaluate(s, cfg, "before") if s.eval_rows else {}
+    metrics = online_health.train_with_health(s.trainer, cfg, s.tokenizer, s.resume_from,
+                                              s.monitor, s.callbacks, s.metrics_cb,
+                                              s.new_metrics_cb)
+    after = _evaluate(s, cfg, "after") if s.eval_rows else {}
+    return {**metrics, **before, **after, "reward_sources": s.plan.describe()}

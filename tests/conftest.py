@@ -15,6 +15,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+# Tiny models gain nothing from intra-op threads, and two threads fighting over two cores
+# (pytest plus a subprocess, or CI's neighbours) slow each small matmul by orders of magnitude.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
@@ -81,6 +84,13 @@ def addition_pairs(n: int = 64, seed: int = 0) -> list[dict[str, Any]]:
 @pytest.fixture(scope="session")
 def pairs_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_jsonl(tmp_path_factory.mktemp("data") / "pairs.jsonl", addition_pairs())
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

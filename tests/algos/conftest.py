@@ -101,3 +101,31 @@ def sft_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def chat_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_jsonl(tmp_path_factory.mktemp("data") / "chat.jsonl", sft_rows("messages"))
+
+
+def make_config(algo: str, model: Path, dataset: Path, output_dir: Path, *,
+                ref_model: Path | None = None, lora: bool = False, max_length: int = 1024,
+                batch_size: int = 8, **algo_fields: Any) -> tuple[Any, Any]:
+    """A RunConfig and the validated data, as `align rlhf --algo ALGO` would build them."""
+    from align.config import DataArgs, LoraArgs, ModelArgs, RunConfig, TrainArgs
+    from align.data import load_valid
+    from align.registry import get_algo
+
+    spec = get_algo(algo)
+    cfg = RunConfig(algo_name=algo,
+                    model=ModelArgs(model=str(model), ref_model=str(ref_model) if ref_model
+                                    else None),
+                    lora=LoraArgs(lora=lora), data=DataArgs(dataset=str(dataset),
+                                                            max_length=max_length),
+                    train=TrainArgs(output_dir=str(output_dir), max_steps=1,
+                                    per_device_train_batch_size=batch_size, report_to="none"),
+                    algo=spec.config_cls(**algo_fields))
+    return cfg, load_valid(dataset, spec.data_format)
+
+
+@pytest.fixture(scope="session")
+def ref_lm(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer: Any) -> Path:
+    """A second tiny LM (another seed): a reference that differs from the policy."""
+    from align.tiny import build_tiny_lm
+
+    return build_tiny_lm(tmp_path_factory.mktemp("ref_lm"), tiny_tokenizer, seed=1)

@@ -5,7 +5,7 @@ These are align's reference implementations: the TRL trainers do the training, a
 number as the function here (to 1e-5), so a sign, a misplaced β, a missing length
 normalisation or a different NLL reduction in a TRL release shows up as a failing test.
 
-Conventions (see docs/glossary.md):
+Conventions:
 - ``*_logps`` are sequence-level log-probabilities, shape (B,): the sum over a completion's
   tokens of log π(y_t | x, y_<t).
 - ``*_logprobs`` are token-level log-probabilities, shape (B, T), with a ``mask`` that is 1

@@ -27,7 +27,7 @@ class DPOArgs:
     loss_type: str = arg("sigmoid", "Loss variant(s), comma-separated to combine: "
                          + ", ".join(LOSS_TYPES[:-1]) + ".", source="TRL default")
     loss_weights: str | None = arg(None, "Weights for the --loss-type list, comma-separated "
-                                   "(default: 1 each).")
+                                   "(default: 1 each).", source="TRL default")
     rpo_alpha: float = arg(1.0, "Weight of the SFT (NLL) loss on the chosen answer added to "
                            "DPO (RPO); 0 is pure DPO.", source="ms-swift RLHF guide")
     label_smoothing: float = arg(0.0, "Assumed label-flip rate ε, read by the robust, "

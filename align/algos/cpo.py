@@ -24,7 +24,7 @@ class CPOArgs:
     cpo_alpha: float = arg(1.0, "Weight of the NLL loss on the chosen answer.",
                            source="ms-swift RLHF guide")
     loss_type: str = arg("sigmoid", "Preference term: sigmoid (the CPO paper), hinge or ipo.",
-                         source="TRL default", choices=LOSS_TYPES)
+                         source="TRL default")
     label_smoothing: float = arg(0.0, "Assumed label-flip rate ε (conservative sigmoid loss).",
                                  source="TRL default")
 

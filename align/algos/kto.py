@@ -28,7 +28,7 @@ class KTOArgs:
     undesirable_weight: float = arg(1.0, "λ_U: loss weight of undesirable (label false) examples.",
                                     source="ms-swift RLHF guide")
     loss_type: str = arg("kto", "kto, or apo_zero_unpaired (APO-zero, D'Oosterlinck et al. "
-                         "2024; no KL estimate).", source="TRL default", choices=LOSS_TYPES)
+                         "2024; no KL estimate).", source="TRL default")
     precompute_ref_logps: bool = arg(
         False, "Compute the reference log-probs once before training, then free the "
         "reference (saves memory; needs a pass over the data first).", source="TRL default")

@@ -55,3 +55,23 @@ def test_dpo_lora_saves_an_adapter_that_loads_and_merges(tmp_path, capsys, tiny_
         plain = AutoModelForCausalLM.from_pretrained(tiny_lm)(ids).logits
     assert torch.allclose(adapted, merged, atol=1e-4)
     assert not torch.allclose(merged, plain, atol=1e-4)  # the adapter changed the model
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--label-smoothing", "0.1"], "read only by the robust"),
+    (["--loss-type", "exo_pair"], "needs --label-smoothing > 0"),
+    (["--loss-type", "sigmoid,ipo", "--loss-weights", "1"], "one weight per loss"),
+])
+def test_dpo_refuses_flags_trl_would_ignore(capsys, tiny_lm, pairs_file, flags, message):
+    code, _, err = run_cli(["rlhf", "--algo", "dpo", "--model", tiny_lm, "--dataset", pairs_file,
+                            *flags, "--dry-run"], capsys)
+    assert code == 2 and message in err
+
+
+def test_dpo_trl_losses_append_rpo_term():
+    from align.algos.dpo import DPOArgs
+
+    assert DPOArgs().trl_losses() == (["sigmoid", "sft"], [1.0, 1.0])
+    assert DPOArgs(rpo_alpha=0).trl_losses() == (["sigmoid"], None)
+    assert DPOArgs(loss_type="sigmoid,ipo", loss_weights="1,0.5", rpo_alpha=0.3).trl_losses() \
+        == (["sigmoid", "ipo", "sft"], [1.0, 0.5, 0.3])

@@ -91,3 +91,9 @@ def test_resume_continues_from_the_latest_checkpoint(tmp_path, capsys, tiny_lm, 
     assert state["global_step"] == 15
     steps = [r["step"] for r in read_metrics(out) if "loss" in r]
     assert steps == list(range(1, 16)), steps  # 1..10 from the first run, 11..15 resumed
+
+
+def test_kto_loss_type_is_checked(capsys, tiny_lm, unpaired_file):
+    code, _, err = run_cli(["rlhf", "--algo", "kto", "--model", tiny_lm, "--dataset",
+                            unpaired_file, "--loss-type", "sigmoid", "--dry-run"], capsys)
+    assert code == 2 and "choose from [kto, apo_zero_unpaired]" in err

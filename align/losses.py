@@ -64,6 +64,12 @@ def _reward_metrics(chosen_rewards: Tensor, rejected_rewards: Tensor) -> Metrics
     }
 
 
+def _preference_terms(beta: float, delta: Tensor, label_smoothing: float) -> Tensor:
+    """−(1 − ε) log σ(β Δ) − ε log σ(−β Δ), per pair (ε = 0: the plain logistic loss)."""
+    return -(1 - label_smoothing) * F.logsigmoid(beta * delta) \
+        - label_smoothing * F.logsigmoid(-beta * delta)
+
+
 def dpo_loss(chosen_logps: Tensor, rejected_logps: Tensor, ref_chosen_logps: Tensor,
              ref_rejected_logps: Tensor, beta: float, label_smoothing: float = 0.0
              ) -> tuple[Tensor, Metrics]:
@@ -78,8 +84,7 @@ def dpo_loss(chosen_logps: Tensor, rejected_logps: Tensor, ref_chosen_logps: Ten
     """
     chosen_ratio = chosen_logps - ref_chosen_logps
     rejected_ratio = rejected_logps - ref_rejected_logps
-    h = chosen_ratio - rejected_ratio
-    losses = -(1 - label_smoothing) * F.logsigmoid(beta * h) - label_smoothing * F.logsigmoid(-beta * h)
+    losses = _preference_terms(beta, chosen_ratio - rejected_ratio, label_smoothing)
     return losses.mean(), _reward_metrics(beta * chosen_ratio, beta * rejected_ratio)
 
 
@@ -169,11 +174,6 @@ def kto_loss(logps: Tensor, ref_logps: Tensor, labels: Tensor, kl_logps: Tensor,
     if (~labels).any():
         metrics["rewards/rejected"] = rewards[~labels].mean()
     return losses.mean(), metrics
-
-
-def _preference_terms(beta: float, delta: Tensor, label_smoothing: float) -> Tensor:
-    return -(1 - label_smoothing) * F.logsigmoid(beta * delta) \
-        - label_smoothing * F.logsigmoid(-beta * delta)
 
 
 def cpo_loss(chosen_logprobs: Tensor, chosen_mask: Tensor, rejected_logprobs: Tensor,

@@ -43,22 +43,22 @@ def truncate_prompts(rows: list[dict[str, Any]], tokenizer: Any,
     """Return ``(rows, n_cut)``: rows whose ``prompt`` fits in ``max_prompt_length`` tokens.
 
     Rows without a prompt (SFT ``messages``/``text``) pass through. Rows are copied, never
-    modified in place.
+    modified in place. Plain-text prompts are tokenized in one batch (fast on large sets).
     """
     if not max_prompt_length:
         return list(rows), 0
-    out, n_cut = [], 0
-    for row in rows:
+    out = list(rows)
+    text_at = [i for i, r in enumerate(rows) if isinstance(r.get("prompt"), str)]
+    encoded = tokenizer([rows[i]["prompt"] for i in text_at],
+                        add_special_tokens=False)["input_ids"] if text_at else []
+    n_cut = 0
+    for i, ids in zip(text_at, encoded):
+        if len(ids) > max_prompt_length:
+            out[i] = {**rows[i], "prompt": tokenizer.decode(ids[-max_prompt_length:])}
+            n_cut += 1
+    for i, row in enumerate(rows):
         prompt = row.get("prompt")
-        if prompt is None or _prompt_tokens(tokenizer, prompt) <= max_prompt_length:
-            out.append(row)
-            continue
-        row = dict(row)
-        if isinstance(prompt, str):
-            ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-            row["prompt"] = tokenizer.decode(ids[-max_prompt_length:])
-        else:
-            row["prompt"] = _shorten_messages(tokenizer, prompt, max_prompt_length)
-        n_cut += 1
-        out.append(row)
+        if isinstance(prompt, list) and _prompt_tokens(tokenizer, prompt) > max_prompt_length:
+            out[i] = {**row, "prompt": _shorten_messages(tokenizer, prompt, max_prompt_length)}
+            n_cut += 1
     return out, n_cut

@@ -167,6 +167,26 @@ def algos_cmd(name: str | None) -> None:
             click.echo("  ".join("-" * w for w in widths) + "  " + "-" * 7)
 
 
+@cli.command("merge-lora")
+@click.argument("adapter_dir")
+@click.option("--output-dir", required=True, metavar="DIR", help="Where the merged model goes.")
+@click.option("--base", metavar="PATH",
+              help="Base model (default: the one named in the adapter's adapter_config.json).")
+@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
+              default="auto", show_default=True, help="Dtype of the merged weights "
+              "(auto: the base checkpoint's).")
+@click.option("--trust-remote-code", is_flag=True, help="Allow the base repo's own Python code.")
+def merge_lora_cmd(adapter_dir: str, output_dir: str, base: str | None, dtype: str,
+                   trust_remote_code: bool) -> None:
+    """Fold the LoRA adapter in ADAPTER_DIR into its base model and save a plain model
+    (safetensors + tokenizer) that loads and serves without peft."""
+    from align.merge import merge_adapter
+
+    out = merge_adapter(adapter_dir, output_dir, base=base, dtype=dtype,
+                        trust_remote_code=trust_remote_code)
+    click.echo(f"merged {adapter_dir} into {out}")
+
+
 @cli.group("data")
 def data_group() -> None:
     """Validate, inspect and convert datasets."""

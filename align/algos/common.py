@@ -1,17 +1,24 @@
-"""What every TRL-backed adapter shares: mapping TrainArgs to a TRL config, datasets, the
-metrics callback, resume and the final save. Algorithm-specific fields stay in each adapter.
+"""What every TRL-backed adapter shares: mapping TrainArgs to a TRL config, loading the policy
+and reference, turning validated rows into a dataset, the metrics callback, resume and the
+final save. Algorithm-specific fields stay in each adapter.
+
+An adapter is two functions: ``build_trainer(cfg, data, eval_data, callbacks)`` returns
+``(trainer, tokenizer)`` (tests use it to reach the trainer's loss on a fixed batch), and
+``run(cfg, data, eval_data)`` is ``run_trainer(cfg, build_trainer, data, eval_data)``.
 """
 
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import click
 
 from align.config import RunConfig
-from align.metrics import MetricsLogger, trainer_callback  # noqa: F401 (re-exported)
+from align.errors import AlignError
+from align.metrics import MetricsLogger, trainer_callback
 from align.runner import latest_checkpoint
 
 # ms-swift's defaults: 1e-5 for full fine-tuning, 1e-4 for LoRA/QLoRA adapters.
@@ -35,6 +42,9 @@ def on_gpu() -> bool:
 def trl_config(cfg: RunConfig, config_cls: type, has_eval: bool = False, **fields: Any) -> Any:
     """Build a TRL config (DPOConfig, KTOConfig, ...) from our TrainArgs plus ``fields``."""
     t = cfg.train
+    # QLoRA computes in bf16 (the 4-bit base is dequantised to bf16), so train in bf16 mixed
+    # precision unless fp16 was asked for.
+    bf16 = t.bf16 or (cfg.lora.qlora and not t.fp16)
     kwargs: dict[str, Any] = dict(
         output_dir=t.output_dir,
         learning_rate=learning_rate(cfg),
@@ -53,7 +63,7 @@ def trl_config(cfg: RunConfig, config_cls: type, has_eval: bool = False, **field
         warmup_steps=t.warmup_ratio,  # a float in [0, 1) is a ratio in transformers 5
         weight_decay=t.weight_decay,
         max_grad_norm=t.max_grad_norm,
-        bf16=t.bf16,
+        bf16=bf16,
         fp16=t.fp16,
         gradient_checkpointing=t.gradient_checkpointing,
         deepspeed=t.deepspeed,
@@ -69,14 +79,76 @@ def trl_config(cfg: RunConfig, config_cls: type, has_eval: bool = False, **field
     return config_cls(**kwargs)
 
 
+def load_tokenizer(cfg: RunConfig, data: Any = None) -> Any:
+    """The policy's tokenizer; conversational data needs it to have a chat template."""
+    from align.models import load_tokenizer as _load
+
+    tok = _load(cfg.model.model, cfg.model)
+    if data is not None and data.form == "conversational" and not tok.chat_template:
+        raise AlignError(f"{data.file} holds chat messages, but the tokenizer of {cfg.model.model} "
+                         "has no chat template to render them; use a chat model, or write the "
+                         "data as plain strings")
+    return tok
+
+
+def load_policy(cfg: RunConfig, *, prepare_kbit: bool = True) -> Any:
+    """The model to train. With --qlora, readied for k-bit training (norms in fp32, input
+    grads on) unless the trainer does it itself (``prepare_kbit=False``)."""
+    from align.models import load_causal_lm
+
+    model = load_causal_lm(cfg.model.model, cfg.model, cfg.lora, cfg.train)
+    return prepare_quantized(model, cfg) if prepare_kbit else model
+
+
+def prepare_quantized(model: Any, cfg: RunConfig) -> Any:
+    """peft's k-bit preparation for a 4-bit (QLoRA) model; other models pass through."""
+    if not cfg.lora.qlora:
+        return model
+    from peft import prepare_model_for_kbit_training
+
+    return prepare_model_for_kbit_training(
+        model, use_gradient_checkpointing=cfg.train.gradient_checkpointing)
+
+
+def load_reference(cfg: RunConfig) -> Any:
+    """The --ref-model, or None: TRL then uses a frozen copy of the starting policy, or with
+    LoRA the policy's base with adapters disabled (no second copy in memory)."""
+    if not cfg.model.ref_model:
+        return None
+    from align.models import load_causal_lm
+
+    return load_causal_lm(cfg.model.ref_model, cfg.model, cfg.lora, cfg.train)
+
+
+def dataset(data: Any, tokenizer: Any, cfg: RunConfig, *, shuffle: bool = False,
+            rows: list[dict[str, Any]] | None = None) -> Any:
+    """Validated rows -> datasets.Dataset, prompts cut to --max-prompt-length (None stays None).
+
+    ``shuffle`` orders the rows with --seed, for trainers that read data sequentially (KTO).
+    """
+    if data is None and rows is None:
+        return None
+    from datasets import Dataset
+
+    from align.data.truncate import truncate_prompts
+
+    rows = list(data.rows if rows is None else rows)
+    rows, n_cut = truncate_prompts(rows, tokenizer, cfg.data.max_prompt_length)
+    if n_cut:
+        click.echo(f"{n_cut} of {len(rows)} prompts are longer than --max-prompt-length "
+                   f"{cfg.data.max_prompt_length} tokens; kept their last tokens")
+    if shuffle:
+        random.Random(cfg.train.seed).shuffle(rows)
+    return Dataset.from_list(rows)
+
+
 def to_dataset(data: Any, drop: tuple[str, ...] = ()) -> Any:
-    """Validated rows -> datasets.Dataset (None stays None)."""
+    """Validated rows -> datasets.Dataset as they are (None stays None)."""
     if data is None:
         return None
     from datasets import Dataset
 
-    rows = [{k: v for k, v in r.items() if k not in drop} for r in data.rows]
-    return Dataset.from_list(rows)
+    return Dataset.from_list([{k: v for k, v in r.items() if k not in drop} for r in data.rows])
 
 
 def resume_checkpoint(cfg: RunConfig) -> tuple[str | None, int | None]:
@@ -94,17 +166,44 @@ def metrics_logger(cfg: RunConfig, resume_step: int | None) -> MetricsLogger:
                          resume_step=resume_step)
 
 
-def train_and_save(trainer: Any, cfg: RunConfig, tokenizer: Any, resume_from: str | None
-                   ) -> dict[str, Any]:
-    """Train (resuming if asked), save the final model/adapter and tokenizer to --output-dir."""
+def train(trainer: Any, resume_from: str | None) -> dict[str, Any]:
+    """Train (resuming if asked); return the run's metrics with the first and last loss."""
     result = trainer.train(resume_from_checkpoint=resume_from)
-    trainer.save_model(cfg.train.output_dir)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(cfg.train.output_dir)
     metrics = dict(result.metrics)
     history = [r for r in trainer.state.log_history if "loss" in r]
     if history:
         metrics["first_loss"] = history[0]["loss"]
         metrics["last_loss"] = history[-1]["loss"]
-    click.echo(f"saved to {cfg.train.output_dir}")
     return metrics
+
+
+def save(trainer: Any, cfg: RunConfig, tokenizer: Any) -> None:
+    """Save the final model (full) or adapter (LoRA/QLoRA) and the tokenizer to --output-dir."""
+    trainer.save_model(cfg.train.output_dir)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(cfg.train.output_dir)
+    what = "LoRA adapter" if cfg.lora.enabled else "model"
+    click.echo(f"saved {what} to {cfg.train.output_dir}")
+    if cfg.lora.enabled:
+        click.echo(f"  merge it into a plain model: align merge-lora {cfg.train.output_dir} "
+                   "--output-dir MERGED_DIR")
+
+
+def train_and_save(trainer: Any, cfg: RunConfig, tokenizer: Any, resume_from: str | None
+                   ) -> dict[str, Any]:
+    metrics = train(trainer, resume_from)
+    save(trainer, cfg, tokenizer)
+    return metrics
+
+
+Builder = Callable[..., tuple[Any, Any]]
+
+
+def run_trainer(cfg: RunConfig, build: Builder, data: Any, eval_data: Any = None,
+                callbacks: Sequence[Any] = ()) -> dict[str, Any]:
+    """The body of every adapter's ``run``: metrics logger, build, train, save."""
+    resume_from, resume_step = resume_checkpoint(cfg)
+    logger = metrics_logger(cfg, resume_step)
+    trainer, tokenizer = build(cfg, data, eval_data,
+                               callbacks=[trainer_callback(logger), *callbacks])
+    return train_and_save(trainer, cfg, tokenizer, resume_from)

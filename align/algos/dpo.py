@@ -1,31 +1,40 @@
 """DPO (Rafailov et al. 2023) with RPO mixing (Pang et al. 2024) on TRL's DPOTrainer.
 
 RPO: ``loss = dpo_loss + rpo_alpha * NLL(chosen)``; in TRL 1.16 this is
-``loss_type=[..., "sft"]`` with ``loss_weights=[..., rpo_alpha]``.
+``loss_type=[..., "sft"]`` with ``loss_weights=[..., rpo_alpha]``. TRL's "sft" term is the
+mean NLL over all chosen-answer tokens of the batch (see align.losses.rpo_loss).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 from align.config import arg, parse_list
 
 # TRL 1.16 DPOConfig.loss_type values (besides "sft", which --rpo-alpha adds).
 LOSS_TYPES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair",
-              "sppo_hard", "aot", "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft")
+              "sppo_hard", "aot", "aot_unpaired", "apo_zero", "apo_down", "discopop",
+              "sigmoid_norm", "sft")
+# The loss types whose TRL 1.16 formula reads label_smoothing; the others ignore it.
+SMOOTHED = ("robust", "exo_pair", "aot", "aot_unpaired")
 
 
 @dataclass
 class DPOArgs:
-    beta: float = arg(0.1, "KL strength β: larger keeps the policy closer to the reference.",
-                      source="ms-swift RLHF guide")
-    loss_type: str = arg("sigmoid", "DPO loss variant(s), comma-separated to combine: "
+    beta: float = arg(0.1, "KL strength β: larger keeps the policy closer to the reference "
+                      "(for ipo: the regulariser τ).", source="ms-swift RLHF guide")
+    loss_type: str = arg("sigmoid", "Loss variant(s), comma-separated to combine: "
                          + ", ".join(LOSS_TYPES[:-1]) + ".", source="TRL default")
-    loss_weights: str | None = arg(None, "Weights for the --loss-type list, comma-separated.")
+    loss_weights: str | None = arg(None, "Weights for the --loss-type list, comma-separated "
+                                   "(default: 1 each).", source="TRL default")
     rpo_alpha: float = arg(1.0, "Weight of the SFT (NLL) loss on the chosen answer added to "
-                           "DPO; 0 is pure DPO.", source="ms-swift RLHF guide")
-    label_smoothing: float = arg(0.0, "Assumed label-noise rate (conservative DPO / robust).")
+                           "DPO (RPO); 0 is pure DPO.", source="ms-swift RLHF guide")
+    label_smoothing: float = arg(0.0, "Assumed label-flip rate ε, read by the robust, "
+                                 "exo_pair, aot and aot_unpaired losses.", source="TRL default")
+    precompute_ref_logps: bool = arg(
+        False, "Compute the reference log-probs once before training, then free the "
+        "reference (saves memory; needs a pass over the data first).", source="TRL default")
 
     def __post_init__(self) -> None:
         types = parse_list(self.loss_type)
@@ -39,10 +48,24 @@ class DPOArgs:
         if weights and len(weights) != len(types):
             raise ValueError(f"--loss-weights has {len(weights)} values for {len(types)} "
                              "--loss-type entries; give one weight per loss")
+        try:
+            [float(w) for w in weights]
+        except ValueError as e:
+            raise ValueError(f"--loss-weights {self.loss_weights!r}: expected numbers") from e
+        if self.beta <= 0:
+            raise ValueError(f"--beta must be positive, got {self.beta}")
         if self.rpo_alpha < 0:
             raise ValueError(f"--rpo-alpha must be >= 0, got {self.rpo_alpha}")
         if not 0.0 <= self.label_smoothing < 0.5:
             raise ValueError(f"--label-smoothing must be in [0, 0.5), got {self.label_smoothing}")
+        # TRL 1.16's sigmoid loss no longer reads label_smoothing: refuse rather than
+        # silently train something else than asked.
+        if self.label_smoothing > 0 and not set(types) & set(SMOOTHED):
+            raise ValueError(f"--label-smoothing is read only by the {', '.join(SMOOTHED)} "
+                             "losses; add one to --loss-type (robust is rDPO) or drop it")
+        if "exo_pair" in types and self.label_smoothing == 0:
+            raise ValueError("--loss-type exo_pair needs --label-smoothing > 0 (the EXO paper "
+                             "suggests 1e-3)")
 
     def trl_losses(self) -> tuple[list[str], list[float] | None]:
         """TRL's (loss_type, loss_weights), with RPO's SFT term appended when rpo_alpha > 0."""
@@ -54,26 +77,33 @@ class DPOArgs:
         return types, weights
 
 
-def run(cfg: Any, data: Any, eval_data: Any = None) -> dict[str, Any]:
+def build_trainer(cfg: Any, data: Any, eval_data: Any = None,
+                  callbacks: Sequence[Any] = ()) -> tuple[Any, Any]:
+    """A DPOTrainer for ``cfg`` (see align.algos.common for the adapter pattern)."""
     from trl import DPOConfig, DPOTrainer
 
     from align.algos import common
-    from align.models import load_causal_lm, load_tokenizer, lora_config
+    from align.models import lora_config
 
     a: DPOArgs = cfg.algo
     loss_type, loss_weights = a.trl_losses()
     args = common.trl_config(cfg, DPOConfig, has_eval=eval_data is not None, beta=a.beta,
                              loss_type=loss_type, loss_weights=loss_weights,
-                             label_smoothing=a.label_smoothing)
-    tokenizer = load_tokenizer(cfg.model.model, cfg.model)
-    model = load_causal_lm(cfg.model.model, cfg.model, cfg.lora, cfg.train)
+                             label_smoothing=a.label_smoothing,
+                             precompute_ref_log_probs=a.precompute_ref_logps)
+    tokenizer = common.load_tokenizer(cfg, data)
+    model = common.load_policy(cfg)
     # With LoRA and no --ref-model, TRL uses the base with adapters disabled as the reference.
-    ref = load_causal_lm(cfg.model.ref_model, cfg.model, cfg.lora, cfg.train) \
-        if cfg.model.ref_model else None
-    resume_from, resume_step = common.resume_checkpoint(cfg)
-    logger = common.metrics_logger(cfg, resume_step)
+    ref = common.load_reference(cfg)
     trainer = DPOTrainer(model=model, ref_model=ref, args=args,
-                         train_dataset=common.to_dataset(data),
-                         eval_dataset=common.to_dataset(eval_data), processing_class=tokenizer,
-                         peft_config=lora_config(cfg.lora), callbacks=[common.trainer_callback(logger)])
-    return common.train_and_save(trainer, cfg, tokenizer, resume_from)
+                         train_dataset=common.dataset(data, tokenizer, cfg),
+                         eval_dataset=common.dataset(eval_data, tokenizer, cfg),
+                         processing_class=tokenizer, peft_config=lora_config(cfg.lora),
+                         callbacks=list(callbacks))
+    return trainer, tokenizer
+
+
+def run(cfg: Any, data: Any, eval_data: Any = None) -> dict[str, Any]:
+    from align.algos import common
+
+    return common.run_trainer(cfg, build_trainer, data, eval_data)

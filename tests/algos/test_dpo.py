@@ -5,11 +5,8 @@ from __future__ import annotations
 import pytest
 
 from align.metrics import read_metrics
+from tests.algos.conftest import FAST, assert_loss_falls, mean
 from tests.conftest import run_cli
-
-
-def _mean(xs):
-    return sum(xs) / len(xs)
 
 
 @pytest.mark.parametrize("rpo_alpha", ["1.0", "0"])
@@ -18,19 +15,63 @@ def test_dpo_loss_falls_and_model_loads_back(tmp_path, capsys, tiny_lm, pairs_fi
     code, stdout, err = run_cli([
         "rlhf", "--algo", "dpo", "--model", tiny_lm, "--dataset", pairs_file,
         "--output-dir", out, "--max-steps", "24", "--learning-rate", "2e-3",
-        "--per-device-train-batch-size", "8", "--rpo-alpha", rpo_alpha, "--beta", "0.5",
-        "--lr-scheduler-type", "constant", "--warmup-ratio", "0", "--save-steps", "100",
+        "--rpo-alpha", rpo_alpha, "--beta", "0.5", *FAST,
     ], capsys)
     assert code == 0, err
+    assert_loss_falls(out)
     rows = [r for r in read_metrics(out) if "loss" in r]
-    losses = [r["loss"] for r in rows]
-    assert len(losses) >= 20
-    assert _mean(losses[-4:]) < _mean(losses[:4]) - 0.05, losses
     if rpo_alpha == "0":
-        assert _mean([r["rewards/margins"] for r in rows[-4:]]) > 0
+        assert mean([r["rewards/margins"] for r in rows[-4:]]) > 0
 
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(out, use_safetensors=True)
     assert model.config.model_type == "qwen2"
     assert (out / "align_config.yaml").exists()
+
+
+def test_dpo_lora_saves_an_adapter_that_loads_and_merges(tmp_path, capsys, tiny_lm, pairs_file):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "dpo-lora"
+    code, stdout, err = run_cli([
+        "rlhf", "--algo", "dpo", "--model", tiny_lm, "--dataset", pairs_file, "--lora",
+        "--output-dir", out, "--max-steps", "24", "--learning-rate", "5e-3", "--beta", "0.5",
+        *FAST,
+    ], capsys)
+    assert code == 0, err
+    assert "adapters disabled" in stdout and "align merge-lora" in stdout
+    assert (out / "adapter_config.json").exists() and not (out / "model.safetensors").exists()
+    assert_loss_falls(out)
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_lm)
+    model = PeftModel.from_pretrained(base, out)
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        adapted = model(ids).logits
+        merged = model.merge_and_unload()(ids).logits
+        plain = AutoModelForCausalLM.from_pretrained(tiny_lm)(ids).logits
+    assert torch.allclose(adapted, merged, atol=1e-4)
+    assert not torch.allclose(merged, plain, atol=1e-4)  # the adapter changed the model
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--label-smoothing", "0.1"], "read only by the robust"),
+    (["--loss-type", "exo_pair"], "needs --label-smoothing > 0"),
+    (["--loss-type", "sigmoid,ipo", "--loss-weights", "1"], "one weight per loss"),
+])
+def test_dpo_refuses_flags_trl_would_ignore(capsys, tiny_lm, pairs_file, flags, message):
+    code, _, err = run_cli(["rlhf", "--algo", "dpo", "--model", tiny_lm, "--dataset", pairs_file,
+                            *flags, "--dry-run"], capsys)
+    assert code == 2 and message in err
+
+
+def test_dpo_trl_losses_append_rpo_term():
+    from align.algos.dpo import DPOArgs
+
+    assert DPOArgs().trl_losses() == (["sigmoid", "sft"], [1.0, 1.0])
+    assert DPOArgs(rpo_alpha=0).trl_losses() == (["sigmoid"], None)
+    assert DPOArgs(loss_type="sigmoid,ipo", loss_weights="1,0.5", rpo_alpha=0.3).trl_losses() \
+        == (["sigmoid", "ipo", "sft"], [1.0, 0.5, 0.3])

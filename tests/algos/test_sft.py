@@ -1,0 +1,76 @@
+"""SFT end to end (prompt/completion and chat messages) and which tokens carry the loss."""
+
+from __future__ import annotations
+
+import pytest
+
+from align.algos.sft import SFTArgs, assistant_masks_supported, data_kind, loss_masks
+from tests.algos.conftest import FAST, assert_loss_falls
+from tests.conftest import run_cli
+
+
+@pytest.mark.parametrize("data", ["sft_file", "chat_file"])
+def test_sft_loss_falls_and_model_loads_back(tmp_path, capsys, tiny_lm, data, request):
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "sft"
+    code, _, err = run_cli(["sft", "--model", tiny_lm, "--dataset", request.getfixturevalue(data),
+                            "--output-dir", out, "--max-steps", "24", "--learning-rate", "3e-3",
+                            *FAST], capsys)
+    assert code == 0, err
+    assert "warning" not in err.lower()  # the tiny template marks assistant turns
+    assert_loss_falls(out, min_drop=0.5)
+    assert AutoModelForCausalLM.from_pretrained(out).config.model_type == "qwen2"
+
+
+def test_sft_masks_follow_the_data_layout(tiny_tokenizer):
+    on, off = SFTArgs(), SFTArgs(completion_only_loss=False)
+    assert loss_masks(on, "prompt_completion", tiny_tokenizer) == \
+        {"completion_only_loss": True, "assistant_only_loss": False}
+    assert loss_masks(on, "messages", tiny_tokenizer) == \
+        {"completion_only_loss": False, "assistant_only_loss": True}
+    assert loss_masks(on, "text", tiny_tokenizer)["completion_only_loss"] is False
+    assert loss_masks(off, "messages", tiny_tokenizer)["assistant_only_loss"] is False
+    assert data_kind([{"messages": []}]) == "messages"
+    assert data_kind([{"prompt": "p", "completion": "c"}]) == "prompt_completion"
+    assert data_kind([{"text": "t"}]) == "text"
+
+
+def test_chat_template_without_generation_markers_falls_back_with_a_warning(capsys):
+    from align.tiny import build_tokenizer
+
+    tok = build_tokenizer()
+    tok.chat_template = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n"
+                         "{% endfor %}")
+    assert not assistant_masks_supported(tok)
+    masks = loss_masks(SFTArgs(), "messages", tok)
+    assert masks == {"completion_only_loss": False, "assistant_only_loss": False}
+    assert "covers the whole conversation" in capsys.readouterr().err
+
+
+def test_assistant_mask_covers_only_the_assistant_turn(tiny_tokenizer):
+    """The tiny template's {% generation %} markers put the reply (and its end token) in the
+    mask and leave the user turn out."""
+    messages = [{"role": "user", "content": "2 + 2 ="}, {"role": "assistant", "content": "4"}]
+    enc = tiny_tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True,
+                                             return_assistant_tokens_mask=True)
+    ids, mask = enc["input_ids"], enc["assistant_masks"]
+    kept = tiny_tokenizer.decode([i for i, m in zip(ids, mask) if m])
+    assert kept == "4<|im_end|>"
+
+
+@pytest.mark.parametrize("row,answer", [
+    ({"prompt": "3 + 4 =", "completion": " 7"}, " 7<|im_end|>"),
+    ({"messages": [{"role": "user", "content": "3 + 4 ="},
+                   {"role": "assistant", "content": "7"}]}, "7<|im_end|>"),
+])
+def test_sft_labels_cover_only_the_answer(tmp_path, tiny_lm, row, answer):
+    from align.algos import sft
+    from tests.algos.conftest import make_config
+    from tests.conftest import write_jsonl
+
+    cfg, rows = make_config("sft", tiny_lm, write_jsonl(tmp_path / "one.jsonl", [row]),
+                            tmp_path / "o")
+    trainer, tok = sft.build_trainer(cfg, rows)
+    labels = trainer.data_collator([trainer.train_dataset[0]])["labels"][0]
+    assert tok.decode([int(t) for t in labels if t != -100]) == answer

@@ -50,6 +50,9 @@ class RunCommand(click.Command):
         algo = ctx.meta.get("align.algo") or self.fixed_algo
         params = {p.name: p for p in self.get_params(ctx)}
         if algo in ALGOS:
+            # Options shared by several algorithms (--beta) carry every owner's default; show
+            # this algorithm's own help and default instead.
+            params.update({p.name: p for p in _run_params(algo) if p.name not in RUN_OPTIONS})
             groups = ALGOS[algo].groups()
         else:
             groups = {**SHARED_GROUPS, **EXTRA_GROUPS}

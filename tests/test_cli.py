@@ -167,6 +167,12 @@ def test_rlhf_help_for_one_algo_hides_other_flags(capsys):
     assert code == 0 and "--desirable-weight" in out and "--rpo-alpha" not in out
 
 
+def test_help_shows_the_chosen_algorithms_default_for_shared_flags(capsys):
+    code, out, _ = run_cli(["rlhf", "--algo", "simpo", "--help"], capsys)
+    flat = " ".join(out.split())
+    assert code == 0 and "[default: 2.0]" in flat and "dpo 0.1" not in flat
+
+
 def test_sft_command_runs_sft_only(capsys, tiny_lm, tmp_path):
     data = write_jsonl(tmp_path / "s.jsonl", [{"prompt": "q", "completion": "a"}])
     code, out, _ = run_cli(["sft", "--model", tiny_lm, "--dataset", data, "--dry-run"], capsys)

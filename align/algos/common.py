@@ -201,9 +201,20 @@ Builder = Callable[..., tuple[Any, Any]]
 
 def run_trainer(cfg: RunConfig, build: Builder, data: Any, eval_data: Any = None,
                 callbacks: Sequence[Any] = ()) -> dict[str, Any]:
-    """The body of every adapter's ``run``: metrics logger, build, train, save."""
+    """The body of every adapter's ``run``: metrics logger, build, train, save; with the
+    shared health monitor (``--on-collapse``) for algorithms that take the health flags."""
     resume_from, resume_step = resume_checkpoint(cfg)
-    logger = metrics_logger(cfg, resume_step)
+
+    def new_metrics_cb(step: int | None) -> Any:
+        return trainer_callback(metrics_logger(cfg, step))
+
+    metrics_cb = new_metrics_cb(resume_step)
+    if cfg.health is None:
+        trainer, tokenizer = build(cfg, data, eval_data, callbacks=[metrics_cb, *callbacks])
+        return train_and_save(trainer, cfg, tokenizer, resume_from)
+    from align.algos.trl_health import TrainerHealth
+
+    health = TrainerHealth(cfg, resume_from)
     trainer, tokenizer = build(cfg, data, eval_data,
-                               callbacks=[trainer_callback(logger), *callbacks])
-    return train_and_save(trainer, cfg, tokenizer, resume_from)
+                               callbacks=[*health.callbacks(metrics_cb), *callbacks])
+    return health.train(trainer, cfg, tokenizer, resume_from, metrics_cb, new_metrics_cb)

@@ -229,8 +229,7 @@ class Session:
     trainer: Any
     tokenizer: Any
     plan: Any  # align.rewards.sources.RewardPlan
-    monitor: Any  # align.health.HealthMonitor
-    callbacks: tuple[Any, Any, Any]  # canonical names, health, LR scale (online_health)
+    health: Any  # align.algos.trl_health.TrainerHealth
     metrics_cb: Any
     new_metrics_cb: Any  # step -> a fresh metrics callback (after a rollback)
     resume_from: str | None
@@ -254,7 +253,7 @@ def prepare(cfg: Any, data: Any, eval_data: Any, config_cls: type, trainer_cls: 
             **algo_fields: Any) -> Session:
     """Steps 1-3 of the module docstring: check, load, build the trainer (no training)."""
     from align.algos import common, online_health
-    from align.health import HealthMonitor
+    from align.algos.trl_health import TrainerHealth
     from align.models import load_causal_lm, load_tokenizer, lora_config
     from align.rewards import sources as rs
 
@@ -286,10 +285,8 @@ def prepare(cfg: Any, data: Any, eval_data: Any, config_cls: type, trainer_cls: 
         raise AlignError(f"--algo {name}: {e}") from e
     model = load_causal_lm(cfg.model.model, cfg.model, cfg.lora, cfg.train)
     # 3. trainer with metrics and health callbacks (canonical names first, then the writers)
-    monitor = HealthMonitor(cfg.health)
     resume_from, resume_step = common.resume_checkpoint(cfg)
-    online_health.restore_monitor(monitor, resume_from)
-    cbs = online_health.callbacks(monitor)
+    health = TrainerHealth(cfg, resume_from, canonical=online_health.canonical)
 
     def new_metrics_cb(step: int | None) -> Any:
         return common.trainer_callback(common.metrics_logger(cfg, step))
@@ -301,24 +298,21 @@ def prepare(cfg: Any, data: Any, eval_data: Any, config_cls: type, trainer_cls: 
         reward_processing_classes=[s.tokenizer for s in plan.sources] + [None],
         train_dataset=common.to_dataset(dataclasses.replace(data, rows=rows)),
         processing_class=tokenizer, peft_config=lora_config(cfg.lora),
-        callbacks=[cbs[0], metrics_cb, cbs[1], cbs[2]])
+        callbacks=health.callbacks(metrics_cb))
     for source, prepared in zip(plan.sources, trainer.reward_funcs):
         source.func = prepared  # reward models as the trainer placed them (device)
     eval_rows = uniform_columns(eval_data.rows) if eval_data is not None else None
-    return Session(trainer, tokenizer, plan, monitor, cbs, metrics_cb, new_metrics_cb,
+    return Session(trainer, tokenizer, plan, health, metrics_cb, new_metrics_cb,
                    resume_from, eval_rows)
 
 
 def run_online(cfg: Any, data: Any, eval_data: Any, config_cls: type, trainer_cls: type,
                **algo_fields: Any) -> dict[str, Any]:
     """Train with TRL's ``trainer_cls`` (GRPOTrainer, RLOOTrainer); see the module docstring."""
-    from align.algos import online_health
-
     s = prepare(cfg, data, eval_data, config_cls, trainer_cls, **algo_fields)
     # 4-6. evaluate, train (rollback / stop on collapse), evaluate again with the same seed
     before = _evaluate(s, cfg, "before") if s.eval_rows else {}
-    metrics = online_health.train_with_health(s.trainer, cfg, s.tokenizer, s.resume_from,
-                                              s.monitor, s.callbacks, s.metrics_cb,
-                                              s.new_metrics_cb)
+    metrics = s.health.train(s.trainer, cfg, s.tokenizer, s.resume_from, s.metrics_cb,
+                             s.new_metrics_cb)
     after = _evaluate(s, cfg, "after") if s.eval_rows else {}
     return {**metrics, **before, **after, "reward_sources": s.plan.describe()}

@@ -121,10 +121,13 @@ def load_reference(cfg: RunConfig) -> Any:
 
 
 def dataset(data: Any, tokenizer: Any, cfg: RunConfig, *, shuffle: bool = False,
-            rows: list[dict[str, Any]] | None = None) -> Any:
+            rows: list[dict[str, Any]] | None = None, on_disk: bool = False) -> Any:
     """Validated rows -> datasets.Dataset, prompts cut to --max-prompt-length (None stays None).
 
     ``shuffle`` orders the rows with --seed, for trainers that read data sequentially (KTO).
+    ``on_disk`` backs the dataset with files under the align cache, named by its content, so
+    that what TRL caches beside it (tokenized data, precomputed reference log-probs, keyed by
+    the dataset's fingerprint and the model's hash) is found again by later runs.
     """
     if data is None and rows is None:
         return None
@@ -139,7 +142,30 @@ def dataset(data: Any, tokenizer: Any, cfg: RunConfig, *, shuffle: bool = False,
                    f"{cfg.data.max_prompt_length} tokens; kept their last tokens")
     if shuffle:
         random.Random(cfg.train.seed).shuffle(rows)
-    return Dataset.from_list(rows)
+    return disk_backed(rows) if on_disk else Dataset.from_list(rows)
+
+
+def cache_dir() -> Path:
+    """Where align keeps reusable artefacts: $ALIGN_CACHE, else ~/.cache/align."""
+    import os
+
+    return Path(os.environ.get("ALIGN_CACHE") or Path.home() / ".cache" / "align")
+
+
+def disk_backed(rows: list[dict[str, Any]]) -> Any:
+    """A Dataset stored under ``cache_dir()/datasets/<content hash>``, reused when present."""
+    import hashlib
+
+    from datasets import Dataset, load_from_disk
+
+    digest = hashlib.sha256(json.dumps(rows, sort_keys=True, ensure_ascii=False)
+                            .encode("utf-8")).hexdigest()[:24]
+    path = cache_dir() / "datasets" / digest
+    if not (path / "dataset_info.json").exists():
+        tmp = path.with_name(path.name + ".tmp")
+        Dataset.from_list(rows).save_to_disk(str(tmp))
+        tmp.replace(path)  # atomic: a killed run never leaves a half-written dataset
+    return load_from_disk(str(path))
 
 
 def to_dataset(data: Any, drop: tuple[str, ...] = ()) -> Any:

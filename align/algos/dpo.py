@@ -34,7 +34,9 @@ class DPOArgs:
                                  "exo_pair, aot and aot_unpaired losses.", source="TRL default")
     precompute_ref_logps: bool = arg(
         False, "Compute the reference log-probs once before training, then free the "
-        "reference (saves memory; needs a pass over the data first).", source="TRL default")
+        "reference (saves memory; needs a pass over the data first). Cached under "
+        "$ALIGN_CACHE (~/.cache/align) for reruns with the same data, model and settings.",
+        source="TRL default (off)")
 
     def __post_init__(self) -> None:
         types = parse_list(self.loss_type)
@@ -96,8 +98,10 @@ def build_trainer(cfg: Any, data: Any, eval_data: Any = None,
     # With LoRA and no --ref-model, TRL uses the base with adapters disabled as the reference.
     ref = common.load_reference(cfg)
     trainer = DPOTrainer(model=model, ref_model=ref, args=args,
-                         train_dataset=common.dataset(data, tokenizer, cfg),
-                         eval_dataset=common.dataset(eval_data, tokenizer, cfg),
+                         train_dataset=common.dataset(data, tokenizer, cfg,
+                                                       on_disk=a.precompute_ref_logps),
+                         eval_dataset=common.dataset(eval_data, tokenizer, cfg,
+                                                      on_disk=a.precompute_ref_logps),
                          processing_class=tokenizer, peft_config=lora_config(cfg.lora),
                          callbacks=list(callbacks))
     return trainer, tokenizer

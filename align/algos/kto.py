@@ -31,7 +31,9 @@ class KTOArgs:
                          "2024; no KL estimate).", source="TRL default")
     precompute_ref_logps: bool = arg(
         False, "Compute the reference log-probs once before training, then free the "
-        "reference (saves memory; needs a pass over the data first).", source="TRL default")
+        "reference (saves memory; needs a pass over the data first). Cached under "
+        "$ALIGN_CACHE (~/.cache/align) for reruns with the same data, model and settings.",
+        source="TRL default (off)")
 
     def __post_init__(self) -> None:
         if self.loss_type not in LOSS_TYPES:
@@ -114,8 +116,10 @@ def build_trainer(cfg: Any, data: Any, eval_data: Any = None,
     tokenizer = common.load_tokenizer(cfg, data)
     model = common.load_policy(cfg)
     trainer = KTOTrainer(model=model, ref_model=common.load_reference(cfg), args=args,
-                         train_dataset=common.dataset(data, tokenizer, cfg, shuffle=True),
-                         eval_dataset=common.dataset(eval_data, tokenizer, cfg, shuffle=True),
+                         train_dataset=common.dataset(data, tokenizer, cfg, shuffle=True,
+                                                       on_disk=a.precompute_ref_logps),
+                         eval_dataset=common.dataset(eval_data, tokenizer, cfg, shuffle=True,
+                                                      on_disk=a.precompute_ref_logps),
                          processing_class=tokenizer, peft_config=lora_config(cfg.lora),
                          callbacks=list(callbacks))
     return trainer, tokenizer

@@ -75,3 +75,23 @@ def test_dpo_trl_losses_append_rpo_term():
     assert DPOArgs(rpo_alpha=0).trl_losses() == (["sigmoid"], None)
     assert DPOArgs(loss_type="sigmoid,ipo", loss_weights="1,0.5", rpo_alpha=0.3).trl_losses() \
         == (["sigmoid", "ipo", "sft"], [1.0, 0.5, 0.3])
+
+
+def test_precomputed_reference_logps_match_and_are_reused(tmp_path, capsys, tiny_lm, pairs_file,
+                                                          monkeypatch):
+    import shutil
+
+    monkeypatch.setenv("ALIGN_CACHE", str(tmp_path / "cache"))
+    args = ["rlhf", "--algo", "dpo", "--model", tiny_lm, "--dataset", pairs_file, "--max-steps",
+            "3", "--save-steps", "100", "--report-to", "none", "--output-dir", tmp_path / "run"]
+    logs, losses = [], []
+    for extra in (["--precompute-ref-logps"], ["--precompute-ref-logps"], []):
+        shutil.rmtree(tmp_path / "run", ignore_errors=True)
+        code, out, err = run_cli(args + extra, capsys)
+        assert code == 0, err
+        logs.append(out + err)
+        losses.append([r["loss"] for r in read_metrics(tmp_path / "run") if "loss" in r])
+    assert "Computing reference log probs" in logs[0]
+    assert "Computing reference log probs" not in logs[1]  # read back from the align cache
+    assert losses[0] == pytest.approx(losses[2], abs=1e-6) == losses[1]
+    assert any((tmp_path / "cache" / "datasets").iterdir())

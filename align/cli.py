@@ -190,6 +190,52 @@ def merge_lora_cmd(adapter_dir: str, output_dir: str, base: str | None, dtype: s
     click.echo(f"merged {adapter_dir} into {out}")
 
 
+@cli.command("quickstart")
+@click.option("--out", "out", default="runs/quickstart", show_default=True,
+              help="Output directory (summary.json, curves.png, every stage's run and log).")
+@click.option("--algos", default=None, metavar="LIST",
+              help="Algorithms to run, comma-separated (default: ppo,dpo,kto,simpo,cpo,orpo,grpo).")
+@click.option("--seed", default=0, show_default=True, help="Seed for data, models and sampling.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+              show_default=True, help="Where to train (auto: a GPU when there is one).")
+@click.option("--model", default=None, metavar="DIR",
+              help="Use this model as the SFT policy instead of training a tiny one.")
+@click.option("--overoptimization", is_flag=True,
+              help="Also run PPO without KL for longer: the RM score rises, the gold falls.")
+@click.option("--scale", default=1.0, show_default=True, hidden=True,
+              help="Multiply data sizes and step counts (tests use less).")
+@click.option("--verbose", is_flag=True, help="Show every stage's output, not only its log.")
+def quickstart_cmd(out: str, algos: str | None, seed: int, device: str, model: str | None,
+                   overoptimization: bool, scale: float, verbose: bool) -> None:
+    """The whole pipeline on an embedded task, no download: a tiny model is trained from
+    scratch into an SFT policy, a reward model learns noisy preferences, every algorithm
+    aligns the SFT policy, and a hidden gold reward judges them on held-out prompts."""
+    from pathlib import Path
+
+    from align.config import parse_list
+    from align.quickstart.pipeline import DEFAULT_ALGOS, Options, run
+
+    chosen = tuple(parse_list(algos)) or DEFAULT_ALGOS
+    for name in chosen:
+        get_algo(name)
+        if ALGOS[name].name in ("rm", "sft"):
+            raise AlignError(f"--algos {name}: the quickstart trains {name} itself; "
+                             "choose among the alignment algorithms")
+    if device == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    elif device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise AlignError("--device cuda: no CUDA GPU is visible; use --device cpu")
+    if model:
+        from align.runner import check_model_path
+
+        check_model_path("--model", model)
+    run(Options(out=Path(out), algos=chosen, seed=seed, device=device, model=model,
+                scale=scale, overoptimization=overoptimization, verbose=verbose))
+
+
 @cli.group("data")
 def data_group() -> None:
     """Validate, inspect and convert datasets."""

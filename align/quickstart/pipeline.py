@@ -1,0 +1,301 @@
+"""The quickstart pipeline: tiny model -> SFT -> labelled pairs -> reward model -> every
+algorithm -> held-out evaluation -> leaderboard, summary.json and curves.png.
+
+Every training stage goes through ``align.runner.execute`` with a config resolved exactly as
+``align rlhf`` resolves flags, so the demo exercises the code users run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from align.data.convert import pairwise_to_unpaired
+from align.data.io import write_jsonl
+from align.quickstart import task
+
+DEFAULT_ALGOS = ("dpo", "kto", "simpo", "cpo", "orpo", "ppo", "grpo")
+# Settings for the tiny model; each is a flag of `align rlhf` (see docs/quickstart.md).
+COMMON = {"per_device_train_batch_size": 16, "lr_scheduler_type": "constant",
+          "warmup_ratio": 0.0, "logging_steps": 2, "report_to": "none", "save_total_limit": 20}
+CURVE_POINTS = 4  # checkpoints evaluated along each run for curves.png
+RECIPES: dict[str, dict[str, Any]] = {
+    "sft": {"learning_rate": 3e-3, "num_train_epochs": 3.0, "per_device_train_batch_size": 32},
+    "rm": {"learning_rate": 2e-3, "num_train_epochs": 3.0},
+    "dpo": {"learning_rate": 1e-3, "num_train_epochs": 2.0, "beta": 0.1, "rpo_alpha": 0.2},
+    "kto": {"learning_rate": 3e-4, "num_train_epochs": 2.0, "beta": 0.1},
+    "simpo": {"learning_rate": 1e-3, "num_train_epochs": 2.0},
+    "cpo": {"learning_rate": 1e-3, "num_train_epochs": 2.0},
+    "orpo": {"learning_rate": 1e-3, "num_train_epochs": 2.0},
+    "ppo": {"max_steps": 40},
+    "grpo": {"max_steps": 40, "learning_rate": 5e-4, "num_generations": 8,
+             "per_device_train_batch_size": 32, "max_completion_length": 24, "beta": 0.04},
+}
+
+
+@dataclass
+class Options:
+    out: Path
+    algos: tuple[str, ...] = DEFAULT_ALGOS
+    seed: int = 0
+    device: str = "auto"
+    model: str | None = None  # a real model to use as the SFT policy (skips stages 1-2)
+    scale: float = 1.0  # multiplies data sizes and step counts (CI uses a smaller one)
+    overoptimization: bool = False
+    verbose: bool = False
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _scaled(n: int, opts: Options, minimum: int = 1) -> int:
+    return max(minimum, int(round(n * opts.scale)))
+
+
+@contextlib.contextmanager
+def stage(name: str, opts: Options):
+    """Time a stage, send its output to logs/<name>.log, print one line for it."""
+    log = opts.out / "logs" / f"{name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    click.echo(f"  {name:<16}", nl=False)
+    with log.open("w", encoding="utf-8") as fh:
+        redirect = contextlib.nullcontext() if opts.verbose else contextlib.ExitStack()
+        if not opts.verbose:
+            redirect.enter_context(contextlib.redirect_stdout(fh))  # type: ignore[union-attr]
+            redirect.enter_context(contextlib.redirect_stderr(fh))  # type: ignore[union-attr]
+        try:
+            with redirect:
+                yield log
+        except BaseException:
+            click.echo(f"failed after {time.time() - start:.1f} s (log: {log})")
+            raise
+    opts.timings[name] = time.time() - start
+    click.echo(f"done in {opts.timings[name]:5.1f} s")
+
+
+def train(algo: str, model: str, dataset: Path, output: Path, opts: Options,
+          **flags: Any) -> dict[str, Any]:
+    """Run one algorithm through the same resolution and runner as `align rlhf`."""
+    from align.options import resolve
+    from align.registry import flag_owners, get_algo
+    from align.runner import execute
+
+    spec = get_algo(algo)
+    values = {**COMMON, **RECIPES.get(algo, {}), **flags, "model": model,
+              "dataset": str(dataset), "output_dir": str(output), "seed": opts.seed}
+    if "max_steps" in values:
+        values["max_steps"] = _scaled(values["max_steps"], opts, minimum=4)
+    cfg = resolve(spec.name, spec.groups(), values, {}, flag_owners())
+    return execute(cfg, spec) or {}
+
+
+def build_base(opts: Options) -> Path:
+    """A random tiny model with a tokenizer trained on the task's words."""
+    from align.tiny import build_tiny_lm, build_tokenizer
+
+    tokenizer = build_tokenizer(task.corpus_texts(), vocab_size=400)
+    return build_tiny_lm(opts.out / "base", tokenizer, seed=opts.seed, hidden_size=64,
+                         layers=2, intermediate_size=256)
+
+
+def sft_rows(rng: random.Random, prompts: list[task.Prompt], n: int) -> list[dict[str, Any]]:
+    rows = []
+    for _ in range(n):
+        p = rng.choice(prompts)
+        rows.append({"prompt": p.messages(),
+                     "completion": [{"role": "assistant",
+                                     "content": task.sft_answer(rng, p.topic)}]})
+    return rows
+
+
+def label_pairs(policy: Any, tokenizer: Any, prompts: list[task.Prompt], rounds: int,
+                rng: random.Random, seed: int, noisy: bool = True) -> list[dict[str, Any]]:
+    """Sample two answers per prompt from ``policy`` and label them with the gold reward
+    (with rater noise unless ``noisy`` is False); identical or tied answers are skipped."""
+    from align.quickstart.evaluate import sample
+
+    pairs = []
+    for r in range(rounds):
+        s = sample(policy, tokenizer, prompts, 2, 24, seed=seed + r)
+        for i in range(0, len(s.texts), 2):
+            p, a, b = s.prompts[i], s.texts[i], s.texts[i + 1]
+            ga, gb = task.gold_reward(p.topic, a), task.gold_reward(p.topic, b)
+            if not a or not b or a == b or ga == gb:
+                continue
+            a_wins = task.noisy_preference(rng, ga, gb) if noisy else ga > gb
+            chosen, rejected = (a, b) if a_wins else (b, a)
+            pairs.append({"prompt": p.messages(),
+                          "chosen": [{"role": "assistant", "content": chosen}],
+                          "rejected": [{"role": "assistant", "content": rejected}],
+                          "gold_agrees": (ga > gb) == a_wins})
+    return pairs
+
+
+def rm_accuracy(reward_model: Any, tokenizer: Any, pairs: list[dict[str, Any]]) -> float:
+    """Share of gold-labelled pairs whose chosen answer the reward model scores higher."""
+    import torch
+
+    def score(msgs: list[list[dict[str, str]]]) -> Any:
+        texts = [tokenizer.apply_chat_template(m, tokenize=False) for m in msgs]
+        batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        with torch.no_grad():
+            return reward_model(**batch).logits[:, 0]
+
+    chosen = score([p["prompt"] + p["chosen"] for p in pairs])
+    rejected = score([p["prompt"] + p["rejected"] for p in pairs])
+    return (chosen > rejected).float().mean().item()
+
+
+def load(path: Path | str, kind: str = "lm") -> Any:
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    cls = AutoModelForCausalLM if kind == "lm" else AutoModelForSequenceClassification
+    model = cls.from_pretrained(str(path), use_safetensors=True)
+    return model.eval()
+
+
+def checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    found = [(int(p.name.split("-")[1]), p) for p in run_dir.glob("checkpoint-*")
+             if p.name.split("-")[1].isdigit()]
+    return sorted(found)
+
+
+def write_prompts(path: Path, prompts: list[task.Prompt], repeat: int) -> Path:
+    rows = [{"prompt": p.messages(), "topic": p.topic} for p in prompts for _ in range(repeat)]
+    write_jsonl(rows, path)
+    return path
+
+
+
+
+def steps_of(algo: str, n_rows: int, opts: Options) -> int:
+    """Optimizer steps a run will take (to place CURVE_POINTS checkpoints along it)."""
+    values = {**COMMON, **RECIPES.get(algo, {})}
+    if "max_steps" in values:
+        return _scaled(values["max_steps"], opts, minimum=4)
+    per_epoch = -(-n_rows // values["per_device_train_batch_size"])
+    return max(1, int(per_epoch * values.get("num_train_epochs", 1.0)))
+
+
+def curve(run_dir: Path, sft: Any, rm: Any, tokenizer: Any, prompts: list[task.Prompt],
+          start: dict[str, float], total: int) -> list[dict[str, float]]:
+    """Held-out metrics at each saved checkpoint, from the SFT starting point to the end."""
+    from align.quickstart.evaluate import evaluate
+
+    points = [{"progress": 0.0, **{k: v for k, v in start.items() if k != "example"}}]
+    for step, path in checkpoints(run_dir):
+        model_dir = path / "actor" if (path / "actor" / "config.json").exists() else path
+        if not (model_dir / "config.json").exists():
+            continue
+        ev = evaluate(load(model_dir), sft, rm, tokenizer, prompts, n=2)
+        ev.pop("example")
+        points.append({"progress": min(1.0, step / total), **ev})
+    return points
+
+
+def dataset_for(algo: str, files: dict[str, Path]) -> Path:
+    from align.registry import get_algo
+
+    fmt = get_algo(algo).data_format
+    return {"pairwise": files["pairs"], "unpaired": files["unpaired"],
+            "prompt": files["prompts"]}[fmt]
+
+
+def algo_flags(algo: str, rm_dir: Path, n_rows: int, opts: Options) -> dict[str, Any]:
+    flags: dict[str, Any] = {"save_steps": max(1, steps_of(algo, n_rows, opts) // CURVE_POINTS)}
+    if algo in ("ppo", "grpo", "rloo"):
+        flags["reward_model"] = str(rm_dir)
+    return flags
+
+
+def prepare_policy(opts: Options, train_prompts: list[task.Prompt], rng: random.Random) -> Path:
+    """Stages 1-2: a tiny model from scratch, fine-tuned into a mediocre SFT policy (or the
+    user's --model, used as it is)."""
+    if opts.model:
+        return Path(opts.model)
+    with stage("base model", opts):
+        base = build_base(opts)
+    with stage("sft", opts):
+        data = write_jsonl_path(opts.out / "data" / "sft.jsonl",
+                                sft_rows(rng, train_prompts, _scaled(2000, opts, 200)))
+        train("sft", str(base), data, opts.out / "sft", opts, save_steps=10_000)
+    return opts.out / "sft"
+
+
+def write_jsonl_path(path: Path, rows: list[dict[str, Any]]) -> Path:
+    write_jsonl(rows, path)
+    return path
+
+
+def run(opts: Options) -> dict[str, Any]:
+    """The whole pipeline; returns (and writes) the summary."""
+    import torch
+
+    from align.quickstart import report
+    from align.quickstart.evaluate import evaluate
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # model loading bars, once per checkpoint evaluated
+    start = time.time()
+    torch.manual_seed(opts.seed)
+    rng = random.Random(opts.seed)
+    train_prompts, held_out = task.split_prompts(opts.seed)
+    click.echo(f"align quickstart: seed {opts.seed}, algorithms {', '.join(opts.algos)}, "
+               f"output {opts.out}")
+    sft_dir = prepare_policy(opts, train_prompts, rng)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(sft_dir))
+    sft = load(sft_dir)
+    # 3. pairs from the SFT policy, labelled by the gold reward with rater noise; a reward model
+    with stage("preference data", opts):
+        pairs = label_pairs(sft, tokenizer, train_prompts, _scaled(24, opts, 4), rng, opts.seed)
+        agreement = sum(p.pop("gold_agrees") for p in pairs) / max(1, len(pairs))
+        files = {
+            "pairs": write_jsonl_path(opts.out / "data" / "pairs.jsonl", pairs),
+            "unpaired": write_jsonl_path(opts.out / "data" / "unpaired.jsonl",
+                                         pairwise_to_unpaired(pairs)),
+            "prompts": write_prompts(opts.out / "data" / "prompts.jsonl", train_prompts,
+                                     _scaled(8, opts, 2)),
+        }
+        gold_pairs = label_pairs(sft, tokenizer, held_out, 8, random.Random(opts.seed + 1),
+                                 opts.seed + 10_000, noisy=False)
+    with stage("reward model", opts):
+        train("rm", str(sft_dir), files["pairs"], opts.out / "rm", opts, save_steps=10_000)
+        rm = load(opts.out / "rm", "rm")
+        rm_acc = rm_accuracy(rm, tokenizer, gold_pairs)
+    sft_eval = evaluate(sft, sft, rm, tokenizer, held_out)
+    click.echo(f"  SFT policy: gold {sft_eval['gold_reward']:+.3f}; reward model accuracy "
+               f"{rm_acc:.2f} on {len(gold_pairs)} gold-labelled held-out pairs; "
+               f"{len(pairs)} training pairs ({agreement:.0%} agree with gold)")
+    # 4-5. every algorithm from the same SFT policy, evaluated on held-out prompts
+    algos: dict[str, Any] = {}
+    curves: dict[str, list[dict[str, float]]] = {}
+    for algo in opts.algos:
+        data = dataset_for(algo, files)
+        n_rows = sum(1 for _ in data.open(encoding="utf-8"))
+        with stage(algo, opts):
+            final = train(algo, str(sft_dir), data, opts.out / algo, opts,
+                          **algo_flags(algo, opts.out / "rm", n_rows, opts))
+        policy = load(opts.out / algo)
+        ev = evaluate(policy, sft, rm, tokenizer, held_out)
+        algos[algo] = {**ev, "collapsed": bool(final.get("collapsed", False)),
+                       "seconds": round(opts.timings[algo], 1)}
+        curves[algo] = curve(opts.out / algo, sft, rm, tokenizer, held_out, sft_eval,
+                             steps_of(algo, n_rows, opts))
+    summary = {
+        "seconds": round(time.time() - start, 1), "seed": opts.seed,
+        "sft": {k: v for k, v in sft_eval.items()},
+        "reward_model": {"accuracy": rm_acc, "pairs": len(pairs),
+                         "rater_agreement_with_gold": agreement},
+        "algos": algos, "stage_seconds": {k: round(v, 1) for k, v in opts.timings.items()},
+    }
+    report.write(opts.out, summary, curves)
+    return summary

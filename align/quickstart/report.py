@@ -1,0 +1,77 @@
+"""The quickstart's outputs: a leaderboard on the console, summary.json and curves.png."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+COLUMNS = (("gold_reward", "gold", "{:+.3f}"), ("rm_reward", "RM score", "{:+.3f}"),
+           ("kl", "KL to SFT", "{:.2f}"), ("mean_length", "length", "{:.1f}"),
+           ("collapsed", "collapsed", "{}"), ("seconds", "seconds", "{:.0f}"))
+
+
+def leaderboard(summary: dict[str, Any]) -> str:
+    """The table printed at the end: one row per algorithm, best gold first, SFT last."""
+    rows = sorted(summary["algos"].items(), key=lambda kv: -kv[1]["gold_reward"])
+    rows.append(("sft (start)", {**summary["sft"], "collapsed": False, "seconds": 0.0}))
+    header = ["algorithm"] + [title for _, title, _ in COLUMNS]
+    body = [[name] + [fmt.format(r.get(key)) for key, _, fmt in COLUMNS] for name, r in rows]
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *body)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in body]
+    return "\n".join(lines)
+
+
+def plot(path: Path, curves: dict[str, list[dict[str, float]]],
+         over: list[dict[str, float]] | None = None) -> bool:
+    """curves.png: gold reward, KL to SFT and length against training progress, per
+    algorithm (and the over-optimisation run's RM score against its gold reward)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        click.echo("matplotlib is not installed: no curves.png (pip install matplotlib)")
+        return False
+    panels = [("gold_reward", "gold reward (held-out)"), ("kl", "KL to SFT (nats/response)"),
+              ("mean_length", "response length (tokens)")]
+    ncols = len(panels) + (1 if over else 0)
+    fig, axes = plt.subplots(1, ncols, figsize=(4.2 * ncols, 3.6))
+    for ax, (key, title) in zip(axes, panels):
+        for algo, points in curves.items():
+            ax.plot([p["progress"] for p in points], [p[key] for p in points], marker="o",
+                    markersize=3, label=algo)
+        ax.set_title(title)
+        ax.set_xlabel("fraction of training")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    if over:
+        ax = axes[-1]
+        steps = [p["progress"] for p in over]
+        ax.plot(steps, [p["rm_reward"] for p in over], color="tab:red", label="RM score")
+        ax.plot(steps, [p["gold_reward"] for p in over], color="tab:green", label="gold reward")
+        ax.set_title("PPO without KL: over-optimisation")
+        ax.set_xlabel("fraction of training")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def write(out: Path, summary: dict[str, Any], curves: dict[str, list[dict[str, float]]],
+          over: list[dict[str, float]] | None = None) -> None:
+    summary["curves"] = curves
+    if over:
+        summary["overoptimization"] = over
+    (out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    click.echo("\n" + leaderboard(summary))
+    drawn = plot(out / "curves.png", curves, over)
+    click.echo(f"\nsummary: {out / 'summary.json'}" + (f"; curves: {out / 'curves.png'}"
+                                                        if drawn else ""))

@@ -102,3 +102,35 @@ def test_sampler_covers_each_epoch_and_resumes():
     t = Sampler(5, 3, seed=0)
     t.load_state_dict(state)
     assert [t.next() for _ in range(3)] == rest
+
+
+@pytest.mark.parametrize("flags,env,message", [
+    ({}, {"WORLD_SIZE": "2"}, "runs in one process"),
+    ({"deepspeed": "ds.json"}, {}, "--deepspeed is not supported"),
+    ({"gradient_accumulation_steps": 2}, {}, "--gradient-accumulation-steps is not used"),
+    ({"learning_rate": 1e-5, "actor_lr": 2e-5}, {}, "not both"),
+    ({"lora": True, "offload_ref_model": True}, {}, "no separate copy"),
+    ({"lora": True, "offload_reward_model": True}, {}, "no separate copy"),
+    ({"max_length": 64, "max_new_tokens": 64}, {}, "leaves no room"),
+])
+def test_unsupported_combinations_are_refused(tmp_path, monkeypatch, flags, env, message):
+    from align.errors import AlignError
+    from align.ppo.setup import check_supported
+    from tests.ppo.conftest import ppo_config
+
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(AlignError, match=message):
+        check_supported(ppo_config("m", "rm", tmp_path, **flags))
+
+
+def test_learning_rates_defaults_and_alias(tmp_path):
+    from align.ppo.setup import learning_rates
+    from tests.ppo.conftest import ppo_config
+
+    assert learning_rates(ppo_config("m", "rm", tmp_path)) == (5e-7, 9e-6)
+    assert learning_rates(ppo_config("m", "rm", tmp_path, lora=True)) == \
+        pytest.approx((5e-6, 9e-5))
+    assert learning_rates(ppo_config("m", "rm", tmp_path, learning_rate=1e-4))[0] == 1e-4
+    assert learning_rates(ppo_config("m", "rm", tmp_path, actor_lr=2e-6, critic_lr=3e-6)) == \
+        (2e-6, 3e-6)

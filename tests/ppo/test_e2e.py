@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import run_cli
+from tests.conftest import run_cli, write_jsonl
 from tests.ppo.conftest import read_rows
 
 EOS = 2  # <|im_end|> in the tiny tokenizer
@@ -34,6 +34,9 @@ def test_ppo_raises_held_out_reward_with_bounded_kl(tmp_path, capsys, tiny_sft, 
     train, held_out = prompt_files
     out = tmp_path / mode
     extra = ["--lora"] if mode == "lora" else []
+    # the memory-saving paths ride along (moving offloaded models is a no-op on CPU)
+    extra += ["--gradient-checkpointing"] if mode == "lora" else \
+        ["--offload-ref-model", "--offload-reward-model"]
     code, stdout, err = run_cli(ppo_args(tiny_sft, tiny_pref_rm, train, out, "--eval-dataset",
                                          held_out, "--max-steps", "12", "--save-steps", "6",
                                          "--rollout-batch-size", "32", "--actor-lr", actor_lr,
@@ -83,10 +86,19 @@ def _check_saved_actor(out: Path, base: Path, lora: bool) -> None:
 
 def test_sigkill_mid_save_then_resume_logs_the_same_metrics(tmp_path, capsys, tiny_sft,
                                                             tiny_pref_rm, prompt_files):
+    """Every resumable state at once: preset ppo-max (running reward statistics), adaptive KL,
+    PTX data position, critic warm-up, plus the remaining tricks' code paths."""
     train, held_out = prompt_files
+    ptx = write_jsonl(tmp_path / "ptx.jsonl", [
+        {"messages": [{"role": "user", "content": f"say {w}"},
+                      {"role": "assistant", "content": f"{w} {w}"}]}
+        for w in ("good", "blue", "paris", "three", "sea")])
     extra = ["--eval-dataset", held_out, "--max-steps", "5", "--save-steps", "2",
              "--rollout-batch-size", "8", "--ppo-epochs", "2", "--actor-lr", "1e-3",
-             "--reward-norm", "--target-kl", "1", "--kl-horizon", "100"]
+             "--preset", "ppo-max", "--target-kl", "1", "--kl-horizon", "100",
+             "--ptx-dataset", ptx, "--critic-warmup-steps", "1", "--dual-clip", "3",
+             "--entropy-coef", "0.01", "--kl-estimator", "k3", "--whiten-rewards",
+             "--missing-eos-penalty", "1", "--advantage-clip", "3"]
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     code, _, err = run_cli(ppo_args(tiny_sft, tiny_pref_rm, train, whole, *extra), capsys)
     assert code == 0, err
@@ -109,6 +121,7 @@ def test_sigkill_mid_save_then_resume_logs_the_same_metrics(tmp_path, capsys, ti
         assert ra.keys() == rb.keys()
         for key in ra.keys() - TIME_KEYS:
             assert rb[key] == pytest.approx(ra[key], abs=1e-6), (ra["step"], key)
+    assert "loss/ptx" in a[2] and "grad/actor_norm" not in a[1]  # step 1: critic warm-up
     whole_final = json.loads((whole / "final_metrics.json").read_text())
     cut_final = json.loads((cut / "final_metrics.json").read_text())
     assert cut_final["eval_reward_before"] == whole_final["eval_reward_before"]

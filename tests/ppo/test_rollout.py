@@ -158,3 +158,12 @@ def test_micro_batches_accumulate_to_the_full_mini_batch_gradient(roles, batch):
         assert torch.allclose(whole, parts, atol=1e-6, rtol=1e-4)
     for model in (roles.actor, roles.critic):
         model.zero_grad(set_to_none=True)
+
+
+def test_reward_model_with_another_tokenizer_is_refused(tiny_sft, tmp_path):
+    from align.errors import AlignError
+    from align.tiny import build_tiny_rm, build_tokenizer
+
+    other = build_tiny_rm(tmp_path / "rm", build_tokenizer(vocab_size=300))
+    with pytest.raises(AlignError, match="different tokenizer"):
+        load_roles(ppo_config(tiny_sft, other, tmp_path / "out"))

@@ -53,10 +53,11 @@ class PPOConfig:
     # --- rollout ------------------------------------------------------------------------------
     rollout_batch_size: int = arg(64, "Prompts sampled per PPO step (one rollout batch).",
                                   source="align default")
-    max_new_tokens: int = arg(128, "Longest sampled response in tokens.")
+    max_new_tokens: int = arg(128, "Longest sampled response in tokens.", source="align default")
     temperature: float = arg(1.0, "Sampling temperature (log-probs use the same temperature).",
                              source="ms-swift RLHF guide")
-    top_p: float = arg(1.0, "Nucleus sampling threshold (1.0: off).")
+    top_p: float = arg(1.0, "Nucleus sampling threshold (1.0: off, so samples follow the π "
+                       "being optimised).", source="TRL PPOTrainer default")
     local_rollout_forward_batch_size: int = arg(
         64, "Sequences per forward pass when generating and scoring a rollout.",
         source="ms-swift RLHF guide")
@@ -100,7 +101,8 @@ class PPOConfig:
     cliprange_value: float | None = arg(
         None, "Clip range of the value update; 0 is off (default: 0.2; off with --preset "
         "vanilla).", source="ms-swift RLHF guide")
-    vf_coef: float = arg(0.1, "Value-loss weight.", source="ms-swift RLHF guide")
+    vf_coef: float = arg(0.1, "Value-loss weight (the critic has its own optimizer, so this "
+                         "scales its gradients before clipping).", source="ms-swift RLHF guide")
     entropy_coef: float = arg(0.0, "Entropy bonus weight.", source="Secrets of RLHF (off)")
     ptx_dataset: str | None = arg(
         None, "SFT/pretraining data (sft format) whose next-token loss is mixed into the actor "
@@ -117,9 +119,11 @@ class PPOConfig:
         0, "PPO steps at the start where only the critic trains.", source="OpenRLHF")
     # --- memory -------------------------------------------------------------------------------
     offload_reward_model: bool = arg(
-        False, "Keep the reward model on CPU and move it to the GPU only to score.")
+        False, "Keep the reward model on CPU and move it to the GPU only to score.",
+        source="OpenRLHF --ref_reward_offload")
     offload_ref_model: bool = arg(
-        False, "Keep the reference on CPU and move it to the GPU only for its forward pass.")
+        False, "Keep the reference on CPU and move it to the GPU only for its forward pass.",
+        source="OpenRLHF --ref_reward_offload")
 
     def __post_init__(self) -> None:
         validate_choices(self)

@@ -59,22 +59,31 @@ def masked_whiten(x: Tensor, mask: Tensor, shift_mean: bool = True, eps: float =
 
 
 def gather_logprobs(logits: Tensor, tokens: Tensor) -> Tensor:
-    """log softmax(logits) at ``tokens``: log π(a_t | s_t).
+    """log softmax(logits) at ``tokens``: log π(a_t | s_t) = z_a - logsumexp(z).
 
+    One sequence at a time, so the float32 copy of a large-vocabulary (T, V) slice is the only
+    extra memory, never a (B, T, V) one.
     Shapes: logits (B, T, V) where logits[:, t] predicts tokens[:, t]; tokens (B, T).
     Returns (B, T) in float32.
     """
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    return logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    rows = []
+    for z, a in zip(logits, tokens):
+        z = z.float()
+        rows.append(z.gather(-1, a.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(z, dim=-1))
+    return torch.stack(rows)
 
 
 def entropy_from_logits(logits: Tensor) -> Tensor:
     """Entropy H(π(·|s_t)) = logsumexp(z) - Σ softmax(z)·z of each position's distribution.
 
+    One sequence at a time (see :func:`gather_logprobs`).
     Shapes: logits (B, T, V). Returns (B, T) in float32.
     """
-    z = logits.float()
-    return torch.logsumexp(z, dim=-1) - (torch.softmax(z, dim=-1) * z).sum(-1)
+    rows = []
+    for z in logits:
+        z = z.float()
+        rows.append(torch.logsumexp(z, dim=-1) - (torch.softmax(z, dim=-1) * z).sum(-1))
+    return torch.stack(rows)
 
 
 def kl_penalty(logprobs: Tensor, ref_logprobs: Tensor,

@@ -8,7 +8,6 @@ and then <|im_end|>.
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 from typing import Any
@@ -144,10 +143,6 @@ def prompt_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     d = tmp_path_factory.mktemp("prompts")
     return (write_jsonl(d / "train.jsonl", chat_prompts(64, seed=1)),
             write_jsonl(d / "eval.jsonl", chat_prompts(32, seed=2)))
-
-
-def read_rows(out: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
 def ppo_config(model: Path, reward_model: Path, output_dir: Path, **flags: Any) -> Any:

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from align.metrics import read_metrics as read_rows
 from tests.conftest import run_cli, write_jsonl
-from tests.ppo.conftest import read_rows
 
 EOS = 2  # <|im_end|> in the tiny tokenizer
 TIME_KEYS = {"time", "perf/step_s", "perf/tokens_per_s"}
@@ -142,7 +142,8 @@ def _mute_reward(rm, prompt_ids, prompt_mask, response_ids, mask, chunk):
     return -mask.sum(1).float()
 
 
-COLLAPSE = ["--kl-coef", "0", "--actor-lr", "2e-3", "--max-steps", "16"]
+# development runs fired at steps 7-14; a run stops as soon as the test has seen enough
+COLLAPSE = ["--kl-coef", "0", "--actor-lr", "2e-3", "--max-steps", "40"]
 
 
 def test_repeater_detector_stops_a_forced_repeater(tmp_path, capsys, monkeypatch, tiny_sft,
@@ -172,8 +173,9 @@ def test_mute_detector_rolls_back_then_stops(tmp_path, capsys, monkeypatch, tiny
     code, _, err = run_cli(ppo_args(tiny_sft, tiny_pref_rm, prompt_files[0], out, *COLLAPSE,
                                     "--save-steps", "2", "--on-collapse", "rollback",
                                     "--max-rollbacks", "1"), capsys)
-    assert code == 3, err
     rows = read_rows(out)
+    assert code == 3, [(r["step"], r.get("rollout/response_len"), r.get("health/rollback_to"))
+                       for r in rows]
     first = next(r for r in rows if r.get("health/mute"))
     back = next(r for r in rows if r.get("health/rollback"))
     # back to the newest checkpoint saved before the detector's streak began

@@ -156,7 +156,7 @@ def policy_loss(logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask
     L = -E[min(ρ A, clip(ρ, 1-ε_low, 1+ε_high) A)] with ρ = π/π_old. Dual clip bounds the loss
     of a negative-advantage token by -c·A, so one huge ratio cannot dominate the batch.
     Shapes: logprobs, old_logprobs, advantages, mask (B, T).
-    Returns: scalar, {clipfrac, approx_kl (k3 of π_old vs π), ratio}.
+    Returns: scalar, {clipfrac, approx_kl (k3 estimate of KL(π_old || π)), ratio}.
     """
     log_ratio = logprobs - old_logprobs
     ratio = torch.exp(log_ratio)
@@ -170,7 +170,8 @@ def policy_loss(logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask
     with torch.no_grad():
         metrics = {
             "clipfrac": masked_mean((clipped > unclipped).float(), mask),
-            "approx_kl": masked_mean(torch.expm1(-log_ratio) + log_ratio, mask),
+            # k3 of KL(π_old || π) from tokens sampled by π_old: (ρ - 1) - log ρ
+            "approx_kl": masked_mean(torch.expm1(log_ratio) - log_ratio, mask),
             "ratio": masked_mean(ratio, mask),
         }
     return loss, metrics

@@ -97,7 +97,8 @@ def token_scores(model: Any, input_ids: Tensor, attention_mask: Tensor,
     backbone = getattr(hf, hf.base_model_prefix)
     hidden = backbone(input_ids=input_ids, attention_mask=attention_mask,
                       position_ids=position_ids, use_cache=False).last_hidden_state
-    return hf.score(hidden).squeeze(-1).float()
+    head_dtype = next(hf.score.parameters()).dtype  # e.g. an fp32 head on a bf16 backbone
+    return hf.score(hidden.to(head_dtype)).squeeze(-1).float()
 
 
 def load_value_head(model: Any, directory: str) -> None:

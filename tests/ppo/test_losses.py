@@ -151,6 +151,8 @@ def test_policy_loss_by_hand(ratio, adv, expected, clipped):
     loss.backward()
     # where the clipped branch wins, no gradient flows (the point of clipping)
     assert (lp.grad.abs().item() == 0.0) == bool(clipped)
+    # approx_kl is k3 of KL(π_old || π): (ρ - 1) - log ρ
+    assert m["approx_kl"].item() == pytest.approx(ratio - 1 - math.log(ratio), rel=1e-5)
 
 
 def test_dual_clip_bounds_negative_advantage_loss():

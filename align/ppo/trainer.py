@@ -16,7 +16,7 @@ import click
 
 from align.config import RunConfig
 from align.health import CollapseStop, health_metrics, rollout_stats
-from align.ppo.setup import PPORun, check_supported, scale_lr
+from align.ppo.state import PPORun, check_supported, scale_lr
 
 TIME_KEYS = ("perf/tokens_per_s", "perf/step_s")  # the only metrics that differ on resume
 

@@ -115,7 +115,7 @@ def test_sampler_covers_each_epoch_and_resumes():
 ])
 def test_unsupported_combinations_are_refused(tmp_path, monkeypatch, flags, env, message):
     from align.errors import AlignError
-    from align.ppo.setup import check_supported
+    from align.ppo.state import check_supported
     from tests.ppo.conftest import ppo_config
 
     for k, v in env.items():
@@ -125,7 +125,7 @@ def test_unsupported_combinations_are_refused(tmp_path, monkeypatch, flags, env,
 
 
 def test_learning_rates_defaults_and_alias(tmp_path):
-    from align.ppo.setup import learning_rates
+    from align.ppo.state import learning_rates
     from tests.ppo.conftest import ppo_config
 
     assert learning_rates(ppo_config("m", "rm", tmp_path)) == (5e-7, 9e-6)

@@ -1,4 +1,4 @@
-"""Setting a PPO run up: supported flags, learning rates, optimizers, and the resumable state.
+"""Setting up one PPO run: supported flags, learning rates, optimizers, and its resumable state.
 
 :class:`PPORun` wires the roles, optimizers, data and monitors of one run together and owns the
 one ``state_dict()`` that exact resume needs (everything except the model weights, which

@@ -46,10 +46,10 @@ class PPOConfig:
         source="Secrets of RLHF: critic from the RM", metavar="PATH")
     actor_lr: float | None = arg(
         None, "Actor learning rate (default: --learning-rate if given, else 5e-7 for full "
-        "fine-tuning, 5e-6 with LoRA).", source="OpenRLHF / seed 000 (7B); x10 for LoRA")
+        "fine-tuning, 5e-6 with LoRA).", source="OpenRLHF train_ppo_llama.sh (7B); x10 for LoRA")
     critic_lr: float | None = arg(
         None, "Critic learning rate (default: 9e-6 full, 9e-5 with LoRA).",
-        source="OpenRLHF / seed 000 (7B); x10 for LoRA")
+        source="OpenRLHF train_ppo_llama.sh (7B); x10 for LoRA")
     # --- rollout ------------------------------------------------------------------------------
     rollout_batch_size: int = arg(64, "Prompts sampled per PPO step (one rollout batch).",
                                   source="align default")

@@ -108,8 +108,8 @@ def kl_penalty(logprobs: Tensor, ref_logprobs: Tensor,
 def token_rewards(scores: Tensor, kl: Tensor, mask: Tensor, kl_coef: float) -> Tensor:
     """Per-token reward: r_t = -β·KL_t, plus the sequence score on the last response token.
 
-    Ziegler et al. 2019, eq. 2 applied per token (Stiennon et al. 2020; seed 000 "token level
-    KL-penalty"). The last token is the EOS when the response ended, else the last sampled one.
+    Ziegler et al. 2019, eq. 2 applied per token (Stiennon et al. 2020; the "token level
+    KL-penalty" of "Advanced Tricks for Training LLMs with PPO"). The last token is the EOS when the response ended, else the last sampled one.
     Shapes: scores (B,); kl, mask (B, T). Returns (B, T), zero on padding.
     """
     rewards = torch.where(mask.bool(), -kl_coef * kl, torch.zeros_like(kl))

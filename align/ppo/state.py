@@ -15,7 +15,7 @@ from typing import Any
 from align.config import RunConfig
 from align.errors import AlignError
 
-# Learning rates for 7B models in OpenRLHF's PPO example (seed 000); LoRA adapters use 10x,
+# Learning rates for 7B models in OpenRLHF's train_ppo_llama.sh; LoRA adapters use 10x,
 # the ratio of ms-swift's LoRA and full fine-tuning defaults.
 ACTOR_LR, CRITIC_LR, LORA_LR_FACTOR = 5e-7, 9e-6, 10.0
 

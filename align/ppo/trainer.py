@@ -28,6 +28,7 @@ def run(cfg: RunConfig, data: Any, eval_data: Any = None) -> dict[str, Any]:
 
     check_supported(cfg)
     ppo = PPORun.create(cfg, data, eval_data)
+    click.echo(describe(ppo))
     resume_step = None
     if cfg.train.resume:
         ckpt = latest_checkpoint(ppo.out)
@@ -40,6 +41,19 @@ def run(cfg: RunConfig, data: Any, eval_data: Any = None) -> dict[str, Any]:
         return train(ppo, logger)
     finally:
         logger.close()
+
+
+def describe(ppo: PPORun) -> str:
+    """The batch arithmetic of this run in one line (what a "step" means here)."""
+    from align.ppo.state import learning_rates
+
+    a, t = ppo.a, ppo.cfg.train
+    actor_lr, critic_lr = learning_rates(ppo.cfg)
+    return (f"ppo: {ppo.total_steps} steps of {a.rollout_batch_size} prompts "
+            f"({len(ppo.prompts)} in the data); each step {a.ppo_epochs} epochs x "
+            f"{a.num_mini_batches} mini-batches of {a.rollout_batch_size // a.num_mini_batches} "
+            f"(micro-batches of {t.per_device_train_batch_size}); actor lr {actor_lr:g}, "
+            f"critic lr {critic_lr:g}; device {ppo.roles.device}")
 
 
 def train(ppo: PPORun, logger: Any) -> dict[str, Any]:

@@ -63,6 +63,8 @@ def test_ppo_raises_held_out_reward_with_bounded_kl(tmp_path, capsys, tiny_sft, 
     assert [r["step"] for r in rows if "eval/reward" in r] == [0, 6, 12]
     assert (out / "tensorboard").is_dir() and (out / "checkpoint-12").is_dir()
     assert "step 12: reward" in err + stdout
+    assert "ppo: 12 steps of 32 prompts (64 in the data); each step 4 epochs x 2 mini-batches " \
+        "of 16 (micro-batches of 8)" in stdout
     _check_saved_actor(out, tiny_sft, lora=mode == "lora")
 
 

@@ -335,6 +335,20 @@ def convert_cmd(path: str, target: str, output: str, pairs: str, columns: str | 
     click.echo(f"wrote {len(rows)} {target} records to {output}")
 
 
+@cli.command("plot")
+@click.argument("output_dir")
+@click.option("-o", "--output", metavar="PNG", help="Where to write the image "
+              "[default: OUTPUT_DIR/metrics.png].")
+@click.option("--metrics", metavar="A,B", help="Metrics to draw, one panel each, e.g. "
+              "reward/raw,objective/kl [default: chosen from the keys the run logged].")
+def plot_cmd(output_dir: str, output: str | None, metrics: str | None) -> None:
+    """Draw a run's training curves (reward, KL, length, losses, entropy...) to a PNG."""
+    from align.config import parse_list
+    from align.plot import plot_run
+
+    click.echo(f"wrote {plot_run(output_dir, output, parse_list(metrics) or None)}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the CLI and turn errors into messages and exit codes."""
     args = list(sys.argv[1:] if argv is None else argv)

@@ -1,0 +1,185 @@
+"""Rollout: sample responses, then score them with every role, in chunks, without gradients.
+
+Layout of one rollout batch: prompts left-padded to P tokens (so generation continues every
+prompt at the same column), responses right-padded to T tokens, cut after the first EOS. The
+full sequence is ``cat(prompt_ids, response_ids)`` (B, P+T); position ids count real tokens
+only, so left padding does not shift positions. Logits at column j predict the token at j+1:
+the response token t is predicted at column P-1+t, and the critic's value of the state before
+token t is read there too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from align.ppo.losses import entropy_from_logits, gather_logprobs
+from align.ppo.models import Roles, eos_token_ids, token_scores
+
+
+@dataclass
+class Experience:
+    """One rollout batch. B sequences, P prompt tokens (left-padded), T response tokens."""
+
+    prompt_ids: Tensor  # (B, P) prompt tokens, left-padded
+    prompt_mask: Tensor  # (B, P) True on prompt tokens, False on padding
+    response_ids: Tensor  # (B, T) sampled tokens; padding after the first EOS
+    mask: Tensor  # (B, T) True on response tokens up to and including the first EOS
+    ended: Tensor  # (B,) True when the response stopped at EOS (not at the token limit)
+    logprobs: Tensor  # (B, T) log π_old(a_t|s_t) of the sampling policy (temperature-scaled)
+    ref_logprobs: Tensor  # (B, T) log π_ref(a_t|s_t), same temperature
+    values: Tensor  # (B, T) V_old(s_t): the critic's value before token t
+    scores: Tensor  # (B,) raw reward-model score of prompt + response
+    entropy: Tensor  # (B, T) entropy of π_old(·|s_t)
+    rewards: Tensor | None = None  # (B, T) per-token reward: -β·KL_t, + score on the last token
+    advantages: Tensor | None = None  # (B, T) GAE advantages (whitened / clipped if asked)
+    returns: Tensor | None = None  # (B, T) value targets A_t + V_old(s_t)
+
+    @property
+    def batch_size(self) -> int:
+        return self.response_ids.shape[0]
+
+    def select(self, idx: Tensor) -> "Experience":
+        """The rows ``idx`` of every field (a mini- or micro-batch)."""
+        return replace(self, **{f.name: getattr(self, f.name)[idx] for f in fields(self)
+                                if getattr(self, f.name) is not None})
+
+    def sequences(self) -> tuple[Tensor, Tensor, Tensor]:
+        """input_ids, attention_mask, position_ids of prompt + response, each (B, P+T)."""
+        return sequence_inputs(self.prompt_ids, self.prompt_mask, self.response_ids, self.mask)
+
+
+def sequence_inputs(prompt_ids: Tensor, prompt_mask: Tensor, response_ids: Tensor,
+                    mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Concatenate prompt and response; positions count real tokens from 0."""
+    input_ids = torch.cat([prompt_ids, response_ids], dim=1)
+    attention_mask = torch.cat([prompt_mask, mask], dim=1).long()
+    position_ids = (attention_mask.cumsum(1) - 1).clamp(min=0)
+    return input_ids, attention_mask, position_ids
+
+
+def response_mask(response_ids: Tensor, eos_ids: list[int]) -> tuple[Tensor, Tensor]:
+    """Mask up to and including the first EOS, and whether an EOS came at all.
+
+    Shapes: response_ids (B, T). Returns mask (B, T) bool, ended (B,) bool.
+    """
+    is_eos = torch.isin(response_ids, torch.tensor(eos_ids, device=response_ids.device))
+    ended = is_eos.any(1)
+    T = response_ids.shape[1]
+    first = torch.where(ended, is_eos.float().argmax(1), torch.full_like(ended, T - 1,
+                                                                         dtype=torch.long))
+    mask = torch.arange(T, device=response_ids.device)[None, :] <= first[:, None]
+    return mask, ended
+
+
+def policy_logits(model: Any, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor,
+                  T: int, temperature: float) -> Tensor:
+    """Temperature-scaled logits that predict the last T tokens.  Returns (B, T, V)."""
+    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                use_cache=False, logits_to_keep=T + 1)
+    return out.logits[:, :-1] / temperature
+
+
+def _chunks(B: int, size: int) -> list[slice]:
+    return [slice(i, min(i + size, B)) for i in range(0, B, size)]
+
+
+@torch.no_grad()
+def generate(model: Any, prompt_ids: Tensor, prompt_mask: Tensor, *, max_new_tokens: int,
+             temperature: float, top_p: float, eos_ids: list[int], pad_id: int, chunk: int
+             ) -> Tensor:
+    """Sample responses in chunks.  Returns response_ids (B, T), right-padded with pad_id."""
+    from transformers import GenerationConfig
+
+    # Our own config, so a model's generation_config (top_k, repetition_penalty, ...) cannot
+    # make the sampling distribution differ from the π whose log-probs PPO optimises.
+    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=True,
+                              temperature=temperature, top_p=top_p, top_k=0,
+                              eos_token_id=eos_ids, pad_token_id=pad_id)
+    P = prompt_ids.shape[1]
+    parts = []
+    for s in _chunks(prompt_ids.shape[0], chunk):
+        out = model.generate(input_ids=prompt_ids[s], attention_mask=prompt_mask[s].long(),
+                             generation_config=config)
+        parts.append(out[:, P:])
+    T = max(p.shape[1] for p in parts)
+    return torch.cat([torch.nn.functional.pad(p, (0, T - p.shape[1]), value=pad_id)
+                      for p in parts])
+
+
+@torch.no_grad()
+def score_responses(reward_model: Any, prompt_ids: Tensor, prompt_mask: Tensor,
+                    response_ids: Tensor, mask: Tensor, chunk: int) -> Tensor:
+    """Reward-model score of each prompt + response, read at the last response token.
+
+    Shapes: prompt_ids, prompt_mask (B, P); response_ids, mask (B, T). Returns (B,).
+    """
+    P = prompt_ids.shape[1]
+    last = P + mask.long().sum(1) - 1  # (B,) column of the last response token (EOS if ended)
+    scores = []
+    for s in _chunks(prompt_ids.shape[0], chunk):
+        ids, attn, pos = sequence_inputs(prompt_ids[s], prompt_mask[s], response_ids[s], mask[s])
+        per_token = token_scores(reward_model, ids, attn, pos)  # (b, P+T)
+        scores.append(per_token.gather(1, last[s, None]).squeeze(1))
+    return torch.cat(scores)
+
+
+@torch.no_grad()
+def logprobs_and_entropy(model: Any, prompt_ids: Tensor, prompt_mask: Tensor,
+                         response_ids: Tensor, mask: Tensor, temperature: float, chunk: int,
+                         with_entropy: bool = False) -> tuple[Tensor, Tensor | None]:
+    """log π(a_t|s_t) of the response tokens (and the entropy of π(·|s_t)), in chunks.
+
+    Returns logprobs (B, T) and entropy (B, T) or None.
+    """
+    T = response_ids.shape[1]
+    logps, ents = [], []
+    for s in _chunks(prompt_ids.shape[0], chunk):
+        ids, attn, pos = sequence_inputs(prompt_ids[s], prompt_mask[s], response_ids[s], mask[s])
+        logits = policy_logits(model, ids, attn, pos, T, temperature)
+        logps.append(gather_logprobs(logits, response_ids[s]))
+        if with_entropy:
+            ents.append(entropy_from_logits(logits))
+    return torch.cat(logps), (torch.cat(ents) if with_entropy else None)
+
+
+@torch.no_grad()
+def critic_values(critic: Any, prompt_ids: Tensor, prompt_mask: Tensor, response_ids: Tensor,
+                  mask: Tensor, chunk: int) -> Tensor:
+    """V(s_t) before each response token t.  Returns (B, T)."""
+    P, T = prompt_ids.shape[1], response_ids.shape[1]
+    out = []
+    for s in _chunks(prompt_ids.shape[0], chunk):
+        ids, attn, pos = sequence_inputs(prompt_ids[s], prompt_mask[s], response_ids[s], mask[s])
+        out.append(token_scores(critic, ids, attn, pos)[:, P - 1:P - 1 + T])
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def rollout(roles: Roles, prompt_ids: Tensor, prompt_mask: Tensor, *, max_new_tokens: int,
+            temperature: float, top_p: float, chunk: int) -> Experience:
+    """Generate responses to a batch of prompts and compute everything PPO needs about them."""
+    dev = roles.device
+    prompt_ids, prompt_mask = prompt_ids.to(dev), prompt_mask.to(dev)
+    eos_ids, pad_id = eos_token_ids(roles), roles.tokenizer.pad_token_id
+    for model in (roles.actor, roles.critic):
+        model.eval()
+    response_ids = generate(roles.actor, prompt_ids, prompt_mask, max_new_tokens=max_new_tokens,
+                            temperature=temperature, top_p=top_p, eos_ids=eos_ids,
+                            pad_id=pad_id, chunk=chunk)
+    mask, ended = response_mask(response_ids, eos_ids)
+    response_ids = torch.where(mask, response_ids, torch.full_like(response_ids, pad_id))
+    args = (prompt_ids, prompt_mask, response_ids, mask)
+    logprobs, entropy = logprobs_and_entropy(roles.actor, *args, temperature, chunk,
+                                             with_entropy=True)
+    with roles.reference() as ref:
+        ref_logprobs, _ = logprobs_and_entropy(ref, *args, temperature, chunk)
+    values = critic_values(roles.critic, *args, chunk)
+    with roles.reward_model() as rm:
+        scores = score_responses(rm, *args, chunk)
+    return Experience(prompt_ids=prompt_ids, prompt_mask=prompt_mask, response_ids=response_ids,
+                      mask=mask, ended=ended, logprobs=logprobs, ref_logprobs=ref_logprobs,
+                      values=values, scores=scores, entropy=entropy)

@@ -1,0 +1,255 @@
+"""The PPO loop: rollout -> rewards -> advantages -> epochs x mini-batches -> log / health / save.
+
+One PPO *step* is one rollout batch (``--rollout-batch-size`` prompts) followed by
+``--ppo-epochs`` x ``--num-mini-batches`` optimizer steps on the actor and on the critic.
+``--max-steps`` counts PPO steps; without it, ``--num-train-epochs`` passes over the prompts.
+Each mini-batch is processed in micro-batches of ``--per-device-train-batch-size`` sequences
+(gradient accumulation inside the mini-batch).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import click
+
+from align.config import RunConfig
+from align.health import CollapseStop, health_metrics, rollout_stats
+from align.ppo.state import PPORun, check_supported, scale_lr
+
+TIME_KEYS = ("perf/tokens_per_s", "perf/step_s")  # the only metrics that differ on resume
+
+
+def run(cfg: RunConfig, data: Any, eval_data: Any = None) -> dict[str, Any]:
+    """Train PPO on the validated prompts in ``data``; return the final metrics."""
+    from align.metrics import MetricsLogger
+    from align.runner import latest_checkpoint
+
+    check_supported(cfg)
+    ppo = PPORun.create(cfg, data, eval_data)
+    click.echo(describe(ppo))
+    resume_step = None
+    if cfg.train.resume:
+        ckpt = latest_checkpoint(ppo.out)
+        ppo.restore(int(ckpt.name.split("-")[1]))
+        resume_step = ppo.step
+        click.echo(f"resumed from {ckpt} (step {ppo.step} of {ppo.total_steps})")
+    logger = MetricsLogger(ppo.out, tensorboard=cfg.train.report_to == "tensorboard",
+                           resume_step=resume_step)
+    try:
+        return train(ppo, logger)
+    finally:
+        logger.close()
+
+
+def describe(ppo: PPORun) -> str:
+    """The batch arithmetic of this run in one line (what a "step" means here)."""
+    from align.ppo.state import learning_rates
+
+    a, t = ppo.a, ppo.cfg.train
+    actor_lr, critic_lr = learning_rates(ppo.cfg)
+    return (f"ppo: {ppo.total_steps} steps of {a.rollout_batch_size} prompts "
+            f"({len(ppo.prompts)} in the data); each step {a.ppo_epochs} epochs x "
+            f"{a.num_mini_batches} mini-batches of {a.rollout_batch_size // a.num_mini_batches} "
+            f"(micro-batches of {t.per_device_train_batch_size}); actor lr {actor_lr:g}, "
+            f"critic lr {critic_lr:g}; device {ppo.roles.device}")
+
+
+def train(ppo: PPORun, logger: Any) -> dict[str, Any]:
+    """The driver: one PPO step per loop, numbered as in STYLE.md."""
+    from tqdm import tqdm
+
+    from align.ppo.rollout import rollout
+    from align.ppo.update import compute_advantages, compute_rewards, ppo_update
+
+    a, t = ppo.a, ppo.cfg.train
+    if ppo.step == 0 and ppo.eval_prompts:
+        ppo.eval_before = log_eval(ppo, logger)
+    bar = tqdm(total=ppo.total_steps, initial=ppo.step, desc="ppo", dynamic_ncols=True)
+    while ppo.step < ppo.total_steps:
+        ppo.step += 1
+        started = time.perf_counter()
+        # 1. rollout: sample responses; log-probs of actor and reference, values, RM scores
+        prompt_ids, prompt_mask = next_prompts(ppo)
+        exp = rollout(ppo.roles, prompt_ids, prompt_mask, max_new_tokens=a.max_new_tokens,
+                      temperature=a.temperature, top_p=a.top_p,
+                      chunk=a.local_rollout_forward_batch_size)
+        # 2. rewards: shaped RM score on the last token, token-level KL penalty on every token
+        metrics = compute_rewards(a, exp, ppo.kl_ctl, ppo.reward_stats)
+        # 3. advantages: GAE over response tokens, whitening and clipping
+        metrics |= compute_advantages(a, exp)
+        # 4. PPO update: ppo_epochs x num_mini_batches steps on critic (and actor after warm-up)
+        metrics |= ppo_update(ppo.roles, ppo.optim, exp, a, t.per_device_train_batch_size,
+                              t.max_grad_norm, ppo.step > a.critic_warmup_steps,
+                              next_ptx_batch(ppo) if ppo.ptx else None)
+        ppo.kl_ctl.update(metrics["objective/kl"], exp.batch_size)
+        # 5. log, check health (warn / stop / roll back), evaluate and save
+        metrics |= rollout_metrics(exp, a.max_new_tokens, ppo)
+        elapsed = time.perf_counter() - started
+        metrics |= {"perf/step_s": elapsed,
+                    "perf/tokens_per_s": float(exp.mask.sum()) / max(elapsed, 1e-9)}
+        logged = ppo.step % t.logging_steps == 0 or ppo.step == ppo.total_steps
+        events = ppo.monitor.check(ppo.step, metrics) if logged else []
+        if logged:
+            logger.log(ppo.step, metrics | health_metrics(events))
+        report(bar, ppo.step, metrics if logged else None, events, ppo.monitor)
+        if act_on_health(ppo, events, logger, bar) == "rolled_back":
+            continue
+        if ppo.step % t.save_steps == 0:
+            if ppo.eval_prompts:
+                log_eval(ppo, logger)
+            ppo.save(healthy=not events and not any(ppo.monitor.streaks.values()))
+    bar.close()
+    return finish(ppo, logger)
+
+
+def next_prompts(ppo: PPORun) -> tuple[Any, Any]:
+    from align.ppo.data import left_pad
+
+    batch = [ppo.prompts[i] for i in ppo.sampler.next()]
+    return left_pad(batch, ppo.roles.tokenizer.pad_token_id)
+
+
+def next_ptx_batch(ppo: PPORun) -> Any:
+    """A function returning the next PTX micro-batch (ids, mask) on the training device."""
+    from align.ppo.data import right_pad
+
+    def draw() -> tuple[Any, Any]:
+        ids, mask = right_pad([ppo.ptx[i] for i in ppo.ptx_sampler.next()],
+                              ppo.roles.tokenizer.pad_token_id)
+        return ids.to(ppo.roles.device), mask.to(ppo.roles.device)
+
+    return draw
+
+
+def rollout_metrics(exp: Any, max_new_tokens: int, ppo: PPORun) -> dict[str, float]:
+    """Length, EOS, truncation and repetition of the responses; entropy; reference perplexity."""
+    import torch
+
+    from align.ppo.losses import masked_mean
+    from align.ppo.models import eos_token_ids
+
+    eos = torch.tensor(eos_token_ids(ppo.roles), device=exp.mask.device)
+    tokens = exp.mask & ~torch.isin(exp.response_ids, eos)  # response text, EOS removed
+    responses = [row[m].tolist() for row, m in zip(exp.response_ids, tokens)]
+    stats = rollout_stats(responses, exp.ended.tolist(), max_new_tokens)
+    stats["policy/entropy"] = masked_mean(exp.entropy, exp.mask).item()
+    stats["ref/perplexity"] = torch.exp(-masked_mean(exp.ref_logprobs, exp.mask)).item()
+    o = ppo.optim
+    stats["lr/actor"] = o.actor.param_groups[0]["lr"]
+    stats["lr/critic"] = o.critic.param_groups[0]["lr"]
+    return stats
+
+
+def evaluate(ppo: PPORun) -> dict[str, float]:
+    """Sampled responses to the held-out prompts: mean RM score, KL to the reference, length.
+
+    Sampling (at --temperature) measures the policy PPO optimises, not one greedy answer; the
+    generator is seeded from --seed inside a forked RNG, so every evaluation draws with the
+    same random numbers and training's RNG stream is untouched (exact resume).
+    """
+    import torch
+
+    from align.ppo.data import left_pad
+    from align.ppo.losses import kl_penalty, masked_sum
+    from align.ppo.rollout import rollout
+
+    a = ppo.a
+    ids, mask = left_pad(ppo.eval_prompts, ppo.roles.tokenizer.pad_token_id)
+    cuda = [torch.cuda.current_device()] if ppo.roles.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(ppo.cfg.train.seed)
+        exp = rollout(ppo.roles, ids, mask, max_new_tokens=a.max_new_tokens,
+                      temperature=a.temperature, top_p=a.top_p,
+                      chunk=a.local_rollout_forward_batch_size)
+    kl = masked_sum(kl_penalty(exp.logprobs, exp.ref_logprobs, "k1"), exp.mask, dim=1)
+    return {"eval/reward": exp.scores.mean().item(), "eval/kl": kl.mean().item(),
+            "eval/response_len": exp.mask.sum(1).float().mean().item(),
+            "eval/eos_frac": exp.ended.float().mean().item()}
+
+
+def log_eval(ppo: PPORun, logger: Any) -> dict[str, float]:
+    metrics = evaluate(ppo)
+    logger.log(ppo.step, metrics)
+    ppo.latest_eval = (ppo.step, metrics)
+    return metrics
+
+
+def report(bar: Any, step: int, m: dict[str, Any] | None, events: list[Any], monitor: Any
+           ) -> None:
+    """Console: a compact progress-bar postfix and one line per logged step, then any alarms."""
+    bar.update(step - bar.n)
+    if m is not None:
+        bar.set_postfix(reward=f"{m['reward/raw']:.3f}", kl=f"{m['objective/kl']:.3f}",
+                        len=f"{m['rollout/response_len']:.1f}")
+        bar.write(f"step {step}: reward {m['reward/raw']:.4f} kl {m['objective/kl']:.4f} "
+                  f"len {m['rollout/response_len']:.1f} eos {m['rollout/eos_frac']:.2f} "
+                  f"policy {m.get('loss/policy', float('nan')):.4f} "
+                  f"value {m['loss/value']:.4f} entropy {m['policy/entropy']:.3f}")
+    for note in monitor.notes:
+        bar.write(f"[health] {note}")
+    monitor.notes.clear()
+    for event in events:
+        click.echo(str(event), err=True)
+
+
+def act_on_health(ppo: PPORun, events: list[Any], logger: Any, bar: Any) -> str:
+    """Apply --on-collapse to the detectors that fired: warn, stop (save, exit 3) or roll back."""
+    action = ppo.monitor.decide(events)
+    for note in ppo.monitor.notes:  # e.g. "--max-rollbacks reached; stopping instead"
+        click.echo(f"[health] {note}", err=True)
+    ppo.monitor.notes.clear()
+    if action in ("continue", "warn"):
+        return action
+    if action == "rollback" and ppo.healthy_step is not None:
+        return roll_back(ppo, logger, bar)
+    path = ppo.save(healthy=False)
+    why = "" if action == "stop" else " (no healthy checkpoint to roll back to)"
+    raise CollapseStop(f"training stopped at step {ppo.step}{why}: "
+                       f"{'; '.join(e.detector for e in events)}. State saved to {path}; change "
+                       "the flags the hints name and continue with --resume")
+
+
+def roll_back(ppo: PPORun, logger: Any, bar: Any) -> str:
+    """Reload the last healthy checkpoint and lower the actor LR by --rollback-lr-factor."""
+    factor = ppo.cfg.health.rollback_lr_factor
+    fired_at, events, rollbacks = ppo.step, list(ppo.monitor.events), ppo.monitor.rollbacks
+    target_scale = ppo.lr_scale * factor
+    ppo.restore(ppo.healthy_step)
+    ppo.monitor.events, ppo.monitor.rollbacks = events, rollbacks  # remember what happened
+    scale_lr(ppo.optim.actor, ppo.optim.actor_scheduler, target_scale / ppo.lr_scale)
+    ppo.lr_scale = target_scale
+    lr = ppo.optim.actor.param_groups[0]["lr"]
+    click.echo(f"[health] rolled back from step {fired_at} to checkpoint-{ppo.step}; actor LR "
+               f"x{factor:g} (now {lr:.3g})", err=True)
+    logger.log(fired_at, {"health/rollback": 1.0, "health/rollback_to": ppo.step,
+                          "lr/actor": lr})
+    bar.reset(total=ppo.total_steps)
+    bar.update(ppo.step)
+    return "rolled_back"
+
+
+def finish(ppo: PPORun, logger: Any) -> dict[str, Any]:
+    """Final evaluation, the trained actor (and critic) in --output-dir, and the summary."""
+    from align.metrics import read_metrics
+
+    result: dict[str, Any] = {"steps": ppo.step}
+    if ppo.eval_prompts:
+        done = ppo.latest_eval and ppo.latest_eval[0] == ppo.step
+        after = ppo.latest_eval[1] if done else log_eval(ppo, logger)
+        result |= {"eval_reward_before": ppo.eval_before.get("eval/reward"),
+                   "eval_reward_after": after["eval/reward"],
+                   "eval_kl_before": ppo.eval_before.get("eval/kl"),
+                   "eval_kl_after": after["eval/kl"],
+                   "eval_response_len_after": after["eval/response_len"]}
+    rows = [r for r in read_metrics(ppo.out) if "reward/raw" in r]
+    if rows:
+        last = rows[-1]
+        result |= {"reward_raw_first": rows[0]["reward/raw"], "reward_raw_last": last["reward/raw"],
+                   "kl_last": last["objective/kl"]}
+    ppo.roles.actor.save_pretrained(str(ppo.out))
+    ppo.roles.tokenizer.save_pretrained(str(ppo.out))
+    ppo.roles.critic.save_pretrained(str(ppo.out / "critic"))
+    click.echo(f"saved the actor to {ppo.out} and the critic to {ppo.out / 'critic'}")
+    return result | ppo.monitor.summary()

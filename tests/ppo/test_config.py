@@ -1,0 +1,136 @@
+"""PPOConfig presets and validation, the KL controller, running reward statistics, sampler."""
+
+from __future__ import annotations
+
+import statistics
+
+import pytest
+
+from align.ppo.config import PRESET_VALUES, PPOConfig
+from align.ppo.data import Sampler
+from align.ppo.kl_control import KLController
+from align.ppo.reward_norm import RunningMoments
+from tests.conftest import run_cli, write_jsonl
+
+
+def test_default_preset_is_the_ms_swift_guide():
+    c = PPOConfig()
+    assert (c.kl_coef, c.cliprange, c.cliprange_value, c.vf_coef, c.gamma, c.lam) == \
+        (0.05, 0.2, 0.2, 0.1, 1.0, 0.95)
+    assert c.whiten_rewards is False and c.reward_norm is False and c.whiten_advantages is True
+    assert c.ptx_coef == 0.0
+
+
+@pytest.mark.parametrize("preset", ["ppo-max", "vanilla"])
+def test_preset_sets_its_fields(preset):
+    c = PPOConfig(preset=preset)
+    for name, value in PRESET_VALUES[preset].items():
+        assert getattr(c, name) == value
+
+
+def test_flag_passed_by_the_user_beats_the_preset():
+    c = PPOConfig(preset="vanilla", kl_coef=0.1, whiten_advantages=True)
+    assert c.kl_coef == 0.1 and c.whiten_advantages is True and c.reward_norm is False
+    c = PPOConfig(preset="ppo-max", reward_norm=False, reward_clip=0.0)
+    assert c.reward_norm is False and c.reward_clip == 0.0 and c.cliprange_value == 0.2
+
+
+def test_ptx_coef_defaults_only_with_a_dataset():
+    assert PPOConfig(ptx_dataset="sft.jsonl").ptx_coef == 0.05
+    with pytest.raises(ValueError, match="--ptx-coef needs --ptx-dataset"):
+        PPOConfig(ptx_coef=0.1)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"rollout_batch_size": 10, "num_mini_batches": 3}, "divisible"),
+    ({"dual_clip": 0.5}, "--dual-clip must be > 1"),
+    ({"kl_estimator": "k9"}, "choose from"),
+    ({"preset": "max"}, "choose from"),
+    ({"temperature": 0.0}, "--temperature"),
+    ({"target_kl": 6.0, "kl_coef": 0.0}, "--target-kl"),
+    ({"cliprange": -0.1}, "--cliprange must be >= 0"),
+])
+def test_invalid_values_name_the_flag(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        PPOConfig(**kwargs)
+
+
+def test_preset_resolution_through_the_cli(capsys, tiny_lm, tiny_rm, tmp_path):
+    prompts = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "hi"}])
+    code, out, err = run_cli(["rlhf", "--algo", "ppo", "--model", tiny_lm, "--reward-model",
+                              tiny_rm, "--dataset", prompts, "--preset", "vanilla",
+                              "--cliprange-value", "0.3", "--dry-run"], capsys)
+    assert code == 0, err
+    assert "kl_coef: 0.0" in out and "cliprange_value: 0.3" in out
+    assert "critic: initialised from" in out
+
+
+def test_kl_controller_follows_ziegler():
+    fixed = KLController(0.05)
+    fixed.update(100.0, 64)
+    assert fixed.value == 0.05
+    ctl = KLController(0.1, target=6.0, horizon=1000)
+    ctl.update(12.0, 100)  # error clipped to +0.2: β *= 1 + 0.2 * 100 / 1000
+    assert ctl.value == pytest.approx(0.1 * 1.02)
+    ctl.update(5.4, 100)  # error -0.1: β *= 1 - 0.01
+    assert ctl.value == pytest.approx(0.1 * 1.02 * 0.99)
+    again = KLController(0.1, target=6.0, horizon=1000)
+    again.load_state_dict(ctl.state_dict())
+    assert again.value == ctl.value
+
+
+def test_running_moments_match_the_whole_sample():
+    batches = [[1.0, 2.0, 3.0], [10.0], [-4.0, 0.5, 7.0, 2.0]]
+    stats = RunningMoments()
+    for b in batches:
+        stats.update(b)
+    flat = [x for b in batches for x in b]
+    assert stats.mean == pytest.approx(statistics.fmean(flat))
+    assert stats.std == pytest.approx(statistics.pstdev(flat))
+    assert stats.normalize(stats.mean) == pytest.approx(0.0)
+    copy = RunningMoments()
+    copy.load_state_dict(stats.state_dict())
+    assert (copy.mean, copy.std, copy.count) == (stats.mean, stats.std, stats.count)
+
+
+def test_sampler_covers_each_epoch_and_resumes():
+    s = Sampler(5, 3, seed=0)
+    first = s.next() + s.next()[:2]  # epoch 0 ends inside the second batch
+    assert sorted(first) == list(range(5))
+    state = s.state_dict()
+    rest = [s.next() for _ in range(3)]
+    t = Sampler(5, 3, seed=0)
+    t.load_state_dict(state)
+    assert [t.next() for _ in range(3)] == rest
+
+
+@pytest.mark.parametrize("flags,env,message", [
+    ({}, {"WORLD_SIZE": "2"}, "runs in one process"),
+    ({"deepspeed": "ds.json"}, {}, "--deepspeed is not supported"),
+    ({"gradient_accumulation_steps": 2}, {}, "--gradient-accumulation-steps is not used"),
+    ({"learning_rate": 1e-5, "actor_lr": 2e-5}, {}, "not both"),
+    ({"lora": True, "offload_ref_model": True}, {}, "no separate copy"),
+    ({"lora": True, "offload_reward_model": True}, {}, "no separate copy"),
+    ({"max_length": 64, "max_new_tokens": 64}, {}, "leaves no room"),
+])
+def test_unsupported_combinations_are_refused(tmp_path, monkeypatch, flags, env, message):
+    from align.errors import AlignError
+    from align.ppo.state import check_supported
+    from tests.ppo.conftest import ppo_config
+
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(AlignError, match=message):
+        check_supported(ppo_config("m", "rm", tmp_path, **flags))
+
+
+def test_learning_rates_defaults_and_alias(tmp_path):
+    from align.ppo.state import learning_rates
+    from tests.ppo.conftest import ppo_config
+
+    assert learning_rates(ppo_config("m", "rm", tmp_path)) == (5e-7, 9e-6)
+    assert learning_rates(ppo_config("m", "rm", tmp_path, lora=True)) == \
+        pytest.approx((5e-6, 9e-5))
+    assert learning_rates(ppo_config("m", "rm", tmp_path, learning_rate=1e-4))[0] == 1e-4
+    assert learning_rates(ppo_config("m", "rm", tmp_path, actor_lr=2e-6, critic_lr=3e-6)) == \
+        (2e-6, 3e-6)

@@ -1,0 +1,192 @@
+"""PPO end to end through the CLI on tiny models: the reward rises with KL bounded (full and
+LoRA), a run killed with SIGKILL resumes to the same metrics, and the collapse detectors fire on
+forced repeater and mute runs (and stay quiet on the healthy ones)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from align.metrics import read_metrics as read_rows
+from tests.conftest import run_cli, write_jsonl
+
+EOS = 2  # <|im_end|> in the tiny tokenizer
+TIME_KEYS = {"time", "perf/step_s", "perf/tokens_per_s"}
+
+
+def ppo_args(model, rm, data, out, *extra):
+    return ["rlhf", "--algo", "ppo", "--model", model, "--reward-model", rm, "--dataset", data,
+            "--output-dir", out, "--rollout-batch-size", "16", "--max-new-tokens", "12",
+            "--per-device-train-batch-size", "8", "--num-mini-batches", "2",
+            "--lr-scheduler-type", "constant", "--warmup-ratio", "0", "--critic-lr", "1e-3",
+            *extra]
+
+
+@pytest.mark.parametrize("mode,actor_lr", [("full", "2e-4"), ("lora", "1e-3")])
+def test_ppo_raises_held_out_reward_with_bounded_kl(tmp_path, capsys, tiny_sft, tiny_pref_rm,
+                                                      prompt_files, mode, actor_lr):
+    train, held_out = prompt_files
+    out = tmp_path / mode
+    extra = ["--lora"] if mode == "lora" else []
+    # the memory-saving paths ride along (moving offloaded models is a no-op on CPU)
+    extra += ["--gradient-checkpointing"] if mode == "lora" else \
+        ["--offload-ref-model", "--offload-reward-model"]
+    code, stdout, err = run_cli(ppo_args(tiny_sft, tiny_pref_rm, train, out, "--eval-dataset",
+                                         held_out, "--max-steps", "12", "--save-steps", "6",
+                                         "--rollout-batch-size", "32", "--actor-lr", actor_lr,
+                                         *extra), capsys)
+    assert code == 0, err
+    final = json.loads((out / "final_metrics.json").read_text())
+    # sampled answers to 32 held-out prompts, same seed before and after; development runs
+    # (seeds 1-3) rose by 3.1 to 5.6 with KL to the reference of 4.5 to 7.8 nats
+    assert final["eval_reward_after"] > final["eval_reward_before"] + 2.0, final
+    assert final["eval_kl_after"] < 15.0, final
+    rows = read_rows(out)
+    train_rows = [r for r in rows if "reward/raw" in r]
+    assert len(train_rows) == 12
+    assert max(r["objective/kl"] for r in train_rows) < 20.0
+    # healthy: no detector fired, responses still end with EOS
+    assert final["collapsed"] is False and not any(k.startswith("health/") for r in rows for k in r)
+    assert train_rows[-1]["rollout/eos_frac"] >= 0.5
+    for key in ("reward/raw", "reward/normalized", "objective/kl", "rollout/response_len",
+                "rollout/eos_frac", "rollout/truncated_frac", "rollout/repeat_frac",
+                "policy/entropy", "ref/perplexity", "policy/clipfrac", "policy/approx_kl",
+                "value/clipfrac", "value/explained_var", "grad/actor_norm", "grad/critic_norm",
+                "perf/tokens_per_s", "loss/policy", "loss/value", "lr/actor"):
+        assert key in train_rows[0], key
+    assert [r["step"] for r in rows if "eval/reward" in r] == [0, 6, 12]
+    assert (out / "tensorboard").is_dir() and (out / "checkpoint-12").is_dir()
+    assert "step 12: reward" in err + stdout
+    assert "ppo: 12 steps of 32 prompts (64 in the data); each step 4 epochs x 2 mini-batches " \
+        "of 16 (micro-batches of 8)" in stdout
+    _check_saved_actor(out, tiny_sft, lora=mode == "lora")
+
+
+def _check_saved_actor(out: Path, base: Path, lora: bool) -> None:
+    from transformers import AutoModelForCausalLM
+
+    if lora:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), out)
+        assert (out / "critic" / "adapter_model.safetensors").exists()
+        changed = any(p.abs().sum() > 0 for n, p in model.named_parameters() if "lora_B" in n)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(out)
+        start = AutoModelForCausalLM.from_pretrained(base)
+        changed = any(not torch.equal(p, q) for p, q in zip(model.parameters(),
+                                                             start.parameters()))
+        assert (out / "critic" / "model.safetensors").exists()
+    assert changed
+
+
+def test_sigkill_mid_save_then_resume_logs_the_same_metrics(tmp_path, capsys, tiny_sft,
+                                                            tiny_pref_rm, prompt_files):
+    """Every resumable state at once: preset ppo-max (running reward statistics), adaptive KL,
+    PTX data position, critic warm-up, plus the remaining tricks' code paths."""
+    train, held_out = prompt_files
+    ptx = write_jsonl(tmp_path / "ptx.jsonl", [
+        {"messages": [{"role": "user", "content": f"say {w}"},
+                      {"role": "assistant", "content": f"{w} {w}"}]}
+        for w in ("good", "blue", "paris", "three", "sea")])
+    extra = ["--eval-dataset", held_out, "--max-steps", "5", "--save-steps", "2",
+             "--rollout-batch-size", "8", "--ppo-epochs", "2", "--actor-lr", "1e-3",
+             "--preset", "ppo-max", "--target-kl", "1", "--kl-horizon", "100",
+             "--ptx-dataset", ptx, "--critic-warmup-steps", "1", "--dual-clip", "3",
+             "--entropy-coef", "0.01", "--kl-estimator", "k3", "--whiten-rewards",
+             "--missing-eos-penalty", "1", "--advantage-clip", "3"]
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    code, _, err = run_cli(ppo_args(tiny_sft, tiny_pref_rm, train, whole, *extra), capsys)
+    assert code == 0, err
+    # the same run in a child process that SIGKILLs itself half-way through saving step 4
+    env = {**os.environ, "ALIGN_PPO_KILL_IN_SAVE": "4", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(Path(__file__).parents[2])}
+    proc = subprocess.run([sys.executable, "-m", "align",
+                           *map(str, ppo_args(tiny_sft, tiny_pref_rm, train, cut, *extra))],
+                          env=env, capture_output=True, text=True)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    assert (cut / "checkpoint-2").is_dir() and (cut / "checkpoint-4.tmp").is_dir()
+    assert not (cut / "checkpoint-4").exists()
+    code, out, err = run_cli(ppo_args(tiny_sft, tiny_pref_rm, train, cut, *extra, "--resume"),
+                             capsys)
+    assert code == 0, err
+    assert "resumed from" in out and "checkpoint-2" in out
+    a, b = read_rows(whole), read_rows(cut)
+    assert [r["step"] for r in a] == [r["step"] for r in b]
+    for ra, rb in zip(a, b):
+        assert ra.keys() == rb.keys()
+        for key in ra.keys() - TIME_KEYS:
+            assert rb[key] == pytest.approx(ra[key], abs=1e-6), (ra["step"], key)
+    assert "loss/ptx" in a[2] and "grad/actor_norm" not in a[1]  # step 1: critic warm-up
+    whole_final = json.loads((whole / "final_metrics.json").read_text())
+    cut_final = json.loads((cut / "final_metrics.json").read_text())
+    assert cut_final["eval_reward_before"] == whole_final["eval_reward_before"]
+
+
+def _repeater_reward(rm, prompt_ids, prompt_mask, response_ids, mask, chunk):
+    """Forced repeater: pay for repeating the previous token and for never stopping."""
+    scores = []
+    for ids, m in zip(response_ids, mask):
+        tokens = ids[m].tolist()
+        repeats = sum(a == b for a, b in zip(tokens, tokens[1:]))
+        scores.append(repeats / 4 + (0.0 if tokens[-1] == EOS else 1.0))
+    return torch.tensor(scores, device=response_ids.device)
+
+
+def _mute_reward(rm, prompt_ids, prompt_mask, response_ids, mask, chunk):
+    """Forced mute: every token costs one point, so the best answer is EOS at once."""
+    return -mask.sum(1).float()
+
+
+# development runs fired at steps 7-14; a run stops as soon as the test has seen enough
+COLLAPSE = ["--kl-coef", "0", "--actor-lr", "2e-3", "--max-steps", "40"]
+
+
+def test_repeater_detector_stops_a_forced_repeater(tmp_path, capsys, monkeypatch, tiny_sft,
+                                                   tiny_pref_rm, prompt_files):
+    import align.ppo.rollout
+
+    monkeypatch.setattr(align.ppo.rollout, "score_responses", _repeater_reward)
+    out = tmp_path / "rep"
+    code, _, err = run_cli(ppo_args(tiny_sft, tiny_pref_rm, prompt_files[0], out, *COLLAPSE,
+                                    "--save-steps", "100", "--kl-max", "1e9",
+                                    "--on-collapse", "stop"), capsys)
+    assert code == 3, err
+    assert "repeater" in err and "ran to the token limit" in err and "Try:" in err
+    rows = read_rows(out)
+    fired = [r for r in rows if r.get("health/repeater")]
+    assert len(fired) == 1 and fired[0]["rollout/truncated_frac"] >= 0.8
+    assert (out / f"checkpoint-{fired[0]['step']}").is_dir()  # saved before stopping
+    assert not any(k in r for r in rows for k in ("health/mute", "health/nan"))
+
+
+def test_mute_detector_rolls_back_then_stops(tmp_path, capsys, monkeypatch, tiny_sft,
+                                             tiny_pref_rm, prompt_files):
+    import align.ppo.rollout
+
+    monkeypatch.setattr(align.ppo.rollout, "score_responses", _mute_reward)
+    out = tmp_path / "mute"
+    code, _, err = run_cli(ppo_args(tiny_sft, tiny_pref_rm, prompt_files[0], out, *COLLAPSE,
+                                    "--save-steps", "2", "--on-collapse", "rollback",
+                                    "--max-rollbacks", "1"), capsys)
+    rows = read_rows(out)
+    assert code == 3, [(r["step"], r.get("rollout/response_len"), r.get("health/rollback_to"))
+                       for r in rows]
+    first = next(r for r in rows if r.get("health/mute"))
+    back = next(r for r in rows if r.get("health/rollback"))
+    # back to the newest checkpoint saved before the detector's streak began
+    patience = 3
+    assert back["step"] == first["step"]
+    assert back["health/rollback_to"] <= first["step"] - patience
+    assert back["lr/actor"] == pytest.approx(1e-3)  # 2e-3 x --rollback-lr-factor 0.5
+    after = rows[rows.index(back) + 1:]
+    assert after[0]["step"] == back["health/rollback_to"] + 1
+    assert all(r["lr/actor"] == pytest.approx(1e-3) for r in after if "lr/actor" in r)
+    assert sum(1 for r in rows if r.get("health/mute")) == 2  # fired again: out of rollbacks
+    assert "rolled back" in err and "stopped" in err and "mute" in err

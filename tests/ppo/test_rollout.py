@@ -1,0 +1,169 @@
+"""Rollout on tiny models: masks, positions, log-prob alignment, scores, the four roles."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from align.ppo.data import left_pad
+from align.ppo.models import load_roles, token_scores
+from align.ppo.rollout import logprobs_and_entropy, response_mask, rollout, sequence_inputs
+from tests.ppo.conftest import ppo_config
+
+EOS, PAD = 2, 0
+
+
+def test_response_mask_by_hand():
+    ids = torch.tensor([[5, 6, EOS, PAD], [5, 6, 7, 8], [EOS, PAD, PAD, PAD]])
+    mask, ended = response_mask(ids, [EOS])
+    assert mask.int().tolist() == [[1, 1, 1, 0], [1, 1, 1, 1], [1, 0, 0, 0]]
+    assert ended.tolist() == [True, False, True]
+
+
+def test_positions_skip_left_padding():
+    prompt_ids, prompt_mask = left_pad([[7, 8, 9], [4]], PAD)
+    response = torch.tensor([[5, EOS], [EOS, PAD]])
+    mask = torch.tensor([[True, True], [True, False]])
+    ids, attn, pos = sequence_inputs(prompt_ids, prompt_mask, response, mask)
+    assert ids.tolist() == [[7, 8, 9, 5, EOS], [PAD, PAD, 4, EOS, PAD]]
+    assert attn.tolist() == [[1, 1, 1, 1, 1], [0, 0, 1, 1, 0]]
+    assert pos.tolist()[0] == [0, 1, 2, 3, 4] and pos.tolist()[1][2:4] == [0, 1]
+
+
+@pytest.fixture(scope="module")
+def roles(tiny_sft, tiny_rm, tmp_path_factory):
+    torch.manual_seed(0)
+    return load_roles(ppo_config(tiny_sft, tiny_rm, tmp_path_factory.mktemp("r"),
+                                 max_new_tokens=8))
+
+
+@pytest.fixture(scope="module")
+def batch(roles, prompt_files):
+    from align.data import load_valid
+    from align.ppo.data import prompt_ids
+
+    rows = load_valid(prompt_files[0], "prompt").rows[:6]
+    ids, mask = left_pad(prompt_ids(rows, roles.tokenizer, None), roles.tokenizer.pad_token_id)
+    torch.manual_seed(3)
+    return rollout(roles, ids, mask, max_new_tokens=8, temperature=1.0, top_p=1.0, chunk=4)
+
+
+def _unpadded(exp, b):
+    prompt = exp.prompt_ids[b][exp.prompt_mask[b]]
+    response = exp.response_ids[b][exp.mask[b]]
+    return prompt, response
+
+
+def test_logprobs_match_unpadded_single_sequences(roles, batch):
+    """Left padding, positions and the logits-predict-the-next-token shift are all right."""
+    exp = batch
+    assert exp.prompt_mask[:, 0].logical_not().any(), "need prompts of different lengths"
+    for b in range(exp.batch_size):
+        prompt, response = _unpadded(exp, b)
+        ids = torch.cat([prompt, response])[None]
+        with torch.no_grad():
+            logits = roles.actor(input_ids=ids).logits[0, len(prompt) - 1:-1]
+        expected = torch.log_softmax(logits, -1).gather(1, response[:, None]).squeeze(1)
+        n = len(response)
+        assert exp.logprobs[b, :n] == pytest.approx(expected, abs=1e-4)
+        # a frozen full-copy reference starts equal to the actor
+        assert exp.ref_logprobs[b, :n] == pytest.approx(expected, abs=1e-4)
+
+
+def test_reward_is_the_rm_score_of_prompt_plus_response(roles, batch, tiny_rm):
+    from transformers import AutoModelForSequenceClassification
+
+    rm = AutoModelForSequenceClassification.from_pretrained(tiny_rm)
+    for b in range(batch.batch_size):
+        prompt, response = _unpadded(batch, b)
+        with torch.no_grad():
+            expected = rm(input_ids=torch.cat([prompt, response])[None]).logits[0, 0]
+        assert batch.scores[b].item() == pytest.approx(expected.item(), abs=1e-4)
+
+
+def test_critic_starts_as_the_reward_model_per_token(roles, batch):
+    ids, attn, pos = batch.sequences()
+    P = batch.prompt_ids.shape[1]
+    with torch.no_grad():
+        rm_tokens = token_scores(roles.reward, ids, attn, pos)
+    T = batch.response_ids.shape[1]
+    assert batch.values == pytest.approx(rm_tokens[:, P - 1:P - 1 + T], abs=1e-5)
+    last = batch.mask.sum(1) - 1
+    # the RM score is the score head at the last response token
+    assert batch.scores == pytest.approx(rm_tokens[torch.arange(len(last)), P + last], abs=1e-5)
+
+
+def test_lora_reference_and_reward_are_the_bases_with_adapters_disabled(
+        tiny_sft, tiny_rm, tmp_path, batch, roles):
+    lora = load_roles(ppo_config(tiny_sft, tiny_rm, tmp_path, lora=True))
+    assert lora.ref is None and lora.reward is None  # no extra copies
+    with torch.no_grad():  # move the adapters away from the identity
+        for model in (lora.actor, lora.critic):
+            for name, p in model.named_parameters():
+                if p.requires_grad:
+                    p.add_(0.05 * torch.randn_like(p))
+    args = (batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.mask)
+    actor_lp, _ = logprobs_and_entropy(lora.actor, *args, 1.0, 8)
+    with lora.reference() as ref:
+        ref_lp, _ = logprobs_and_entropy(ref, *args, 1.0, 8)
+    assert not torch.allclose(actor_lp, ref_lp, atol=1e-3)
+    assert ref_lp[batch.mask] == pytest.approx(batch.ref_logprobs[batch.mask], abs=1e-4)
+    ids, attn, pos = batch.sequences()
+    with torch.no_grad(), lora.reward_model() as rm:
+        assert token_scores(rm, ids, attn, pos) == pytest.approx(
+            token_scores(roles.reward, ids, attn, pos), abs=1e-4)
+
+
+def test_value_head_file_overrides_the_score_head(tiny_rm, tmp_path):
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from align.ppo.models import load_value_head
+
+    rm_dir = tmp_path / "rm"
+    shutil.copytree(tiny_rm, rm_dir)
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(rm_dir)
+    head = torch.full_like(model.score.weight, 0.25)
+    save_file({"v_head.summary.weight": head}, str(rm_dir / "value_head.safetensors"))
+    load_value_head(model, str(rm_dir))
+    assert torch.equal(model.score.weight, head)
+
+
+def test_micro_batches_accumulate_to_the_full_mini_batch_gradient(roles, batch):
+    """TRL's invariant: 1 micro-batch of 8 and 8 micro-batches of 1 give the same gradient."""
+    from align.ppo.config import PPOConfig
+    from align.ppo.models import trainable
+    from align.ppo.update import accumulate, compute_advantages, compute_rewards
+    from align.ppo.kl_control import KLController
+    from align.ppo.reward_norm import RunningMoments
+
+    a = PPOConfig(entropy_coef=0.01)
+    exp = dataclasses.replace(batch)  # a copy: the fields set below stay out of the fixture
+    compute_rewards(a, exp, KLController(0.05), RunningMoments())
+    compute_advantages(a, exp)
+    # perturb the old log-probs so that some ratios clip
+    exp.logprobs = exp.logprobs + 0.3 * torch.randn_like(exp.logprobs)
+    grads = []
+    for micro in (exp.batch_size, 1):
+        for model in (roles.actor, roles.critic):
+            model.zero_grad(set_to_none=True)
+        accumulate(roles.actor, roles.critic, exp, micro, a, train_actor=True)
+        grads.append([p.grad.clone() for m in (roles.actor, roles.critic) for p in trainable(m)])
+    for whole, parts in zip(*grads):
+        assert torch.allclose(whole, parts, atol=1e-6, rtol=1e-4)
+    for model in (roles.actor, roles.critic):
+        model.zero_grad(set_to_none=True)
+
+
+def test_reward_model_with_another_tokenizer_is_refused(tiny_sft, tmp_path):
+    from align.errors import AlignError
+    from align.tiny import build_tiny_rm, build_tokenizer
+
+    other = build_tiny_rm(tmp_path / "rm", build_tokenizer(vocab_size=300))
+    with pytest.raises(AlignError, match="different tokenizer"):
+        load_roles(ppo_config(tiny_sft, other, tmp_path / "out"))

@@ -19,7 +19,7 @@ NaN or inf.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from align.config import arg, validate_choices
@@ -36,6 +36,9 @@ class HealthArgs:
         choices=ON_COLLAPSE)
     health_patience: int = arg(
         3, "Consecutive unhealthy logged steps before a detector fires (NaN fires at once).")
+    health_baseline_steps: int = arg(
+        3, "Logged steps averaged into the starting values that relative detectors compare "
+        "against (mute, repeater, likelihood displacement); they wait until then.")
     repeater_truncated_frac: float = arg(
         0.8, "Repeater: share of responses that hit the token limit without EOS.",
         source="seed 003: the 'endless repeater' collapse")
@@ -58,6 +61,8 @@ class HealthArgs:
         validate_choices(self)
         if self.health_patience < 1:
             raise ValueError("--health-patience must be at least 1")
+        if self.health_baseline_steps < 1:
+            raise ValueError("--health-baseline-steps must be at least 1")
         if not 0.0 < self.rollback_lr_factor < 1.0:
             raise ValueError("--rollback-lr-factor must be in (0, 1)")
 
@@ -127,14 +132,22 @@ def _finite(value: Any) -> bool:
         return True  # not a number (e.g. a string field): nothing to judge
 
 
+# Baseline field -> the canonical metric it averages.
+BASELINE_KEYS = {"response_len": "rollout/response_len",
+                 "truncated_frac": "rollout/truncated_frac",
+                 "chosen_logps": "logps/chosen", "margin": "rewards/margins"}
+
+
 @dataclass
 class _Baseline:
-    """Values at the start of training: the yardstick for relative detectors."""
+    """Values at the start of training, each the mean of the first --health-baseline-steps
+    logged values (one batch is noisy), the yardstick for relative detectors."""
 
     response_len: float | None = None
     truncated_frac: float | None = None
     chosen_logps: float | None = None
     margin: float | None = None
+    samples: dict[str, list[float]] = field(default_factory=dict)
 
 
 class HealthMonitor:
@@ -169,19 +182,20 @@ class HealthMonitor:
         return False
 
     def _set_baseline(self, m: dict[str, Any]) -> None:
-        b = self.baseline
-        if b.response_len is None and "rollout/response_len" in m:
-            b.response_len = float(m["rollout/response_len"])
-        if b.truncated_frac is None and "rollout/truncated_frac" in m:
-            b.truncated_frac = float(m["rollout/truncated_frac"])
-            if b.truncated_frac >= self.args.repeater_truncated_frac:
-                self.notes.append(
-                    f"{b.truncated_frac:.0%} of responses hit the token limit before training; "
-                    "the repeater detector is off for this run (raise the token limit)")
-        if b.chosen_logps is None and "logps/chosen" in m:
-            b.chosen_logps = float(m["logps/chosen"])
-        if b.margin is None and "rewards/margins" in m:
-            b.margin = float(m["rewards/margins"])
+        b, n = self.baseline, self.args.health_baseline_steps
+        for name, key in BASELINE_KEYS.items():
+            if getattr(b, name) is not None or key not in m or not _finite(m[key]):
+                continue
+            samples = b.samples.setdefault(name, [])
+            samples.append(float(m[key]))
+            if len(samples) >= n:
+                setattr(b, name, sum(samples) / len(samples))
+        if b.truncated_frac is not None and len(b.samples.get("truncated_frac", [])) == n \
+                and b.truncated_frac >= self.args.repeater_truncated_frac:
+            b.samples["truncated_frac"].append(b.truncated_frac)  # note it only once
+            self.notes.append(
+                f"{b.truncated_frac:.0%} of responses hit the token limit before training; "
+                "the repeater detector is off for this run (raise the token limit)")
 
     def check(self, step: int, metrics: dict[str, Any]) -> list[HealthEvent]:
         """Update with one logged step's metrics; return the detectors that fired now."""

@@ -85,12 +85,27 @@ def test_nan_fires_at_once(bad):
 
 
 def test_likelihood_displacement():
-    rows = [{"logps/chosen": -20.0, "rewards/margins": 0.0}]
+    rows = [{"logps/chosen": -20.0, "rewards/margins": 0.0}] * 3  # the baseline steps
     rows += [{"logps/chosen": -20.0 - 4 * i, "rewards/margins": 0.5 * i} for i in range(1, 8)]
     m = HealthMonitor(HealthArgs())
     fired = _run(m, rows)
     assert fired and fired[0] == "likelihood_displacement"
     assert "-20.00" in m.events[0].message
+
+
+def test_baseline_is_a_mean_so_one_noisy_first_batch_is_no_false_alarm():
+    # KTO-like: the first batch happens to hold easy desirable answers (-7), later ones ~ -11
+    rows = [{"logps/chosen": -7.0, "rewards/margins": 0.0},
+            {"logps/chosen": -11.0, "rewards/margins": 0.1},
+            {"logps/chosen": -12.0, "rewards/margins": 0.1}]
+    rows += [{"logps/chosen": -11.5 + (i % 2), "rewards/margins": 0.2 + 0.1 * i}
+             for i in range(20)]
+    m = HealthMonitor(HealthArgs())
+    assert _run(m, rows) == []
+    assert m.baseline.chosen_logps == pytest.approx(-10.0)
+    # with a one-step baseline the same run would have fired
+    assert "likelihood_displacement" in _run(
+        HealthMonitor(HealthArgs(health_baseline_steps=1)), rows)
 
 
 def test_no_displacement_when_chosen_rises():
@@ -108,10 +123,10 @@ def test_decide_rollback_is_bounded():
 def test_state_dict_roundtrip_continues_streaks():
     bad = {**_healthy(0), "rollout/response_len": 0.5}
     a = HealthMonitor(HealthArgs())
-    _run(a, [_healthy(0), bad, bad])
+    _run(a, [_healthy(0)] * 3 + [bad, bad])
     b = HealthMonitor(HealthArgs())
     b.load_state_dict(a.state_dict())
-    assert [e.detector for e in b.check(4, bad)] == ["mute"]
+    assert [e.detector for e in b.check(6, bad)] == ["mute"]
 
 
 def test_invalid_on_collapse():

@@ -26,17 +26,23 @@ DEFAULT_ALGOS = ("dpo", "kto", "simpo", "cpo", "orpo", "ppo", "grpo")
 COMMON = {"per_device_train_batch_size": 16, "lr_scheduler_type": "constant",
           "warmup_ratio": 0.0, "logging_steps": 2, "report_to": "none", "save_total_limit": 20}
 CURVE_POINTS = 4  # checkpoints evaluated along each run for curves.png
+# --overoptimization: PPO with the KL penalty and the other tricks off, run four times longer,
+# sampling hotter so that it wanders into answers the reward model never saw.
+OVEROPTIMIZATION = {"preset": "vanilla", "max_steps": 120, "actor_lr": 1e-3,
+                    "temperature": 1.5, "max_new_tokens": 32}
+EVAL_SAMPLES = 8  # samples per held-out prompt for the leaderboard (4 for curve points)
 RECIPES: dict[str, dict[str, Any]] = {
-    "sft": {"learning_rate": 3e-3, "num_train_epochs": 3.0, "per_device_train_batch_size": 32},
+    "sft": {"learning_rate": 3e-3, "num_train_epochs": 5.0, "per_device_train_batch_size": 32},
     "rm": {"learning_rate": 2e-3, "num_train_epochs": 3.0},
-    "dpo": {"learning_rate": 1e-3, "num_train_epochs": 2.0, "beta": 0.1, "rpo_alpha": 0.2},
-    "kto": {"learning_rate": 3e-4, "num_train_epochs": 2.0, "beta": 0.1},
+    "dpo": {"learning_rate": 1e-3, "num_train_epochs": 2.0},
+    "kto": {"learning_rate": 3e-4, "num_train_epochs": 2.0, "beta": 0.3},
     "simpo": {"learning_rate": 1e-3, "num_train_epochs": 2.0},
-    "cpo": {"learning_rate": 1e-3, "num_train_epochs": 2.0},
-    "orpo": {"learning_rate": 1e-3, "num_train_epochs": 2.0},
-    "ppo": {"max_steps": 40},
+    "cpo": {"learning_rate": 1e-3, "num_train_epochs": 3.0, "beta": 0.5},
+    "orpo": {"learning_rate": 1e-3, "num_train_epochs": 2.0, "beta": 1.0},
+    "ppo": {"max_steps": 30, "actor_lr": 3e-4, "critic_lr": 1e-3, "rollout_batch_size": 32,
+            "max_new_tokens": 24, "per_device_train_batch_size": 16, "kl_coef": 0.05},
     "grpo": {"max_steps": 40, "learning_rate": 5e-4, "num_generations": 8,
-             "per_device_train_batch_size": 32, "max_completion_length": 24, "beta": 0.04},
+             "per_device_train_batch_size": 32, "max_completion_length": 24, "beta": 0.2},
 }
 
 
@@ -128,7 +134,8 @@ def label_pairs(policy: Any, tokenizer: Any, prompts: list[task.Prompt], rounds:
             ga, gb = task.gold_reward(p.topic, a), task.gold_reward(p.topic, b)
             if not a or not b or a == b or ga == gb:
                 continue
-            a_wins = task.noisy_preference(rng, ga, gb) if noisy else ga > gb
+            a_wins = task.noisy_preference(rng, ga, gb, task.word_count(a), task.word_count(b)) \
+                if noisy else ga > gb
             chosen, rejected = (a, b) if a_wins else (b, a)
             pairs.append({"prompt": p.messages(),
                           "chosen": [{"role": "assistant", "content": chosen}],
@@ -193,7 +200,7 @@ def curve(run_dir: Path, sft: Any, rm: Any, tokenizer: Any, prompts: list[task.P
         model_dir = path / "actor" if (path / "actor" / "config.json").exists() else path
         if not (model_dir / "config.json").exists():
             continue
-        ev = evaluate(load(model_dir), sft, rm, tokenizer, prompts, n=2)
+        ev = evaluate(load(model_dir), sft, rm, tokenizer, prompts, n=EVAL_SAMPLES // 2)
         ev.pop("example")
         points.append({"progress": min(1.0, step / total), **ev})
     return points
@@ -223,7 +230,7 @@ def prepare_policy(opts: Options, train_prompts: list[task.Prompt], rng: random.
         base = build_base(opts)
     with stage("sft", opts):
         data = write_jsonl_path(opts.out / "data" / "sft.jsonl",
-                                sft_rows(rng, train_prompts, _scaled(2000, opts, 200)))
+                                sft_rows(rng, train_prompts, _scaled(3000, opts, 200)))
         train("sft", str(base), data, opts.out / "sft", opts, save_steps=10_000)
     return opts.out / "sft"
 
@@ -271,7 +278,7 @@ def run(opts: Options) -> dict[str, Any]:
         train("rm", str(sft_dir), files["pairs"], opts.out / "rm", opts, save_steps=10_000)
         rm = load(opts.out / "rm", "rm")
         rm_acc = rm_accuracy(rm, tokenizer, gold_pairs)
-    sft_eval = evaluate(sft, sft, rm, tokenizer, held_out)
+    sft_eval = evaluate(sft, sft, rm, tokenizer, held_out, n=EVAL_SAMPLES)
     click.echo(f"  SFT policy: gold {sft_eval['gold_reward']:+.3f}; reward model accuracy "
                f"{rm_acc:.2f} on {len(gold_pairs)} gold-labelled held-out pairs; "
                f"{len(pairs)} training pairs ({agreement:.0%} agree with gold)")
@@ -285,11 +292,13 @@ def run(opts: Options) -> dict[str, Any]:
             final = train(algo, str(sft_dir), data, opts.out / algo, opts,
                           **algo_flags(algo, opts.out / "rm", n_rows, opts))
         policy = load(opts.out / algo)
-        ev = evaluate(policy, sft, rm, tokenizer, held_out)
+        ev = evaluate(policy, sft, rm, tokenizer, held_out, n=EVAL_SAMPLES)
         algos[algo] = {**ev, "collapsed": bool(final.get("collapsed", False)),
                        "seconds": round(opts.timings[algo], 1)}
         curves[algo] = curve(opts.out / algo, sft, rm, tokenizer, held_out, sft_eval,
                              steps_of(algo, n_rows, opts))
+    over = overoptimization(opts, sft_dir, files["prompts"], sft, rm, tokenizer, held_out,
+                            sft_eval) if opts.overoptimization else None
     summary = {
         "seconds": round(time.time() - start, 1), "seed": opts.seed,
         "sft": {k: v for k, v in sft_eval.items()},
@@ -297,5 +306,23 @@ def run(opts: Options) -> dict[str, Any]:
                          "rater_agreement_with_gold": agreement},
         "algos": algos, "stage_seconds": {k: round(v, 1) for k, v in opts.timings.items()},
     }
-    report.write(opts.out, summary, curves)
+    report.write(opts.out, summary, curves, over)
     return summary
+
+
+def overoptimization(opts: Options, sft_dir: Path, prompts: Path, sft: Any, rm: Any,
+                     tokenizer: Any, held_out: list[task.Prompt], start: dict[str, float]
+                     ) -> dict[str, Any]:
+    """PPO without its leash, run long: the reward model's score keeps rising while the
+    gold reward, which the reward model only approximates, falls (seed 003's lesson)."""
+    steps = _scaled(OVEROPTIMIZATION["max_steps"], opts, minimum=4)  # as train() scales it
+    from align.quickstart.evaluate import evaluate
+
+    run_dir = opts.out / "ppo_overoptimization"
+    with stage("ppo without KL", opts):
+        final = train("ppo", str(sft_dir), prompts, run_dir, opts,
+                      **{**OVEROPTIMIZATION, "reward_model": str(opts.out / "rm"),
+                         "save_steps": max(1, steps // 6)})
+    ev = evaluate(load(run_dir), sft, rm, tokenizer, held_out, n=EVAL_SAMPLES)
+    return {**ev, "collapsed": bool(final.get("collapsed", False)),
+            "curve": curve(run_dir, sft, rm, tokenizer, held_out, start, steps)}

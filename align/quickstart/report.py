@@ -65,13 +65,28 @@ def plot(path: Path, curves: dict[str, list[dict[str, float]]],
     return True
 
 
+def overoptimization_note(summary: dict[str, Any]) -> str:
+    """One line comparing PPO without KL to PPO with it: higher RM score, lower gold."""
+    over, ppo = summary.get("overoptimization"), summary["algos"].get("ppo")
+    if not over:
+        return ""
+    line = (f"PPO without KL: RM score {over['rm_reward']:+.2f}, gold {over['gold_reward']:+.3f}, "
+            f"KL {over['kl']:.1f}")
+    if ppo:
+        line += (f"; PPO with KL: RM score {ppo['rm_reward']:+.2f}, gold "
+                 f"{ppo['gold_reward']:+.3f}, KL {ppo['kl']:.1f}")
+    return line + " (a higher RM score is not a better policy)"
+
+
 def write(out: Path, summary: dict[str, Any], curves: dict[str, list[dict[str, float]]],
-          over: list[dict[str, float]] | None = None) -> None:
+          over: dict[str, Any] | None = None) -> None:
     summary["curves"] = curves
     if over:
         summary["overoptimization"] = over
     (out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     click.echo("\n" + leaderboard(summary))
-    drawn = plot(out / "curves.png", curves, over)
+    if over:
+        click.echo(overoptimization_note(summary))
+    drawn = plot(out / "curves.png", curves, over["curve"] if over else None)
     click.echo(f"\nsummary: {out / 'summary.json'}" + (f"; curves: {out / 'curves.png'}"
                                                         if drawn else ""))

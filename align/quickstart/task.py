@@ -13,10 +13,11 @@ labels come from it with rater noise, and a reward model learns it from those la
            - 1    if the topic is not named                    (off-topic)
            -1 for an empty answer, -0.5 for one with no adjective; clipped to [-2, 1]
 
-The best answer names the topic with one to three pleasant adjectives (gold 1.0). A reward
-model trained on pairs tends to also credit *more* pleasant words, so an optimiser without a
-KL leash can raise its score with long lists that gold penalises: the over-optimisation lesson.
-It scores free text too, so it also applies to a real chat model's answers.
+The best answer names the topic with one to three pleasant adjectives (gold 1.0). The
+simulated raters who label pairs judge by gold, with noise and a mild bias for longer answers
+(as human raters have); a reward model learns that bias too, so an optimiser without a KL
+leash can raise its score with long lists that gold penalises: the over-optimisation lesson.
+The gold reward scores free text too, so it also applies to a real chat model's answers.
 """
 
 from __future__ import annotations
@@ -98,11 +99,25 @@ def gold_reward(topic: str, response: str) -> float:
     return max(-2.0, min(1.0, score))
 
 
-def noisy_preference(rng: random.Random, gold_a: float, gold_b: float,
-                     temperature: float = 0.25) -> bool:
-    """A human-like rater: prefers a over b with Bradley-Terry probability on the gold gap,
-    so close calls are often flipped (raters disagree); True when a is chosen."""
-    p_a = 1.0 / (1.0 + math.exp(-(gold_a - gold_b) / temperature))
+RATER_TEMPERATURE = 0.25  # Bradley-Terry noise: a 0.25 gold gap is chosen 73% of the time
+RATER_LENGTH_BIAS = 0.1  # gold-equivalent bonus per extra word (raters favour longer answers)
+
+
+def word_count(text: str) -> int:
+    return len(_WORD.findall(text.lower()))
+
+
+def noisy_preference(rng: random.Random, gold_a: float, gold_b: float, words_a: int = 0,
+                     words_b: int = 0) -> bool:
+    """A human-like rater; True when answer a is chosen over b.
+
+    Raters judge by the gold reward, with Bradley-Terry noise (close calls are often flipped:
+    raters disagree) and a mild preference for longer answers, as human raters show
+    (Singhal et al. 2023, "A Long Way to Go: Investigating Length Correlations in RLHF").
+    The reward model inherits that bias; gold does not share it (it penalises wordiness),
+    which is what an optimiser without a KL leash exploits (--overoptimization)."""
+    gap = gold_a - gold_b + RATER_LENGTH_BIAS * (words_a - words_b)
+    p_a = 1.0 / (1.0 + math.exp(-gap / RATER_TEMPERATURE))
     return rng.random() < p_a
 
 

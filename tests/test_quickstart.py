@@ -1,0 +1,69 @@
+"""A reduced quickstart: the whole pipeline runs and aligned policies beat the SFT policy."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from align.quickstart import task
+from tests.conftest import run_cli
+
+
+def test_gold_reward_by_hand():
+    assert task.gold_reward("sea", "The sea is calm, lovely and warm.") == 1.0
+    assert task.gold_reward("sea", "The sea is calm and grim.") == 0.0
+    assert task.gold_reward("sea", "The city is calm.") == 0.0  # off-topic: 1 - 1
+    assert task.gold_reward("sea", "") == -1.0
+    assert task.gold_reward("sea", "The sea is nice.") == -0.5  # no known adjective
+    # five pleasant adjectives: 1 - 0.25 * 2 for wordiness
+    assert task.gold_reward("sea", "The sea is calm, warm, kind, sweet and lovely.") == 0.5
+
+
+def test_held_out_prompts_are_new_combinations():
+    train, held = task.split_prompts(0)
+    assert not set(train) & set(held)
+    assert {p.topic for p in train} == set(task.TOPICS)
+
+
+def test_rater_prefers_gold_and_is_noisy():
+    import random
+
+    rng = random.Random(0)
+    wins = sum(task.noisy_preference(rng, 1.0, 0.5) for _ in range(2000)) / 2000
+    assert 0.8 < wins < 0.95  # sigmoid(0.5 / 0.25) = 0.88
+
+
+def test_reduced_quickstart_aligns_and_writes_its_report(tmp_path, capsys):
+    out = tmp_path / "qs"
+    code, stdout, err = run_cli(["quickstart", "--out", out, "--algos", "dpo,ppo",
+                                 "--scale", "0.5"], capsys)
+    assert code == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["seconds"] > 0 and summary["reward_model"]["accuracy"] > 0.6
+    sft_gold = summary["sft"]["gold_reward"]
+    for name in ("dpo", "ppo"):
+        algo = summary["algos"][name]
+        assert set(algo) >= {"gold_reward", "rm_reward", "kl", "mean_length", "collapsed"}
+        assert algo["gold_reward"] > sft_gold + 0.2, (name, algo, sft_gold)
+        assert not algo["collapsed"]
+        assert len(summary["curves"][name]) >= 3  # start + checkpoints along the run
+    assert (out / "curves.png").stat().st_size > 10_000
+    assert "algorithm" in stdout and "sft (start)" in stdout
+
+
+def test_overoptimization_run_is_reported(tmp_path, capsys):
+    out = tmp_path / "qs"
+    code, stdout, err = run_cli(["quickstart", "--out", out, "--algos", "ppo", "--scale", "0.2",
+                                 "--overoptimization"], capsys)
+    assert code == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    over = summary["overoptimization"]
+    assert {"gold_reward", "rm_reward", "kl", "curve"} <= set(over)
+    assert "PPO without KL" in stdout
+
+
+@pytest.mark.parametrize("bad", ["nope", "rm"])
+def test_quickstart_rejects_unknown_or_internal_algorithms(tmp_path, capsys, bad):
+    code, _, err = run_cli(["quickstart", "--out", tmp_path, "--algos", bad], capsys)
+    assert code == 2 and err.startswith("error:")

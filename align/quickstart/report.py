@@ -53,9 +53,15 @@ def plot(path: Path, curves: dict[str, list[dict[str, float]]],
     if over:
         ax = axes[-1]
         steps = [p["progress"] for p in over]
-        ax.plot(steps, [p["rm_reward"] for p in over], color="tab:red", label="RM score")
-        ax.plot(steps, [p["gold_reward"] for p in over], color="tab:green", label="gold reward")
-        ax.set_title("PPO without KL: over-optimisation")
+        ax.plot(steps, [p["rm_reward"] for p in over], color="tab:red", label="RM score, no KL")
+        ax.plot(steps, [p["gold_reward"] for p in over], color="tab:green", label="gold, no KL")
+        if "ppo" in curves:  # the same run with its KL leash, for comparison
+            with_kl = curves["ppo"]
+            ax.plot([p["progress"] for p in with_kl], [p["rm_reward"] for p in with_kl],
+                    color="tab:red", linestyle="--", label="RM score, PPO")
+            ax.plot([p["progress"] for p in with_kl], [p["gold_reward"] for p in with_kl],
+                    color="tab:green", linestyle="--", label="gold, PPO")
+        ax.set_title("over-optimisation: PPO without KL")
         ax.set_xlabel("fraction of training")
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)

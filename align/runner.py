@@ -168,7 +168,8 @@ def describe_plan(cfg: RunConfig, spec: AlgoSpec, report: PlanReport | None = No
                      f"{t.gradient_accumulation_steps} accumulation x {world} process"
                      f"{'es' if world > 1 else ''} = "
                      f"{t.per_device_train_batch_size * t.gradient_accumulation_steps * world} "
-                     "examples per optimizer step")
+                     f"{'pairs' if spec.data_format == 'pairwise' else 'examples'} per "
+                     "optimizer step")
     lines.append(_launch(cfg))
     return lines
 
@@ -183,7 +184,7 @@ def world_size() -> int:
 def _precision(cfg: RunConfig) -> str:
     t, m = cfg.train, cfg.model
     if cfg.lora.qlora:
-        return "base weights in 4-bit NF4, bf16 compute, adapters trained in bf16 mixed precision"
+        return "base weights in 4-bit NF4, the rest in bfloat16, bf16 compute"
     mixed = "bf16" if t.bf16 else "fp16" if t.fp16 else None
     weights = m.dtype if m.dtype != "auto" else \
         {"bf16": "bfloat16", "fp16": "float16"}.get(mixed or "", "float32")

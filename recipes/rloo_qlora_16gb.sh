@@ -3,7 +3,7 @@
 #
 # Hardware: one 12-16 GB GPU (RTX 4060 Ti 16 GB, 4080, T4, A4000), a 7B/8B model.
 # Tested:   dry run only (`--dry-run`, in CI on a CPU machine); not yet run on a GPU.
-# Memory:   ~10 GB per GPU -- an estimate from the arithmetic in docs/memory.md, not measured.
+# Memory:   ~9 GB per GPU -- an estimate from the arithmetic in docs/memory.md, not measured.
 # Time:     about 1.5x the LoRA recipe's time on the same GPU (rloo_lora_24gb.sh) -- an estimate (docs/memory.md), not measured.
 # Launch:   bash recipes/rloo_qlora_16gb.sh [more align flags]
 #           MODEL=meta-llama/Llama-3.1-8B-Instruct DATASET=my.jsonl bash recipes/rloo_qlora_16gb.sh

@@ -3,7 +3,7 @@
 #
 # Hardware: 8 GPUs with 80 GB (A100/H100 80GB) on one machine.
 # Tested:   dry run only (`--dry-run`, in CI on a CPU machine); not yet run on a GPU.
-# Memory:   ~54 GB per GPU -- an estimate from the arithmetic in docs/memory.md, not measured.
+# Memory:   ~53 GB per GPU -- an estimate from the arithmetic in docs/memory.md, not measured.
 # Time:     ~20 min per 1k prompts x 8 completions of up to 512 tokens on 8 x A100 80GB -- an estimate (docs/memory.md), not measured.
 # Launch:   bash recipes/zero2_8gpu_grpo.sh [more align flags]
 #           bash recipes/zero2_8gpu_grpo.sh --dry-run    # check flags, data and the JSON; loads no model

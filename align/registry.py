@@ -100,7 +100,8 @@ def _register_builtins() -> None:
     for spec in (
         AlgoSpec("ppo", "prompt", ppo_config.PPOConfig, ppo_run, needs_ref=True,
                  reward_model="required", online=True, extra_groups=("health",),
-                 check=ppo_state.check, summary="Actor-critic RLHF with a reward model, token-level KL and GAE",
+                 check=ppo_state.check,
+                 summary="Actor-critic RLHF with a reward model, token-level KL and GAE",
                  paper="https://arxiv.org/abs/1707.06347"),
         AlgoSpec("dpo", "pairwise", dpo.DPOArgs, dpo.run, needs_ref=True, reward_model="no",
                  extra_groups=("health",),

@@ -173,7 +173,8 @@ def recipes() -> list[tuple[str, float, float]]:
 
 
 def main() -> None:
-    print("| model | parameters | LoRA r=8 parameters | fp32 weights | bf16 weights | NF4 weights |")
+    print("| model | parameters | LoRA r=8 parameters | fp32 weights | bf16 weights "
+          "| NF4 weights |")
     print("| --- | --- | --- | --- | --- | --- |")
     for m in MODELS:
         w = weights_gb(m)
@@ -190,13 +191,16 @@ def main() -> None:
     print("| model | activations per token (checkpointing) | KV cache per token |")
     print("| --- | --- | --- |")
     for m in MODELS:
-        print(f"| {m.name} | {activation_mb_per_token(m):.2f} MB (reward model: "
-              f"{activation_mb_per_token(m, lm_head=False):.2f} MB) | {kv_kb_per_token(m):.0f} KB |")
+        rm_mb = activation_mb_per_token(m, lm_head=False)
+        print(f"| {m.name} | {activation_mb_per_token(m):.2f} MB (reward model: {rm_mb:.2f} MB) "
+              f"| {kv_kb_per_token(m):.0f} KB |")
     print()
-    print("| recipe (Qwen2.5-7B, 1024 tokens) | model + optimizer | activations | + overhead = total |")
+    print("| recipe (Qwen2.5-7B, 1024 tokens) | model + optimizer | activations "
+          "| + overhead = total |")
     print("| --- | --- | --- | --- |")
     for name, states, acts in recipes():
-        print(f"| {name} | {states:.1f} GB | {acts:.1f} GB | ~{states + acts + OVERHEAD_GB:.0f} GB |")
+        total = states + acts + OVERHEAD_GB
+        print(f"| {name} | {states:.1f} GB | {acts:.1f} GB | ~{total:.0f} GB |")
 
 
 if __name__ == "__main__":

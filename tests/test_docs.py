@@ -111,5 +111,5 @@ def test_memory_page_shows_the_estimate_scripts_tables(capsys):
     runpy.run_path(str(DOCS_DIR.parent / "scripts" / "memory_estimate.py"), run_name="__main__")
     page = (DOCS_DIR / "memory.md").read_text(encoding="utf-8")
     for line in capsys.readouterr().out.splitlines():
-        assert line in page, f"docs/memory.md lacks {line!r}: paste `python scripts/memory_estimate.py`"
+        assert line in page, f"docs/memory.md lacks {line!r}: rerun scripts/memory_estimate.py"
     assert "computed estimate, not a measurement" in page

@@ -26,7 +26,8 @@ def test_examples_cover_every_format_form_and_file_type():
         fmt = path.name.split("_")[0].split(".")[0]
         covered.add((fmt, load(path, fmt).form, path.suffix))
     wanted = {(fmt, form, suffix) for fmt in ("prompt", "pairwise", "unpaired", "sft")
-              for form in ("standard", "conversational") for suffix in (".jsonl", ".csv", ".parquet")}
+              for form in ("standard", "conversational")
+              for suffix in (".jsonl", ".csv", ".parquet")}
     assert not wanted - covered, sorted(wanted - covered)
 
 
@@ -34,7 +35,7 @@ def test_readme_lists_every_example():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     for path in sorted(ROOT.iterdir()):
         if path.name != "README.md":
-            assert f"`{path.name}`" in readme, f"data_formats/README.md does not mention {path.name}"
+            assert f"`{path.name}`" in readme, f"data_formats/README.md lacks {path.name}"
 
 
 def test_ranked_example_converts():

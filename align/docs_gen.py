@@ -1,11 +1,19 @@
-"""Flag tables in docs/ generated from the config dataclasses, so they never drift.
+"""Flag tables and the CLI reference in docs/, generated so that they never drift.
 
-A page marks where a table goes with a pair of comments naming a flag group, an algorithm
-(``dpo``, ``kto``, ...) or a shared group (``model``, ``lora``, ``data``, ``train``)::
+A page marks where a generated block goes with a pair of comments. Flag tables come from the
+config dataclasses and name a flag group: an algorithm (``dpo``, ``ppo``, ...), a shared group
+(``model``, ``lora``, ``data``, ``train``) or an extra one (``health``)::
 
     <!-- flags:start dpo -->
     ...generated table...
     <!-- flags:end -->
+
+Command references come from the click command tree (usage, help, options) and name a
+command, with spaces written as dashes (``rlhf``, ``data-validate``, ``merge-lora``)::
+
+    <!-- cli:start data-validate -->
+    ...generated reference...
+    <!-- cli:end -->
 
 ``python -m align.docs_gen`` rewrites every such region under docs/;
 ``python -m align.docs_gen --check`` only reports stale pages (exit 1), as the test suite does.
@@ -24,6 +32,8 @@ from align.config import SHARED_GROUPS, field_doc
 DOCS_DIR = Path(__file__).resolve().parent.parent / "docs"
 REGION = re.compile(r"(<!-- flags:start (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- flags:end -->)",
                     re.DOTALL)
+CLI_REGION = re.compile(r"(<!-- cli:start (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- cli:end -->)",
+                        re.DOTALL)
 
 
 def flag_groups() -> dict[str, type]:
@@ -68,7 +78,7 @@ def flag_table(cls: type) -> str:
 
 
 def render(text: str, groups: dict[str, type] | None = None) -> str:
-    """``text`` with every flags region regenerated; unknown group names are an error."""
+    """``text`` with every flags and cli region regenerated; unknown names are an error."""
     groups = flag_groups() if groups is None else groups
 
     def fill(m: re.Match) -> str:
@@ -77,7 +87,99 @@ def render(text: str, groups: dict[str, type] | None = None) -> str:
             raise KeyError(f"flags region names unknown group {name!r}; known: {', '.join(groups)}")
         return m.group(1) + flag_table(groups[name]) + m.group(4)
 
-    return REGION.sub(fill, text)
+    text = REGION.sub(fill, text)
+    if CLI_REGION.search(text):
+        cmds = commands()
+
+        def fill_cli(m: re.Match) -> str:
+            name = m.group("name")
+            if name not in cmds:
+                raise KeyError(f"cli region names unknown command {name!r}; known: "
+                               f"{', '.join(cmds)}")
+            return m.group(1) + command_reference(*cmds[name]) + m.group(4)
+
+        text = CLI_REGION.sub(fill_cli, text)
+    return text
+
+
+# --- the command reference ------------------------------------------------------------------
+
+def commands() -> dict[str, tuple[str, Any]]:
+    """Every leaf command of ``align``: {region name: (command path, click command)}; the
+    region name is the path with dashes (``data validate`` -> ``data-validate``)."""
+    import click
+
+    from align.cli import cli
+
+    found: dict[str, tuple[str, Any]] = {}
+
+    def walk(group: Any, prefix: list[str]) -> None:
+        for name, cmd in group.commands.items():
+            if isinstance(cmd, click.Group):
+                walk(cmd, prefix + [name])
+            else:
+                found["-".join(prefix + [name])] = (" ".join(["align", *prefix, name]), cmd)
+    walk(cli, [])
+    return found
+
+
+def _help_markdown(text: str) -> str:
+    """A click help text as markdown: indented paragraphs become code blocks."""
+    out = []
+    for para in text.strip("\n").split("\n\n"):
+        lines = [ln for ln in para.splitlines() if ln.strip() != "\b"]
+        if lines and all(ln.startswith("  ") for ln in lines):
+            out.append("```bash\n" + "\n".join(ln[2:] for ln in lines) + "\n```")
+        else:
+            out.append(" ".join(ln.strip() for ln in lines))
+    return "\n\n".join(out)
+
+
+def _option_row(param: Any) -> str:
+    import click
+
+    names = ", ".join(f"`{n}`" for n in [*param.opts, *param.secondary_opts])
+    meaning = param.help or ""
+    if isinstance(param.type, click.Choice):
+        meaning += f" One of: {', '.join(map(str, param.type.choices))}."
+    value = param.to_info_dict()["default"]
+    if param.is_flag:
+        default = "on" if value is True else "off"
+    elif value is None or type(value).__name__ == "Sentinel":
+        default = "—"
+    else:
+        default = f"`{value}`"
+    if param.required:
+        default = "required"
+    return f"| {names} | {default} | {_cell(meaning)} |"
+
+
+def command_reference(path: str, cmd: Any) -> str:
+    """Usage, help and options of one command, from its click definition. The training
+    commands (``rlhf``, ``sft``) list their own options only; their flag groups are the
+    generated tables of this page and of each algorithm's page."""
+    import click
+
+    from align.cli import RUN_OPTIONS, RunCommand
+
+    ctx = click.Context(cmd, info_name=path)
+    usage = " ".join([ctx.command_path, *cmd.collect_usage_pieces(ctx)])
+    lines = [f"```\n{usage}\n```", "", _help_markdown(cmd.help or ""), ""]
+    help_option = cmd.get_help_option(ctx)
+    params = [p for p in cmd.get_params(ctx)
+              if isinstance(p, click.Option) and not p.hidden and p is not help_option]
+    if isinstance(cmd, RunCommand):
+        params = [p for p in params if p.name in RUN_OPTIONS]
+    if params:
+        lines += ["| option | default | meaning |", "| --- | --- | --- |"]
+        lines += [_option_row(p) for p in params]
+    else:
+        lines.append("No options besides `--help`.")
+    if isinstance(cmd, RunCommand):
+        lines += ["", "Every flag of the groups below (model, LoRA / QLoRA, data, training, "
+                  "health) and the chosen algorithm's own flags (its page, or "
+                  "`align rlhf --algo NAME --help`) are options of this command too."]
+    return "\n".join(lines) + "\n"
 
 
 def stale_pages(docs_dir: Path = DOCS_DIR, write: bool = False) -> list[Path]:

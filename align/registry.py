@@ -36,6 +36,11 @@ class AlgoSpec:
     paper: str
     online: bool = False  # generates its own samples during training
     extra_groups: tuple[str, ...] = ()  # keys of EXTRA_GROUPS, e.g. ("health",)
+    # check(cfg, train_data, report): the algorithm's own pre-training checks, run by the runner
+    # in dry runs and real runs alike before any model loads. Raises AlignError for a
+    # configuration error; adds plan lines, notes and machine issues to the PlanReport
+    # (align.plan). Must not load models or import user code.
+    check: Callable[..., None] | None = None
 
     def __post_init__(self) -> None:
         if self.reward_model not in REWARD_MODEL_USE:
@@ -83,8 +88,9 @@ def flag_owners() -> dict[str, list[str]]:
 
 
 def _register_builtins() -> None:
-    from align.algos import cpo, dpo, grpo, kto, orpo, rloo, rm, sft, simpo
+    from align.algos import cpo, dpo, grpo, kto, online, orpo, rloo, rm, sft, simpo
     from align.ppo import config as ppo_config
+    from align.ppo import state as ppo_state
 
     def ppo_run(cfg: Any, data: Any, eval_data: Any = None) -> Any:
         from align.ppo.trainer import run
@@ -94,6 +100,7 @@ def _register_builtins() -> None:
     for spec in (
         AlgoSpec("ppo", "prompt", ppo_config.PPOConfig, ppo_run, needs_ref=True,
                  reward_model="required", online=True, extra_groups=("health",),
+                 check=ppo_state.check,
                  summary="Actor-critic RLHF with a reward model, token-level KL and GAE",
                  paper="https://arxiv.org/abs/1707.06347"),
         AlgoSpec("dpo", "pairwise", dpo.DPOArgs, dpo.run, needs_ref=True, reward_model="no",
@@ -101,7 +108,7 @@ def _register_builtins() -> None:
                  summary="Direct Preference Optimization (+ RPO SFT mixing)",
                  paper="https://arxiv.org/abs/2305.18290"),
         AlgoSpec("kto", "unpaired", kto.KTOArgs, kto.run, needs_ref=True, reward_model="no",
-                 extra_groups=("health",),
+                 extra_groups=("health",), check=kto.check,
                  summary="Kahneman-Tversky Optimization on thumbs-up/down data",
                  paper="https://arxiv.org/abs/2402.01306"),
         AlgoSpec("cpo", "pairwise", cpo.CPOArgs, cpo.run, needs_ref=False, reward_model="no",
@@ -116,10 +123,12 @@ def _register_builtins() -> None:
                  paper="https://arxiv.org/abs/2405.14734"),
         AlgoSpec("grpo", "prompt", grpo.GRPOArgs, grpo.run, needs_ref=True,
                  reward_model="optional", online=True, extra_groups=("health",),
+                 check=online.check,
                  summary="Group Relative Policy Optimization with reward functions or a model",
                  paper="https://arxiv.org/abs/2402.03300"),
         AlgoSpec("rloo", "prompt", rloo.RLOOArgs, rloo.run, needs_ref=True,
                  reward_model="optional", online=True, extra_groups=("health",),
+                 check=online.check,
                  summary="REINFORCE Leave-One-Out: GRPO's rewards with a leave-one-out baseline",
                  paper="https://arxiv.org/abs/2402.14740"),
         AlgoSpec("rm", "pairwise", rm.RMArgs, rm.run, needs_ref=False, reward_model="no",

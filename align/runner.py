@@ -1,10 +1,16 @@
 """What every training run does before and around its algorithm.
 
-1. check flag combinations that need no model (reward model needed? QLoRA without a GPU?)
+1. check flag combinations that need no model (reward model needed? --lora with --qlora?)
+   and what this machine lacks for them (a GPU for --qlora, the deepspeed package)
 2. validate the dataset (and eval dataset) before any model loads
-3. print the resolved config and the plan (what would be loaded)
-4. stop here on --dry-run; otherwise prepare the output dir (resume or refuse to clobber),
-   save the resolved config, seed everything, and call the algorithm's runner
+3. run the algorithm's own checks (``AlgoSpec.check``: PPO's unsupported flags, GRPO's reward
+   sources, KTO's batch size, ...)
+4. print the resolved config and the plan (what would be loaded, precision, batch, launch)
+5. stop here on --dry-run, with machine issues printed as warnings; in a real run a machine
+   issue stops the run. Otherwise prepare the output dir (resume or refuse to clobber), save
+   the resolved config, seed everything, and call the algorithm's runner
+
+Configuration errors (AlignError) stop a dry run and a real run alike; see align/plan.py.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from align.config import RunConfig
 from align.data import Validated, load_valid
 from align.errors import AlignError
 from align.options import format_config
+from align.plan import PlanReport, cuda_available, has_package
 from align.registry import AlgoSpec
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
@@ -39,8 +46,13 @@ def check_model_path(flag: str, path: str | None) -> None:
         raise AlignError(f"{flag} {path}: no such file or directory")
 
 
-def check_plan(cfg: RunConfig, spec: AlgoSpec) -> None:
-    """Flag combinations that are wrong whatever the data and models (no model is loaded)."""
+def check_plan(cfg: RunConfig, spec: AlgoSpec) -> PlanReport:
+    """Check the flags before any data or model is read.
+
+    Configuration errors (wrong on every machine) raise AlignError. What this machine lacks for
+    the run (a CUDA GPU, bitsandbytes, deepspeed) goes into the returned report's ``machine``
+    list: :func:`execute` stops a real run on it and prints it as a warning in a dry run.
+    """
     if not cfg.model.model:
         raise AlignError(f"--model is required for --algo {spec.name}")
     if not cfg.data.dataset:
@@ -59,27 +71,50 @@ def check_plan(cfg: RunConfig, spec: AlgoSpec) -> None:
     if cfg.lora.lora and cfg.lora.qlora:
         raise AlignError("--lora and --qlora exclude each other (--qlora already trains LoRA "
                          "adapters, on a 4-bit base)")
-    if cfg.train.deepspeed and not Path(cfg.train.deepspeed).is_file():
-        raise AlignError(f"--deepspeed {cfg.train.deepspeed}: no such file")
-    if cfg.lora.qlora or cfg.train.fp16:
-        _check_gpu(cfg)
+    if cfg.train.deepspeed:
+        deepspeed_config(cfg.train.deepspeed)
+    report = PlanReport()
+    for issue in machine_issues(cfg):
+        report.machine_issue(issue)
+    return report
 
 
-def _check_gpu(cfg: RunConfig) -> None:
-    import torch
+def deepspeed_config(path: str) -> dict[str, Any]:
+    """Read a DeepSpeed JSON config; a missing, unreadable or malformed file is an AlignError."""
+    p = Path(path)
+    if not p.is_file():
+        raise AlignError(f"--deepspeed {path}: no such file")
+    try:
+        config = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise AlignError(f"--deepspeed {path}: not a valid JSON file ({e})") from e
+    if not isinstance(config, dict):
+        raise AlignError(f"--deepspeed {path}: expected a JSON object, found "
+                         f"{type(config).__name__}")
+    stage = config.get("zero_optimization", {}).get("stage", 0)
+    if stage not in (0, 1, 2, 3):
+        raise AlignError(f"--deepspeed {path}: zero_optimization.stage must be 0, 1, 2 or 3, "
+                         f"found {stage!r}")
+    return config
 
-    if not torch.cuda.is_available():
+
+def machine_issues(cfg: RunConfig) -> list[str]:
+    """What this machine lacks for the flags in ``cfg`` (empty when it has everything)."""
+    issues = []
+    needs_gpu = [flag for flag, on in (("--qlora", cfg.lora.qlora), ("--fp16", cfg.train.fp16))
+                 if on]
+    if needs_gpu and not cuda_available():
         if cfg.lora.qlora:
-            raise AlignError("--qlora needs a CUDA GPU (bitsandbytes 4-bit kernels); on this "
-                             "machine use --lora instead")
+            issues.append("--qlora needs a CUDA GPU (bitsandbytes 4-bit kernels); on this "
+                          "machine use --lora instead")
         if cfg.train.fp16:
-            raise AlignError("--fp16 needs a CUDA GPU; drop it to train in float32 on CPU "
-                             "(--bf16 works on CPU, slowly)")
-    if cfg.lora.qlora:
-        try:
-            import bitsandbytes  # noqa: F401
-        except ImportError as e:
-            raise AlignError("--qlora needs bitsandbytes: pip install 'align[qlora]'") from e
+            issues.append("--fp16 needs a CUDA GPU; drop it to train in float32 on CPU "
+                          "(--bf16 works on CPU, slowly)")
+    if cfg.lora.qlora and not has_package("bitsandbytes"):
+        issues.append("--qlora needs bitsandbytes: pip install 'align[qlora]'")
+    if cfg.train.deepspeed and not has_package("deepspeed"):
+        issues.append("--deepspeed needs the deepspeed package: pip install 'align[deepspeed]'")
+    return issues
 
 
 def load_data(cfg: RunConfig, spec: AlgoSpec) -> tuple[Validated, Validated | None]:
@@ -100,24 +135,78 @@ def load_data(cfg: RunConfig, spec: AlgoSpec) -> tuple[Validated, Validated | No
     return train, evaluation
 
 
-def describe_plan(cfg: RunConfig, spec: AlgoSpec) -> list[str]:
-    """Which models would be loaded, and how, in plain words."""
-    mode = "QLoRA (4-bit base + LoRA)" if cfg.lora.qlora else (
-        f"LoRA r={cfg.lora.lora_r}" if cfg.lora.lora else "full fine-tuning")
-    lines = [f"policy: {cfg.model.model} ({mode})"]
+def describe_plan(cfg: RunConfig, spec: AlgoSpec, report: PlanReport | None = None) -> list[str]:
+    """Which models would be loaded, how, and with which precision, batch and launch; the
+    algorithm's check hook may have described roles (``report.roles``) and added lines."""
+    report = report or PlanReport()
+    lo = cfg.lora
+    adapters = (f"LoRA r={lo.lora_r}, alpha {lo.lora_alpha}, dropout {lo.lora_dropout:g}, "
+                f"on {lo.lora_target_modules}")
+    mode = (f"QLoRA: 4-bit NF4 base + {adapters}" if lo.qlora else
+            adapters if lo.lora else "full fine-tuning")
+    roles = {"reward model to train" if spec.name == "rm" else "policy":
+             f"{cfg.model.model} ({mode})"}
     if spec.needs_ref and getattr(cfg.algo, "beta", 1.0) != 0.0:
-        if cfg.model.ref_model:
-            lines.append(f"reference: {cfg.model.ref_model} (frozen)")
-        elif cfg.lora.enabled:
-            lines.append("reference: the policy's base with adapters disabled (no extra copy)")
-        else:
-            lines.append(f"reference: {cfg.model.model} (frozen copy)")
+        roles["reference"] = (
+            f"{cfg.model.ref_model} (frozen)" if cfg.model.ref_model else
+            "the policy's base with adapters disabled (no extra copy)" if lo.enabled else
+            f"{cfg.model.model} (frozen copy)")
     if cfg.model.reward_model:
-        lines.append(f"reward model: {cfg.model.reward_model} (frozen)")
-    if spec.name == "ppo":
-        critic = getattr(cfg.algo, "value_model", None) or cfg.model.reward_model
-        lines.append(f"critic: initialised from {critic}")
+        roles["reward model"] = f"{cfg.model.reward_model} (frozen)"
+    roles.update(report.roles)
+    lines = [f"{name}: {text}" for name, text in roles.items()] + report.lines
+    lines.append(f"precision: {_precision(cfg)}")
+    if not spec.online:
+        from align.algos.common import learning_rate
+
+        t = cfg.train
+        given = "--learning-rate" if t.learning_rate is not None else \
+            "default for " + ("LoRA/QLoRA" if lo.enabled else "full fine-tuning")
+        lines.append(f"learning rate: {learning_rate(cfg):g} ({given})")
+        world = world_size()
+        lines.append(f"batch: {t.per_device_train_batch_size} per device x "
+                     f"{t.gradient_accumulation_steps} accumulation x {world} process"
+                     f"{'es' if world > 1 else ''} = "
+                     f"{t.per_device_train_batch_size * t.gradient_accumulation_steps * world} "
+                     f"{'pairs' if spec.data_format == 'pairwise' else 'examples'} per "
+                     "optimizer step")
+    lines.append(_launch(cfg))
     return lines
+
+
+def world_size() -> int:
+    """Processes in this launch (set by accelerate launch / torchrun; 1 otherwise)."""
+    import os
+
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _precision(cfg: RunConfig) -> str:
+    t, m = cfg.train, cfg.model
+    if cfg.lora.qlora:
+        return "base weights in 4-bit NF4, the rest in bfloat16, bf16 compute"
+    mixed = "bf16" if t.bf16 else "fp16" if t.fp16 else None
+    weights = m.dtype if m.dtype != "auto" else \
+        {"bf16": "bfloat16", "fp16": "float16"}.get(mixed or "", "float32")
+    if mixed:
+        return f"{mixed} mixed precision, weights loaded as {weights}"
+    return f"weights loaded as {weights}, no mixed precision (--bf16 halves weight memory)"
+
+
+def _launch(cfg: RunConfig) -> str:
+    world = world_size()
+    if not cfg.train.deepspeed:
+        return (f"launch: {world} processes (data parallel)" if world > 1 else
+                "launch: one process (add accelerate launch for several GPUs)")
+    ds = deepspeed_config(cfg.train.deepspeed)
+    zero = ds.get("zero_optimization", {})
+    offload = [f"{what} offload to {zero[key].get('device')}" for what, key in
+               (("optimizer", "offload_optimizer"), ("parameter", "offload_param"))
+               if isinstance(zero.get(key), dict) and zero[key].get("device") not in (None, "none")]
+    extra = "".join(", " + o for o in offload)
+    return (f"launch: DeepSpeed ZeRO stage {zero.get('stage', 0)}{extra} from "
+            f"{cfg.train.deepspeed}; {world} process{'es' if world > 1 else ''} now"
+            f"{'' if world > 1 else ' (start it with accelerate launch for several GPUs)'}")
 
 
 def latest_checkpoint(output_dir: Path) -> Path | None:
@@ -166,16 +255,28 @@ def seed_everything(seed: int) -> None:
 
 def execute(cfg: RunConfig, spec: AlgoSpec, dry_run: bool = False) -> dict[str, Any] | None:
     """Run ``spec`` with ``cfg`` (see the module docstring for the steps)."""
-    check_plan(cfg, spec)
+    report = check_plan(cfg, spec)
+    if not dry_run:
+        report.raise_machine_issues()
     train, evaluation = load_data(cfg, spec)
+    if spec.check is not None:
+        spec.check(cfg, train, report)
+    if not dry_run:
+        report.raise_machine_issues()
     click.echo(format_config(cfg))
     click.echo(f"data: {train.summary()}")
     if evaluation is not None:
         click.echo(f"eval data: {len(evaluation.rows)} records")
-    for line in describe_plan(cfg, spec):
+    for line in describe_plan(cfg, spec, report):
         click.echo(line)
+    for note in report.notes:
+        click.echo(note, err=True)
     if dry_run:
-        click.echo("dry run: config and data are valid; no model was loaded")
+        for warning in report.warnings():
+            click.echo(warning, err=True)
+        tail = (f"; {len(report.machine)} warning(s) above: a real run on this machine "
+                "would stop" if report.machine else "")
+        click.echo(f"dry run OK: flags, config and data are valid; no model was loaded{tail}")
         return None
     out = prepare_output_dir(cfg)
     save_config(cfg, out)

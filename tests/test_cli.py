@@ -123,14 +123,20 @@ def test_reward_model_not_used_by_dpo(capsys, tiny_lm, tiny_rm, pairs_file):
     assert code == 2 and "not used by --algo dpo" in err
 
 
-def test_qlora_without_gpu_is_a_clear_error(capsys, tiny_lm, pairs_file):
-    import torch
+def test_qlora_without_gpu_is_a_clear_error(capsys, monkeypatch, tiny_lm, pairs_file, tmp_path):
+    from align import runner
 
-    if torch.cuda.is_available():
-        pytest.skip("this machine has a GPU")
-    code, _, err = run_cli(["rlhf", "--algo", "dpo", "--model", tiny_lm, "--dataset", pairs_file,
-                            "--qlora", "--dry-run"], capsys)
+    monkeypatch.setattr(runner, "cuda_available", lambda: False)
+    args = ["rlhf", "--algo", "dpo", "--model", tiny_lm, "--dataset", pairs_file, "--qlora",
+            "--output-dir", tmp_path / "out"]
+    code, _, err = run_cli(args, capsys)
     assert code == 2 and "--qlora needs a CUDA GPU" in err
+    assert not (tmp_path / "out").exists()
+    # a dry run validates the same command and says what would stop the real run
+    code, out, err = run_cli(args + ["--dry-run"], capsys)
+    assert code == 0, err
+    assert "warning: on this machine: --qlora needs a CUDA GPU" in err
+    assert "a real run on this machine would stop" in out
 
 
 def test_missing_model_path(capsys, tmp_path, pairs_file):

@@ -1,4 +1,5 @@
-"""docs/: every offline algorithm has a page whose flag table matches its config dataclass."""
+"""docs/: flag tables and the CLI reference match the code; every algorithm, flag group and
+command is documented; the user guides exist and are linked from the README."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from dataclasses import dataclass
 import pytest
 
 from align.config import arg
-from align.docs_gen import DOCS_DIR, flag_table, render, stale_pages
+from align.docs_gen import DOCS_DIR, commands, flag_table, render, stale_pages
 from align.registry import ALGOS
 
 PAGES = ("dpo", "kto", "cpo", "simpo", "orpo", "rm", "sft")
@@ -33,8 +34,57 @@ def test_each_algorithm_page_documents_every_flag(name):
 
 def test_shared_groups_are_documented_once():
     text = (DOCS_DIR / "cli.md").read_text(encoding="utf-8")
-    for group in ("model", "lora", "data", "train"):
-        assert f"<!-- flags:start {group} -->" in text
+    for group in ("model", "lora", "data", "train", "health"):
+        assert text.count(f"<!-- flags:start {group} -->") == 1
+
+
+def test_every_algorithm_has_a_generated_flag_table():
+    text = "".join(p.read_text(encoding="utf-8") for p in DOCS_DIR.glob("*.md"))
+    for name in ALGOS:
+        assert f"<!-- flags:start {name} -->" in text, f"no generated flag table for {name}"
+
+
+def test_cli_reference_covers_every_command():
+    text = (DOCS_DIR / "cli.md").read_text(encoding="utf-8")
+    for name, (path, _) in commands().items():
+        assert f"<!-- cli:start {name} -->" in text, f"docs/cli.md does not document `{path}`"
+    for name in ("rlhf", "sft", "algos", "data-validate", "data-inspect", "data-convert",
+                 "quickstart", "plot", "merge-lora"):
+        assert name in commands()
+
+
+def test_cli_region_renders_usage_help_and_options():
+    page = "<!-- cli:start data-validate -->\nold\n<!-- cli:end -->\n"
+    out = render(page)
+    assert "align data validate [OPTIONS] PATH" in out and "old" not in out
+    assert "| `--format` | — | Expected format. One of: prompt, pairwise, unpaired, sft. |" in out
+    assert "--help" not in out
+    rlhf = render("<!-- cli:start rlhf -->\n<!-- cli:end -->\n")
+    assert "`--dry-run`" in rlhf and "`--beta`" not in rlhf  # group flags live in the tables
+    with pytest.raises(KeyError, match="unknown command"):
+        render("<!-- cli:start nope -->\n<!-- cli:end -->\n")
+
+
+GUIDES = ("getting-started.md", "choosing.md", "memory.md", "troubleshooting.md", "cli.md",
+          "data-formats.md", "ppo-tricks.md")
+
+
+def test_user_guides_exist_and_the_readme_links_them():
+    readme = (DOCS_DIR.parent / "README.md").read_text(encoding="utf-8")
+    for guide in GUIDES:
+        assert (DOCS_DIR / guide).is_file(), guide
+        assert f"docs/{guide}" in readme, f"README.md does not link docs/{guide}"
+
+
+def test_relative_links_in_docs_point_to_existing_files():
+    import re
+
+    for page in [*DOCS_DIR.glob("*.md"), DOCS_DIR.parent / "README.md",
+                 DOCS_DIR.parent / "recipes" / "README.md"]:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text(encoding="utf-8")):
+            if "://" in target:
+                continue
+            assert (page.parent / target).exists(), f"{page.name} links missing {target}"
 
 
 def test_render_rewrites_only_the_marked_region():
@@ -53,3 +103,13 @@ def test_render_rewrites_only_the_marked_region():
     assert "One of: a, b." in out
     with pytest.raises(KeyError, match="unknown group"):
         render(page.replace("demo", "nope"), {"demo": Demo})
+
+
+def test_memory_page_shows_the_estimate_scripts_tables(capsys):
+    import runpy
+
+    runpy.run_path(str(DOCS_DIR.parent / "scripts" / "memory_estimate.py"), run_name="__main__")
+    page = (DOCS_DIR / "memory.md").read_text(encoding="utf-8")
+    for line in capsys.readouterr().out.splitlines():
+        assert line in page, f"docs/memory.md lacks {line!r}: rerun scripts/memory_estimate.py"
+    assert "computed estimate, not a measurement" in page

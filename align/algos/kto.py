@@ -10,8 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-import click
-
 from align.config import arg
 from align.errors import AlignError
 
@@ -88,13 +86,19 @@ def weight_advice(n_desirable: int, n_undesirable: int, desirable_weight: float,
     return f"{head}: {raise_u}, or {lower_d}"
 
 
-def check_balance(cfg: Any, data: Any) -> None:
-    """Print :func:`weight_advice` for the validated training rows (stderr), if any."""
+def check(cfg: Any, data: Any, report: Any) -> None:
+    """KTO's pre-training checks (``AlgoSpec.check``), for dry runs and real runs alike: the
+    batch size the KL estimate needs, and :func:`weight_advice` for the training rows."""
+    if cfg.algo.loss_type == "kto" and cfg.train.per_device_train_batch_size < 2:
+        raise AlignError("--algo kto needs --per-device-train-batch-size of at least 2: the KL "
+                         "reference point is estimated from mismatched pairs within a batch")
     n_desirable = sum(1 for r in data.rows if r["label"])
+    report.plan(f"kto: {n_desirable} desirable and {len(data.rows) - n_desirable} undesirable "
+                "examples")
     advice = weight_advice(n_desirable, len(data.rows) - n_desirable,
                            cfg.algo.desirable_weight, cfg.algo.undesirable_weight)
     if advice:
-        click.echo(advice, err=True)
+        report.note(advice)
 
 
 def build_trainer(cfg: Any, data: Any, eval_data: Any = None,
@@ -106,9 +110,6 @@ def build_trainer(cfg: Any, data: Any, eval_data: Any = None,
     from align.models import lora_config
 
     a: KTOArgs = cfg.algo
-    if a.loss_type == "kto" and cfg.train.per_device_train_batch_size < 2:
-        raise AlignError("--algo kto needs --per-device-train-batch-size of at least 2: the KL "
-                         "reference point is estimated from mismatched pairs within a batch")
     args = common.trl_config(cfg, KTOConfig, has_eval=eval_data is not None, beta=a.beta,
                              desirable_weight=a.desirable_weight,
                              undesirable_weight=a.undesirable_weight, loss_type=a.loss_type,
@@ -126,7 +127,7 @@ def build_trainer(cfg: Any, data: Any, eval_data: Any = None,
 
 
 def run(cfg: Any, data: Any, eval_data: Any = None) -> dict[str, Any]:
+    """Train with KTO (the runner has already run :func:`check`)."""
     from align.algos import common
 
-    check_balance(cfg, data)
     return common.run_trainer(cfg, build_trainer, data, eval_data)

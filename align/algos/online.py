@@ -4,7 +4,8 @@ TRL's GRPOTrainer and RLOOTrainer take the same reward functions, generation set
 clipping, so one base dataclass holds those flags (each algorithm's dataclass adds its own and
 may change a default) and :func:`run_online` drives either trainer:
 
-1. check the plan: reward sources and weights, dataset columns, vLLM, batch shape
+1. check the plan: reward sources and weights, dataset columns, vLLM, batch shape (also run
+   before any model loads, in dry runs too, as the registry's ``check`` hook)
 2. load the tokenizer, the policy and the reward sources (user code is imported here)
 3. build the TRL config and trainer, with metrics and health callbacks
 4. mean reward on held-out prompts before training (with eval data)
@@ -15,7 +16,6 @@ may change a default) and :func:`run_online` drives either trainer:
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import math
 import os
 from dataclasses import dataclass
@@ -141,16 +141,59 @@ class OnlineArgs:
             raise ValueError("--vllm-gpu-memory-utilization must be in (0, 1]")
 
 
-def check_vllm() -> None:
-    """--use-vllm needs the vllm package and a CUDA GPU; say which is missing."""
-    if importlib.util.find_spec("vllm") is None:
-        raise AlignError("--use-vllm needs vLLM, which is not installed: pip install vllm "
-                         "(Linux with a CUDA GPU). Without --use-vllm, rollouts are generated "
-                         "with transformers (slower, works everywhere)")
-    import torch
+def vllm_issue() -> str | None:
+    """What this machine lacks for --use-vllm (the vllm package, a CUDA GPU), or None."""
+    from align.plan import cuda_available, has_package
 
-    if not torch.cuda.is_available():
-        raise AlignError("--use-vllm needs a CUDA GPU; drop it to generate with transformers")
+    if not has_package("vllm"):
+        return ("--use-vllm needs vLLM, which is not installed: pip install vllm (Linux with a "
+                "CUDA GPU). Without --use-vllm, rollouts are generated with transformers "
+                "(slower, works everywhere)")
+    if not cuda_available():
+        return "--use-vllm needs a CUDA GPU; drop it to generate with transformers"
+    return None
+
+
+def reward_plan(cfg: Any, data: Any) -> tuple[Any, list[str]]:
+    """Step 1 of the module docstring: the reward sources and their weights, checked against
+    the flags and the dataset's columns; returns (plan, notes). Loads nothing, imports no user
+    code (a --reward-fn file must only exist). Raises AlignError for a configuration error."""
+    from align.rewards import sources as rs
+    from align.rewards.plugin import reward_fn_path
+
+    if cfg.model.ref_model:
+        raise AlignError(f"--ref-model is not used by --algo {cfg.algo_name}: TRL's trainer "
+                         "builds the reference from --model (with LoRA: the base with adapters "
+                         "disabled)")
+    if cfg.algo.reward_fn:
+        reward_fn_path(cfg.algo.reward_fn)
+    plan = rs.plan_rewards(cfg.algo, cfg.model.reward_model)
+    notes = [f"note: {n}" for n in rs.check_columns(plan, data.rows)]
+    return plan, notes
+
+
+def check(cfg: Any, data: Any, report: Any) -> None:
+    """GRPO's and RLOO's pre-training checks (``AlgoSpec.check``): reward plan, columns,
+    vLLM, and the batch arithmetic, for dry runs and real runs alike."""
+    a, t = cfg.algo, cfg.train
+    plan, notes = reward_plan(cfg, data)
+    report.plan(f"rewards: {plan.describe()}")
+    for note in notes:
+        report.note(note)
+    if a.use_vllm:
+        issue = vllm_issue()
+        if issue:
+            report.machine_issue(issue)
+    lr = t.learning_rate if t.learning_rate is not None else \
+        DEFAULT_LR_LORA if cfg.lora.enabled else DEFAULT_LR_FULL
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    per_step = t.per_device_train_batch_size * t.gradient_accumulation_steps * world
+    generated = generation_batch(cfg) or per_step
+    engine = "vLLM (colocated)" if a.use_vllm else "transformers generate"
+    report.plan(f"rollouts: {generated} completions per generation round "
+                f"({generated // a.num_generations} prompt(s) x {a.num_generations}), up to "
+                f"{a.max_completion_length} tokens each, with {engine}; {per_step} completions "
+                f"per optimizer step; learning rate {lr:g}")
 
 
 def generation_batch(cfg: Any) -> int | None:
@@ -258,15 +301,9 @@ def prepare(cfg: Any, data: Any, eval_data: Any, config_cls: type, trainer_cls: 
     from align.rewards import sources as rs
 
     a, name = cfg.algo, cfg.algo_name
-    # 1. the plan: nothing heavy loaded yet, no user code run
-    if cfg.model.ref_model:
-        raise AlignError(f"--ref-model is not used by --algo {name}: TRL's trainer builds the "
-                         "reference from --model (with LoRA: the base with adapters disabled)")
-    plan = rs.plan_rewards(a, cfg.model.reward_model)
-    for note in rs.check_columns(plan, data.rows):
-        click.echo(f"note: {note}")
-    if a.use_vllm:
-        check_vllm()
+    # 1. the plan: nothing heavy loaded yet, no user code run. The runner has already run
+    # check() (which calls reward_plan too) and printed its notes and machine issues.
+    plan, _ = reward_plan(cfg, data)
     rows = uniform_columns(data.rows)
     # 2. tokenizer, reward sources, policy
     tokenizer = load_tokenizer(cfg.model.model, cfg.model)

@@ -52,6 +52,42 @@ def check_supported(cfg: RunConfig) -> None:
                          f"before --max-new-tokens {a.max_new_tokens}")
 
 
+def check(cfg: RunConfig, data: Any, report: Any) -> None:
+    """PPO's pre-training checks (``AlgoSpec.check``), for dry runs and real runs alike:
+    the refused flag combinations, the critic's and the PTX data's paths, and the plan."""
+    from align.data import load_valid
+    from align.runner import check_model_path
+
+    check_supported(cfg)
+    a, lo = cfg.algo, cfg.lora
+    check_model_path("--value-model", a.value_model)
+    critic = a.value_model or cfg.model.reward_model
+    if lo.enabled:
+        report.role("critic", f"a LoRA adapter on {critic}; its score head becomes the "
+                    "per-token value head (trainable)")
+        if not a.value_model:
+            report.role("reward model", f"{cfg.model.reward_model}: the critic's base with its "
+                        "adapter disabled (one copy serves both)")
+    else:
+        report.role("critic", f"a trainable copy of {critic}; its score head becomes the "
+                    "per-token value head")
+    for role, offloaded in (("reference", a.offload_ref_model),
+                            ("reward model", a.offload_reward_model)):
+        if offloaded:
+            report.plan(f"offload: the {role} stays on CPU and moves to the GPU only for its "
+                        "forward pass")
+    if a.ptx_dataset:
+        ptx = load_valid(a.ptx_dataset, "sft")
+        report.plan(f"ptx data: {ptx.summary()} (loss weight {a.ptx_coef:g})")
+    actor_lr, critic_lr = learning_rates(cfg)
+    steps = total_steps(cfg, len(data.rows))
+    report.plan(f"ppo: {steps} steps of {a.rollout_batch_size} prompts ({len(data.rows)} in the "
+                f"data); each step {a.ppo_epochs} epochs x {a.num_mini_batches} mini-batches of "
+                f"{a.rollout_batch_size // a.num_mini_batches} (micro-batches of "
+                f"{cfg.train.per_device_train_batch_size}); actor lr {actor_lr:g}, critic lr "
+                f"{critic_lr:g}")
+
+
 def learning_rates(cfg: RunConfig) -> tuple[float, float]:
     """(actor, critic) learning rates: flags first, then the defaults for the training mode."""
     a, scale = cfg.algo, LORA_LR_FACTOR if cfg.lora.enabled else 1.0

@@ -16,17 +16,18 @@ import click
 
 from align.config import RunConfig
 from align.health import CollapseStop, health_metrics, rollout_stats
-from align.ppo.state import PPORun, check_supported, scale_lr
+from align.ppo.state import PPORun, scale_lr
 
 TIME_KEYS = ("perf/tokens_per_s", "perf/step_s")  # the only metrics that differ on resume
 
 
 def run(cfg: RunConfig, data: Any, eval_data: Any = None) -> dict[str, Any]:
-    """Train PPO on the validated prompts in ``data``; return the final metrics."""
+    """Train PPO on the validated prompts in ``data``; return the final metrics.
+
+    The runner has already called :func:`align.ppo.state.check` (unsupported flags refused)."""
     from align.metrics import MetricsLogger
     from align.runner import latest_checkpoint
 
-    check_supported(cfg)
     ppo = PPORun.create(cfg, data, eval_data)
     click.echo(describe(ppo))
     resume_step = None

@@ -109,17 +109,25 @@ def check_rewards(out: Any, n: int, label: str) -> list[float | None]:
     return values
 
 
+def reward_fn_path(spec: str) -> Path:
+    """The file a ``file.py:function`` spec names; AlignError when it does not exist. Checks
+    the file only: nothing is imported (a dry run never runs user code)."""
+    path_text, name = parse_spec(spec)
+    path = Path(path_text).expanduser()
+    if not path.is_file():
+        raise AlignError(f"--reward-fn {path_text}:{name}: no such file {path}")
+    return path
+
+
 def load_reward_fn(spec: str, columns: Iterable[str] = ()) -> Callable[..., list[float | None]]:
     """Import ``file.py:function`` and return it wrapped: same name, checked calls and results.
 
     ``columns`` are the dataset's column names, used to check the function's required
     parameters before training starts.
     """
+    path = reward_fn_path(spec)
     path_text, name = parse_spec(spec)
     label = f"{path_text}:{name}"
-    path = Path(path_text).expanduser()
-    if not path.is_file():
-        raise AlignError(f"--reward-fn {label}: no such file {path}")
     module = _import_file(path, label)
     fn = getattr(module, name, None)
     if fn is None:

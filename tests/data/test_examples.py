@@ -19,11 +19,23 @@ def test_example_validates(path):
     assert len(result.rows) >= 2
 
 
-def test_examples_cover_every_format_and_source():
-    names = {p.name for p in FILES}
-    for fmt in ("prompt", "pairwise", "unpaired", "sft"):
-        assert any(n.startswith(fmt) and n.endswith(".jsonl") for n in names)
-    assert {p.suffix for p in FILES} >= {".jsonl", ".csv", ".parquet"}
+def test_examples_cover_every_format_form_and_file_type():
+    """One example per (format, standard/conversational form, .jsonl/.csv/.parquet)."""
+    covered = set()
+    for path in FILES:
+        fmt = path.name.split("_")[0].split(".")[0]
+        covered.add((fmt, load(path, fmt).form, path.suffix))
+    wanted = {(fmt, form, suffix) for fmt in ("prompt", "pairwise", "unpaired", "sft")
+              for form in ("standard", "conversational")
+              for suffix in (".jsonl", ".csv", ".parquet")}
+    assert not wanted - covered, sorted(wanted - covered)
+
+
+def test_readme_lists_every_example():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for path in sorted(ROOT.iterdir()):
+        if path.name != "README.md":
+            assert f"`{path.name}`" in readme, f"data_formats/README.md lacks {path.name}"
 
 
 def test_ranked_example_converts():

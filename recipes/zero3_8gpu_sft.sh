@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# SFT, full fine-tuning, DeepSpeed ZeRO-3 on 8 GPUs.
+#
+# Hardware: 8 GPUs with 40 GB or more (A100 40GB, A6000, L40S, H100) on one machine.
+# Tested:   dry run only (`--dry-run`, in CI on a CPU machine); not yet run on a GPU.
+# Memory:   ~25 GB per GPU -- an estimate from the arithmetic in docs/memory.md, not measured.
+# Time:     ~10 min per 10k examples of 500 tokens on 8 x A100 80GB -- an estimate (docs/memory.md), not measured.
+# Launch:   bash recipes/zero3_8gpu_sft.sh [more align flags]
+#           bash recipes/zero3_8gpu_sft.sh --dry-run    # check flags, data and the JSON; loads no model
+# Same run: accelerate launch --config_file recipes/accelerate/zero3_8gpu.yaml -m align sft \
+#             --config recipes/yaml/zero3_8gpu_sft.yaml
+#
+# Full fine-tuning: $OUTPUT_DIR holds the whole model (ZeRO-3 gathers the 16-bit weights
+# on save: stage3_gather_16bit_weights_on_model_save in the JSON).
+# The launcher must start one process per GPU; without it (LAUNCH=python) the same
+# command runs in one process, as the CI dry run does.
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+MODEL="${MODEL:-Qwen/Qwen2.5-7B-Instruct}"
+DATASET="${DATASET:-$HERE/../data_formats/sft.jsonl}"
+OUTPUT_DIR="${OUTPUT_DIR:-runs/zero3_8gpu_sft}"
+DEEPSPEED="${DEEPSPEED:-$HERE/deepspeed/zero3.json}"
+# the launcher: one process per GPU; LAUNCH=python runs the same command in one process
+if [[ -n "${LAUNCH:-}" ]]; then read -r -a launch <<< "$LAUNCH"
+else launch=(accelerate launch --config_file "$HERE/accelerate/zero3_8gpu.yaml"); fi
+
+args=(
+  # the model to train: a hub id or a local directory (MODEL=...)
+  --model "$MODEL"
+  # your data (DATASET=...); check it first: align data validate FILE --algo sft
+  --dataset "$DATASET"
+  # checkpoints, metrics.jsonl, TensorBoard logs and the result (OUTPUT_DIR=...)
+  --output-dir "$OUTPUT_DIR"
+  # DeepSpeed ZeRO-3: weights, gradients and optimizer states all sharded
+  # over the GPUs; the JSON's "auto" values come from these flags
+  --deepspeed "$DEEPSPEED"
+  # bf16 mixed precision (DeepSpeed keeps fp32 master weights and Adam states:
+  # 16 bytes/param in all, which ZeRO divides over the GPUs)
+  --bf16
+  # recompute activations in the backward pass: much less memory for ~30% more compute
+  --gradient-checkpointing
+  # four examples per device per forward pass
+  --per-device-train-batch-size 4
+  # x 2 accumulated = 8 examples per optimizer step per GPU; x 8 GPUs = 64
+  --gradient-accumulation-steps 2
+  # a checkpoint every 200 optimizer steps (default 500); --resume continues from the latest
+  --save-steps 200
+)
+"${launch[@]}" -m align sft "${args[@]}" "$@"

@@ -1,0 +1,193 @@
+"""Pre-training checks: configuration errors stop dry and real runs alike (exit 2); what the
+machine lacks (GPU, packages) stops a real run but is only a warning in a dry run; each
+algorithm's own checks (AlgoSpec.check) run before any model loads, in dry runs too."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from align.plan import PlanReport
+from tests.conftest import run_cli, write_jsonl
+
+HUB_MODEL = "Qwen/Qwen2.5-7B-Instruct"  # a hub id: checked for shape only, never downloaded
+EXAMPLES = Path(__file__).resolve().parents[1] / "data_formats"
+
+
+@pytest.fixture
+def no_gpu_no_packages(monkeypatch):
+    """This machine as CI sees it: no CUDA GPU, none of the optional GPU packages."""
+    from align import plan, runner
+
+    monkeypatch.setattr(runner, "cuda_available", lambda: False)
+    monkeypatch.setattr(plan, "cuda_available", lambda: False)
+    monkeypatch.setattr(runner, "has_package", lambda name: False)
+    monkeypatch.setattr(plan, "has_package", lambda name: False)
+
+
+@pytest.fixture
+def prompts(tmp_path):
+    return write_jsonl(tmp_path / "p.jsonl", [{"prompt": "1+1=", "solution": "2"},
+                                              {"prompt": "2+2=", "solution": "4"}])
+
+
+@pytest.fixture
+def ds_json(tmp_path):
+    def make(config):
+        path = tmp_path / "ds.json"
+        path.write_text(config if isinstance(config, str) else json.dumps(config))
+        return path
+    return make
+
+
+def dry(args, capsys):
+    return run_cli(["rlhf", *map(str, args), "--dry-run"], capsys)
+
+
+def test_report_turns_machine_issues_into_warnings_or_one_error():
+    from align.errors import AlignError
+
+    report = PlanReport()
+    report.machine_issue("no GPU")
+    report.machine_issue("no bitsandbytes")
+    assert report.warnings() == ["warning: on this machine: no GPU; a real run here would stop",
+                                 "warning: on this machine: no bitsandbytes; a real run here "
+                                 "would stop"]
+    with pytest.raises(AlignError, match="no GPU\n  also: no bitsandbytes"):
+        report.raise_machine_issues()
+    PlanReport().raise_machine_issues()  # nothing to raise
+
+
+@pytest.mark.parametrize("flags, issue", [
+    (["--qlora"], "--qlora needs a CUDA GPU"),
+    (["--qlora"], "--qlora needs bitsandbytes"),
+    (["--fp16"], "--fp16 needs a CUDA GPU"),
+])
+def test_machine_issues_warn_in_a_dry_run(capsys, no_gpu_no_packages, pairs_file, flags, issue):
+    code, out, err = dry(["--algo", "dpo", "--model", HUB_MODEL, "--dataset", pairs_file,
+                          *flags], capsys)
+    assert code == 0, err
+    assert f"warning: on this machine: {issue}" in err
+    assert out.rstrip().endswith("a real run on this machine would stop")
+
+
+def test_deepspeed_config_is_read_and_described(capsys, no_gpu_no_packages, pairs_file, ds_json):
+    ds = ds_json({"zero_optimization": {"stage": 3, "offload_optimizer": {"device": "cpu"}}})
+    code, out, err = dry(["--algo", "dpo", "--model", HUB_MODEL, "--dataset", pairs_file,
+                          "--deepspeed", ds], capsys)
+    assert code == 0, err
+    assert "DeepSpeed ZeRO stage 3, optimizer offload to cpu" in out
+    assert "warning: on this machine: --deepspeed needs the deepspeed package" in err
+
+
+@pytest.mark.parametrize("config, message", [
+    ("{not json", "not a valid JSON file"),
+    ("[1, 2]", "expected a JSON object"),
+    ({"zero_optimization": {"stage": 4}}, "zero_optimization.stage must be 0, 1, 2 or 3"),
+])
+def test_bad_deepspeed_config_is_a_config_error(capsys, pairs_file, ds_json, config, message):
+    code, _, err = dry(["--algo", "dpo", "--model", HUB_MODEL, "--dataset", pairs_file,
+                        "--deepspeed", ds_json(config)], capsys)
+    assert code == 2 and message in err
+
+
+@pytest.mark.parametrize("flags, env, message", [
+    (["--deepspeed", "{ds}"], {}, "--deepspeed is not supported by --algo ppo"),
+    ([], {"WORLD_SIZE": "2"}, "PPO runs in one process"),
+    (["--gradient-accumulation-steps", "4"], {}, "--gradient-accumulation-steps is not used"),
+    (["--value-model", "./no/such/critic"], {}, "--value-model ./no/such/critic: no such file"),
+])
+def test_ppo_refusals_stop_a_dry_run(capsys, monkeypatch, prompts, ds_json, flags, env,
+                                     message):
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    ds = ds_json({"zero_optimization": {"stage": 2}})
+    flags = [f.format(ds=ds) for f in flags]
+    code, _, err = dry(["--algo", "ppo", "--model", HUB_MODEL, "--reward-model", HUB_MODEL,
+                        "--dataset", prompts, *flags], capsys)
+    assert code == 2 and message in err, err
+
+
+def test_ppo_plan_names_the_critic_and_the_batch(capsys, prompts):
+    code, out, err = dry(["--algo", "ppo", "--model", HUB_MODEL, "--reward-model", "org/rm",
+                          "--dataset", prompts, "--lora", "--rollout-batch-size", "2"], capsys)
+    assert code == 0, err
+    assert "critic: a LoRA adapter on org/rm" in out
+    assert "reward model: org/rm: the critic's base with its adapter disabled" in out
+    assert "ppo: 1 steps of 2 prompts (2 in the data)" in out
+
+
+def test_ppo_ptx_data_is_validated_in_a_dry_run(capsys, tmp_path, prompts):
+    bad = write_jsonl(tmp_path / "ptx.jsonl", [{"prompt": "p"}])
+    code, _, err = dry(["--algo", "ppo", "--model", HUB_MODEL, "--reward-model", "org/rm",
+                        "--dataset", prompts, "--ptx-dataset", bad], capsys)
+    assert code == 2 and "ptx.jsonl" in err and "line 1" in err
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--reward-funcs", "format", "--reward-weights", "1,2"],
+     "--reward-weights has 2 values for 1 reward sources"),
+    ([], "no reward: give --reward-model DIR"),
+    (["--reward-fn", "nowhere.py:score"], "--reward-fn nowhere.py:score: no such file"),
+    (["--reward-funcs", "format", "--ref-model", "org/ref"], "--ref-model is not used by --algo"),
+])
+@pytest.mark.parametrize("algo", ["grpo", "rloo"])
+def test_online_reward_plan_errors_stop_a_dry_run(capsys, prompts, algo, flags, message):
+    code, _, err = dry(["--algo", algo, "--model", HUB_MODEL, "--dataset", prompts, *flags],
+                       capsys)
+    assert code == 2 and message in err, err
+
+
+def test_accuracy_without_solution_stops_a_dry_run(capsys, tmp_path):
+    data = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "1+1="}])
+    code, _, err = dry(["--algo", "grpo", "--model", HUB_MODEL, "--dataset", data,
+                        "--reward-funcs", "accuracy"], capsys)
+    assert code == 2 and "--columns solution=" in err
+
+
+def test_dry_run_never_imports_the_users_reward_code(capsys, tmp_path, prompts):
+    marker = tmp_path / "imported"
+    plugin = tmp_path / "mine.py"
+    plugin.write_text(f"open({str(marker)!r}, 'w').close()\n"
+                      "def score(prompts, completions, **kw):\n    return [0.0] * len(prompts)\n")
+    code, out, err = dry(["--algo", "grpo", "--model", HUB_MODEL, "--dataset", prompts,
+                          "--reward-funcs", "accuracy", "--reward-fn", f"{plugin}:score",
+                          "--reward-weights", "1,0.5"], capsys)
+    assert code == 0, err
+    assert "rewards: accuracy x1, score x0.5" in out
+    assert not marker.exists()
+
+
+def test_use_vllm_is_a_machine_issue(capsys, no_gpu_no_packages, prompts):
+    code, out, err = dry(["--algo", "grpo", "--model", HUB_MODEL, "--dataset", prompts,
+                          "--reward-funcs", "accuracy", "--use-vllm"], capsys)
+    assert code == 0, err
+    assert "warning: on this machine: --use-vllm needs vLLM" in err
+    assert "with vLLM (colocated)" in out
+
+
+def test_kto_batch_of_one_stops_a_dry_run(capsys):
+    code, _, err = dry(["--algo", "kto", "--model", HUB_MODEL, "--dataset",
+                        EXAMPLES / "unpaired.jsonl", "--per-device-train-batch-size", "1"],
+                       capsys)
+    assert code == 2 and "at least 2" in err
+
+
+def test_flag_of_another_algorithm_stops_a_dry_run(capsys, pairs_file):
+    code, _, err = dry(["--algo", "simpo", "--model", HUB_MODEL, "--dataset", pairs_file,
+                        "--rpo-alpha", "0.5"], capsys)
+    assert code == 2 and "--rpo-alpha is not used by --algo simpo" in err
+
+
+def test_plan_states_precision_learning_rate_and_batch(capsys, pairs_file):
+    code, out, err = dry(["--algo", "dpo", "--model", HUB_MODEL, "--dataset", pairs_file,
+                          "--lora", "--bf16", "--per-device-train-batch-size", "2",
+                          "--gradient-accumulation-steps", "8"], capsys)
+    assert code == 0, err
+    assert "precision: bf16 mixed precision, weights loaded as bfloat16" in out
+    assert "learning rate: 0.0001 (default for LoRA/QLoRA)" in out
+    assert "batch: 2 per device x 8 accumulation x 1 process = 16 pairs" in out
+    assert out.rstrip().endswith("dry run OK: flags, config and data are valid; no model was "
+                                 "loaded")

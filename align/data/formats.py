@@ -17,6 +17,7 @@ TRL's layout plus a list of :class:`DataError` (file, position, field, expected 
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -93,7 +94,7 @@ class _Checker:
             if not value.strip():
                 self.add(name, "expected a non-empty string, found an empty string")
                 return None
-            return "standard"
+            return "standard" if self.unicode(value, name) else None
         if isinstance(value, list):
             if self.messages(value, name, reply=reply, prompt=prompt):
                 return "conversational"
@@ -101,6 +102,17 @@ class _Checker:
         self.add(name, f"expected a non-empty string or a list of chat messages, "
                        f"found {describe(value)}")
         return None
+
+    def unicode(self, text: str, name: str) -> bool:
+        """Text must be valid Unicode: a lone surrogate (from an escaped, half-copied emoji)
+        passes JSON but breaks tokenizers later."""
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            self.add(name, f"text is not valid Unicode (a lone surrogate {text[e.start]!r} at "
+                           f"character {e.start + 1}); fix or drop that character")
+            return False
+        return True
 
     def messages(self, value: list[Any], name: str, *, reply: bool = False,
                  prompt: bool = False) -> bool:
@@ -134,6 +146,8 @@ class _Checker:
                 self.add(f"{where}.content", f"expected a string, found {describe(content)}")
             elif not content.strip() and role in ("user", "assistant") and not msg.get("tool_calls"):
                 self.add(f"{where}.content", "expected non-empty text, found an empty string")
+            else:
+                self.unicode(content, f"{where}.content")
         if len(self.errors) > before:
             return False
         if reply and value[0].get("role") != "assistant":
@@ -221,8 +235,8 @@ def _check_pairwise(chk: _Checker, data: dict[str, Any]) -> tuple[dict[str, Any]
         form = None
     if "margin" in data and data["margin"] is not None:
         m = data["margin"]
-        if isinstance(m, bool) or not isinstance(m, (int, float)):
-            chk.add("margin", f"expected a number, found {describe(m)}")
+        if isinstance(m, bool) or not isinstance(m, (int, float)) or not math.isfinite(m):
+            chk.add("margin", f"expected a finite number, found {describe(m)}")
             form = None
     return row, form
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from align.errors import AlignError
 
-SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
 # Fields whose CSV cells may hold a JSON list of chat messages, and fields with non-string types.
 MESSAGE_FIELDS = ("prompt", "chosen", "rejected", "completion", "messages", "completions")
 BOOL_FIELDS = ("label",)
@@ -89,15 +89,15 @@ def read_records(path: str | os.PathLike, columns: str | dict | None = None
         if suffix not in SUFFIXES:
             raise AlignError(
                 f"{name}: unsupported file type '{p.suffix or '(none)'}'; use .jsonl, .json, .csv, "
-                ".parquet or a directory written by datasets.save_to_disk"
+                ".tsv, .parquet or a directory written by datasets.save_to_disk"
             )
         raw = p.read_bytes()
         if not raw.strip():
             return [], [DataError(name, None, None, "file is empty: no records found")], suffix[1:]
         reader = {".jsonl": _read_jsonl, ".json": _read_json, ".csv": _read_csv,
-                  ".parquet": _read_parquet}[suffix]
+                  ".tsv": _read_csv, ".parquet": _read_parquet}[suffix]
         records, errors = reader(raw, name, p)
-        kind = suffix[1:]
+        kind = "csv" if suffix == ".tsv" else suffix[1:]
     if mapping:
         records = [Record(r.position, _rename(r.data, mapping)) for r in records]
     if kind == "csv":
@@ -122,6 +122,9 @@ def _decode_lines(raw: bytes, name: str) -> tuple[list[str], list[DataError]]:
     """Split into lines and decode each as UTF-8 (a BOM is allowed), reporting bad lines."""
     if raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return [], [DataError(name, None, None, "the file is UTF-16 encoded (it starts with a "
+                                                "UTF-16 byte-order mark); re-save it as UTF-8")]
     lines, errors = [], []
     for number, chunk in enumerate(raw.split(b"\n"), start=1):
         try:
@@ -140,6 +143,33 @@ def _describe_json_error(e: json.JSONDecodeError) -> str:
     return f"not valid JSON ({e.msg} at column {e.colno})"
 
 
+class _NotJSON(ValueError):
+    """Valid for Python's json module but not for JSON (NaN, Infinity) or ambiguous
+    (a key given twice)."""
+
+
+def _reject_constant(name: str) -> Any:
+    raise _NotJSON(f"{name} is not a JSON value; write a number or null")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _NotJSON(f"the key {key!r} appears twice in one object; keep one")
+        seen[key] = value
+    return seen
+
+
+def parse_json(text: str) -> Any:
+    """json.loads that refuses NaN/Infinity and duplicate keys, and turns pathological nesting
+    into a ValueError instead of a RecursionError."""
+    try:
+        return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
+    except RecursionError:
+        raise _NotJSON("nested too deeply to read") from None
+
+
 def _read_jsonl(raw: bytes, name: str, _p: Path) -> tuple[list[Record], list[DataError]]:
     lines, errors = _decode_lines(raw, name)
     bad_lines = {e.position for e in errors}
@@ -149,9 +179,12 @@ def _read_jsonl(raw: bytes, name: str, _p: Path) -> tuple[list[Record], list[Dat
         if not line.strip() or position in bad_lines:
             continue  # blank lines (often a trailing newline) carry no record
         try:
-            value = json.loads(line)
+            value = parse_json(line)
         except json.JSONDecodeError as e:
             errors.append(DataError(name, position, None, _describe_json_error(e)))
+            continue
+        except _NotJSON as e:
+            errors.append(DataError(name, position, None, f"not valid JSON: {e}"))
             continue
         if not isinstance(value, dict):
             errors.append(DataError(
@@ -169,12 +202,14 @@ def _read_json(raw: bytes, name: str, p: Path) -> tuple[list[Record], list[DataE
         return [], errors
     text = "\n".join(lines)
     try:
-        value = json.loads(text)
+        value = parse_json(text)
     except json.JSONDecodeError as e:
         if e.msg == "Extra data":
             # Many .json files are really JSON Lines (one object per line): read them so.
             return _read_jsonl(raw, name, p)
         return [], [DataError(name, f"line {e.lineno}", None, _describe_json_error(e))]
+    except _NotJSON as e:
+        return [], [DataError(name, None, None, f"not valid JSON: {e}")]
     if isinstance(value, dict):
         return [], [DataError(
             name, None, None,
@@ -199,7 +234,10 @@ def _read_csv(raw: bytes, name: str, _p: Path) -> tuple[list[Record], list[DataE
     lines, errors = _decode_lines(raw, name)
     if errors:
         return [], errors
-    reader = csv.reader(io.StringIO("\n".join(lines)))
+    first = next((line for line in lines if line.strip()), "")
+    # Spreadsheets often save "CSV" with tabs or semicolons; read those as they are.
+    delimiter = "," if "," in first else "\t" if "\t" in first else ";" if ";" in first else ","
+    reader = csv.reader(io.StringIO("\n".join(lines)), delimiter=delimiter)
     try:
         header = next(reader)
     except (StopIteration, csv.Error) as e:
@@ -243,8 +281,8 @@ def _coerce_csv_cells(data: dict[str, Any]) -> None:
         text = value.strip()
         if key in MESSAGE_FIELDS and text.startswith("["):
             try:
-                data[key] = json.loads(text)
-            except json.JSONDecodeError:
+                data[key] = parse_json(text)
+            except ValueError:
                 pass  # stays a string; validation decides whether that is acceptable
         elif key in BOOL_FIELDS and text.lower() in ("true", "false"):
             data[key] = text.lower() == "true"

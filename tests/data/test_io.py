@@ -158,3 +158,32 @@ def test_bad_column_spec():
 
     with pytest.raises(AlignError, match="ours=theirs"):
         parse_columns("prompt")
+
+
+@pytest.mark.parametrize("sep", ["\t", ";"])
+def test_csv_separated_by_tabs_or_semicolons(tmp_path, sep):
+    p = tmp_path / "d.csv"
+    p.write_text(sep.join(["prompt", "chosen", "rejected"]) + "\n" + sep.join("abc") + "\n")
+    r = load(p, "pairwise")
+    assert r.ok and r.rows[0] == {"prompt": "a", "chosen": "b", "rejected": "c"}
+
+
+def test_tsv_suffix(tmp_path):
+    p = tmp_path / "d.tsv"
+    p.write_text("prompt\tcompletion\tlabel\nq\ta\tfalse\n")
+    r = load(p, "unpaired")
+    assert r.ok and r.rows[0]["label"] is False
+
+
+def test_csv_with_bom_and_crlf(tmp_path):
+    p = tmp_path / "d.csv"
+    p.write_bytes(b"\xef\xbb\xbfprompt,chosen,rejected\r\na,b,c\r\n")
+    assert load(p, "pairwise").rows == [{"prompt": "a", "chosen": "b", "rejected": "c"}]
+
+
+def test_header_only_csv_and_empty_json_array(tmp_path):
+    (tmp_path / "h.csv").write_text("prompt,chosen,rejected\n")
+    (tmp_path / "e.json").write_text("[]")
+    for name in ("h.csv", "e.json"):
+        r = load(tmp_path / name, "pairwise")
+        assert not r.ok and "no records" in r.errors[0].message

@@ -254,3 +254,40 @@ def test_unicode_text_is_fine(tmp_path):
 def test_json_roundtrip_of_error_text_is_plain(tmp_path):
     r = _errors(tmp_path, [{"prompt": None}], "prompt")
     assert json.dumps(str(r.errors[0]))  # plain text, printable
+
+
+@pytest.mark.parametrize("line,expected", [
+    ('{"prompt": "a", "chosen": "b", "rejected": "c", "margin": NaN}', "NaN is not a JSON value"),
+    ('{"prompt": "a", "prompt": "b", "chosen": "c", "rejected": "d"}', "appears twice"),
+    ('{"prompt": ' + "[" * 5000 + "]" * 5000 + "}", "nested too deeply"),
+])
+def test_json_that_python_accepts_but_json_does_not(tmp_path, line, expected):
+    r = _errors(tmp_path, line + "\n", "pairwise")
+    assert r.errors[0].position == "line 1" and expected in r.errors[0].message
+
+
+def test_lone_surrogate_is_not_text(tmp_path):
+    r = _errors(tmp_path, '{"prompt": "\\ud83d oops"}\n', "prompt")
+    assert r.errors[0].field == "prompt" and "lone surrogate" in r.errors[0].message
+
+
+def test_lone_surrogate_in_message_content(tmp_path):
+    r = _errors(tmp_path, '{"messages": [{"role": "user", "content": "q"}, '
+                          '{"role": "assistant", "content": "\\udc00"}]}\n', "sft")
+    assert r.errors[0].field == "messages[1].content"
+
+
+def test_utf16_file_gets_a_hint(tmp_path):
+    r = _errors(tmp_path, '{"prompt": "a"}\n'.encode("utf-16"), "prompt")
+    assert "UTF-16" in r.errors[0].message
+
+
+def test_nan_margin_from_a_typed_source(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    p = tmp_path / "d.parquet"
+    pq.write_table(pa.Table.from_pylist([{"prompt": "p", "chosen": "a", "rejected": "b",
+                                          "margin": float("nan")}]), p)
+    r = load(p, "pairwise")
+    assert r.errors[0].field == "margin" and "finite" in r.errors[0].message

@@ -33,7 +33,10 @@ class MetricsLogger:
         self.path = Path(output_dir) / METRICS_FILE
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if resume_step is not None and self.path.exists():
-            keep = [r for r in read_metrics(self.path) if r.get("step", 0) <= resume_step]
+            # rows logged after the checkpoint, and the interrupted run's end-of-training
+            # summary (a never-stopped run has none at that step), are dropped
+            keep = [r for r in read_metrics(self.path)
+                    if r.get("step", 0) <= resume_step and "train_runtime" not in r]
             self.path.write_text("".join(json.dumps(r) + "\n" for r in keep), encoding="utf-8")
         elif resume_step is None:
             self.path.write_text("", encoding="utf-8")

@@ -91,6 +91,8 @@ def test_resume_continues_from_the_latest_checkpoint(tmp_path, capsys, tiny_lm, 
     assert state["global_step"] == 15
     steps = [r["step"] for r in read_metrics(out) if "loss" in r]
     assert steps == list(range(1, 16)), steps  # 1..10 from the first run, 11..15 resumed
+    summaries = [r["step"] for r in read_metrics(out) if "train_runtime" in r]
+    assert summaries == [15]  # the interrupted run's end-of-training row is gone
 
 
 def test_kto_loss_type_is_checked(capsys, tiny_lm, unpaired_file):

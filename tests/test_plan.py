@@ -119,6 +119,16 @@ def test_ppo_plan_names_the_critic_and_the_batch(capsys, prompts):
     assert "ppo: 1 steps of 2 prompts (2 in the data)" in out
 
 
+def test_ppo_plan_describes_rollout_generation(capsys, no_gpu_no_packages, prompts):
+    code, out, err = dry(["--algo", "ppo", "--model", HUB_MODEL, "--reward-model", "org/rm",
+                          "--dataset", prompts, "--rollout-batch-size", "2",
+                          "--local-rollout-forward-batch-size", "1", "--compile-rollout"], capsys)
+    assert code == 0, err
+    assert "rollouts: 2 generate calls of up to 1 prompts, prompts sorted by length, static KV " \
+        "cache + torch.compile (transformers generate); scoring passes of 1 sequences" in out
+    assert "warning: on this machine: --compile-rollout needs a CUDA GPU" in err
+
+
 def test_ppo_ptx_data_is_validated_in_a_dry_run(capsys, tmp_path, prompts):
     bad = write_jsonl(tmp_path / "ptx.jsonl", [{"prompt": "p"}])
     code, _, err = dry(["--algo", "ppo", "--model", HUB_MODEL, "--reward-model", "org/rm",

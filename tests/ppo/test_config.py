@@ -49,6 +49,8 @@ def test_ptx_coef_defaults_only_with_a_dataset():
     ({"temperature": 0.0}, "--temperature"),
     ({"target_kl": 6.0, "kl_coef": 0.0}, "--target-kl"),
     ({"cliprange": -0.1}, "--cliprange must be >= 0"),
+    ({"rollout_generate_batch_size": 0}, "--rollout-generate-batch-size must be positive"),
+    ({"rollout_engine": "vllm"}, "not implemented for PPO yet"),
 ])
 def test_invalid_values_name_the_flag(kwargs, message):
     with pytest.raises(ValueError, match=message):

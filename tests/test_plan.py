@@ -64,6 +64,12 @@ def test_report_turns_machine_issues_into_warnings_or_one_error():
     (["--qlora"], "--qlora needs a CUDA GPU"),
     (["--qlora"], "--qlora needs bitsandbytes"),
     (["--fp16"], "--fp16 needs a CUDA GPU"),
+    (["--use-liger-kernel"], "--use-liger-kernel needs a CUDA GPU"),
+    (["--use-liger-kernel"], "--use-liger-kernel needs liger-kernel: pip install liger-kernel"),
+    (["--attn-implementation", "flash_attention_2"],
+     "--attn-implementation flash_attention_2 needs a CUDA GPU"),
+    (["--attn-implementation", "flash_attention_2"],
+     "--attn-implementation flash_attention_2 needs flash-attn"),
 ])
 def test_machine_issues_warn_in_a_dry_run(capsys, no_gpu_no_packages, pairs_file, flags, issue):
     code, out, err = dry(["--algo", "dpo", "--model", HUB_MODEL, "--dataset", pairs_file,

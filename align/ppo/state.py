@@ -32,6 +32,9 @@ def check_supported(cfg: RunConfig) -> None:
                          "--offload-* to fit large models")
     if t.deepspeed:
         raise AlignError("--deepspeed is not supported by --algo ppo (single process only)")
+    if t.use_liger_kernel:
+        raise AlignError("--use-liger-kernel applies to the TRL-backed algorithms; align's PPO "
+                         "engine does not patch its models with Liger kernels")
     if t.fp16:
         raise AlignError("--fp16 is not supported by --algo ppo (no loss scaling); use --bf16")
     if t.gradient_accumulation_steps != 1:

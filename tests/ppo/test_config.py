@@ -114,6 +114,7 @@ def test_sampler_covers_each_epoch_and_resumes():
     ({"lora": True, "offload_ref_model": True}, {}, "no separate copy"),
     ({"lora": True, "offload_reward_model": True}, {}, "no separate copy"),
     ({"max_length": 64, "max_new_tokens": 64}, {}, "leaves no room"),
+    ({"use_liger_kernel": True}, {}, "--use-liger-kernel applies to the TRL-backed"),
 ])
 def test_unsupported_combinations_are_refused(tmp_path, monkeypatch, flags, env, message):
     from align.errors import AlignError

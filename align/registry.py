@@ -135,6 +135,7 @@ def _register_builtins() -> None:
                  summary="Reward model training (Bradley-Terry on preference pairs)",
                  paper="https://arxiv.org/abs/2203.02155"),
         AlgoSpec("sft", "sft", sft.SFTArgs, sft.run, needs_ref=False, reward_model="no",
+                 check=sft.check,
                  summary="Supervised fine-tuning, the stage before all of the above",
                  paper="https://arxiv.org/abs/2203.02155"),
     ):

@@ -101,18 +101,31 @@ def deepspeed_config(path: str) -> dict[str, Any]:
 def machine_issues(cfg: RunConfig) -> list[str]:
     """What this machine lacks for the flags in ``cfg`` (empty when it has everything)."""
     issues = []
-    needs_gpu = [flag for flag, on in (("--qlora", cfg.lora.qlora), ("--fp16", cfg.train.fp16))
+    t, attn = cfg.train, cfg.model.attn_implementation or ""
+    needs_gpu = [flag for flag, on in (("--qlora", cfg.lora.qlora), ("--fp16", t.fp16),
+                                       ("--use-liger-kernel", t.use_liger_kernel),
+                                       ("--attn-implementation", attn.startswith("flash")))
                  if on]
     if needs_gpu and not cuda_available():
         if cfg.lora.qlora:
             issues.append("--qlora needs a CUDA GPU (bitsandbytes 4-bit kernels); on this "
                           "machine use --lora instead")
-        if cfg.train.fp16:
+        if t.fp16:
             issues.append("--fp16 needs a CUDA GPU; drop it to train in float32 on CPU "
                           "(--bf16 works on CPU, slowly)")
+        if t.use_liger_kernel:
+            issues.append("--use-liger-kernel needs a CUDA GPU (Liger's kernels are Triton "
+                          "kernels); drop it on this machine")
+        if attn.startswith("flash"):
+            issues.append(f"--attn-implementation {attn} needs a CUDA GPU; use sdpa here")
     if cfg.lora.qlora and not has_package("bitsandbytes"):
         issues.append("--qlora needs bitsandbytes: pip install 'align[qlora]'")
-    if cfg.train.deepspeed and not has_package("deepspeed"):
+    if t.use_liger_kernel and not has_package("liger_kernel"):
+        issues.append("--use-liger-kernel needs liger-kernel: pip install liger-kernel")
+    if attn == "flash_attention_2" and not has_package("flash_attn"):
+        issues.append("--attn-implementation flash_attention_2 needs flash-attn: "
+                      "pip install flash-attn --no-build-isolation")
+    if t.deepspeed and not has_package("deepspeed"):
         issues.append("--deepspeed needs the deepspeed package: pip install 'align[deepspeed]'")
     return issues
 

@@ -64,6 +64,12 @@ def test_report_turns_machine_issues_into_warnings_or_one_error():
     (["--qlora"], "--qlora needs a CUDA GPU"),
     (["--qlora"], "--qlora needs bitsandbytes"),
     (["--fp16"], "--fp16 needs a CUDA GPU"),
+    (["--use-liger-kernel"], "--use-liger-kernel needs a CUDA GPU"),
+    (["--use-liger-kernel"], "--use-liger-kernel needs liger-kernel: pip install liger-kernel"),
+    (["--attn-implementation", "flash_attention_2"],
+     "--attn-implementation flash_attention_2 needs a CUDA GPU"),
+    (["--attn-implementation", "flash_attention_2"],
+     "--attn-implementation flash_attention_2 needs flash-attn"),
 ])
 def test_machine_issues_warn_in_a_dry_run(capsys, no_gpu_no_packages, pairs_file, flags, issue):
     code, out, err = dry(["--algo", "dpo", "--model", HUB_MODEL, "--dataset", pairs_file,
@@ -117,6 +123,16 @@ def test_ppo_plan_names_the_critic_and_the_batch(capsys, prompts):
     assert "critic: a LoRA adapter on org/rm" in out
     assert "reward model: org/rm: the critic's base with its adapter disabled" in out
     assert "ppo: 1 steps of 2 prompts (2 in the data)" in out
+
+
+def test_ppo_plan_describes_rollout_generation(capsys, no_gpu_no_packages, prompts):
+    code, out, err = dry(["--algo", "ppo", "--model", HUB_MODEL, "--reward-model", "org/rm",
+                          "--dataset", prompts, "--rollout-batch-size", "2",
+                          "--local-rollout-forward-batch-size", "1", "--compile-rollout"], capsys)
+    assert code == 0, err
+    assert "rollouts: 2 generate calls of up to 1 prompts, prompts sorted by length, static KV " \
+        "cache + torch.compile (transformers generate); scoring passes of 1 sequences" in out
+    assert "warning: on this machine: --compile-rollout needs a CUDA GPU" in err
 
 
 def test_ppo_ptx_data_is_validated_in_a_dry_run(capsys, tmp_path, prompts):

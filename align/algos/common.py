@@ -66,6 +66,7 @@ def trl_config(cfg: RunConfig, config_cls: type, has_eval: bool = False, **field
         bf16=bf16,
         fp16=t.fp16,
         gradient_checkpointing=t.gradient_checkpointing,
+        use_liger_kernel=t.use_liger_kernel,
         deepspeed=t.deepspeed,
         report_to="none",  # align writes metrics.jsonl and TensorBoard itself
         use_cpu=not on_gpu(),

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import click
 
 from align.config import arg
+from align.errors import AlignError
 
 
 @dataclass
@@ -25,6 +26,11 @@ class SFTArgs:
         source="TRL default")
     packing: bool = arg(False, "Pack several short examples into one sequence.",
                         source="TRL default")
+    padding_free: bool = arg(
+        False, "Concatenate each batch into one sequence, so no compute goes to padding. Fast "
+        "with --attn-implementation flash_attention_2; other kernels give the same result more "
+        "slowly. --packing already implies it. Examples longer than --max-length are refused "
+        "(TRL does not truncate them without --packing).", source="TRL default")
 
 
 def data_kind(rows: list[dict[str, Any]]) -> str:
@@ -68,6 +74,30 @@ def loss_masks(a: SFTArgs, kind: str, tokenizer: Any) -> dict[str, bool]:
             "assistant_only_loss": False}
 
 
+def check(cfg: Any, data: Any, report: Any) -> None:
+    """SFT's pre-training checks (``AlgoSpec.check``): advice on --padding-free's kernel."""
+    attn = cfg.model.attn_implementation or ""
+    if cfg.algo.padding_free and not attn.startswith("flash"):
+        report.note("note: --padding-free without --attn-implementation flash_attention_2: "
+                    "each sequence still attends only to itself (transformers masks the "
+                    "flattened batch), but attention is computed over the whole flattened batch, "
+                    "which can be slower than padding")
+
+
+def check_lengths(dataset: Any, max_length: int | None, what: str) -> None:
+    """Refuse tokenized examples longer than ``max_length``: TRL 1.16 truncates nothing in a
+    padding-free batch without packing, so they would train at their full length."""
+    if dataset is None or not max_length:
+        return
+    lengths = [len(ids) for ids in dataset["input_ids"]]
+    long = sum(n > max_length for n in lengths)
+    if long:
+        raise AlignError(f"--padding-free: {long} {what} examples are longer than --max-length "
+                         f"{max_length} tokens (the longest has {max(lengths)}), and TRL does not "
+                         "truncate padding-free batches without packing: add --packing (which "
+                         "truncates), raise --max-length, or shorten the data")
+
+
 def build_trainer(cfg: Any, data: Any, eval_data: Any = None,
                   callbacks: Sequence[Any] = ()) -> tuple[Any, Any]:
     """An SFTTrainer for ``cfg`` (see align.algos.common for the adapter pattern)."""
@@ -79,14 +109,22 @@ def build_trainer(cfg: Any, data: Any, eval_data: Any = None,
     a: SFTArgs = cfg.algo
     tokenizer = common.load_tokenizer(cfg, data)
     masks = loss_masks(a, data_kind(data.rows), tokenizer)
+    extra: dict[str, Any] = {}
+    if a.padding_free:
+        extra["padding_free"] = True
+        if not a.packing:  # TRL refuses a max_length it cannot enforce; check_lengths does
+            extra["max_length"] = None
     args = common.trl_config(cfg, SFTConfig, has_eval=eval_data is not None, packing=a.packing,
-                             **masks)
+                             **masks, **extra)
     model = common.load_policy(cfg)
     trainer = SFTTrainer(model=model, args=args,
                          train_dataset=common.dataset(data, tokenizer, cfg),
                          eval_dataset=common.dataset(eval_data, tokenizer, cfg),
                          processing_class=tokenizer, peft_config=lora_config(cfg.lora),
                          callbacks=list(callbacks))
+    if a.padding_free and not a.packing:
+        check_lengths(trainer.train_dataset, cfg.data.max_length, "training")
+        check_lengths(trainer.eval_dataset, cfg.data.max_length, "evaluation")
     return trainer, tokenizer
 
 

@@ -19,6 +19,7 @@ from align.config import arg, validate_choices
 
 PRESETS = ("default", "ppo-max", "vanilla")
 KL_ESTIMATORS = ("k1", "k2", "k3")
+ROLLOUT_ENGINES = ("hf", "vllm")
 
 # The fields a preset decides, and their value under each preset.
 PRESET_VALUES: dict[str, dict[str, Any]] = {
@@ -61,6 +62,24 @@ class PPOConfig:
     local_rollout_forward_batch_size: int = arg(
         64, "Sequences per forward pass when generating and scoring a rollout.",
         source="ms-swift RLHF guide")
+    rollout_generate_batch_size: int | None = arg(
+        None, "Prompts per generate call in a rollout (default: "
+        "--local-rollout-forward-batch-size). Generation holds a KV cache but never the "
+        "full-vocabulary logits of a scoring pass, so it usually fits many more sequences: "
+        "raise it, up to --rollout-batch-size, for faster rollouts.", source="align default")
+    sort_by_length: bool = arg(
+        True, "Give prompts of similar length to the same generate call, each call padded "
+        "only to its own longest prompt (responses keep their prompts' order). Matters when a "
+        "rollout takes more than one generate call; what is sampled per prompt is unchanged.",
+        source="align default")
+    compile_rollout: bool = arg(
+        False, "Generate with a static KV cache, so that transformers compiles the decoding "
+        "step (torch.compile, CUDA graphs). CUDA only; the first rollouts pay for the "
+        "compilation.", source="align default (off: not yet measured)")
+    rollout_engine: str = arg(
+        "hf", "Rollout generator: hf (transformers generate). vllm is not implemented for PPO "
+        "yet (GRPO and RLOO have --use-vllm).", source="align default",
+        choices=ROLLOUT_ENGINES)
     # --- reward -------------------------------------------------------------------------------
     missing_eos_penalty: float | None = arg(
         None, "Subtract this from the score of responses that stop without EOS (e.g. 1.0).",
@@ -146,6 +165,13 @@ class PPOConfig:
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 0")
+        if self.rollout_generate_batch_size is not None and self.rollout_generate_batch_size <= 0:
+            raise ValueError("--rollout-generate-batch-size must be positive")
+        if self.rollout_engine == "vllm":
+            raise ValueError("--rollout-engine vllm is not implemented for PPO yet: syncing the "
+                             "actor's weights (LoRA included) into a vLLM engine needs a GPU to "
+                             "build and test it. Use hf (raise --rollout-generate-batch-size; "
+                             "--compile-rollout on CUDA), or GRPO/RLOO with --use-vllm")
         if self.rollout_batch_size % self.num_mini_batches:
             raise ValueError(f"--rollout-batch-size {self.rollout_batch_size} must be divisible "
                              f"by --num-mini-batches {self.num_mini_batches}")

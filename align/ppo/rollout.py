@@ -6,6 +6,9 @@ full sequence is ``cat(prompt_ids, response_ids)`` (B, P+T); position ids count 
 only, so left padding does not shift positions. Logits at column j predict the token at j+1:
 the response token t is predicted at column P-1+t, and the critic's value of the state before
 token t is read there too.
+
+A rollout is :func:`sample` (generation, the slow part on GPUs: one forward pass per token)
+then :func:`score` (one forward pass per role); the trainer times the two apart.
 """
 
 from __future__ import annotations
@@ -89,25 +92,52 @@ def _chunks(B: int, size: int) -> list[slice]:
 
 @torch.no_grad()
 def generate(model: Any, prompt_ids: Tensor, prompt_mask: Tensor, *, max_new_tokens: int,
-             temperature: float, top_p: float, eos_ids: list[int], pad_id: int, chunk: int
-             ) -> Tensor:
-    """Sample responses in chunks.  Returns response_ids (B, T), right-padded with pad_id."""
+             temperature: float, top_p: float, eos_ids: list[int], pad_id: int, chunk: int,
+             sort_by_length: bool = False, static_cache: bool = False,
+             cache_len: int | None = None, greedy: bool = False) -> Tensor:
+    """Sample responses, ``chunk`` prompts per ``generate`` call.  Returns response_ids (B, T),
+    right-padded with pad_id, in the order of the prompts.
+
+    Each call is cut to its own longest prompt (the columns left of it are padding only), and
+    with ``sort_by_length`` the prompts go to the calls longest first, so that prompts of
+    similar length share a call and little padding is computed. Neither changes what is
+    sampled for a prompt: its tokens, positions and attention are the same in any call (with
+    ``greedy`` the responses are identical, as a test checks; when sampling, the random draws
+    are spread over the prompts in another order). ``static_cache`` preallocates the KV cache
+    (``cache_len`` positions, default P + max_new_tokens) so that, on CUDA, transformers
+    compiles the decoding step with torch.compile and replays it as a CUDA graph; one fixed
+    ``cache_len`` across calls lets every call reuse the compiled step.
+    """
     from transformers import GenerationConfig
 
     # Our own config, so a model's generation_config (top_k, repetition_penalty, ...) cannot
     # make the sampling distribution differ from the π whose log-probs PPO optimises.
-    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=True,
-                              temperature=temperature, top_p=top_p, top_k=0,
+    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=not greedy,
+                              temperature=None if greedy else temperature,
+                              top_p=None if greedy else top_p, top_k=None if greedy else 0,
                               eos_token_id=eos_ids, pad_token_id=pad_id)
-    P = prompt_ids.shape[1]
+    B, P = prompt_ids.shape
+    if static_cache:
+        config.cache_implementation = "static"
+        config.max_cache_len = cache_len or P + max_new_tokens
+    lengths = prompt_mask.sum(1)
+    order = torch.arange(B, device=prompt_ids.device)
+    if sort_by_length and B > chunk:  # one call pads to the longest prompt whatever the order
+        order = torch.argsort(lengths, descending=True, stable=True)
     parts = []
-    for s in _chunks(prompt_ids.shape[0], chunk):
-        out = model.generate(input_ids=prompt_ids[s], attention_mask=prompt_mask[s].long(),
+    for s in _chunks(B, chunk):
+        rows = order[s]
+        width = max(int(lengths[rows].max()), 1)
+        out = model.generate(input_ids=prompt_ids[rows, P - width:],
+                             attention_mask=prompt_mask[rows, P - width:].long(),
                              generation_config=config)
-        parts.append(out[:, P:])
+        parts.append(out[:, width:])
     T = max(p.shape[1] for p in parts)
-    return torch.cat([torch.nn.functional.pad(p, (0, T - p.shape[1]), value=pad_id)
-                      for p in parts])
+    ordered = torch.cat([torch.nn.functional.pad(p, (0, T - p.shape[1]), value=pad_id)
+                         for p in parts])
+    response_ids = torch.empty_like(ordered)
+    response_ids[order] = ordered
+    return response_ids
 
 
 @torch.no_grad()
@@ -158,21 +188,43 @@ def critic_values(critic: Any, prompt_ids: Tensor, prompt_mask: Tensor, response
     return torch.cat(out)
 
 
+@dataclass
+class Samples:
+    """Sampled responses before scoring: the first half of an Experience."""
+
+    prompt_ids: Tensor  # (B, P) prompt tokens, left-padded
+    prompt_mask: Tensor  # (B, P) True on prompt tokens
+    response_ids: Tensor  # (B, T) sampled tokens, pad_id after the first EOS
+    mask: Tensor  # (B, T) True up to and including the first EOS
+    ended: Tensor  # (B,) True when the response stopped at EOS
+
+
 @torch.no_grad()
-def rollout(roles: Roles, prompt_ids: Tensor, prompt_mask: Tensor, *, max_new_tokens: int,
-            temperature: float, top_p: float, chunk: int) -> Experience:
-    """Generate responses to a batch of prompts and compute everything PPO needs about them."""
+def sample(roles: Roles, prompt_ids: Tensor, prompt_mask: Tensor, *, max_new_tokens: int,
+           temperature: float, top_p: float, chunk: int, **batching: Any) -> Samples:
+    """Sample responses from the actor, ``chunk`` prompts per generate call (``batching``:
+    the other options of :func:`generate`, which change how the work is batched, not what is
+    sampled)."""
     dev = roles.device
     prompt_ids, prompt_mask = prompt_ids.to(dev), prompt_mask.to(dev)
     eos_ids, pad_id = eos_token_ids(roles), roles.tokenizer.pad_token_id
-    for model in (roles.actor, roles.critic):
-        model.eval()
+    roles.actor.eval()
     response_ids = generate(roles.actor, prompt_ids, prompt_mask, max_new_tokens=max_new_tokens,
                             temperature=temperature, top_p=top_p, eos_ids=eos_ids,
-                            pad_id=pad_id, chunk=chunk)
+                            pad_id=pad_id, chunk=chunk, **batching)
     mask, ended = response_mask(response_ids, eos_ids)
     response_ids = torch.where(mask, response_ids, torch.full_like(response_ids, pad_id))
-    args = (prompt_ids, prompt_mask, response_ids, mask)
+    return Samples(prompt_ids, prompt_mask, response_ids, mask, ended)
+
+
+@torch.no_grad()
+def score(roles: Roles, s: Samples, *, temperature: float, chunk: int) -> Experience:
+    """Everything PPO needs about sampled responses: log-probs of actor and reference, the
+    actor's entropy, the critic's values and the reward model's scores, ``chunk`` sequences
+    per forward pass."""
+    for model in (roles.actor, roles.critic):
+        model.eval()
+    args = (s.prompt_ids, s.prompt_mask, s.response_ids, s.mask)
     logprobs, entropy = logprobs_and_entropy(roles.actor, *args, temperature, chunk,
                                              with_entropy=True)
     with roles.reference() as ref:
@@ -180,6 +232,18 @@ def rollout(roles: Roles, prompt_ids: Tensor, prompt_mask: Tensor, *, max_new_to
     values = critic_values(roles.critic, *args, chunk)
     with roles.reward_model() as rm:
         scores = score_responses(rm, *args, chunk)
-    return Experience(prompt_ids=prompt_ids, prompt_mask=prompt_mask, response_ids=response_ids,
-                      mask=mask, ended=ended, logprobs=logprobs, ref_logprobs=ref_logprobs,
-                      values=values, scores=scores, entropy=entropy)
+    return Experience(prompt_ids=s.prompt_ids, prompt_mask=s.prompt_mask,
+                      response_ids=s.response_ids, mask=s.mask, ended=s.ended,
+                      logprobs=logprobs, ref_logprobs=ref_logprobs, values=values,
+                      scores=scores, entropy=entropy)
+
+
+def rollout(roles: Roles, prompt_ids: Tensor, prompt_mask: Tensor, *, max_new_tokens: int,
+            temperature: float, top_p: float, chunk: int, generate_batch: int | None = None,
+            **batching: Any) -> Experience:
+    """Generate responses to a batch of prompts and compute everything PPO needs about them:
+    :func:`sample` (``generate_batch`` prompts per call, default ``chunk``), then
+    :func:`score` (``chunk`` sequences per forward pass)."""
+    s = sample(roles, prompt_ids, prompt_mask, max_new_tokens=max_new_tokens,
+               temperature=temperature, top_p=top_p, chunk=generate_batch or chunk, **batching)
+    return score(roles, s, temperature=temperature, chunk=chunk)

@@ -32,6 +32,9 @@ def check_supported(cfg: RunConfig) -> None:
                          "--offload-* to fit large models")
     if t.deepspeed:
         raise AlignError("--deepspeed is not supported by --algo ppo (single process only)")
+    if t.use_liger_kernel:
+        raise AlignError("--use-liger-kernel applies to the TRL-backed algorithms; align's PPO "
+                         "engine does not patch its models with Liger kernels")
     if t.fp16:
         raise AlignError("--fp16 is not supported by --algo ppo (no loss scaling); use --bf16")
     if t.gradient_accumulation_steps != 1:
@@ -76,6 +79,13 @@ def check(cfg: RunConfig, data: Any, report: Any) -> None:
         if offloaded:
             report.plan(f"offload: the {role} stays on CPU and moves to the GPU only for its "
                         "forward pass")
+    report.plan(rollout_plan(a))
+    if a.compile_rollout:
+        from align.plan import cuda_available
+
+        if not cuda_available():
+            report.machine_issue("--compile-rollout needs a CUDA GPU (torch.compile replays the "
+                                 "decoding step as a CUDA graph); drop it on this machine")
     if a.ptx_dataset:
         ptx = load_valid(a.ptx_dataset, "sft")
         report.plan(f"ptx data: {ptx.summary()} (loss weight {a.ptx_coef:g})")
@@ -86,6 +96,20 @@ def check(cfg: RunConfig, data: Any, report: Any) -> None:
                 f"{a.rollout_batch_size // a.num_mini_batches} (micro-batches of "
                 f"{cfg.train.per_device_train_batch_size}); actor lr {actor_lr:g}, critic lr "
                 f"{critic_lr:g}")
+
+
+def rollout_plan(a: Any) -> str:
+    """How rollouts are generated and scored, in one plan line."""
+    gen = min(a.rollout_generate_batch_size or a.local_rollout_forward_batch_size,
+              a.rollout_batch_size)
+    calls = math.ceil(a.rollout_batch_size / gen)
+    how = [f"{calls} generate call{'s' if calls > 1 else ''} of up to {gen} prompts"]
+    if calls > 1 and a.sort_by_length:
+        how.append("prompts sorted by length")
+    if a.compile_rollout:
+        how.append("static KV cache + torch.compile")
+    return (f"rollouts: {', '.join(how)} (transformers generate); scoring passes of "
+            f"{a.local_rollout_forward_batch_size} sequences")
 
 
 def learning_rates(cfg: RunConfig) -> tuple[float, float]:
@@ -160,6 +184,7 @@ class PPORun:
     monitor: Any  # align.health.HealthMonitor
     out: Path
     total_steps: int
+    prompt_limit: int | None = None  # longest prompt in tokens (longer ones keep their end)
     step: int = 0
     lr_scale: float = 1.0  # product of the rollback LR factors applied so far
     healthy_step: int | None = None  # newest checkpoint saved with no detector streak running
@@ -198,7 +223,7 @@ class PPORun:
                    ptx_sampler=ptx_sampler,
                    kl_ctl=KLController(a.kl_coef, a.target_kl, a.kl_horizon),
                    reward_stats=RunningMoments(), monitor=HealthMonitor(cfg.health),
-                   out=Path(t.output_dir), total_steps=steps)
+                   out=Path(t.output_dir), total_steps=steps, prompt_limit=limit)
 
     # --- exact resume -------------------------------------------------------------------------
     def state_dict(self) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -9,7 +9,6 @@ Each mini-batch is processed in micro-batches of ``--per-device-train-batch-size
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import click
@@ -18,7 +17,6 @@ from align.config import RunConfig
 from align.health import CollapseStop, health_metrics, rollout_stats
 from align.ppo.state import PPORun, scale_lr
 
-TIME_KEYS = ("perf/tokens_per_s", "perf/step_s")  # the only metrics that differ on resume
 
 
 def run(cfg: RunConfig, data: Any, eval_data: Any = None) -> dict[str, Any]:
@@ -61,35 +59,16 @@ def train(ppo: PPORun, logger: Any) -> dict[str, Any]:
     """The driver: one PPO step per loop, numbered as in STYLE.md."""
     from tqdm import tqdm
 
-    from align.ppo.rollout import rollout
-    from align.ppo.update import compute_advantages, compute_rewards, ppo_update
-
     a, t = ppo.a, ppo.cfg.train
     if ppo.step == 0 and ppo.eval_prompts:
         ppo.eval_before = log_eval(ppo, logger)
     bar = tqdm(total=ppo.total_steps, initial=ppo.step, desc="ppo", dynamic_ncols=True)
     while ppo.step < ppo.total_steps:
         ppo.step += 1
-        started = time.perf_counter()
-        # 1. rollout: sample responses; log-probs of actor and reference, values, RM scores
-        prompt_ids, prompt_mask = next_prompts(ppo)
-        exp = rollout(ppo.roles, prompt_ids, prompt_mask, max_new_tokens=a.max_new_tokens,
-                      temperature=a.temperature, top_p=a.top_p,
-                      chunk=a.local_rollout_forward_batch_size)
-        # 2. rewards: shaped RM score on the last token, token-level KL penalty on every token
-        metrics = compute_rewards(a, exp, ppo.kl_ctl, ppo.reward_stats)
-        # 3. advantages: GAE over response tokens, whitening and clipping
-        metrics |= compute_advantages(a, exp)
-        # 4. PPO update: ppo_epochs x num_mini_batches steps on critic (and actor after warm-up)
-        metrics |= ppo_update(ppo.roles, ppo.optim, exp, a, t.per_device_train_batch_size,
-                              t.max_grad_norm, ppo.step > a.critic_warmup_steps,
-                              next_ptx_batch(ppo) if ppo.ptx else None)
-        ppo.kl_ctl.update(metrics["objective/kl"], exp.batch_size)
+        # 1-4. rollout, rewards, advantages, PPO update (see ppo_step)
+        metrics, exp = ppo_step(ppo)
         # 5. log, check health (warn / stop / roll back), evaluate and save
         metrics |= rollout_metrics(exp, a.max_new_tokens, ppo)
-        elapsed = time.perf_counter() - started
-        metrics |= {"perf/step_s": elapsed,
-                    "perf/tokens_per_s": float(exp.mask.sum()) / max(elapsed, 1e-9)}
         logged = ppo.step % t.logging_steps == 0 or ppo.step == ppo.total_steps
         events = ppo.monitor.check(ppo.step, metrics) if logged else []
         if logged:
@@ -103,6 +82,55 @@ def train(ppo: PPORun, logger: Any) -> dict[str, Any]:
             ppo.save(healthy=not events and not any(ppo.monitor.streaks.values()))
     bar.close()
     return finish(ppo, logger)
+
+
+def ppo_step(ppo: PPORun) -> tuple[dict[str, float], Any]:
+    """Steps 1-4 of one PPO iteration; returns its metrics (with the ``perf/*`` timings and,
+    on CUDA, the step's peak memory) and the rollout batch."""
+    from align.perf import Stopwatch, peak_memory_gb, reset_peak_memory
+    from align.ppo.rollout import sample, score
+    from align.ppo.update import compute_advantages, compute_rewards, ppo_update
+
+    a, t, dev = ppo.a, ppo.cfg.train, ppo.roles.device
+    clock = Stopwatch(dev)
+    reset_peak_memory(dev)
+    with clock("perf/step_s"):
+        # 1. rollout: sample responses; log-probs of actor and reference, values, RM scores
+        prompt_ids, prompt_mask = next_prompts(ppo)
+        with clock("perf/rollout_s"):
+            samples = sample(ppo.roles, prompt_ids, prompt_mask, **generation_options(ppo))
+        with clock("perf/score_s"):
+            exp = score(ppo.roles, samples, temperature=a.temperature,
+                        chunk=a.local_rollout_forward_batch_size)
+        with clock("perf/train_s"):
+            # 2. rewards: shaped RM score on the last token, token-level KL penalty per token
+            metrics = compute_rewards(a, exp, ppo.kl_ctl, ppo.reward_stats)
+            # 3. advantages: GAE over response tokens, whitening and clipping
+            metrics |= compute_advantages(a, exp)
+            # 4. PPO update: ppo_epochs x num_mini_batches steps on critic (and actor after
+            # warm-up)
+            metrics |= ppo_update(ppo.roles, ppo.optim, exp, a, t.per_device_train_batch_size,
+                                  t.max_grad_norm, ppo.step > a.critic_warmup_steps,
+                                  next_ptx_batch(ppo) if ppo.ptx else None)
+        ppo.kl_ctl.update(metrics["objective/kl"], exp.batch_size)
+    times = clock.times
+    tokens = float(exp.mask.sum())
+    metrics |= times | {"perf/tokens_per_s": tokens / max(times["perf/step_s"], 1e-9),
+                        "perf/rollout_tokens_per_s": tokens / max(times["perf/rollout_s"], 1e-9)}
+    peak = peak_memory_gb(dev)
+    if peak is not None:
+        metrics["perf/max_memory_gb"] = peak
+    return metrics, exp
+
+
+def generation_options(ppo: PPORun) -> dict[str, Any]:
+    """How rollouts sample (the distribution) and batch their generate calls (the speed)."""
+    a = ppo.a
+    cache_len = ppo.prompt_limit + a.max_new_tokens if ppo.prompt_limit else None
+    return dict(max_new_tokens=a.max_new_tokens, temperature=a.temperature, top_p=a.top_p,
+                chunk=a.rollout_generate_batch_size or a.local_rollout_forward_batch_size,
+                sort_by_length=a.sort_by_length, static_cache=a.compile_rollout,
+                cache_len=cache_len)
 
 
 def next_prompts(ppo: PPORun) -> tuple[Any, Any]:
@@ -154,16 +182,16 @@ def evaluate(ppo: PPORun) -> dict[str, float]:
 
     from align.ppo.data import left_pad
     from align.ppo.losses import kl_penalty, masked_sum
-    from align.ppo.rollout import rollout
+    from align.ppo.rollout import sample, score
 
     a = ppo.a
     ids, mask = left_pad(ppo.eval_prompts, ppo.roles.tokenizer.pad_token_id)
     cuda = [torch.cuda.current_device()] if ppo.roles.device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(ppo.cfg.train.seed)
-        exp = rollout(ppo.roles, ids, mask, max_new_tokens=a.max_new_tokens,
-                      temperature=a.temperature, top_p=a.top_p,
-                      chunk=a.local_rollout_forward_batch_size)
+        samples = sample(ppo.roles, ids, mask, **generation_options(ppo))
+        exp = score(ppo.roles, samples, temperature=a.temperature,
+                    chunk=a.local_rollout_forward_batch_size)
     kl = masked_sum(kl_penalty(exp.logprobs, exp.ref_logprobs, "k1"), exp.mask, dim=1)
     return {"eval/reward": exp.scores.mean().item(), "eval/kl": kl.mean().item(),
             "eval/response_len": exp.mask.sum(1).float().mean().item(),

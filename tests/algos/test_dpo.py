@@ -95,3 +95,18 @@ def test_precomputed_reference_logps_match_and_are_reused(tmp_path, capsys, tiny
     assert "Computing reference log probs" not in logs[1]  # read back from the align cache
     assert losses[0] == pytest.approx(losses[2], abs=1e-6) == losses[1]
     assert any((tmp_path / "cache" / "datasets").iterdir())
+
+
+def test_use_liger_kernel_reaches_every_trl_config(tmp_path, tiny_lm, pairs_file):
+    """--use-liger-kernel is TRL's use_liger_kernel (its kernels need CUDA: the machine check
+    stops a run without one; see tests/test_plan.py)."""
+    from trl import DPOConfig, SFTConfig
+
+    from align.algos.common import trl_config
+    from tests.algos.conftest import make_config
+
+    cfg, _ = make_config("dpo", tiny_lm, pairs_file, tmp_path)
+    assert trl_config(cfg, DPOConfig).use_liger_kernel is False
+    cfg.train.use_liger_kernel = True
+    assert trl_config(cfg, DPOConfig).use_liger_kernel is True
+    assert trl_config(cfg, SFTConfig).use_liger_kernel is True

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from align.algos.sft import SFTArgs, assistant_masks_supported, data_kind, loss_masks
-from tests.algos.conftest import FAST, assert_loss_falls
+from tests.algos.conftest import FAST, assert_loss_falls, make_config
 from tests.conftest import run_cli
 
 
@@ -74,3 +74,45 @@ def test_sft_labels_cover_only_the_answer(tmp_path, tiny_lm, row, answer):
     trainer, tok = sft.build_trainer(cfg, rows)
     labels = trainer.data_collator([trainer.train_dataset[0]])["labels"][0]
     assert tok.decode([int(t) for t in labels if t != -100]) == answer
+
+
+def _first_batch_loss(trainer):
+    import torch
+
+    batch = next(iter(trainer.get_train_dataloader()))
+    with torch.no_grad():
+        return trainer.compute_loss(trainer.model, batch).item(), batch
+
+
+def test_padding_free_gives_the_padded_loss(tmp_path, tiny_lm, sft_file):
+    """One flattened sequence per batch (no padding) trains on the same tokens with the same
+    attention as a padded batch: transformers masks each packed sequence apart (sdpa here;
+    flash attention on GPUs)."""
+    from align.algos import sft
+
+    losses = {}
+    for padding_free in (False, True):
+        cfg, rows = make_config("sft", tiny_lm, sft_file, tmp_path / str(padding_free),
+                                padding_free=padding_free)
+        cfg.model.attn_implementation = "sdpa"
+        trainer, _ = sft.build_trainer(cfg, rows)
+        losses[padding_free], batch = _first_batch_loss(trainer)
+        assert (batch["input_ids"].shape[0] == 1) == padding_free  # flattened into one row
+    assert losses[True] == pytest.approx(losses[False], abs=1e-5)
+
+
+def test_padding_free_refuses_examples_longer_than_max_length(tmp_path, tiny_lm, sft_file):
+    from align.algos import sft
+    from align.errors import AlignError
+
+    cfg, rows = make_config("sft", tiny_lm, sft_file, tmp_path, max_length=6,
+                            padding_free=True)
+    with pytest.raises(AlignError, match="longer than --max-length 6 tokens"):
+        sft.build_trainer(cfg, rows)
+
+
+def test_padding_free_without_flash_attention_is_a_note(capsys, tiny_lm, sft_file):
+    code, out, err = run_cli(["sft", "--model", tiny_lm, "--dataset", sft_file,
+                              "--padding-free", "--dry-run"], capsys)
+    assert code == 0, err
+    assert "--padding-free without --attn-implementation flash_attention_2" in err

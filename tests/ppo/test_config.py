@@ -49,6 +49,8 @@ def test_ptx_coef_defaults_only_with_a_dataset():
     ({"temperature": 0.0}, "--temperature"),
     ({"target_kl": 6.0, "kl_coef": 0.0}, "--target-kl"),
     ({"cliprange": -0.1}, "--cliprange must be >= 0"),
+    ({"rollout_generate_batch_size": 0}, "--rollout-generate-batch-size must be positive"),
+    ({"rollout_engine": "vllm"}, "not implemented for PPO yet"),
 ])
 def test_invalid_values_name_the_flag(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -112,6 +114,7 @@ def test_sampler_covers_each_epoch_and_resumes():
     ({"lora": True, "offload_ref_model": True}, {}, "no separate copy"),
     ({"lora": True, "offload_reward_model": True}, {}, "no separate copy"),
     ({"max_length": 64, "max_new_tokens": 64}, {}, "leaves no room"),
+    ({"use_liger_kernel": True}, {}, "--use-liger-kernel applies to the TRL-backed"),
 ])
 def test_unsupported_combinations_are_refused(tmp_path, monkeypatch, flags, env, message):
     from align.errors import AlignError

@@ -167,3 +167,59 @@ def test_reward_model_with_another_tokenizer_is_refused(tiny_sft, tmp_path):
     other = build_tiny_rm(tmp_path / "rm", build_tokenizer(vocab_size=300))
     with pytest.raises(AlignError, match="different tokenizer"):
         load_roles(ppo_config(tiny_sft, other, tmp_path / "out"))
+
+
+def _texts(exp_ids, mask):
+    """Each row's response up to and including its first EOS, as a list."""
+    return [row[m].tolist() for row, m in zip(exp_ids, mask)]
+
+
+def test_batched_sorted_generation_gives_each_prompt_its_own_greedy_response(
+        roles, prompt_files, tiny_lm):
+    """However prompts are grouped into generate calls (one padded call, calls of 3 sorted by
+    length or not, a static KV cache), greedy decoding gives every prompt the response it gets
+    alone, in the prompts' order; scoring those responses gives the same log-probs.
+
+    Generation runs on the random ``tiny_lm`` and random token prompts, which get a different
+    answer each (the SFT model gives every chat prompt the same greedy answer, which would hide
+    a response returned to the wrong prompt)."""
+    import random
+
+    from transformers import AutoModelForCausalLM
+
+    from align.data import load_valid
+    from align.ppo.data import prompt_ids
+    from align.ppo.models import eos_token_ids
+    from align.ppo.rollout import generate, response_mask, sample, score
+
+    rng = random.Random(0)
+    ids, mask = left_pad([[rng.randrange(3, 500) for _ in range(rng.randint(2, 12))]
+                          for _ in range(7)], roles.tokenizer.pad_token_id)
+    assert len(set(mask.sum(1).tolist())) > 2, "need prompts of several lengths"
+    eos = eos_token_ids(roles)
+    kw = dict(max_new_tokens=8, temperature=1.0, top_p=1.0, eos_ids=eos,
+              pad_id=roles.tokenizer.pad_token_id, greedy=True)
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_lm).eval()
+
+    def responses(**batching):
+        out = generate(model, ids, mask, **kw, **batching)
+        return _texts(out, response_mask(out, eos)[0])
+
+    alone = responses(chunk=1)  # every call holds one prompt, cut to its own length
+    assert len({tuple(r) for r in alone}) == len(alone), "each prompt should get its own answer"
+    assert responses(chunk=7) == alone
+    assert responses(chunk=3, sort_by_length=True) == alone
+    assert responses(chunk=3, sort_by_length=False) == alone
+    assert responses(chunk=3, sort_by_length=True, static_cache=True, cache_len=64) == alone
+
+    rows = load_valid(prompt_files[0], "prompt").rows[:7]
+    ids, mask = left_pad(prompt_ids(rows, roles.tokenizer, None), roles.tokenizer.pad_token_id)
+    one, grouped = (score(roles, sample(roles, ids, mask, max_new_tokens=8, temperature=1.0,
+                                        top_p=1.0, greedy=True, **b), temperature=1.0, chunk=4)
+                    for b in ({"chunk": 7}, {"chunk": 2, "sort_by_length": True}))
+    assert torch.equal(one.response_ids, grouped.response_ids)
+    for field in ("logprobs", "ref_logprobs", "values", "entropy"):
+        a, b = getattr(one, field), getattr(grouped, field)
+        assert a[one.mask] == pytest.approx(b[grouped.mask], abs=1e-5), field
+    assert one.scores == pytest.approx(grouped.scores, abs=1e-5)

@@ -1,0 +1,71 @@
+"""The benchmark's printed tables (markdown, ready for docs/benchmarks.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _num(value: Any, fmt: str = "{:,.0f}") -> str:
+    return "—" if value is None else fmt.format(value)
+
+
+def _status(r: dict[str, Any]) -> str:
+    return "ok" if r.get("status") == "ok" else f"{r.get('status')}: {r.get('reason', '')}"
+
+
+def dpo_table(rows: list[dict[str, Any]]) -> list[str]:
+    out = ["| mode | run | tokens/s | MFU | peak GB | x TRL tokens/s | x TRL memory | status |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        name = "TRL defaults" if r["impl"] == "trl" else f"align {r['variant']}"
+        out.append(f"| {r['mode']} | {name} | {_num(r.get('tokens_per_s'))} | "
+                   f"{_num(r.get('mfu'), '{:.1%}')} | {_num(r.get('peak_memory_gb'), '{:.2f}')} | "
+                   f"{_num(r.get('speedup_vs_trl'), '{:.2f}')} | "
+                   f"{_num(r.get('memory_vs_trl'), '{:.2f}')} | {_status(r)} |")
+    return out
+
+
+def rollout_table(rows: list[dict[str, Any]], batch: int, new_tokens: int) -> list[str]:
+    out = [f"| mode | engine (batch {batch}, {new_tokens} new tokens) | tokens/s | x plain | "
+           "warm-up s | peak GB | status |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        for name, e in (r.get("rollout") or {}).items():
+            out.append(f"| {r['mode']} | {name} | {_num(e.get('tokens_per_s'))} | "
+                       f"{_num(e.get('speedup_vs_plain'), '{:.2f}')} | "
+                       f"{_num(e.get('warmup_s'), '{:.2f}')} | "
+                       f"{_num(e.get('peak_memory_gb'), '{:.2f}')} | {_status(e)} |")
+        if not r.get("rollout"):
+            out.append(f"| {r['mode']} | — | — | — | — | — | {_status(r)} |")
+    return out
+
+
+def step_table(rows: list[dict[str, Any]]) -> list[str]:
+    out = ["| mode | rollout s | scoring s | training s | step s | peak GB | status |",
+           "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        s = r.get("step") or r
+        out.append(f"| {r['mode']} | {_num(s.get('rollout_s'), '{:.3f}')} | "
+                   f"{_num(s.get('score_s'), '{:.3f}')} | {_num(s.get('train_s'), '{:.3f}')} | "
+                   f"{_num(s.get('step_s'), '{:.3f}')} | "
+                   f"{_num(s.get('peak_memory_gb'), '{:.2f}')} | {_status(s)} |")
+    return out
+
+
+def render(result: dict[str, Any]) -> str:
+    """Every table of a benchmark result, with the device and versions above them."""
+    d, v, s = result["device"], result["versions"], result["settings"]
+    lines = [f"device: {d['name']} ({d['kind']}); torch {v['torch']}, transformers "
+             f"{v['transformers']}, trl {v['trl']}, peft {v['peft']}; align {v['align_commit']}",
+             f"shape: {s['shape']} ({result['params'] / 1e6:,.1f}M parameters)", ""]
+    if "dpo" in result:
+        lines += [f"DPO: {s['dpo_batch']} pairs of {s['prompt_len']}+{s['completion_len']} "
+                  f"tokens per step, {s['steps']} timed steps after {s['warmup']}", ""]
+        lines += dpo_table(result["dpo"]) + [""]
+    if "ppo" in result:
+        lines += [f"PPO rollouts: {s['ppo_batch']} prompts of {s['ppo_prompt_len']} tokens, "
+                  f"{s['new_tokens']} new tokens", ""]
+        lines += rollout_table(result["ppo"], s["ppo_batch"], s["new_tokens"]) + [""]
+        lines += [f"PPO step ({s['ppo_steps']} timed after {s['ppo_warmup']}; "
+                  f"extra flags: {' '.join(s['ppo_flags']) or 'none'})", ""]
+        lines += step_table(result["ppo"]) + [""]
+    return "\n".join(lines)

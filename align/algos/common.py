@@ -146,6 +146,19 @@ def dataset(data: Any, tokenizer: Any, cfg: RunConfig, *, shuffle: bool = False,
     return disk_backed(rows) if on_disk else Dataset.from_list(rows)
 
 
+def trainer_inputs(cfg: RunConfig, tokenizer: Any, data: Any, eval_data: Any,
+                   callbacks: Sequence[Any], *, task_type: str = "CAUSAL_LM",
+                   **dataset_options: Any) -> dict[str, Any]:
+    """The keyword arguments every TRL trainer takes alike: training and evaluation datasets
+    (``dataset_options`` go to :func:`dataset`), tokenizer, LoRA config and callbacks."""
+    from align.models import lora_config
+
+    return {"train_dataset": dataset(data, tokenizer, cfg, **dataset_options),
+            "eval_dataset": dataset(eval_data, tokenizer, cfg, **dataset_options),
+            "processing_class": tokenizer, "peft_config": lora_config(cfg.lora, task_type),
+            "callbacks": list(callbacks)}
+
+
 def cache_dir() -> Path:
     """Where align keeps reusable artefacts: $ALIGN_CACHE, else ~/.cache/align."""
     import os

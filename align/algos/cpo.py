@@ -51,17 +51,13 @@ def build_cpo_trainer(cfg: Any, data: Any, eval_data: Any, callbacks: Sequence[A
     from trl.experimental.cpo import CPOConfig, CPOTrainer
 
     from align.algos import common
-    from align.models import lora_config
 
     args = common.trl_config(cfg, CPOConfig, has_eval=eval_data is not None, **loss_fields)
     tokenizer = common.load_tokenizer(cfg, data)
     # CPOTrainer runs peft's k-bit preparation itself for a quantized model.
     model = common.load_policy(cfg, prepare_kbit=False)
     trainer = CPOTrainer(model=model, args=args,
-                         train_dataset=common.dataset(data, tokenizer, cfg),
-                         eval_dataset=common.dataset(eval_data, tokenizer, cfg),
-                         processing_class=tokenizer, peft_config=lora_config(cfg.lora),
-                         callbacks=list(callbacks))
+                         **common.trainer_inputs(cfg, tokenizer, data, eval_data, callbacks))
     return trainer, tokenizer
 
 

@@ -85,7 +85,6 @@ def build_trainer(cfg: Any, data: Any, eval_data: Any = None,
     from trl import DPOConfig, DPOTrainer
 
     from align.algos import common
-    from align.models import lora_config
 
     a: DPOArgs = cfg.algo
     loss_type, loss_weights = a.trl_losses()
@@ -98,12 +97,8 @@ def build_trainer(cfg: Any, data: Any, eval_data: Any = None,
     # With LoRA and no --ref-model, TRL uses the base with adapters disabled as the reference.
     ref = common.load_reference(cfg)
     trainer = DPOTrainer(model=model, ref_model=ref, args=args,
-                         train_dataset=common.dataset(data, tokenizer, cfg,
-                                                       on_disk=a.precompute_ref_logps),
-                         eval_dataset=common.dataset(eval_data, tokenizer, cfg,
-                                                      on_disk=a.precompute_ref_logps),
-                         processing_class=tokenizer, peft_config=lora_config(cfg.lora),
-                         callbacks=list(callbacks))
+                         **common.trainer_inputs(cfg, tokenizer, data, eval_data, callbacks,
+                                                 on_disk=a.precompute_ref_logps))
     return trainer, tokenizer
 
 

@@ -107,7 +107,6 @@ def build_trainer(cfg: Any, data: Any, eval_data: Any = None,
     from trl import KTOConfig, KTOTrainer
 
     from align.algos import common
-    from align.models import lora_config
 
     a: KTOArgs = cfg.algo
     args = common.trl_config(cfg, KTOConfig, has_eval=eval_data is not None, beta=a.beta,
@@ -117,12 +116,8 @@ def build_trainer(cfg: Any, data: Any, eval_data: Any = None,
     tokenizer = common.load_tokenizer(cfg, data)
     model = common.load_policy(cfg)
     trainer = KTOTrainer(model=model, ref_model=common.load_reference(cfg), args=args,
-                         train_dataset=common.dataset(data, tokenizer, cfg, shuffle=True,
-                                                       on_disk=a.precompute_ref_logps),
-                         eval_dataset=common.dataset(eval_data, tokenizer, cfg, shuffle=True,
-                                                      on_disk=a.precompute_ref_logps),
-                         processing_class=tokenizer, peft_config=lora_config(cfg.lora),
-                         callbacks=list(callbacks))
+                         **common.trainer_inputs(cfg, tokenizer, data, eval_data, callbacks,
+                                                 shuffle=True, on_disk=a.precompute_ref_logps))
     return trainer, tokenizer
 
 

@@ -20,6 +20,7 @@ import dataclasses
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Sequence
 
 import click
@@ -73,7 +74,7 @@ def build_trainer(cfg: Any, data: Any, eval_data: Any = None,
     from trl import RewardConfig, RewardTrainer
 
     from align.algos import common
-    from align.models import load_sequence_classifier, lora_config
+    from align.models import load_sequence_classifier
 
     args = common.trl_config(cfg, RewardConfig, has_eval=eval_data is not None,
                              center_rewards_coefficient=cfg.algo.center_rewards_coefficient)
@@ -81,14 +82,14 @@ def build_trainer(cfg: Any, data: Any, eval_data: Any = None,
     model = load_sequence_classifier(cfg.model.model, cfg.model, cfg.lora, cfg.train,
                                      quantize=cfg.lora.qlora)
     model = common.prepare_quantized(model, cfg)
-    evaluation = None if eval_data is None else \
-        common.dataset(None, tokenizer, cfg, rows=with_margins(eval_data.rows))
+
+    def margins(d: Any) -> Any:  # the rows with their margin column filled in
+        return None if d is None else SimpleNamespace(rows=with_margins(d.rows))
+
     trainer = RewardTrainer(model=model, args=args,
-                            train_dataset=common.dataset(None, tokenizer, cfg,
-                                                         rows=with_margins(data.rows)),
-                            eval_dataset=evaluation, processing_class=tokenizer,
-                            peft_config=lora_config(cfg.lora, task_type="SEQ_CLS"),
-                            callbacks=list(callbacks))
+                            **common.trainer_inputs(cfg, tokenizer, margins(data),
+                                                    margins(eval_data), callbacks,
+                                                    task_type="SEQ_CLS"))
     return trainer, tokenizer
 
 

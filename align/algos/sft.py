@@ -104,7 +104,6 @@ def build_trainer(cfg: Any, data: Any, eval_data: Any = None,
     from trl import SFTConfig, SFTTrainer
 
     from align.algos import common
-    from align.models import lora_config
 
     a: SFTArgs = cfg.algo
     tokenizer = common.load_tokenizer(cfg, data)
@@ -118,10 +117,7 @@ def build_trainer(cfg: Any, data: Any, eval_data: Any = None,
                              **masks, **extra)
     model = common.load_policy(cfg)
     trainer = SFTTrainer(model=model, args=args,
-                         train_dataset=common.dataset(data, tokenizer, cfg),
-                         eval_dataset=common.dataset(eval_data, tokenizer, cfg),
-                         processing_class=tokenizer, peft_config=lora_config(cfg.lora),
-                         callbacks=list(callbacks))
+                         **common.trainer_inputs(cfg, tokenizer, data, eval_data, callbacks))
     if a.padding_free and not a.packing:
         check_lengths(trainer.train_dataset, cfg.data.max_length, "training")
         check_lengths(trainer.eval_dataset, cfg.data.max_length, "evaluation")

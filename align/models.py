@@ -1,8 +1,9 @@
 """Load policies, references, reward models and tokenizers: full, LoRA or QLoRA; safetensors only.
 
 Every model goes through ``from_pretrained`` on a local directory or a hub id, or through the
-GGUF path for ``*.gguf`` files (dequantized on load, then rebuilt as a plain model so that it
-saves in HF format). Remote code runs only with ``--trust-remote-code``.
+GGUF path for ``*.gguf`` files: dequantized once into a plain HF directory in the align cache
+(``$ALIGN_CACHE/gguf/``, default ``~/.cache/align``), which every role then loads like any
+model, so trainers that reload the policy by its path (TRL's reference copy) find it too. Remote code runs only with ``--trust-remote-code``.
 """
 
 from __future__ import annotations
@@ -50,12 +51,8 @@ def load_tokenizer(path: str, model: ModelArgs) -> Any:
     from transformers import AutoTokenizer
 
     kwargs: dict[str, Any] = {"trust_remote_code": model.trust_remote_code}
-    gguf = _gguf_parts(path)
     try:
-        if gguf:
-            tok = AutoTokenizer.from_pretrained(gguf[0], gguf_file=gguf[1], **kwargs)
-        else:
-            tok = AutoTokenizer.from_pretrained(path, **kwargs)
+        tok = AutoTokenizer.from_pretrained(gguf_directory(path), **kwargs)
     except (OSError, ValueError) as e:
         raise _friendly_load_error(path, e) from e
     if tok.pad_token is None:
@@ -101,34 +98,60 @@ def _local_cuda_device() -> int:
 
 
 def _from_pretrained(auto_cls: Any, path: str, kwargs: dict[str, Any]) -> Any:
-    gguf = _gguf_parts(path)
     try:
-        if gguf:
-            return _load_gguf(auto_cls, gguf[0], gguf[1], kwargs)
-        return auto_cls.from_pretrained(path, **kwargs)
+        return auto_cls.from_pretrained(gguf_directory(path), **kwargs)
     except AlignError:
         raise
     except (OSError, ValueError) as e:
         raise _friendly_load_error(path, e) from e
 
 
-def _load_gguf(auto_cls: Any, directory: str, filename: str, kwargs: dict[str, Any]) -> Any:
-    """Dequantize a GGUF file and rebuild it as a plain model (which save_pretrained accepts)."""
+def gguf_directory(path: str) -> str:
+    """``path`` itself, or for a ``.gguf`` file the plain HF directory it converts to (made once,
+    under ``$ALIGN_CACHE/gguf/``, keyed by the file's path, size and modification time)."""
+    parts = _gguf_parts(path)
+    if parts is None:
+        return path
+    import hashlib
+    import os
+
+    file = Path(parts[0]) / parts[1]
+    if not file.is_file():
+        raise AlignError(f"{path}: no such GGUF file")
+    stat = file.stat()
+    key = hashlib.sha256(f"{file.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+    root = Path(os.environ.get("ALIGN_CACHE") or Path.home() / ".cache" / "align")
+    out = root / "gguf" / f"{file.stem}-{key.hexdigest()[:12]}"
+    if not (out / "config.json").exists():
+        _convert_gguf(parts[0], parts[1], out)
+    return str(out)
+
+
+def _convert_gguf(directory: str, filename: str, out: Path) -> None:
+    """Dequantize a GGUF file to fp32 and save model + tokenizer as a plain HF directory."""
     try:
         import gguf  # noqa: F401
     except ImportError as e:
         raise AlignError("loading .gguf files needs the gguf package: pip install 'align[gguf]'"
                          ) from e
-    kwargs = {k: v for k, v in kwargs.items() if k != "use_safetensors"}
-    loaded = auto_cls.from_pretrained(directory, gguf_file=filename, **kwargs)
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    print(f"converting {Path(directory) / filename} to a plain model in {out} (once)")
+    loaded = AutoModelForCausalLM.from_pretrained(directory, gguf_file=filename,
+                                                  dtype=torch.float32)
     config = loaded.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config
-    fresh = auto_cls.from_config(config, dtype=kwargs.get("dtype"))
+    # transformers refuses save_pretrained on a GGUF-loaded model: rebuild it from its config
+    fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     fresh.load_state_dict(loaded.state_dict(), strict=True)
     if getattr(config, "tie_word_embeddings", False):
         fresh.tie_weights()
-    return fresh
+    tmp = out.with_name(out.name + ".tmp")
+    fresh.save_pretrained(str(tmp))
+    AutoTokenizer.from_pretrained(directory, gguf_file=filename).save_pretrained(str(tmp))
+    tmp.replace(out)
 
 
 def load_causal_lm(path: str, model: ModelArgs, lora: LoraArgs, train: TrainArgs,

@@ -115,3 +115,22 @@ def data(base_answers: dict[str, Any], tmp_path_factory: pytest.TempPathFactory)
                                [{"prompt": task.chat(q)} for q, _ in task.FACTS]),
         "held_out_pairs": write_jsonl(root / "held_out_pairs.jsonl", held_pairs),
     }
+
+
+@pytest.fixture(scope="session")
+def sft_model(real_model: Path, data: dict[str, Path],
+              tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
+    """The SFT stage on the chosen answers: its own row in the table, and PPO's actor (the
+    RLHF pipeline's order: SFT, reward model, PPO). Returns (directory, seconds)."""
+    out = tmp_path_factory.mktemp("sft") / "sft"
+    wall, code = harness.run_align(["sft", "--model", real_model, "--dataset", data["sft"],
+                                    "--output-dir", out, "--max-steps", harness.SFT_STEPS,
+                                    "--learning-rate", harness.SFT_LR, *harness.OFFLINE_FLAGS])
+    assert code == 0, f"the SFT stage failed (exit code {code})"
+    return out, wall
+
+
+@pytest.fixture(scope="session")
+def sft_eval(sft_model: tuple[Path, float]) -> dict[str, Any]:
+    """The SFT stage's held-out answers, scored (the table's sft row and PPO's start)."""
+    return harness.evaluate(sft_model[0])

@@ -152,3 +152,22 @@ def metric_rows(run_dir: str | Path) -> list[dict[str, Any]]:
     """The training rows of a run's metrics.jsonl (those with a loss)."""
     lines = (Path(run_dir) / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
     return [r for r in map(json.loads, lines) if "loss" in r]
+
+
+# Flags of every offline run (and the SFT stage): constant learning rate, no mid-run saves.
+OFFLINE_FLAGS = ["--per-device-train-batch-size", "4", "--lr-scheduler-type", "constant",
+                 "--warmup-ratio", "0", "--save-steps", "1000", "--report-to", "none",
+                 "--logging-steps", "5", "--max-length", "192", "--seed", "0"]
+SFT_STEPS, SFT_LR = 16, "1e-5"
+
+
+def run_align(argv: list[Any]) -> tuple[float, int]:
+    """Run `align ARGV` in-process; (seconds, exit code)."""
+    from align.cli import main
+
+    start, code = time.time(), 0
+    try:
+        main([str(a) for a in argv])
+    except SystemExit as e:
+        code = int(e.code or 0)
+    return time.time() - start, code

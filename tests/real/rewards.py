@@ -50,3 +50,13 @@ def concise_reward(prompts: list[Any], completions: list[Any],
         dense = 0.5 * substance * (1 - min(len(ids), BUDGET) / BUDGET)
         rewards.append(task.gold(text, ended, keys) + dense)
     return rewards
+
+
+def word_variety(prompts: list[Any], completions: list[Any], **_: Any) -> list[float]:
+    """Distinct words over words: differs between almost any two samples, so a smoke run's
+    group advantages are never all zero and its few steps always move the weights."""
+    out = []
+    for completion in completions:
+        ws = task.words(completion[-1]["content"] if isinstance(completion, list) else completion)
+        out.append(len(set(ws)) / len(ws) if ws else 0.0)
+    return out

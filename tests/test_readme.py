@@ -17,4 +17,6 @@ def test_readme_commands_exist():
     root = Path(__file__).resolve().parents[1]
     for script in ("scripts/demo.sh", "scripts/test.sh"):
         assert f"bash {script}" in README and (root / script).exists()
-    assert "bash scripts/test.sh" in (root / ".ci" / "run").read_text()
+    ci = (root / ".ci" / "run").read_text()
+    assert "bash scripts/test.sh" in ci
+    assert "bash scripts/test_real.sh --smoke" in README and "bash scripts/test_real.sh --smoke" in ci

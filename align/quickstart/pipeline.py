@@ -47,13 +47,13 @@ RECIPES: dict[str, dict[str, Any]] = {
 
 # With --model (a pretrained chat model such as SmolLM2-135M-Instruct): full fine-tuning rates
 # of the usual range for real models (ms-swift's guide: 1e-5 for DPO-family losses and reward
-# models, 1e-6 for online RL) and step counts a 2-core CPU finishes in minutes per algorithm.
+# models, a few times 1e-6 for online RL) and step counts a 2-core CPU finishes in minutes per algorithm.
 REAL_COMMON = {**COMMON, "per_device_train_batch_size": 4}
 REAL_RECIPES: dict[str, dict[str, Any]] = {
     "rm": {"learning_rate": 1e-5, "max_steps": 30},
     "dpo": {"learning_rate": 1e-5, "max_steps": 30},
     "kto": {"learning_rate": 1e-5, "max_steps": 30},
-    "simpo": {"learning_rate": 1e-6, "max_steps": 30},
+    "simpo": {"learning_rate": 1e-5, "max_steps": 30},
     "cpo": {"learning_rate": 1e-5, "max_steps": 30},
     "orpo": {"learning_rate": 1e-5, "max_steps": 30},
     "ppo": {"max_steps": 12, "actor_lr": 2e-6, "critic_lr": 1e-5, "rollout_batch_size": 8,

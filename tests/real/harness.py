@@ -69,8 +69,9 @@ def greedy(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int,
 
 def score(answers: Answers, items: tuple[task.HeldOut, ...] = task.HELD_OUT) -> dict[str, Any]:
     """Gold, accuracy and mean length (words) of answers to the held-out prompts."""
-    golds = [task.gold(t, e, h.keywords) for t, e, h in zip(answers.texts, answers.ended, items)]
-    hits = [task.concise(t, e, h.keywords)
+    golds = [task.gold(t, e, h.keywords, h.prompt)
+             for t, e, h in zip(answers.texts, answers.ended, items)]
+    hits = [task.concise(t, e, h.keywords, h.prompt)
             for t, e, h in zip(answers.texts, answers.ended, items)]
     return {"gold": statistics.mean(golds), "accuracy": statistics.mean(hits),
             "mean_words": statistics.mean(len(task.words(t)) for t in answers.texts),

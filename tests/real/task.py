@@ -14,8 +14,10 @@ sentence and stop.
 
 The gold measure is computed by code, per answer, and cannot be gamed by saying nothing:
 
-    substance: at least 3 words, no repeated word 3-gram, and at least one of the prompt's
-               topic words (prefix match: "boil" matches "boiling")       else gold 0
+    substance: at least 3 words, no repeated word 3-gram, no refusal ("I'm not sure", "I
+               can't"), and at least one of the prompt's topic words that the prompt itself
+               does not contain (prefix match: "minute" matches "minutes"): an answer must
+               add something to the question, not echo it                 else gold 0
     finished:  the answer ended (EOS) within the token budget             else gold 0
     brevity:   1.0 up to 25 words, falling linearly to 0 at 60 words
 
@@ -253,6 +255,9 @@ HELD_OUT: tuple[HeldOut, ...] = (
 )
 
 MIN_WORDS, FULL_WORDS, ZERO_WORDS = 3, 25, 60
+# An answer that declines is not an answer (a DPO run without --rpo-alpha learned to say
+# "I'm not sure how to help." to everything: short, on topic by the prompt's words, empty).
+REFUSALS = ("not sure", "can't", "cannot", "don't know", "unable to", "i am not", "i'm not")
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 
 
@@ -267,12 +272,18 @@ def repeats_ngram(ws: list[str], n: int = 3) -> bool:
     return len(grams) != len(set(grams))
 
 
-def has_substance(text: str, keywords: tuple[str, ...] | None = None) -> bool:
-    """At least MIN_WORDS words, no repeated 3-gram, and (when given) a topic word."""
+def has_substance(text: str, keywords: tuple[str, ...] | None = None,
+                  prompt: str | None = None) -> bool:
+    """At least MIN_WORDS words, no repeated 3-gram, no refusal, and (when given) a topic word
+    that ``prompt`` (when given) does not already contain."""
     ws = words(text)
-    if len(ws) < MIN_WORDS or repeats_ngram(ws):
+    if len(ws) < MIN_WORDS or repeats_ngram(ws) or any(r in text.lower() for r in REFUSALS):
         return False
-    return keywords is None or any(w.startswith(k) for w in ws for k in keywords)
+    if keywords is None:
+        return True
+    asked = words(prompt or "")
+    new = [k for k in keywords if not any(a.startswith(k) for a in asked)]
+    return any(w.startswith(k) for w in ws for k in new)
 
 
 def brevity(n_words: int) -> float:
@@ -282,17 +293,19 @@ def brevity(n_words: int) -> float:
     return max(0.0, (ZERO_WORDS - n_words) / (ZERO_WORDS - FULL_WORDS))
 
 
-def gold(text: str, ended: bool, keywords: tuple[str, ...] | None = None) -> float:
+def gold(text: str, ended: bool, keywords: tuple[str, ...] | None = None,
+         prompt: str | None = None) -> float:
     """The gold score of one answer (see the module docstring), in [0, 1]."""
-    if not ended or not has_substance(text, keywords):
+    if not ended or not has_substance(text, keywords, prompt):
         return 0.0
     return brevity(len(words(text)))
 
 
-def concise(text: str, ended: bool, keywords: tuple[str, ...] | None = None) -> bool:
+def concise(text: str, ended: bool, keywords: tuple[str, ...] | None = None,
+            prompt: str | None = None) -> bool:
     """Meets the gold criterion: gold 1.0, one paragraph, ends with . ! or ?"""
     t = text.strip()
-    return gold(t, ended, keywords) == 1.0 and "\n" not in t and t[-1:] in ".!?"
+    return gold(t, ended, keywords, prompt) == 1.0 and "\n" not in t and t[-1:] in ".!?"
 
 
 def chat(prompt: str) -> list[dict[str, str]]:

@@ -23,7 +23,9 @@ COMMON = harness.OFFLINE_FLAGS
 # name: (command and algorithm, dataset, steps, learning rate, extra flags)
 RUNS: dict[str, tuple[list[str], str, int, str, list[str]]] = {
     "dpo": (["rlhf", "--algo", "dpo"], "pairwise", 16, "1e-5", ["--rpo-alpha", "1.0"]),
-    "dpo (rpo-alpha 0)": (["rlhf", "--algo", "dpo"], "pairwise", 16, "1e-5",
+    # Plain DPO at 1e-5 learned to echo the question in a short sentence or to decline ("I'm
+    # not sure how to help."), gold 0.00: without the SFT term it needs a gentler rate.
+    "dpo (rpo-alpha 0)": (["rlhf", "--algo", "dpo"], "pairwise", 16, "5e-6",
                           ["--rpo-alpha", "0"]),
     "kto": (["rlhf", "--algo", "kto"], "unpaired", 16, "1e-5", []),
     "cpo": (["rlhf", "--algo", "cpo"], "pairwise", 16, "1e-5", []),
@@ -72,14 +74,20 @@ def test_rpo_alpha_holds_the_chosen_likelihood_at_a_high_learning_rate(
         capsys: pytest.CaptureFixture) -> None:
     """Plain DPO only asks that chosen answers gain on rejected ones: at a high learning rate
     both lose likelihood (displacement), which the health monitor reports. The SFT term of
-    --rpo-alpha 1.0 keeps the chosen answers' log-probability up."""
+    --rpo-alpha 1.0 keeps the chosen answers' log-probability up.
+
+    Per-batch chosen log-probs are noisy (each batch holds other pairs): in development the
+    plain run's fell from -30 to -58 nats in 10 steps, but below the default threshold (half
+    the starting value) only in the last two, short of the 3-step patience; at
+    --displacement-frac 0.3 the monitor reports it from step 8."""
     chosen: dict[str, float] = {}
     for rpo in ("0", "1.0"):
         out = tmp_path / f"rpo{rpo}"
         log, wall = train(["rlhf", "--algo", "dpo", "--model", real_model, "--dataset",
                            data["pairwise"], "--output-dir", out, "--max-steps", LESSON_STEPS,
                            "--learning-rate", HIGH_LR, "--rpo-alpha", rpo, *COMMON,
-                           "--logging-steps", "1"], capsys)
+                           "--logging-steps", "1", "--displacement-frac", "0.3"], capsys)
+        warned = "likelihood_displacement" in log
         rows = harness.metric_rows(out)
         first, last = rows[0]["logps/chosen"], rows[-1]["logps/chosen"]
         chosen[rpo] = last - first
@@ -87,7 +95,6 @@ def test_rpo_alpha_holds_the_chosen_likelihood_at_a_high_learning_rate(
         harness.record(f"dpo lr {HIGH_LR} (rpo-alpha {rpo})", base_answers["held_out"], after,
                        LESSON_STEPS, wall, learning_rate=HIGH_LR, flags=["--rpo-alpha", rpo],
                        chosen_logp_first=first, chosen_logp_last=last,
-                       displacement_warned="displacement" in log)
-        if rpo == "0":
-            assert "displacement" in log, "the health monitor did not report displacement"
+                       displacement_warned=warned)
+        assert warned == (rpo == "0"), f"--rpo-alpha {rpo}: displacement reported: {warned}"
     assert chosen["0"] < -20 and chosen["1.0"] > chosen["0"] + 20, chosen

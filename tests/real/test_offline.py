@@ -23,8 +23,8 @@ COMMON = harness.OFFLINE_FLAGS
 # name: (command and algorithm, dataset, steps, learning rate, extra flags)
 RUNS: dict[str, tuple[list[str], str, int, str, list[str]]] = {
     "dpo": (["rlhf", "--algo", "dpo"], "pairwise", 16, "1e-5", ["--rpo-alpha", "1.0"]),
-    # Plain DPO at 1e-5 learned to echo the question in a short sentence or to decline ("I'm
-    # not sure how to help."), gold 0.00: without the SFT term it needs a gentler rate.
+    # Plain DPO learned to echo the question in a short sentence or to decline ("I'm not sure
+    # how to help."), gold 0.00, at 1e-5 and at 5e-6 alike: see PLAIN_DPO_FAILS below.
     "dpo (rpo-alpha 0)": (["rlhf", "--algo", "dpo"], "pairwise", 16, "5e-6",
                           ["--rpo-alpha", "0"]),
     "kto": (["rlhf", "--algo", "kto"], "unpaired", 16, "1e-5", []),
@@ -53,7 +53,15 @@ def train(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[str, float]:
     return out + err, time.time() - start
 
 
-@pytest.mark.parametrize("name", list(RUNS))
+# A finding, not a wish: on this task plain DPO (no SFT term) trades the rambling answers for
+# short refusals and echoes, scoring 0.00 at 5e-6, 1e-5 and 5e-5 (docs/real-model.md). Strict:
+# a setting that makes it beat the base model turns this into a failure to look at.
+PLAIN_DPO_FAILS = pytest.mark.xfail(
+    strict=True, reason="plain DPO degenerates into refusals on this task (gold 0.00)")
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=PLAIN_DPO_FAILS)
+                                  if n == "dpo (rpo-alpha 0)" else n for n in RUNS])
 def test_offline_algorithm_beats_base(name: str, real_model: Path, data: dict[str, Path],
                                       base_answers: dict[str, Any], tmp_path: Path,
                                       capsys: pytest.CaptureFixture) -> None:

@@ -3,7 +3,8 @@
 Every model goes through ``from_pretrained`` on a local directory or a hub id, or through the
 GGUF path for ``*.gguf`` files: dequantized once into a plain HF directory in the align cache
 (``$ALIGN_CACHE/gguf/``, default ``~/.cache/align``), which every role then loads like any
-model, so trainers that reload the policy by its path (TRL's reference copy) find it too. Remote code runs only with ``--trust-remote-code``.
+model, so trainers that reload the policy by its path (TRL's reference copy) find it too.
+Remote code runs only with ``--trust-remote-code``.
 """
 
 from __future__ import annotations
@@ -113,22 +114,23 @@ def gguf_directory(path: str) -> str:
     if parts is None:
         return path
     import hashlib
-    import os
+
+    from align.cache import cache_dir
 
     file = Path(parts[0]) / parts[1]
     if not file.is_file():
         raise AlignError(f"{path}: no such GGUF file")
     stat = file.stat()
     key = hashlib.sha256(f"{file.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode())
-    root = Path(os.environ.get("ALIGN_CACHE") or Path.home() / ".cache" / "align")
-    out = root / "gguf" / f"{file.stem}-{key.hexdigest()[:12]}"
+    out = cache_dir() / "gguf" / f"{file.stem}-{key.hexdigest()[:12]}"
     if not (out / "config.json").exists():
-        _convert_gguf(parts[0], parts[1], out)
+        convert_gguf(file, out)
     return str(out)
 
 
-def _convert_gguf(directory: str, filename: str, out: Path) -> None:
-    """Dequantize a GGUF file to fp32 and save model + tokenizer as a plain HF directory."""
+def convert_gguf(file: Path, out: Path) -> None:
+    """Dequantize a GGUF file to fp32 and save model + tokenizer as a plain HF directory
+    (written beside ``out`` and renamed into place, so a killed run leaves no half directory)."""
     try:
         import gguf  # noqa: F401
     except ImportError as e:
@@ -137,7 +139,8 @@ def _convert_gguf(directory: str, filename: str, out: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    print(f"converting {Path(directory) / filename} to a plain model in {out} (once)")
+    directory, filename = str(file.parent), file.name
+    print(f"converting {file} to a plain model in {out}")
     loaded = AutoModelForCausalLM.from_pretrained(directory, gguf_file=filename,
                                                   dtype=torch.float32)
     config = loaded.config

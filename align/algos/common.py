@@ -16,6 +16,7 @@ from typing import Any, Callable, Sequence
 
 import click
 
+from align.cache import cache_dir
 from align.config import RunConfig
 from align.errors import AlignError
 from align.metrics import MetricsLogger, trainer_callback
@@ -157,13 +158,6 @@ def trainer_inputs(cfg: RunConfig, tokenizer: Any, data: Any, eval_data: Any,
             "eval_dataset": dataset(eval_data, tokenizer, cfg, **dataset_options),
             "processing_class": tokenizer, "peft_config": lora_config(cfg.lora, task_type),
             "callbacks": list(callbacks)}
-
-
-def cache_dir() -> Path:
-    """Where align keeps reusable artefacts: $ALIGN_CACHE, else ~/.cache/align."""
-    import os
-
-    return Path(os.environ.get("ALIGN_CACHE") or Path.home() / ".cache" / "align")
 
 
 def disk_backed(rows: list[dict[str, Any]]) -> Any:

@@ -17,8 +17,10 @@ from pathlib import Path
 
 
 def default_results() -> Path:
-    root = os.environ.get("ALIGN_CACHE") or Path.home() / ".cache" / "align"
-    return Path(os.environ.get("ALIGN_REAL_RESULTS") or Path(root) / "real" / "results.jsonl")
+    """The file tests/real/harness.py's results_file() appends to."""
+    from align.cache import cache_dir
+
+    return Path(os.environ.get("ALIGN_REAL_RESULTS") or cache_dir() / "real" / "results.jsonl")
 
 
 def fmt(value: object, spec: str) -> str:

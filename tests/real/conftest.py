@@ -17,23 +17,14 @@ from typing import Any
 
 import pytest
 
+from align.cache import cache_dir
 from tests.conftest import write_jsonl
 from tests.real import harness, task
 
 # These runs are a handful of large matmuls, not thousands of tiny ones: use every core
-# (the top-level conftest pins tiny-model tests to one thread).
+# (the top-level conftest pins tiny-model tests to one thread). Set when a real-model test
+# runs, not at import: collecting this folder must not change the default suite's threads.
 THREADS = int(os.environ.get("ALIGN_REAL_THREADS") or os.cpu_count() or 1)
-os.environ["OMP_NUM_THREADS"] = str(THREADS)
-
-
-def model_dir() -> Path:
-    return Path(os.environ.get("ALIGN_REAL_MODEL")
-                or Path.home() / ".cache" / "align" / "smollm2-135m-instruct")
-
-
-def cache_dir() -> Path:
-    root = os.environ.get("ALIGN_CACHE") or Path.home() / ".cache" / "align"
-    return Path(root) / "real"
 
 
 def model_hash(path: Path) -> str:
@@ -48,18 +39,19 @@ def model_hash(path: Path) -> str:
 
 @pytest.fixture(scope="session")
 def real_model() -> Path:
-    path = model_dir()
+    path = harness.model_dir()
     if not (path / "config.json").exists():
         pytest.skip(f"no real model at {path}: run `python scripts/get_smollm2.py` "
                     "(or set ALIGN_REAL_MODEL=DIR) first")
     import torch
 
+    os.environ["OMP_NUM_THREADS"] = str(THREADS)
     torch.set_num_threads(THREADS)
     return path
 
 
 def _cached(name: str, key: str, compute: Any) -> Any:
-    path = cache_dir() / f"{name}-{key}.json"
+    path = cache_dir() / "real" / f"{name}-{key}.json"
     if path.exists():
         return json.loads(path.read_text(encoding="utf-8"))
     value = compute()

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from align.cache import cache_dir
 from tests.real import task
 
 EVAL_TOKENS = 64  # token budget of a held-out answer (about 48 words: rambling runs out)
@@ -96,26 +97,31 @@ def machine() -> str:
            f"{torch.get_num_threads()} threads"
 
 
+def model_dir() -> Path:
+    """The SmolLM2 directory: $ALIGN_REAL_MODEL, else where scripts/get_smollm2.py writes it."""
+    return Path(os.environ.get("ALIGN_REAL_MODEL")
+                or Path.home() / ".cache" / "align" / "smollm2-135m-instruct")
+
+
 def results_file() -> Path:
     """Where every real-model test appends its row (docs/real-model.md is written from it)."""
-    return Path(os.environ.get("ALIGN_REAL_RESULTS")
-                or Path(os.environ.get("ALIGN_CACHE") or Path.home() / ".cache" / "align")
-                / "real" / "results.jsonl")
+    return Path(os.environ.get("ALIGN_REAL_RESULTS") or cache_dir() / "real" / "results.jsonl")
 
 
 def record(name: str, before: dict[str, Any], after: dict[str, Any], steps: int,
            wall_s: float, **extra: Any) -> None:
     """Append one row (before/after gold, accuracy, length, steps, time) to results_file()."""
     append_row({"name": name, "gold_before": before["gold"], "gold_after": after["gold"],
-             "accuracy_before": before["accuracy"], "accuracy_after": after["accuracy"],
-             "words_before": before["mean_words"], "words_after": after["mean_words"],
-             "steps": steps, "wall_s": round(wall_s, 1), "answers": after["answers"], **extra})
+                "accuracy_before": before["accuracy"], "accuracy_after": after["accuracy"],
+                "words_before": before["mean_words"], "words_after": after["mean_words"],
+                "steps": steps, "wall_s": round(wall_s, 1), "answers": after["answers"],
+                **extra})
 
 
 def record_rm(accuracy_before: float, accuracy_after: float, steps: int, wall_s: float) -> None:
     """Append the reward model's row: pairwise accuracy on held-out pairs (no gold: no answers)."""
-    append_row({"name": "rm", "accuracy_before": accuracy_before, "accuracy_after": accuracy_after,
-             "steps": steps, "wall_s": round(wall_s, 1)})
+    append_row({"name": "rm", "accuracy_before": accuracy_before,
+                "accuracy_after": accuracy_after, "steps": steps, "wall_s": round(wall_s, 1)})
 
 
 def append_row(row: dict[str, Any]) -> None:
@@ -128,25 +134,19 @@ def append_row(row: dict[str, Any]) -> None:
 
 def rm_accuracy(path: str | Path, pairs_file: str | Path) -> float:
     """Share of held-out pairs whose chosen answer the sequence classifier at ``path`` scores
-    higher than the rejected one."""
-    import torch
+    higher than the rejected one (the quickstart's measure, on pairs read from a file)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from align.quickstart.pipeline import rm_accuracy as pairwise_accuracy
 
     tok = AutoTokenizer.from_pretrained(str(path))
     model = AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=1,
                                                                use_safetensors=True).eval()
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tok.pad_token_id
-    wins = []
-    for line in Path(pairs_file).read_text(encoding="utf-8").splitlines():
-        row = json.loads(line)
-        scores = []
-        for side in ("chosen", "rejected"):
-            text = tok.apply_chat_template(row["prompt"] + row[side], tokenize=False)
-            with torch.no_grad():
-                scores.append(model(**tok(text, return_tensors="pt")).logits[0, 0].item())
-        wins.append(scores[0] > scores[1])
-    return statistics.mean(wins)
+    pairs = [json.loads(line) for line in
+             Path(pairs_file).read_text(encoding="utf-8").splitlines()]
+    return pairwise_accuracy(model, tok, pairs)
 
 
 def metric_rows(run_dir: str | Path) -> list[dict[str, Any]]:
@@ -172,3 +172,25 @@ def run_align(argv: list[Any]) -> tuple[float, int]:
     except SystemExit as e:
         code = int(e.code or 0)
     return time.time() - start, code
+
+
+def train(argv: list[Any], capsys: Any) -> tuple[str, float]:
+    """Run `align ARGV` in-process through the test entry point; fail the test with the end of
+    its output unless it exits 0. Returns (stdout + stderr, seconds)."""
+    from tests.conftest import run_cli
+
+    start = time.time()
+    code, out, err = run_cli(argv, capsys)
+    assert code == 0, f"align {' '.join(map(str, argv))} failed:\n{err[-3000:]}"
+    return out + err, time.time() - start
+
+
+def check_beats_base(name: str, after: dict[str, Any], base_answers: dict[str, Any],
+                     steps: int, wall: float, **extra: Any) -> None:
+    """Record a run's held-out evaluation (from :func:`evaluate`) and assert that its gold beats
+    the base model's by more than 0.1."""
+    before = base_answers["held_out"]
+    record(name, before, after, steps, wall, **extra)
+    assert after["gold"] > before["gold"] + 0.1, (
+        f"{name}: gold {before['gold']:.3f} -> {after['gold']:.3f}; answers: "
+        f"{[a['answer'][:80] for a in after['answers'][:4]]}")

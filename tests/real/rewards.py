@@ -13,11 +13,9 @@ id comes from the model directory's tokenizer (``$ALIGN_REAL_MODEL`` or the defa
 from __future__ import annotations
 
 import functools
-import os
-from pathlib import Path
 from typing import Any
 
-from tests.real import task
+from tests.real import harness, task
 
 BUDGET = 96  # the --max-completion-length of the GRPO runs
 _STOP = {"what", "who", "why", "how", "was", "the", "is", "are", "does", "do", "of", "a", "an",
@@ -28,9 +26,7 @@ _STOP = {"what", "who", "why", "how", "was", "the", "is", "are", "does", "do", "
 def _eos_id() -> int:
     from transformers import AutoTokenizer
 
-    path = os.environ.get("ALIGN_REAL_MODEL") or Path.home() / ".cache" / "align" / \
-        "smollm2-135m-instruct"
-    return AutoTokenizer.from_pretrained(str(path)).eos_token_id
+    return AutoTokenizer.from_pretrained(str(harness.model_dir())).eos_token_id
 
 
 def topic_words(prompt: Any) -> tuple[str, ...]:

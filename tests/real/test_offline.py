@@ -7,13 +7,11 @@ model's. The numbers land in the results file that docs/real-model.md is written
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import run_cli
 from tests.real import harness
 
 pytestmark = pytest.mark.real
@@ -40,17 +38,8 @@ def test_sft_beats_base(sft_model: tuple[Path, float], sft_eval: dict[str, Any],
                         base_answers: dict[str, Any]) -> None:
     """SFT on the chosen answers alone (the session's SFT stage, also PPO's starting point)."""
     _, wall = sft_model
-    before, after = base_answers["held_out"], sft_eval
-    harness.record("sft", before, after, harness.SFT_STEPS, wall,
-                   learning_rate=harness.SFT_LR, flags=[])
-    assert after["gold"] > before["gold"] + 0.1, (before["gold"], after["gold"])
-
-
-def train(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[str, float]:
-    start = time.time()
-    code, out, err = run_cli(argv, capsys)
-    assert code == 0, f"align {' '.join(map(str, argv))} failed:\n{err[-3000:]}"
-    return out + err, time.time() - start
+    harness.check_beats_base("sft", sft_eval, base_answers, harness.SFT_STEPS, wall,
+                             learning_rate=harness.SFT_LR, flags=[])
 
 
 # A finding, not a wish: on this task plain DPO (no SFT term) trades the rambling answers for
@@ -67,14 +56,11 @@ def test_offline_algorithm_beats_base(name: str, real_model: Path, data: dict[st
                                       capsys: pytest.CaptureFixture) -> None:
     command, dataset, steps, lr, extra = RUNS[name]
     out = tmp_path / name
-    _, wall = train([*command, "--model", real_model, "--dataset", data[dataset],
-                     "--output-dir", out, "--max-steps", steps, "--learning-rate", lr,
-                     *COMMON, *extra], capsys)
-    before, after = base_answers["held_out"], harness.evaluate(out)
-    harness.record(name, before, after, steps, wall, learning_rate=lr, flags=extra)
-    assert after["gold"] > before["gold"] + 0.1, (
-        f"{name}: gold {before['gold']:.3f} -> {after['gold']:.3f}; answers: "
-        f"{[a['answer'][:80] for a in after['answers'][:4]]}")
+    _, wall = harness.train([*command, "--model", real_model, "--dataset", data[dataset],
+                             "--output-dir", out, "--max-steps", steps, "--learning-rate", lr,
+                             *COMMON, *extra], capsys)
+    harness.check_beats_base(name, harness.evaluate(out), base_answers, steps, wall,
+                             learning_rate=lr, flags=extra)
 
 
 def test_rpo_alpha_holds_the_chosen_likelihood_at_a_high_learning_rate(
@@ -91,10 +77,11 @@ def test_rpo_alpha_holds_the_chosen_likelihood_at_a_high_learning_rate(
     chosen: dict[str, float] = {}
     for rpo in ("0", "1.0"):
         out = tmp_path / f"rpo{rpo}"
-        log, wall = train(["rlhf", "--algo", "dpo", "--model", real_model, "--dataset",
-                           data["pairwise"], "--output-dir", out, "--max-steps", LESSON_STEPS,
-                           "--learning-rate", HIGH_LR, "--rpo-alpha", rpo, *COMMON,
-                           "--logging-steps", "1", "--displacement-frac", "0.3"], capsys)
+        log, wall = harness.train(
+            ["rlhf", "--algo", "dpo", "--model", real_model, "--dataset", data["pairwise"],
+             "--output-dir", out, "--max-steps", LESSON_STEPS, "--learning-rate", HIGH_LR,
+             "--rpo-alpha", rpo, *COMMON, "--logging-steps", "1", "--displacement-frac", "0.3"],
+            capsys)
         warned = "likelihood_displacement" in log
         rows = harness.metric_rows(out)
         first, last = rows[0]["logps/chosen"], rows[-1]["logps/chosen"]

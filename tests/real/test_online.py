@@ -3,13 +3,10 @@ on SmolLM2-135M-Instruct; each judged on the held-out advice prompts like the of
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.conftest import run_cli
 from tests.real import harness
 
 pytestmark = pytest.mark.real
@@ -24,13 +21,6 @@ GRPO_STEPS = {"reward-fn": 20, "builtin-length": 12}
 # Answers of up to 96 tokens: about half of the base model's answers to the training questions
 # end within that, so rollouts hold both endings and ramblings to learn from.
 BUDGET = "96"
-
-
-def run(argv: list, capsys: pytest.CaptureFixture) -> float:
-    start = time.time()
-    code, out, err = run_cli(argv, capsys)
-    assert code == 0, f"align {' '.join(map(str, argv))} failed:\n{err[-3000:]}"
-    return time.time() - start
 
 
 @pytest.fixture(scope="module")
@@ -70,11 +60,12 @@ def test_ppo_from_sft_with_the_trained_rm(data, sft_model, sft_eval, trained_rm,
     extra = ["--rollout-batch-size", "8", "--per-device-train-batch-size", "8",
              "--max-new-tokens", BUDGET, "--ppo-epochs", "2", "--actor-lr", "2e-5",
              "--critic-lr", "2e-5", "--missing-eos-penalty", "1.0"]
-    wall = run(["rlhf", "--algo", "ppo", "--model", sft, "--reward-model", rm,
-                "--dataset", data["prompts"], "--output-dir", out, "--max-steps", PPO_STEPS,
-                *extra, *COMMON], capsys)
-    after = check("ppo (from sft)", out, base_answers, PPO_STEPS, wall, extra,
-                  gold_sft=sft_eval["gold"])
+    _, wall = harness.train(["rlhf", "--algo", "ppo", "--model", sft, "--reward-model", rm,
+                             "--dataset", data["prompts"], "--output-dir", out, "--max-steps",
+                             PPO_STEPS, *extra, *COMMON], capsys)
+    after = harness.evaluate(out)
+    harness.check_beats_base("ppo (from sft)", after, base_answers, PPO_STEPS, wall,
+                             flags=extra, gold_sft=sft_eval["gold"])
     assert after["gold"] >= sft_eval["gold"] - 0.1, (sft_eval["gold"], after["gold"])
 
 
@@ -88,17 +79,8 @@ def test_grpo_beats_base(reward, real_model, data, base_answers, tmp_path, capsy
     # greedy held-out answers short of ending (gold 0.04): the greedy answers lag the samples.
     extra = ["--per-device-train-batch-size", "8", "--num-generations", "4",
              "--max-completion-length", BUDGET, "--learning-rate", "2e-5", *source]
-    wall = run(["rlhf", "--algo", "grpo", "--model", real_model, "--dataset", data["prompts"],
-                "--output-dir", out, "--max-steps", GRPO_STEPS[reward], *extra, *COMMON], capsys)
-    check(f"grpo ({reward})", out, base_answers, GRPO_STEPS[reward], wall, extra)
-
-
-def check(name: str, out: Path, base_answers: dict[str, Any], steps: int, wall: float,
-          flags: list[str], **extra: Any) -> dict[str, Any]:
-    """Evaluate the run at ``out``, record it, and assert it beats the base model."""
-    before, after = base_answers["held_out"], harness.evaluate(out)
-    harness.record(name, before, after, steps, wall, flags=flags, **extra)
-    assert after["gold"] > before["gold"] + 0.1, (
-        f"{name}: gold {before['gold']:.3f} -> {after['gold']:.3f}; answers: "
-        f"{[a['answer'][:80] for a in after['answers'][:4]]}")
-    return after
+    _, wall = harness.train(["rlhf", "--algo", "grpo", "--model", real_model, "--dataset",
+                             data["prompts"], "--output-dir", out, "--max-steps",
+                             GRPO_STEPS[reward], *extra, *COMMON], capsys)
+    harness.check_beats_base(f"grpo ({reward})", harness.evaluate(out), base_answers,
+                             GRPO_STEPS[reward], wall, flags=extra)

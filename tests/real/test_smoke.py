@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli, write_jsonl
+from tests.conftest import write_jsonl
 from tests.real import harness, task
 
 pytestmark = pytest.mark.real_smoke
@@ -33,12 +33,6 @@ def smoke_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                                    [{"prompt": task.chat(q)} for q, _ in facts])}
 
 
-def run(argv: list, capsys: pytest.CaptureFixture) -> str:
-    code, out, err = run_cli(argv, capsys)
-    assert code == 0, f"align {' '.join(map(str, argv))} failed:\n{err[-3000:]}"
-    return out + err
-
-
 def answers_after_loading(out: Path, base: Path) -> str:
     """Load the saved policy back, check it changed, and answer one question greedily."""
     import torch
@@ -58,9 +52,10 @@ def test_dpo_from_the_gguf_file_saves_loads_and_answers(real_model, smoke_data, 
     gguf = sorted((real_model / "gguf").glob("*.gguf"))
     assert gguf, f"no GGUF file in {real_model / 'gguf'}: run scripts/get_smollm2.py again"
     out = tmp_path / "dpo"
-    run(["rlhf", "--algo", "dpo", "--model", gguf[0], "--dataset", smoke_data["pairwise"],
-         "--output-dir", out, "--max-steps", "2", "--per-device-train-batch-size", "2",
-         "--learning-rate", "1e-5", "--max-length", "128", *FAST], capsys)
+    harness.train(["rlhf", "--algo", "dpo", "--model", gguf[0], "--dataset",
+                   smoke_data["pairwise"], "--output-dir", out, "--max-steps", "2",
+                   "--per-device-train-batch-size", "2", "--learning-rate", "1e-5",
+                   "--max-length", "128", *FAST], capsys)
     answers_after_loading(out, real_model)
 
 
@@ -69,9 +64,10 @@ def test_rm_then_ppo_saves_loads_and_answers(real_model, smoke_data, tmp_path, c
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     rm = tmp_path / "rm"
-    run(["rlhf", "--algo", "rm", "--model", real_model, "--dataset", smoke_data["pairwise"],
-         "--output-dir", rm, "--max-steps", "2", "--per-device-train-batch-size", "2",
-         "--learning-rate", "1e-5", "--max-length", "128", *FAST], capsys)
+    harness.train(["rlhf", "--algo", "rm", "--model", real_model, "--dataset",
+                   smoke_data["pairwise"], "--output-dir", rm, "--max-steps", "2",
+                   "--per-device-train-batch-size", "2", "--learning-rate", "1e-5",
+                   "--max-length", "128", *FAST], capsys)
     scorer = AutoModelForSequenceClassification.from_pretrained(rm, use_safetensors=True)
     tok = AutoTokenizer.from_pretrained(rm)
     text = tok.apply_chat_template(task.chat("Who wrote Hamlet?") + [
@@ -81,19 +77,21 @@ def test_rm_then_ppo_saves_loads_and_answers(real_model, smoke_data, tmp_path, c
     assert score.shape == (1, 1) and torch.isfinite(score).all()
 
     out = tmp_path / "ppo"
-    log = run(["rlhf", "--algo", "ppo", "--model", real_model, "--reward-model", rm,
-               "--dataset", smoke_data["prompts"], "--output-dir", out, "--max-steps", "2",
-               "--rollout-batch-size", "4", "--per-device-train-batch-size", "4",
-               "--max-new-tokens", "24", *FAST], capsys)
+    log, _ = harness.train(["rlhf", "--algo", "ppo", "--model", real_model, "--reward-model",
+                            rm, "--dataset", smoke_data["prompts"], "--output-dir", out,
+                            "--max-steps", "2", "--rollout-batch-size", "4",
+                            "--per-device-train-batch-size", "4", "--max-new-tokens", "24",
+                            *FAST], capsys)
     assert "step 2: reward" in log
     answers_after_loading(out, real_model)
 
 
 def test_grpo_saves_loads_and_answers(real_model, smoke_data, tmp_path, capsys):
     out = tmp_path / "grpo"
-    run(["rlhf", "--algo", "grpo", "--model", real_model, "--dataset", smoke_data["prompts"],
-         "--output-dir", out, "--max-steps", "2", "--per-device-train-batch-size", "4",
-         "--num-generations", "4", "--max-completion-length", "24", "--reward-fn",
-         f"{Path(__file__).parent / 'rewards.py'}:word_variety", "--learning-rate", "1e-5",
-         *FAST], capsys)
+    harness.train(["rlhf", "--algo", "grpo", "--model", real_model, "--dataset",
+                   smoke_data["prompts"], "--output-dir", out, "--max-steps", "2",
+                   "--per-device-train-batch-size", "4", "--num-generations", "4",
+                   "--max-completion-length", "24", "--reward-fn",
+                   f"{Path(__file__).parent / 'rewards.py'}:word_variety", "--learning-rate",
+                   "1e-5", *FAST], capsys)
     answers_after_loading(out, real_model)

@@ -18,7 +18,7 @@ from typing import Any, Iterable
 
 import click
 
-from align.config import SHARED_GROUPS, RunConfig
+from align.config import RunConfig
 from align.errors import AlignError
 
 

@@ -8,12 +8,11 @@ Every training stage goes through ``align.runner.execute`` with a config resolve
 from __future__ import annotations
 
 import contextlib
-import json
 import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 

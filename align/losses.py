@@ -127,6 +127,33 @@ def ipo_loss(chosen_logps: Tensor, rejected_logps: Tensor, ref_chosen_logps: Ten
     return losses.mean(), _reward_metrics(chosen_ratio, rejected_ratio)
 
 
+def ld_logps(chosen_logprobs: Tensor, chosen_mask: Tensor, rejected_logprobs: Tensor,
+             rejected_mask: Tensor, alpha: float) -> tuple[Tensor, Tensor]:
+    """Length-desensitised sequence log-probabilities of LD-DPO (arXiv:2409.06411).
+
+    In each pair, the first ``min(|y_w|, |y_l|)`` answer tokens count fully and the tokens
+    beyond that length are weighted by ``alpha``: log p = Σ_shared log π + α · Σ_tail log π.
+    α = 1 is the plain summed log-probability; α = 0 compares the answers over their common
+    length only, so a long answer cannot lose merely by having more tokens. Apply it to the
+    policy and the reference alike, then use the results in place of summed log-probabilities.
+
+    Shapes: per-token log-probabilities and masks (B, T) over each side's answer tokens.
+    Returns: (chosen, rejected) sequence log-probabilities, each (B,).
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+
+    def weighted(logprobs: Tensor, mask: Tensor, shared: Tensor) -> Tensor:
+        mask = mask.to(logprobs.dtype)
+        pos = mask.cumsum(-1)  # 1, 2, ... over answer tokens
+        weight = torch.where(pos <= shared[:, None], 1.0, alpha) * mask
+        return (logprobs * weight).sum(-1)
+
+    shared = torch.minimum(chosen_mask.sum(-1), rejected_mask.sum(-1)).to(chosen_logprobs.dtype)
+    return (weighted(chosen_logprobs, chosen_mask, shared),
+            weighted(rejected_logprobs, rejected_mask, shared))
+
+
 def rpo_loss(chosen_logps: Tensor, rejected_logps: Tensor, ref_chosen_logps: Tensor,
              ref_rejected_logps: Tensor, chosen_logprobs: Tensor, chosen_mask: Tensor,
              beta: float, alpha: float, nll_reduction: str = "token") -> tuple[Tensor, Metrics]:

@@ -68,6 +68,44 @@ def test_ipo_is_length_normalised():
     assert close(loss_unnorm, 4.0)
 
 
+def test_ld_logps_hand_computed_and_loop_reference():
+    # Pair 1: chosen 2 tokens, rejected 4 (left-aligned, padding after): shared length 2.
+    # chosen: -1 - 2 = -3 (no tail); rejected: (-1 - 1) + 0.5 · (-2 - 2) = -4.
+    # Pair 2: chosen 3 tokens with a padded gap first, rejected 1: shared length 1.
+    # chosen: -3 + 0.5 · (-1 - 1) = -4; rejected: -5.
+    chosen_lp = T([[-1.0, -2.0, -9.0, -9.0], [0.0, -3.0, -1.0, -1.0]])
+    chosen_mask = T([[1, 1, 0, 0], [0, 1, 1, 1]])
+    rejected_lp = T([[-1.0, -1.0, -2.0, -2.0], [-5.0, -9.0, -9.0, -9.0]])
+    rejected_mask = T([[1, 1, 1, 1], [1, 0, 0, 0]])
+    c, r = losses.ld_logps(chosen_lp, chosen_mask, rejected_lp, rejected_mask, alpha=0.5)
+    assert torch.allclose(c, T([-3.0, -4.0])) and torch.allclose(r, T([-4.0, -5.0]))
+
+    def loop(lp, mask, shared, alpha):  # token by token
+        total, seen = 0.0, 0
+        for value, m in zip(lp.tolist(), mask.tolist()):
+            if m:
+                seen += 1
+                total += value if seen <= shared else alpha * value
+        return total
+
+    torch.manual_seed(0)
+    lp_c, lp_r = -torch.rand(3, 6), -torch.rand(3, 6)
+    m_c = T([[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1], [0, 0, 1, 1, 0, 0]])
+    m_r = T([[1, 1, 1, 1, 1, 0], [1, 1, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1]])
+    for alpha in (0.0, 0.3, 1.0):
+        c, r = losses.ld_logps(lp_c, m_c, lp_r, m_r, alpha)
+        for i in range(3):
+            shared = min(int(m_c[i].sum()), int(m_r[i].sum()))
+            assert close(c[i], loop(lp_c[i], m_c[i], shared, alpha), 1e-5)
+            assert close(r[i], loop(lp_r[i], m_r[i], shared, alpha), 1e-5)
+    # alpha = 1 is the plain summed log-probability
+    c, r = losses.ld_logps(lp_c, m_c, lp_r, m_r, 1.0)
+    assert torch.allclose(c, losses.masked_sum(lp_c, m_c))
+    assert torch.allclose(r, losses.masked_sum(lp_r, m_r))
+    with pytest.raises(ValueError, match="alpha"):
+        losses.ld_logps(lp_c, m_c, lp_r, m_r, 1.5)
+
+
 def test_nll_reductions_differ_on_unequal_lengths():
     logprobs = T([[-1.0, -3.0], [-4.0, 0.0]])
     mask = T([[1, 1], [1, 0]])

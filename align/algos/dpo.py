@@ -32,6 +32,11 @@ class DPOArgs:
                            "DPO (RPO); 0 is pure DPO.", source="ms-swift RLHF guide")
     label_smoothing: float = arg(0.0, "Assumed label-flip rate ε, read by the robust, "
                                  "exo_pair, aot and aot_unpaired losses.", source="TRL default")
+    ld_alpha: float | None = arg(
+        None, "LD-DPO: weight of each answer's tokens beyond the length of the shorter answer "
+        "of its pair (0 drops them, 1 is plain DPO): makes the preference less about length, "
+        "against DPO's drift to verbosity.",
+        source="TRL default (off)", metavar="FLOAT")
     precompute_ref_logps: bool = arg(
         False, "Compute the reference log-probs once before training, then free the "
         "reference (saves memory; needs a pass over the data first). Cached under "
@@ -60,6 +65,8 @@ class DPOArgs:
             raise ValueError(f"--rpo-alpha must be >= 0, got {self.rpo_alpha}")
         if not 0.0 <= self.label_smoothing < 0.5:
             raise ValueError(f"--label-smoothing must be in [0, 0.5), got {self.label_smoothing}")
+        if self.ld_alpha is not None and not 0.0 <= self.ld_alpha <= 1.0:
+            raise ValueError(f"--ld-alpha must be in [0, 1], got {self.ld_alpha}")
         # TRL 1.16's sigmoid loss no longer reads label_smoothing: refuse rather than
         # silently train something else than asked.
         if self.label_smoothing > 0 and not set(types) & set(SMOOTHED):
@@ -90,7 +97,7 @@ def build_trainer(cfg: Any, data: Any, eval_data: Any = None,
     loss_type, loss_weights = a.trl_losses()
     args = common.trl_config(cfg, DPOConfig, has_eval=eval_data is not None, beta=a.beta,
                              loss_type=loss_type, loss_weights=loss_weights,
-                             label_smoothing=a.label_smoothing,
+                             label_smoothing=a.label_smoothing, ld_alpha=a.ld_alpha,
                              precompute_ref_log_probs=a.precompute_ref_logps)
     tokenizer = common.load_tokenizer(cfg, data)
     model = common.load_policy(cfg)

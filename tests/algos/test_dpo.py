@@ -61,6 +61,7 @@ def test_dpo_lora_saves_an_adapter_that_loads_and_merges(tmp_path, capsys, tiny_
     (["--label-smoothing", "0.1"], "read only by the robust"),
     (["--loss-type", "exo_pair"], "needs --label-smoothing > 0"),
     (["--loss-type", "sigmoid,ipo", "--loss-weights", "1"], "one weight per loss"),
+    (["--ld-alpha", "1.5"], "--ld-alpha must be in [0, 1]"),
 ])
 def test_dpo_refuses_flags_trl_would_ignore(capsys, tiny_lm, pairs_file, flags, message):
     code, _, err = run_cli(["rlhf", "--algo", "dpo", "--model", tiny_lm, "--dataset", pairs_file,

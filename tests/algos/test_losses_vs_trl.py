@@ -51,14 +51,15 @@ def dpo_inputs(batch, policy, ref):
     return c, r, rc, rr, lp.chunk(2)[0], mask.chunk(2)
 
 
-@pytest.mark.parametrize("case", ["sigmoid", "ipo", "robust", "rpo"])
+@pytest.mark.parametrize("case", ["sigmoid", "ipo", "robust", "rpo", "ld"])
 def test_dpo_losses_match_paper_formulas(tmp_path, tiny_lm, ref_lm, pairs_file, case):
     from align.algos import dpo
 
     fields = {"sigmoid": dict(beta=0.3, rpo_alpha=0.0),
               "ipo": dict(beta=0.3, rpo_alpha=0.0, loss_type="ipo"),
               "robust": dict(beta=0.3, rpo_alpha=0.0, loss_type="robust", label_smoothing=0.2),
-              "rpo": dict(beta=0.3, rpo_alpha=0.7)}[case]
+              "rpo": dict(beta=0.3, rpo_alpha=0.7),
+              "ld": dict(beta=0.3, rpo_alpha=0.0, ld_alpha=0.25)}[case]
     cfg, data = make_config("dpo", tiny_lm, pairs_file, tmp_path, ref_model=ref_lm, **fields)
     got, batch = trl_loss(dpo.build_trainer, cfg, data)
     c, r, rc, rr, chosen_lp, (chosen_mask, rejected_mask) = dpo_inputs(batch, load(tiny_lm),
@@ -68,6 +69,18 @@ def test_dpo_losses_match_paper_formulas(tmp_path, tiny_lm, ref_lm, pairs_file, 
         assert abs(want - L.dpo_loss(c, r, rc, rr, beta=1.0)[0]) > 1e-3  # β matters here
     elif case == "ipo":
         want, _ = L.ipo_loss(c, r, rc, rr, chosen_mask.sum(-1), rejected_mask.sum(-1), beta=0.3)
+    elif case == "ld":
+        ids, am = batch["input_ids"], batch["attention_mask"]
+        mask = batch["completion_mask"][:, 1:]
+        assert not torch.equal(chosen_mask.sum(-1), rejected_mask.sum(-1))  # lengths differ
+
+        def ld(model):
+            chosen, rejected = token_logprobs(model, ids, am).chunk(2)
+            return L.ld_logps(chosen, mask.chunk(2)[0], rejected, mask.chunk(2)[1], alpha=0.25)
+
+        (lc, lr), (lrc, lrr) = ld(load(tiny_lm)), ld(load(ref_lm))
+        want, _ = L.dpo_loss(lc, lr, lrc, lrr, beta=0.3)
+        assert abs(float(want) - float(L.dpo_loss(c, r, rc, rr, beta=0.3)[0])) > 1e-4
     elif case == "robust":
         want, _ = L.robust_dpo_loss(c, r, rc, rr, beta=0.3, label_smoothing=0.2)
     else:

@@ -21,10 +21,13 @@ COMMON = harness.OFFLINE_FLAGS
 # name: (command and algorithm, dataset, steps, learning rate, extra flags)
 RUNS: dict[str, tuple[list[str], str, int, str, list[str]]] = {
     "dpo": (["rlhf", "--algo", "dpo"], "pairwise", 16, "1e-5", ["--rpo-alpha", "1.0"]),
-    # Plain DPO learned to echo the question in a short sentence or to decline ("I'm not sure
-    # how to help."), gold 0.00, at 1e-5 and at 5e-6 alike: see PLAIN_DPO_FAILS below.
-    "dpo (rpo-alpha 0)": (["rlhf", "--algo", "dpo"], "pairwise", 16, "5e-6",
-                          ["--rpo-alpha", "0"]),
+    # Without the SFT term: the IPO loss, which TRL computes on per-token mean log-probabilities.
+    # The default sigmoid loss on summed log-probabilities learned to echo the question or to
+    # decline ("I'm not sure how to help."), gold 0.00, at 5e-6, 1e-5 and 5e-5 and at --beta 0.5
+    # alike: its cheapest way to lower the long rejected answers was to lower everything the
+    # model used to say (docs/real-model.md, "What the run teaches").
+    "dpo ipo (rpo-alpha 0)": (["rlhf", "--algo", "dpo"], "pairwise", 16, "1e-5",
+                              ["--rpo-alpha", "0", "--loss-type", "ipo"]),
     "kto": (["rlhf", "--algo", "kto"], "unpaired", 16, "1e-5", []),
     "cpo": (["rlhf", "--algo", "cpo"], "pairwise", 16, "1e-5", []),
     "simpo": (["rlhf", "--algo", "simpo"], "pairwise", 16, "1e-5", []),
@@ -42,15 +45,7 @@ def test_sft_beats_base(sft_model: tuple[Path, float], sft_eval: dict[str, Any],
                              learning_rate=harness.SFT_LR, flags=[])
 
 
-# A finding, not a wish: on this task plain DPO (no SFT term) trades the rambling answers for
-# short refusals and echoes, scoring 0.00 at 5e-6, 1e-5 and 5e-5 (docs/real-model.md). Strict:
-# a setting that makes it beat the base model turns this into a failure to look at.
-PLAIN_DPO_FAILS = pytest.mark.xfail(
-    strict=True, reason="plain DPO degenerates into refusals on this task (gold 0.00)")
-
-
-@pytest.mark.parametrize("name", [pytest.param(n, marks=PLAIN_DPO_FAILS)
-                                  if n == "dpo (rpo-alpha 0)" else n for n in RUNS])
+@pytest.mark.parametrize("name", list(RUNS))
 def test_offline_algorithm_beats_base(name: str, real_model: Path, data: dict[str, Path],
                                       base_answers: dict[str, Any], tmp_path: Path,
                                       capsys: pytest.CaptureFixture) -> None:

@@ -95,8 +95,8 @@ def convert(gguf: Path, out: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(staging)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    # SmolLM2 pads with its EOS token; a distinct pad token keeps EOS in the loss and in
-    # attention masks built from pad ids, so trained models still learn to stop.
+    # SmolLM2 pads with its EOS token; a distinct pad token keeps EOS apart from padding in
+    # code that finds padding by its id (label masks, attention masks, last-token lookups).
     if tokenizer.pad_token == tokenizer.eos_token and "<|endoftext|>" in tokenizer.get_vocab():
         tokenizer.pad_token = "<|endoftext|>"
     tokenizer.save_pretrained(staging)

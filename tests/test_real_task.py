@@ -58,3 +58,16 @@ def test_results_table_keeps_the_latest_row_per_run():
     assert lines[2] == "| dpo | 0.02 → 0.40 | 0% → 25% | 51 → 22 | 16 | 4.3 min |"
     assert lines[3] == "| rm | — | 50% → 100% (held-out pairs ranked right) | — | 30 | 2.0 min |"
     assert "quickstart" not in table and "Machine: test box." in table
+
+
+def test_drop_checkpoints_keeps_the_final_model(tmp_path):
+    from tests.real import harness
+
+    out = tmp_path / "run"
+    for name in ("checkpoint-8/optimizer.pt", "checkpoint-16/model.safetensors",
+                 "model.safetensors", "metrics.jsonl"):
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text("x")
+    harness.drop_checkpoints(["rlhf", "--output-dir", out, "--max-steps", 16])
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.jsonl", "model.safetensors"]
+    harness.drop_checkpoints(["rlhf", "--max-steps", 16])  # no output dir: nothing to do

@@ -3,12 +3,10 @@ measure of tests/real/task.py and the table scripts/real_table.py writes for the
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 
 import pytest
 
-from tests.real import task
+from tests.real import harness, task
 
 EGG = next(h for h in task.HELD_OUT if h.prompt == "How do I boil an egg?")
 
@@ -39,10 +37,7 @@ def test_every_reference_answer_scores_full_gold():
 
 
 def test_results_table_keeps_the_latest_row_per_run():
-    path = Path(__file__).resolve().parents[1] / "scripts" / "real_table.py"
-    spec = importlib.util.spec_from_file_location("real_table", path)
-    real_table = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(real_table)
+    real_table = harness.script("real_table")
     row = {"gold_before": 0.02, "accuracy_before": 0.0, "words_before": 51.0, "steps": 16,
            "machine": "test box"}
     table = real_table.table([
@@ -61,8 +56,6 @@ def test_results_table_keeps_the_latest_row_per_run():
 
 
 def test_drop_checkpoints_keeps_the_final_model(tmp_path):
-    from tests.real import harness
-
     out = tmp_path / "run"
     for name in ("checkpoint-8/optimizer.pt", "checkpoint-16/model.safetensors",
                  "model.safetensors", "metrics.jsonl"):
@@ -71,3 +64,11 @@ def test_drop_checkpoints_keeps_the_final_model(tmp_path):
     harness.drop_checkpoints(["rlhf", "--output-dir", out, "--max-steps", 16])
     assert sorted(p.name for p in out.iterdir()) == ["metrics.jsonl", "model.safetensors"]
     harness.drop_checkpoints(["rlhf", "--max-steps", 16])  # no output dir: nothing to do
+
+
+def test_the_suite_and_the_scripts_share_their_default_paths(monkeypatch, tmp_path):
+    monkeypatch.setenv("ALIGN_REAL_MODEL", str(tmp_path / "model"))
+    monkeypatch.setenv("ALIGN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("ALIGN_REAL_RESULTS", raising=False)
+    assert harness.model_dir() == tmp_path / "model"
+    assert harness.results_file() == tmp_path / "cache" / "real" / "results.jsonl"

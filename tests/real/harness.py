@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from align.cache import cache_dir
 from tests.real import task
 
 EVAL_TOKENS = 64  # token budget of a held-out answer (about 48 words: rambling runs out)
@@ -98,15 +97,26 @@ def machine() -> str:
            f"{torch.get_num_threads()} threads"
 
 
+def script(name: str) -> Any:
+    """The module ``scripts/NAME.py`` (scripts/ is not a package): the user-facing scripts own
+    the suite's default paths, so that the tests and the scripts cannot disagree on them."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def model_dir() -> Path:
     """The SmolLM2 directory: $ALIGN_REAL_MODEL, else where scripts/get_smollm2.py writes it."""
-    return Path(os.environ.get("ALIGN_REAL_MODEL")
-                or Path.home() / ".cache" / "align" / "smollm2-135m-instruct")
+    return script("get_smollm2").default_dir()
 
 
 def results_file() -> Path:
-    """Where every real-model test appends its row (docs/real-model.md is written from it)."""
-    return Path(os.environ.get("ALIGN_REAL_RESULTS") or cache_dir() / "real" / "results.jsonl")
+    """Where every real-model test appends its row and scripts/real_table.py reads it from."""
+    return script("real_table").default_results()
 
 
 def record(name: str, before: dict[str, Any], after: dict[str, Any], steps: int,

@@ -90,7 +90,7 @@ def flag_owners() -> dict[str, list[str]]:
 def _register_builtins() -> None:
     from align.algos import cpo, dpo, grpo, kto, online, orpo, rloo, rm, sft, simpo
     from align.ppo import config as ppo_config
-    from align.ppo import state as ppo_state
+    from align.ppo import plan as ppo_plan
 
     def ppo_run(cfg: Any, data: Any, eval_data: Any = None) -> Any:
         from align.ppo.trainer import run
@@ -100,7 +100,7 @@ def _register_builtins() -> None:
     for spec in (
         AlgoSpec("ppo", "prompt", ppo_config.PPOConfig, ppo_run, needs_ref=True,
                  reward_model="required", online=True, extra_groups=("health",),
-                 check=ppo_state.check,
+                 check=ppo_plan.check,
                  summary="Actor-critic RLHF with a reward model, token-level KL and GAE",
                  paper="https://arxiv.org/abs/1707.06347"),
         AlgoSpec("dpo", "pairwise", dpo.DPOArgs, dpo.run, needs_ref=True, reward_model="no",

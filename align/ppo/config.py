@@ -20,6 +20,7 @@ from align.config import arg, validate_choices
 PRESETS = ("default", "ppo-max", "vanilla")
 KL_ESTIMATORS = ("k1", "k2", "k3")
 ROLLOUT_ENGINES = ("hf", "vllm")
+CRITIC_BASES = ("policy", "reward-model")
 
 # The fields a preset decides, and their value under each preset.
 PRESET_VALUES: dict[str, dict[str, Any]] = {
@@ -46,11 +47,19 @@ class PPOConfig:
         "its score head becomes the per-token value head).",
         source="Secrets of RLHF: critic from the RM", metavar="PATH")
     actor_lr: float | None = arg(
-        None, "Actor learning rate (default: --learning-rate if given, else 5e-7 for full "
-        "fine-tuning, 5e-6 with LoRA).", source="OpenRLHF train_ppo_llama.sh (7B); x10 for LoRA")
+        None, "Actor learning rate (default: --learning-rate if given, else by the policy's "
+        "size: 5e-7 from 5B parameters, 3e-6 from 1B, 1e-5 below; x10 with LoRA).",
+        source="OpenRLHF (7B), TRL (1B), measured on SmolLM2-135M; see align/ppo/plan.py")
     critic_lr: float | None = arg(
-        None, "Critic learning rate (default: 9e-6 full, 9e-5 with LoRA).",
-        source="OpenRLHF train_ppo_llama.sh (7B); x10 for LoRA")
+        None, "Critic learning rate (default by the policy's size: 9e-6 from 1B parameters, "
+        "2e-5 below; x10 with LoRA).", source="OpenRLHF (7B); measured on SmolLM2-135M")
+    critic_base: str | None = arg(
+        None, "With --lora/--qlora, the base the critic's adapter sits on: policy (one base "
+        "for actor, critic and reference; the reward model is its own copy, which "
+        "--offload-reward-model can keep on CPU) or reward-model (the critic starts from the "
+        "reward model's backbone, which doubles as the reward model with the adapter off). "
+        "Default: policy.", source="align default (single-base layout)",
+        choices=CRITIC_BASES)
     # --- rollout ------------------------------------------------------------------------------
     rollout_batch_size: int = arg(64, "Prompts sampled per PPO step (one rollout batch).",
                                   source="align default")

@@ -13,20 +13,20 @@ import torch
 from torch import Tensor
 
 from align.ppo.config import PPOConfig
-from align.ppo.kl_control import KLController
 from align.ppo.losses import (clip_advantages, entropy_from_logits, explained_variance, gae,
                               gather_logprobs, kl_penalty, masked_mean, masked_sum,
                               masked_whiten, policy_loss, token_rewards, value_loss)
-from align.ppo.models import token_scores, trainable
+from align.ppo.models import ACTOR, CRITIC
 from align.ppo.reward_norm import RunningMoments
-from align.ppo.rollout import Experience, policy_logits
+from align.ppo.rollout import Experience
 
 
-def compute_rewards(a: PPOConfig, exp: Experience, kl_ctl: KLController,
-                    reward_stats: RunningMoments) -> dict[str, float]:
+def compute_rewards(a: PPOConfig, exp: Experience, kl_coef: float,
+                    reward_stats: RunningMoments) -> tuple[Tensor, dict[str, float]]:
     """Shape the RM score (EOS penalty, normalisation, clip) and add the token-level KL penalty.
 
-    Sets ``exp.rewards`` (B, T); returns reward and KL metrics.
+    ``exp`` is the whole rollout batch (gathered over all processes). Returns the per-token
+    rewards (B, T) and the reward and KL metrics; updates ``reward_stats`` with the scores.
     """
     scores = exp.scores.clone()
     if a.missing_eos_penalty:
@@ -37,38 +37,42 @@ def compute_rewards(a: PPOConfig, exp: Experience, kl_ctl: KLController,
     if a.reward_clip:
         scores = scores.clamp(-a.reward_clip, a.reward_clip)
     kl = kl_penalty(exp.logprobs, exp.ref_logprobs, a.kl_estimator)  # (B, T)
-    exp.rewards = token_rewards(scores, kl, exp.mask, kl_ctl.value)
+    rewards = token_rewards(scores, kl, exp.mask, kl_coef)
     if a.whiten_rewards:
-        exp.rewards = masked_whiten(exp.rewards, exp.mask, shift_mean=False)
+        rewards = masked_whiten(rewards, exp.mask, shift_mean=False)
     kl_per_response = masked_sum(kl, exp.mask, dim=1)  # (B,) nats per response
-    return {
+    return rewards, {
         "reward/raw": exp.scores.mean().item(),
+        "reward/raw_std": exp.scores.std().item() if exp.batch_size > 1 else 0.0,
         "reward/normalized": scores.mean().item(),
         "objective/kl": kl_per_response.mean().item(),
-        "objective/kl_coef": kl_ctl.value,
-        "objective/rlhf_reward": (scores - kl_ctl.value * kl_per_response).mean().item(),
+        "objective/kl_coef": kl_coef,
+        "objective/rlhf_reward": (scores - kl_coef * kl_per_response).mean().item(),
     }
 
 
-def compute_advantages(a: PPOConfig, exp: Experience) -> dict[str, float]:
-    """GAE over response tokens, then whitening and clipping; sets advantages and returns."""
-    advantages, returns = gae(exp.rewards, exp.values, exp.mask, a.gamma, a.lam)
+def compute_advantages(a: PPOConfig, exp: Experience, rewards: Tensor
+                       ) -> tuple[Tensor, Tensor, dict[str, float]]:
+    """GAE over response tokens, then whitening and clipping.
+
+    Returns advantages and returns (B, T) and the critic's metrics."""
+    advantages, returns = gae(rewards, exp.values, exp.mask, a.gamma, a.lam)
     if a.whiten_advantages:
         advantages = masked_whiten(advantages, exp.mask)
     if a.advantage_clip:
         advantages = clip_advantages(advantages, a.advantage_clip)
-    exp.advantages, exp.returns = advantages, returns
-    return {
+    return advantages, returns, {
         "value/explained_var": explained_variance(exp.values, returns, exp.mask).item(),
         "value/mean": masked_mean(exp.values, exp.mask).item(),
         "value/returns": masked_mean(returns, exp.mask).item(),
     }
 
 
-def actor_loss(actor: Any, mb: Experience, a: PPOConfig) -> tuple[Tensor, dict[str, Tensor]]:
-    """Clipped policy loss on a micro-batch, minus the entropy bonus if asked."""
+def actor_loss(model: Any, mb: Experience, a: PPOConfig) -> tuple[Tensor, dict[str, Tensor]]:
+    """Clipped policy loss on a micro-batch, minus the entropy bonus if asked (the actor's
+    adapter active)."""
     ids, attn, pos = mb.sequences()
-    logits = policy_logits(actor, ids, attn, pos, mb.response_ids.shape[1], a.temperature)
+    logits = model(ids, attn, pos, T=mb.response_ids.shape[1], temperature=a.temperature)
     logprobs = gather_logprobs(logits, mb.response_ids)
     loss, m = policy_loss(logprobs, mb.logprobs, mb.advantages, mb.mask, clip_low=a.cliprange,
                           clip_high=a.cliprange, dual_clip=a.dual_clip)
@@ -81,11 +85,11 @@ def actor_loss(actor: Any, mb: Experience, a: PPOConfig) -> tuple[Tensor, dict[s
     return loss, metrics
 
 
-def critic_loss(critic: Any, mb: Experience, a: PPOConfig) -> tuple[Tensor, dict[str, Tensor]]:
-    """Value loss on a micro-batch (clipped around the rollout values if asked), times vf_coef."""
+def critic_loss(model: Any, mb: Experience, a: PPOConfig) -> tuple[Tensor, dict[str, Tensor]]:
+    """Value loss on a micro-batch (clipped around the rollout values if asked), times vf_coef
+    (the critic's adapter active)."""
     ids, attn, pos = mb.sequences()
-    P, T = mb.prompt_ids.shape[1], mb.response_ids.shape[1]
-    values = token_scores(critic, ids, attn, pos)[:, P - 1:P - 1 + T]
+    values = model(ids, attn, pos, T=mb.response_ids.shape[1])
     loss, m = value_loss(values, mb.values, mb.returns, mb.mask, clip=a.cliprange_value)
     return a.vf_coef * loss, {"loss/value": loss.detach(), "value/clipfrac": m["clipfrac"]}
 
@@ -100,75 +104,88 @@ def ptx_loss(actor: Any, ids: Tensor, mask: Tensor) -> Tensor:
     return -masked_mean(logprobs, mask[:, 1:])
 
 
-def optimizer_step(model: Any, optimizer: Any, scheduler: Any, max_grad_norm: float) -> float:
-    """Clip the global gradient norm (Secrets of RLHF), step, and return the pre-clip norm."""
+def clip_and_norm(params: list[torch.nn.Parameter], max_grad_norm: float) -> float:
+    """Clip the global gradient norm of ``params`` (Secrets of RLHF); return the pre-clip norm."""
     limit = max_grad_norm if max_grad_norm > 0 else float("inf")
-    norm = torch.nn.utils.clip_grad_norm_(trainable(model), limit)
-    optimizer.step()
-    scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
-    return float(norm)
+    return float(torch.nn.utils.clip_grad_norm_(params, limit))
 
 
-def accumulate(actor: Any, critic: Any, mini: Experience, micro_size: int, a: PPOConfig,
-               train_actor: bool, ptx_batches: Any = None) -> dict[str, list[float]]:
-    """Backward passes over one mini-batch in micro-batches of ``micro_size`` sequences.
+def accumulate(model: Any, mini: Experience, micro_size: int, a: PPOConfig, train_actor: bool,
+               scale: Tensor, ptx_batches: Any = None) -> dict[str, list[float]]:
+    """Backward passes over this process's share of one mini-batch, in micro-batches of
+    ``micro_size`` sequences.
 
-    Each micro-batch's token-mean loss is weighted by its share of the mini-batch's tokens, so
-    the accumulated gradient equals that of the whole mini-batch at once (whatever
-    ``micro_size``). ``ptx_batches()`` returns the next (ids, mask) PTX batch.
+    Each micro-batch's token-mean loss is weighted by ``tokens / scale``, where ``scale`` is
+    the mini-batch's token count over all processes divided by the number of processes (whose
+    gradients are averaged afterwards): the accumulated gradient then equals that of the whole
+    mini-batch at once, whatever ``micro_size`` and however many processes share it. Returns
+    each metric as (value x tokens) sums and the token count under ``"tokens"``, so that means
+    over micro-batches and processes can be weighted the same way.
     """
     stats: dict[str, list[float]] = defaultdict(list)
-    tokens = mini.mask.sum().clamp(min=1)
     starts = range(0, mini.batch_size, micro_size)
     for start in starts:
         mb = mini.select(torch.arange(start, min(start + micro_size, mini.batch_size),
                                       device=mini.mask.device))
-        weight = mb.mask.sum() / tokens
+        tokens = mb.mask.sum()
+        weight = tokens / scale
         parts = []
         if train_actor:
-            loss, metrics = actor_loss(actor, mb, a)
-            loss = loss * weight
-            if a.ptx_coef and ptx_batches is not None:
-                ptx = ptx_loss(actor, *ptx_batches())
-                loss = loss + a.ptx_coef * ptx / len(starts)
-                metrics["loss/ptx"] = ptx.detach()
-            loss.backward()
+            with model.adapter(ACTOR):
+                loss, metrics = actor_loss(model, mb, a)
+                loss = loss * weight
+                if a.ptx_coef and ptx_batches is not None:
+                    ptx = ptx_loss(model.actor, *ptx_batches())
+                    loss = loss + a.ptx_coef * ptx / len(starts)
+                    metrics["loss/ptx"] = ptx.detach()
+                loss.backward()
             parts.append(metrics)
-        loss, metrics = critic_loss(critic, mb, a)
-        (loss * weight).backward()
+        with model.adapter(CRITIC):
+            loss, metrics = critic_loss(model, mb, a)
+            (loss * weight).backward()
         parts.append(metrics)
+        n = float(tokens)
+        stats["tokens"].append(n)
         for m in parts:
             for k, v in m.items():
-                stats[k].append(float(v))
+                stats[k].append(float(v) * n)
     return stats
 
 
 def ppo_update(roles: Any, optim: Any, exp: Experience, a: PPOConfig, micro_size: int,
-               max_grad_norm: float, train_actor: bool, ptx_batches: Any = None
+               max_grad_norm: float, train_actor: bool, dist: Any, ptx_batches: Any = None
                ) -> dict[str, float]:
-    """``ppo_epochs`` passes over the rollout, each shuffled into ``num_mini_batches`` steps.
+    """``ppo_epochs`` passes over this process's rows of the rollout, each shuffled into
+    ``num_mini_batches`` optimizer steps (every process takes the same steps together).
 
-    Returns the mean of each loss and statistic over all micro-batches and optimizer steps.
+    Returns the token-weighted mean of each loss and statistic over all micro-batches, epochs
+    and processes, and the mean gradient norms.
     """
-    actor, critic = roles.actor, roles.critic
-    actor.train()
-    critic.train()
-    stats: dict[str, list[float]] = defaultdict(list)
+    model = roles.model
+    model.train()
+    sums: dict[str, float] = defaultdict(float)
+    norms: dict[str, list[float]] = defaultdict(list)
     B = exp.batch_size
     mini_size = B // a.num_mini_batches
     for _ in range(a.ppo_epochs):
         order = torch.randperm(B).to(exp.mask.device)
         for start in range(0, B, mini_size):
             mini = exp.select(order[start:start + mini_size])
-            for k, v in accumulate(actor, critic, mini, micro_size, a, train_actor,
+            scale = dist.sum(mini.mask.sum().float()).clamp(min=1) / dist.world
+            for k, v in accumulate(model, mini, micro_size, a, train_actor, scale,
                                    ptx_batches).items():
-                stats[k] += v
+                sums[k] += sum(v)
+            dist.average_gradients(model.trainable)
             if train_actor:
-                stats["grad/actor_norm"].append(optimizer_step(
-                    actor, optim.actor, optim.actor_scheduler, max_grad_norm))
-            stats["grad/critic_norm"].append(optimizer_step(
-                critic, optim.critic, optim.critic_scheduler, max_grad_norm))
-    actor.eval()
-    critic.eval()
-    return {k: sum(v) / len(v) for k, v in stats.items()}
+                norms["grad/actor_norm"].append(clip_and_norm(model.actor_params(),
+                                                              max_grad_norm))
+            norms["grad/critic_norm"].append(clip_and_norm(model.critic_params(), max_grad_norm))
+            optim.step()
+    model.eval()
+    keys = sorted(sums)
+    totals = dist.sum(torch.tensor([sums[k] for k in keys], dtype=torch.float64,
+                                   device=exp.mask.device)).tolist()
+    total = dict(zip(keys, totals))
+    tokens = max(total.pop("tokens"), 1.0)
+    return {k: v / tokens for k, v in total.items()} | \
+        {k: sum(v) / len(v) for k, v in norms.items()}

@@ -54,6 +54,17 @@ class HealthArgs:
     displacement_frac: float = arg(
         0.5, "Likelihood displacement (DPO family): chosen log-prob falls by this fraction "
         "of its starting magnitude while the margin grows.", source="Razin et al. 2024")
+    drift_window: int = arg(
+        8, "KL drift (online RL): logged steps compared, older half against newer half.",
+        source="issue 19: KL rose to 3.7 nats while the reward stayed flat")
+    drift_kl_rise: float = arg(
+        1.0, "KL drift: KL to the reference rising by this many nats per response (newer half "
+        "of the window against the older) while the reward does not rise.")
+    critic_patience: int = arg(
+        5, "Critic not learning (PPO): explained variance <= 0 for this many logged steps.")
+    no_eos_frac: float = arg(
+        0.05, "Responses never end: EOS fraction at or below this for --health-patience "
+        "logged steps.")
     rollback_lr_factor: float = arg(0.5, "On rollback, multiply the learning rate by this.")
     max_rollbacks: int = arg(3, "Stop after this many rollbacks in one run.")
 
@@ -61,6 +72,8 @@ class HealthArgs:
         validate_choices(self)
         if self.health_patience < 1:
             raise ValueError("--health-patience must be at least 1")
+        if self.drift_window < 4 or self.critic_patience < 1:
+            raise ValueError("--drift-window must be at least 4 and --critic-patience at least 1")
         if self.health_baseline_steps < 1:
             raise ValueError("--health-baseline-steps must be at least 1")
         if not 0.0 < self.rollback_lr_factor < 1.0:
@@ -93,7 +106,58 @@ HINTS = {
     "nan": "lower the learning rate, keep --max-grad-norm on, prefer --bf16 over --fp16",
     "likelihood_displacement": "mix in the SFT loss (--rpo-alpha 1.0 for dpo, --cpo-alpha "
                                "for cpo/simpo) or lower the learning rate",
+    "kl_drift": "the policy moves away from the reference without earning reward: check that "
+                "the reward separates good from bad answers (its spread per batch), raise "
+                "--kl-coef, lower --actor-lr, or give the critic --critic-warmup-steps",
+    "critic_stuck": "the critic explains none of the returns: raise --critic-lr, add "
+                    "--critic-warmup-steps, or check the value head's start (docs/ppo.md)",
+    "no_eos": "the reward model only ever scores cut-off text: add --missing-eos-penalty 1.0, "
+              "raise --max-new-tokens, or start from an SFT model that stops",
 }
+# Detectors that advise rather than report a collapse: --on-collapse stop/rollback ignores
+# them (rolling back would not change what they see).
+ADVISORY = frozenset({"kl_drift", "critic_stuck", "no_eos"})
+
+
+def kl_drift(kls: Sequence[float], rewards: Sequence[float], window: int, kl_rise: float
+             ) -> str | None:
+    """KL rising while the reward stays flat: the older and newer halves of the last
+    ``window`` logged steps are compared; fires when the mean KL rose by at least ``kl_rise``
+    nats and the mean reward rose by less than half the window's reward spread (its standard
+    deviation over steps). Returns the message, or None."""
+    if len(kls) < window or len(rewards) < window:
+        return None
+    k, r = list(kls)[-window:], list(rewards)[-window:]
+    half = window // 2
+    kl_up = sum(k[half:]) / (window - half) - sum(k[:half]) / half
+    gain = sum(r[half:]) / (window - half) - sum(r[:half]) / half
+    mean = sum(r) / window
+    spread = math.sqrt(sum((x - mean) ** 2 for x in r) / (window - 1))
+    if kl_up >= kl_rise and gain < 0.5 * spread:
+        return (f"KL to the reference rose by {kl_up:.2f} nats over the last {window} logged "
+                f"steps (to {k[-1]:.2f}) while the reward moved by {gain:+.3f} (spread "
+                f"{spread:.3f}): drift without gain")
+    return None
+
+
+def critic_stuck(explained: Sequence[float], patience: int) -> str | None:
+    """The critic does not learn: explained variance <= 0 in each of the last ``patience``
+    logged steps. Returns the message, or None."""
+    last = list(explained)[-patience:]
+    if len(last) < patience or any(v > 0 for v in last):
+        return None
+    return (f"value explained variance <= 0 for {patience} logged steps (last {last[-1]:.2f}): "
+            "the critic's values explain none of the returns")
+
+
+def never_ends(eos_fracs: Sequence[float], patience: int, threshold: float) -> str | None:
+    """Responses that never end: EOS fraction <= ``threshold`` in each of the last
+    ``patience`` logged steps. Returns the message, or None."""
+    last = list(eos_fracs)[-patience:]
+    if len(last) < patience or any(v > threshold for v in last):
+        return None
+    return (f"{last[-1]:.0%} of responses ended with EOS in each of the last {patience} logged "
+            "steps: every other one was cut at the token limit")
 
 
 def repeated_ngram_frac(tokens: Sequence[int], n: int = 4) -> float:
@@ -132,6 +196,9 @@ def _finite(value: Any) -> bool:
         return True  # not a number (e.g. a string field): nothing to judge
 
 
+# Metrics whose recent values the online detectors (kl_drift, critic_stuck, no_eos) read.
+HISTORY_KEYS = ("objective/kl", "reward/raw", "value/explained_var", "rollout/eos_frac")
+
 # Baseline field -> the canonical metric it averages.
 BASELINE_KEYS = {"response_len": "rollout/response_len",
                  "truncated_frac": "rollout/truncated_frac",
@@ -160,17 +227,23 @@ class HealthMonitor:
         self.events: list[HealthEvent] = []
         self.rollbacks = 0
         self.notes: list[str] = []  # one-time remarks (e.g. truncation before training)
+        self.history: dict[str, list[float]] = {}  # recent values of HISTORY_KEYS
+        self.advising: list[str] = []  # advisory detectors whose condition holds now
 
     # --- persistence (exact resume) -------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {"baseline": dict(self.baseline.__dict__), "streaks": dict(self.streaks),
-                "events": [e.__dict__ for e in self.events], "rollbacks": self.rollbacks}
+                "events": [e.__dict__ for e in self.events], "rollbacks": self.rollbacks,
+                "history": {k: list(v) for k, v in self.history.items()},
+                "advising": list(self.advising)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.baseline = _Baseline(**state["baseline"])
         self.streaks = dict(state["streaks"])
         self.events = [HealthEvent(**e) for e in state["events"]]
         self.rollbacks = int(state["rollbacks"])
+        self.history = {k: list(v) for k, v in state.get("history", {}).items()}
+        self.advising = list(state.get("advising", []))
 
     # --- detection ------------------------------------------------------------------------
     def _streak(self, name: str, bad: bool) -> bool:
@@ -237,12 +310,39 @@ class HealthMonitor:
                               f"chosen log-prob fell from {b.chosen_logps:.2f} to {chosen:.2f} "
                               f"while the margin rose from {b.margin or 0.0:.2f} to "
                               f"{margin:.2f}: both answers are being pushed down"))
+        fired += self._online_checks(metrics)
         events = [HealthEvent(name, step, f"{msg}. Try: {HINTS[name]}") for name, msg in fired]
         self.events.extend(events)
         return events
 
+    def _online_checks(self, m: dict[str, Any]) -> list[tuple[str, str]]:
+        """KL drift, a critic that does not learn, responses that never end (online runs):
+        each fires once, then again only after it has been quiet."""
+        a = self.args
+        keep = max(a.drift_window, a.critic_patience, a.health_patience)
+        for key in HISTORY_KEYS:
+            if key in m and _finite(m[key]):
+                values = self.history.setdefault(key, [])
+                values.append(float(m[key]))
+                del values[:-keep]
+        h = self.history
+        found = {
+            "kl_drift": kl_drift(h.get("objective/kl", []), h.get("reward/raw", []),
+                                 a.drift_window, a.drift_kl_rise)
+            if "objective/kl" in m else None,
+            "critic_stuck": critic_stuck(h.get("value/explained_var", []), a.critic_patience)
+            if "value/explained_var" in m else None,
+            "no_eos": never_ends(h.get("rollout/eos_frac", []), a.health_patience, a.no_eos_frac)
+            if "rollout/eos_frac" in m else None,
+        }
+        fired = [(name, msg) for name, msg in found.items() if msg and name not in self.advising]
+        self.advising = [name for name, msg in found.items() if msg]
+        return fired
+
     def decide(self, events: list[HealthEvent]) -> str:
-        """The action for these events: continue, warn, stop or rollback (bounded)."""
+        """The action for these events: continue, warn, stop or rollback (bounded). Advisory
+        detectors (KL drift, critic, EOS) only warn."""
+        events = [e for e in events if e.detector not in ADVISORY]
         if not events:
             return "continue"
         action = self.args.on_collapse

@@ -8,6 +8,8 @@
   ``torch.load(weights_only=True)``);
 - ``state.json``: step, number of processes, prompt position, KL controller, reward statistics,
   health monitor and the rest of the trainer's state;
+- ``deepspeed/`` under ``--deepspeed``: the engine's own checkpoint (each process's optimizer
+  partition) in place of the optimizer in ``optim.pt``;
 - ``rank-R.pt``, one per process: that process's torch/CUDA, Python and NumPy RNG states and
   data positions (weights-only as well).
 
@@ -36,7 +38,7 @@ import torch
 
 from align.ppo.models import Roles
 
-STATE_FILE, OPTIM_FILE = "state.json", "optim.pt"
+STATE_FILE, OPTIM_FILE, DEEPSPEED_DIR = "state.json", "optim.pt", "deepspeed"
 KILL_ENV = "ALIGN_PPO_KILL_IN_SAVE"
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
 
@@ -135,6 +137,9 @@ def save_checkpoint(out: Path, step: int, roles: Roles, state: dict[str, Any],
         torch.save(tensors, tmp / OPTIM_FILE)
         (tmp / STATE_FILE).write_text(json.dumps(state), encoding="utf-8")
     dist.barrier()
+    if dist.engine is not None:  # every process writes its part of the optimizer
+        dist.engine.save_checkpoint(str(tmp / DEEPSPEED_DIR), tag="state",
+                                    exclude_frozen_parameters=True)
     torch.save(own, tmp / f"rank-{dist.rank}.pt")
     dist.barrier()
     if dist.is_main:
@@ -156,6 +161,10 @@ def load_checkpoint(ckpt: Path, roles: Roles, dist: Any
     state). A run saved by another number of processes continues, though not bit for bit:
     each process then takes the RNG state of rank ``rank % saved``."""
     load_models(roles.model, ckpt)
+    if dist.engine is not None:
+        dist.engine.load_checkpoint(str(ckpt / DEEPSPEED_DIR), tag="state",
+                                    load_optimizer_states=True, load_lr_scheduler_states=False,
+                                    load_module_strict=False)
     state = json.loads((ckpt / STATE_FILE).read_text(encoding="utf-8"))
     tensors = torch.load(ckpt / OPTIM_FILE, weights_only=True, map_location="cpu")
     saved = int(state.get("world", 1))

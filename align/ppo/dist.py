@@ -13,6 +13,13 @@ process group (NCCL on GPUs, gloo on CPU) and each process:
   (:meth:`Dist.average_gradients`; under DeepSpeed the engine does it);
 - writes files only on rank 0, except its own RNG state in a checkpoint.
 
+Under ``--deepspeed`` (ZeRO stage 0-2) the actor-critic module and its optimizer go into one
+DeepSpeed engine (:meth:`Dist.deepspeed`): the engine partitions the optimizer state (and with
+ZeRO-2 the gradients), reduces and clips the gradients (``gradient_clipping``: one norm over
+actor and critic together) and steps the optimizer; every forward pass of the update goes
+through the engine, which counts them for its gradient accumulation. ZeRO-3 is refused (see
+:func:`align.ppo.plan.check_supported`).
+
 Gradients are averaged explicitly rather than through DistributedDataParallel: one PPO
 micro-batch runs several forward passes (actor, critic, PTX), each with its own backward pass
 and, on a shared LoRA base, its own adapter, which DDP's one-forward-per-backward reducer does
@@ -30,16 +37,40 @@ from torch import Tensor
 class Dist:
     """This process's place in the launch; every method is a no-op in a single process."""
 
-    def __init__(self) -> None:
+    def __init__(self, deepspeed: bool = False) -> None:
         import os
 
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.ds_config: dict[str, Any] | None = None  # set (resolved) before the models load
+        self.engine: Any = None  # the DeepSpeed engine, once made
         self.accelerator = None
-        if self.world > 1:
+        if deepspeed:
+            import deepspeed
+
+            deepspeed.init_distributed(dist_backend=None if torch.cuda.is_available()
+                                       else "gloo")
+        elif self.world > 1:
             from accelerate import Accelerator
 
             self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
-        self.rank = self.accelerator.process_index if self.accelerator else 0
+        self.rank = torch.distributed.get_rank() if self.world > 1 else 0
+
+    def deepspeed(self, model: Any, optimizer: Any) -> Any:
+        """Put the trainable module and its optimizer into a DeepSpeed engine."""
+        import deepspeed
+
+        self.engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer,
+                                                    config=self.ds_config)
+        return self.engine
+
+    def backward(self, loss: Tensor, last: bool) -> None:
+        """Backward pass of one part of a mini-batch; ``last`` is the mini-batch's final one
+        (DeepSpeed's gradient-accumulation boundary)."""
+        if self.engine is None:
+            loss.backward()
+            return
+        self.engine.set_gradient_accumulation_boundary(last)
+        self.engine.backward(loss, scale_wrt_gas=False)
 
     @property
     def is_main(self) -> bool:

@@ -91,6 +91,8 @@ class ActorCritic(torch.nn.Module):
                     yield self.actor
             else:
                 self.actor.base_model.set_adapter(name)
+                for p in self.trainable:  # the other adapter's gradients are still to come
+                    p.requires_grad_(True)
                 yield self.actor
         finally:
             if name is not None and name != ACTOR:
@@ -118,10 +120,15 @@ class ActorCritic(torch.nn.Module):
         head_dtype = self.value_head.weight.dtype
         return self.value_head(hidden.to(head_dtype)).squeeze(-1).float()
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor, *,
-                T: int, temperature: float | None = None) -> Tensor:
-        """Logits (B, T, V) of the last T tokens with ``temperature``, else values (B, T)
-        before each of them (the critic's pass)."""
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor | None,
+                *, T: int = 0, temperature: float | None = None, lm: bool = False) -> Tensor:
+        """With ``temperature``: logits (B, T, V) of the last T tokens. With ``lm``: the
+        logits (B, L, V) of every position (the PTX loss). Else: the critic's values (B, T)
+        before each of the last T tokens. (One entry point, so that a DeepSpeed engine's
+        forward sees every pass.)"""
+        if lm:
+            return self.actor(input_ids=input_ids, attention_mask=attention_mask,
+                              use_cache=False).logits
         if temperature is not None:
             return self.policy_logits(input_ids, attention_mask, position_ids, T, temperature)
         P = input_ids.shape[1] - T

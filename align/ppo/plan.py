@@ -145,6 +145,54 @@ def batches(cfg: Any, world: int = 1) -> Batches:
                    cfg.train.per_device_train_batch_size)
 
 
+def deepspeed_config(cfg: Any, world: int, hidden_size: int) -> dict[str, Any]:
+    """The --deepspeed JSON with its "auto" values filled from align's flags (as the HF
+    Trainer fills them for the TRL-backed algorithms): micro-batch, accumulation, clipping,
+    precision and the bucket sizes that depend on the model's hidden size."""
+    from align.runner import deepspeed_config as read
+
+    c = json.loads(json.dumps(read(cfg.train.deepspeed)))
+    t, b = cfg.train, batches(cfg, world)
+    fill = {"train_micro_batch_size_per_gpu": b.micro,
+            "gradient_accumulation_steps": b.micro_per_mini,
+            "train_batch_size": b.micro * b.micro_per_mini * world,
+            "gradient_clipping": t.max_grad_norm}
+    for key, value in fill.items():
+        if c.get(key, "auto") == "auto":
+            c[key] = value
+    for key, value in (("bf16", t.bf16), ("fp16", False)):
+        section = c.setdefault(key, {})
+        if section.get("enabled", "auto") == "auto":
+            section["enabled"] = value
+    zero = c.setdefault("zero_optimization", {})
+    for key, value in (("reduce_bucket_size", hidden_size * hidden_size),
+                       ("stage3_prefetch_bucket_size", int(0.9 * hidden_size * hidden_size)),
+                       ("stage3_param_persistence_threshold", 10 * hidden_size)):
+        if zero.get(key) == "auto":
+            zero[key] = value
+    # align's AdamW (actor and critic groups) runs inside the engine
+    c.setdefault("zero_allow_untested_optimizer", True)
+    c.setdefault("zero_force_ds_cpu_optimizer", False)
+    left = [k for k, v in _flat(c) if v == "auto"]
+    if left:
+        raise AlignError(f"--deepspeed {cfg.train.deepspeed}: align's PPO cannot fill "
+                         f"{', '.join(left)} (\"auto\"); give them a value in the JSON")
+    return c
+
+
+def zero_stage(path: str) -> int:
+    from align.runner import deepspeed_config as read
+
+    return int(read(path).get("zero_optimization", {}).get("stage", 0))
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    out = []
+    for k, v in d.items():
+        out += _flat(v, f"{prefix}{k}.") if isinstance(v, dict) else [(prefix + k, v)]
+    return out
+
+
 def check_supported(cfg: Any, world: int = 1) -> None:
     """Refuse flag combinations this engine would get silently wrong."""
     t, a, lo = cfg.train, cfg.algo, cfg.lora
@@ -174,6 +222,12 @@ def check_supported(cfg: Any, world: int = 1) -> None:
     if a.value_model and lo.enabled and a.critic_base == "policy":
         raise AlignError("--value-model gives the critic its own model; --critic-base policy "
                          "puts it on the policy's base: choose one")
+    if t.deepspeed and zero_stage(t.deepspeed) == 3:
+        raise AlignError("--deepspeed with ZeRO stage 3 is not supported by --algo ppo yet: on "
+                         "two processes its critic updates did not match one process's, while "
+                         "ZeRO-2 matches exactly. Use a ZeRO-2 config (recipes/deepspeed/"
+                         "zero2.json, recipes/ppo_zero2_8gpu.sh), with --lora/--qlora and "
+                         "--gradient-checkpointing for models that do not fit")
     if t.deepspeed and a.offload_reward_model | a.offload_ref_model:
         raise AlignError("--offload-reward-model/--offload-ref-model move whole models between "
                          "CPU and GPU, which DeepSpeed does not allow for models it manages; use "

@@ -73,6 +73,17 @@ def scale_lr(optim: Optim, factor: float) -> None:
         group["initial_lr"] *= factor
 
 
+def deepspeed_roles(cfg: RunConfig, dist: Any, roles: Any, optim: Optim) -> None:
+    """Under --deepspeed: the trainable module and the optimizer into one engine (its JSON's
+    "auto" values filled from the flags)."""
+    from align.ppo.models import _hf_model
+    from align.ppo.plan import deepspeed_config
+
+    hidden = _hf_model(roles.actor).config.hidden_size
+    dist.ds_config = deepspeed_config(cfg, dist.world, hidden)
+    roles.engine = dist.deepspeed(roles.model, optim.optimizer)
+
+
 @dataclass
 class PPORun:
     """Everything one PPO run works with; the mutable part round-trips through state_dict()."""
@@ -113,7 +124,7 @@ class PPORun:
         from align.ppo.reward_norm import RunningMoments
 
         a, t = cfg.algo, cfg.train
-        dist = dist or Dist()
+        dist = dist or Dist(deepspeed=bool(t.deepspeed))
         roles = load_roles(cfg)
         limit = cfg.data.max_prompt_length
         if cfg.data.max_length:
@@ -128,8 +139,10 @@ class PPORun:
             ptx_sampler = Sampler(len(ptx), t.per_device_train_batch_size,
                                   t.seed + 1 + 7919 * dist.rank)
         steps = total_steps(cfg, len(prompts))
-        return cls(cfg=cfg, roles=roles, optim=build_optim(cfg, roles.model, steps),
-                   prompts=prompts, eval_prompts=evals, ptx=ptx,
+        optim = build_optim(cfg, roles.model, steps)
+        if t.deepspeed:
+            deepspeed_roles(cfg, dist, roles, optim)
+        return cls(cfg=cfg, roles=roles, optim=optim, prompts=prompts, eval_prompts=evals, ptx=ptx,
                    sampler=Sampler(len(prompts), a.rollout_batch_size, t.seed),
                    ptx_sampler=ptx_sampler,
                    kl_ctl=KLController(a.kl_coef, a.target_kl, a.kl_horizon),
@@ -152,8 +165,9 @@ class PPORun:
             "latest_eval": self.latest_eval if self.latest_eval and
             self.latest_eval[0] == self.step else None,
         }
-        tensors = {"optimizer": self.optim.optimizer.state_dict(),
-                   "scheduler": self.optim.scheduler.state_dict()}
+        tensors = {"scheduler": self.optim.scheduler.state_dict()}
+        if self.dist.engine is None:  # DeepSpeed saves its (partitioned) optimizer itself
+            tensors["optimizer"] = self.optim.optimizer.state_dict()
         own = {"rng": rng_state(), "sampler": self.sampler.state_dict(),
                "ptx_sampler": self.ptx_sampler.state_dict() if self.ptx_sampler else None}
         return plain, tensors, own
@@ -174,7 +188,8 @@ class PPORun:
         self.eval_before = dict(plain["eval_before"])
         latest = plain.get("latest_eval")
         self.latest_eval = (int(latest[0]), dict(latest[1])) if latest else None
-        self.optim.optimizer.load_state_dict(tensors["optimizer"])
+        if "optimizer" in tensors:
+            self.optim.optimizer.load_state_dict(tensors["optimizer"])
         self.optim.scheduler.load_state_dict(tensors["scheduler"])
         set_rng_state(own["rng"])
 

@@ -92,7 +92,7 @@ def ppo_step(ppo: PPORun) -> dict[str, float]:
     """Steps 1-4 of one PPO iteration; returns its metrics (the whole batch's, over all
     processes), with the ``perf/*`` timings and, on CUDA, the step's peak memory."""
     from align.perf import Stopwatch, peak_memory_gb, reset_peak_memory
-    from align.ppo.rollout import sample, score
+    from align.ppo.rollout import score
     from align.ppo.update import compute_advantages, compute_rewards, ppo_update
 
     a, t, dev = ppo.a, ppo.cfg.train, ppo.roles.device
@@ -101,8 +101,8 @@ def ppo_step(ppo: PPORun) -> dict[str, float]:
     timed = clock.call
     # 1. rollout: this process's share of the prompts, sampled, then scored by every role
     ids, mask, first_row = next_prompts(ppo)
-    samples = timed("perf/rollout_s", sample, ppo.roles, ids, mask,
-                    **generation_options(ppo, ppo.step, first_row))
+    samples = timed("perf/rollout_s", generate_share, ppo, ids, mask,
+                    generation_options(ppo, ppo.step, first_row))
     mine = timed("perf/score_s", score, ppo.roles, samples, temperature=a.temperature,
                  chunk=a.local_rollout_forward_batch_size)
     batch = gather_experience(ppo.dist, mine)  # the whole rollout batch, on every process
@@ -130,6 +130,13 @@ def ppo_step(ppo: PPORun) -> dict[str, float]:
     if peak is not None:
         metrics["perf/max_memory_gb"] = peak
     return metrics
+
+
+def generate_share(ppo: PPORun, ids: Any, mask: Any, options: dict[str, Any]) -> Any:
+    """Sample this process's responses."""
+    from align.ppo.rollout import sample
+
+    return sample(ppo.roles, ids, mask, **options)
 
 
 def gather_experience(dist: Any, exp: Any) -> Any:
@@ -227,21 +234,23 @@ def evaluate(ppo: PPORun) -> dict[str, float]:
     """
     from align.ppo.data import left_pad
     from align.ppo.losses import kl_penalty, masked_sum
-    from align.ppo.rollout import sample, score
+    from align.ppo.rollout import score
 
     a, d = ppo.a, ppo.dist
     share = -(-len(ppo.eval_prompts) // d.world)
     first = d.rank * share
     mine = ppo.eval_prompts[first:first + share]
-    rows: list[tuple[float, float, float, float]] = []
-    if mine:
-        ids, mask = left_pad(mine, ppo.roles.tokenizer.pad_token_id)
-        options = generation_options(ppo, 0, first) | {"seed": ppo.cfg.train.seed}
-        exp = score(ppo.roles, sample(ppo.roles, ids, mask, **options),
-                    temperature=a.temperature, chunk=a.local_rollout_forward_batch_size)
-        kl = masked_sum(kl_penalty(exp.logprobs, exp.ref_logprobs, "k1"), exp.mask, dim=1)
-        rows = list(zip(exp.scores.tolist(), kl.tolist(), exp.mask.sum(1).float().tolist(),
-                        exp.ended.float().tolist()))
+    # every process answers `share` prompts (the last ones padded with repeats, dropped after),
+    # so that all take the same number of steps
+    n_mine = len(mine)
+    mine = mine + [ppo.eval_prompts[0]] * (share - n_mine)
+    ids, mask = left_pad(mine, ppo.roles.tokenizer.pad_token_id)
+    options = generation_options(ppo, 0, first) | {"seed": ppo.cfg.train.seed}
+    exp = score(ppo.roles, generate_share(ppo, ids, mask, options),
+                temperature=a.temperature, chunk=a.local_rollout_forward_batch_size)
+    kl = masked_sum(kl_penalty(exp.logprobs, exp.ref_logprobs, "k1"), exp.mask, dim=1)
+    rows = list(zip(exp.scores.tolist(), kl.tolist(), exp.mask.sum(1).float().tolist(),
+                    exp.ended.float().tolist()))[:n_mine]
     rows = d.gather_objects(rows)
     n = len(rows)
     reward, kl, length, eos = (sum(r[i] for r in rows) / n for i in range(4))
@@ -330,12 +339,12 @@ def finish(ppo: PPORun, logger: Any) -> dict[str, Any]:
                    "eval_kl_before": ppo.eval_before.get("eval/kl"),
                    "eval_kl_after": after["eval/kl"],
                    "eval_response_len_after": after["eval/response_len"]}
+    rows = [r for r in read_metrics(ppo.out) if "reward/raw" in r] if ppo.dist.is_main else []
+    if rows:
+        last = rows[-1]
+        result |= {"reward_raw_first": rows[0]["reward/raw"],
+                   "reward_raw_last": last["reward/raw"], "kl_last": last["objective/kl"]}
     if ppo.dist.is_main:
-        rows = [r for r in read_metrics(ppo.out) if "reward/raw" in r]
-        if rows:
-            last = rows[-1]
-            result |= {"reward_raw_first": rows[0]["reward/raw"],
-                       "reward_raw_last": last["reward/raw"], "kl_last": last["objective/kl"]}
         save_models(ppo.roles.model, ppo.out)
         # the actor's files at the top of the output dir, as every other algorithm saves
         for f in (ppo.out / "actor").iterdir():

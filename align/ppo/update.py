@@ -94,12 +94,12 @@ def critic_loss(model: Any, mb: Experience, a: PPOConfig) -> tuple[Tensor, dict[
     return a.vf_coef * loss, {"loss/value": loss.detach(), "value/clipfrac": m["clipfrac"]}
 
 
-def ptx_loss(actor: Any, ids: Tensor, mask: Tensor) -> Tensor:
+def ptx_loss(model: Any, ids: Tensor, mask: Tensor) -> Tensor:
     """Next-token loss on a batch of SFT/pretraining text (InstructGPT's PPO-ptx term).
 
     Shapes: ids, mask (B, L), right-padded. Returns a scalar.
     """
-    logits = actor(input_ids=ids, attention_mask=mask.long(), use_cache=False).logits
+    logits = model(ids, mask.long(), None, lm=True)
     logprobs = gather_logprobs(logits[:, :-1], ids[:, 1:])
     return -masked_mean(logprobs, mask[:, 1:])
 
@@ -111,7 +111,8 @@ def clip_and_norm(params: list[torch.nn.Parameter], max_grad_norm: float) -> flo
 
 
 def accumulate(model: Any, mini: Experience, micro_size: int, a: PPOConfig, train_actor: bool,
-               scale: Tensor, ptx_batches: Any = None) -> dict[str, list[float]]:
+               scale: Tensor, ptx_batches: Any = None, dist: Any = None
+               ) -> dict[str, list[float]]:
     """Backward passes over this process's share of one mini-batch, in micro-batches of
     ``micro_size`` sequences.
 
@@ -124,6 +125,15 @@ def accumulate(model: Any, mini: Experience, micro_size: int, a: PPOConfig, trai
     """
     stats: dict[str, list[float]] = defaultdict(list)
     starts = range(0, mini.batch_size, micro_size)
+    # forward passes go through the DeepSpeed engine when there is one (it counts them)
+    forward = dist.engine if dist is not None and dist.engine is not None else model
+
+    def backward(loss: Tensor, last: bool) -> None:
+        if dist is None:
+            loss.backward()
+        else:
+            dist.backward(loss, last)
+
     for start in starts:
         mb = mini.select(torch.arange(start, min(start + micro_size, mini.batch_size),
                                       device=mini.mask.device))
@@ -132,17 +142,17 @@ def accumulate(model: Any, mini: Experience, micro_size: int, a: PPOConfig, trai
         parts = []
         if train_actor:
             with model.adapter(ACTOR):
-                loss, metrics = actor_loss(model, mb, a)
+                loss, metrics = actor_loss(forward, mb, a)
                 loss = loss * weight
                 if a.ptx_coef and ptx_batches is not None:
-                    ptx = ptx_loss(model.actor, *ptx_batches())
+                    ptx = ptx_loss(forward, *ptx_batches())
                     loss = loss + a.ptx_coef * ptx / len(starts)
                     metrics["loss/ptx"] = ptx.detach()
-                loss.backward()
+                backward(loss, False)
             parts.append(metrics)
         with model.adapter(CRITIC):
-            loss, metrics = critic_loss(model, mb, a)
-            (loss * weight).backward()
+            loss, metrics = critic_loss(forward, mb, a)
+            backward(loss * weight, start == starts[-1])
         parts.append(metrics)
         n = float(tokens)
         stats["tokens"].append(n)
@@ -173,8 +183,13 @@ def ppo_update(roles: Any, optim: Any, exp: Experience, a: PPOConfig, micro_size
             mini = exp.select(order[start:start + mini_size])
             scale = dist.sum(mini.mask.sum().float()).clamp(min=1) / dist.world
             for k, v in accumulate(model, mini, micro_size, a, train_actor, scale,
-                                   ptx_batches).items():
+                                   ptx_batches, dist).items():
                 sums[k] += sum(v)
+            if dist.engine is not None:  # DeepSpeed reduces, clips (jointly) and steps
+                dist.engine.step()
+                norms["grad/norm"].append(float(dist.engine.get_global_grad_norm() or 0.0))
+                optim.scheduler.step()
+                continue
             dist.average_gradients(model.trainable)
             if train_actor:
                 norms["grad/actor_norm"].append(clip_and_norm(model.actor_params(),

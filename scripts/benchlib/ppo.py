@@ -2,7 +2,7 @@
 rollout, scoring and training, in each memory mode.
 
 Everything runs on the roles `align rlhf --algo ppo` loads (``PPORun.create``), so the LoRA
-modes share one base between actor and reference, and one between critic and reward model.
+modes hold one base for actor, critic and reference, and the reward model beside it.
 Rollout engines generate the same batch of prompts with the same number of new tokens; their
 tokens are the generated positions (batch x new columns), counted alike for every engine.
 """
@@ -15,6 +15,13 @@ from typing import Any, Callable
 
 from benchlib.dpo import MODE_FLAGS
 
+# PPO's memory layouts besides full/lora/qlora: LoRA with the critic on the reward model's base
+# (the layout before the single-base one) and the single base with the reward model on CPU.
+PPO_MODE_FLAGS = MODE_FLAGS | {
+    "lora-rm-base": ["--lora", "--critic-base", "reward-model"],
+    "lora-offload": ["--lora", "--offload-reward-model"],
+}
+
 
 def argv(mode: str, env: dict[str, Any]) -> list[str]:
     """The `align rlhf --algo ppo` flags of one mode; generation takes the whole rollout
@@ -25,7 +32,7 @@ def argv(mode: str, env: dict[str, Any]) -> list[str]:
             "--rollout-batch-size", str(env["batch"]), "--max-new-tokens", str(env["new_tokens"]),
             "--rollout-generate-batch-size", str(env["batch"]),
             "--max-steps", str(env["warmup"] + env["steps"]), "--save-steps", "100000",
-            "--report-to", "none", *MODE_FLAGS[mode]]
+            "--report-to", "none", *PPO_MODE_FLAGS[mode]]
     if env["device"]["kind"] == "cuda":
         args.append("--bf16")
     return args + env["ppo_flags"]
@@ -56,7 +63,7 @@ def engines(ppo: Any, ids: Any, mask: Any, env: dict[str, Any]) -> dict[str, Cal
     from align.ppo.rollout import sample
     from align.ppo.trainer import generation_options
 
-    actor, pad = ppo.roles.actor, ppo.roles.tokenizer.pad_token_id
+    actor, pad = ppo.roles.actor, ppo.roles.tokenizer.pad_token_id  # the actor adapter is active
     B, P = ids.shape
 
     def plain() -> int:
@@ -66,7 +73,7 @@ def engines(ppo: Any, ids: Any, mask: Any, env: dict[str, Any]) -> dict[str, Cal
 
     def align(**extra: Any) -> Callable[[], int]:
         def run() -> int:
-            s = sample(ppo.roles, ids, mask, **(generation_options(ppo) | extra))
+            s = sample(ppo.roles, ids, mask, **(generation_options(ppo, 1) | extra))
             return B * s.response_ids.shape[1]
         return run
 
@@ -92,7 +99,7 @@ def run(cell: dict[str, Any], env: dict[str, Any]) -> dict[str, Any]:
     seed_everything(cfg.train.seed)
     ppo = PPORun.create(cfg, data, None)
     result["load_memory_gb"] = torch.cuda.memory_allocated() / 1e9 if device == "cuda" else None
-    ids, mask = next_prompts(ppo)
+    ids, mask, _ = next_prompts(ppo)
     ids, mask = ids.to(ppo.roles.device), mask.to(ppo.roles.device)
     gens = engines(ppo, ids, mask, env)
     rollout: dict[str, Any] = {}
@@ -109,9 +116,36 @@ def run(cell: dict[str, Any], env: dict[str, Any]) -> dict[str, Any]:
     for r in rollout.values():
         if r.get("status") == "ok" and plain.get("status") == "ok":
             r["speedup_vs_plain"] = r["tokens_per_s"] / plain["tokens_per_s"]
-    result |= {"status": "ok", "rollout": rollout}
+    result |= {"status": "ok", "rollout": rollout, "memory": memory(ppo)}
     del ppo, gens
     return result
+
+
+def memory(ppo: Any) -> dict[str, Any]:
+    """Bytes of parameters on the training device and elsewhere (offloaded models), of the
+    optimizer's state, and this process's peak resident memory (meaningful with --isolate)."""
+    import resource
+
+    import torch
+
+    r = ppo.roles
+    offloaded = {id(r.reward): r.offload_reward, id(r.ref): r.offload_ref}
+    seen, on_device, host = set(), 0, 0
+    for m in (m for m in (r.model, r.ref, r.reward) if m is not None):
+        for p in m.parameters():
+            if id(p) not in seen:
+                seen.add(id(p))
+                size = p.numel() * p.element_size()
+                if offloaded.get(id(m)):
+                    host += size
+                else:
+                    on_device += size
+    optim = sum(t.numel() * t.element_size() for state in ppo.optim.optimizer.state.values()
+                for t in state.values() if torch.is_tensor(t))
+    trainable = sum(p.numel() * p.element_size() for p in r.model.trainable)
+    return {"param_bytes_device": on_device, "param_bytes_offloaded": host,
+            "trainable_bytes": trainable, "optimizer_bytes": optim,
+            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9}
 
 
 def _attempt(fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
@@ -132,9 +166,10 @@ def steps(ppo: Any, env: dict[str, Any]) -> dict[str, Any]:
     rows = []
     for i in range(env["warmup"] + env["steps"]):
         ppo.step += 1
-        metrics, exp = ppo_step(ppo)
+        metrics = ppo_step(ppo)
         if i >= env["warmup"]:
-            rows.append(metrics | {"response_tokens": float(exp.mask.sum())})
+            tokens = metrics["perf/tokens_per_s"] * metrics["perf/step_s"]
+            rows.append(metrics | {"response_tokens": tokens})
     mean = {k: sum(r[k] for r in rows) / len(rows)
             for k in ("perf/rollout_s", "perf/score_s", "perf/train_s", "perf/step_s",
                       "response_tokens")}

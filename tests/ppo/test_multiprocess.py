@@ -33,7 +33,8 @@ def torchrun(argv: list, log: Path) -> subprocess.Popen:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT),
+    path = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path,
            "TOKENIZERS_PARALLELISM": "false"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
            "--master_addr", "127.0.0.1", "--master_port", str(port), "-m", "align",
@@ -164,3 +165,40 @@ def test_two_processes_killed_then_resumed_log_the_same_metrics(tmp_path, tiny_s
         for key in (k for k in ra if not timing(k)):
             assert rb[key] == pytest.approx(ra[key], abs=1e-6), (ra["step"], key)
     assert "loss/ptx" in [r for r in a if "reward/raw" in r][-1]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_two_processes_under_deepspeed_zero2_match_one_process(tmp_path, capsys, tiny_sft,
+                                                               tiny_pref_rm, prompt_files, mode):
+    """ZeRO-2 (gloo on CPU): one engine holds actor and critic, partitions the optimizer state
+    and gradients, and reduces them; with clipping off (the engine clips actor and critic by
+    one joint norm, align by one norm each) the steps match one process without DeepSpeed. A
+    second launch resumes from the engine's checkpoint and logs what the whole run logged."""
+    pytest.importorskip("deepspeed")
+    ds = ROOT / "recipes" / "deepspeed" / "zero2.json"
+    extra = [*MODES[mode], "--max-steps", "2", "--ppo-epochs", "2", "--max-grad-norm", "0"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    code, _, err = run_cli(args(tiny_sft, tiny_pref_rm, prompt_files[0], one, *extra,
+                                "--save-steps", "100", "--per-device-train-batch-size", "16"),
+                           capsys)
+    assert code == 0, err
+    zero2 = [*extra, "--per-device-train-batch-size", "4", "--deepspeed", ds]
+    out = run_two(args(tiny_sft, tiny_pref_rm, prompt_files[0], two, *zero2, "--save-steps",
+                       "1"), tmp_path / "two.log")
+    assert "ZeRO stage 2" in out
+    a, b = read_metrics(one), read_metrics(two)
+    for ra, rb in zip(a, b):
+        for key in (k for k in ra if not timing(k) and not k.startswith("grad/")):
+            assert rb[key] == pytest.approx(ra[key], rel=1e-4, abs=1e-5), (ra["step"], key)
+    assert "grad/norm" in b[-1]  # the engine's one norm
+    assert (two / "checkpoint-1" / "deepspeed").is_dir()
+    # resume step 2 from the engine's checkpoint of step 1
+    import shutil
+
+    shutil.rmtree(two / "checkpoint-2")
+    run_two(args(tiny_sft, tiny_pref_rm, prompt_files[0], two, *zero2, "--save-steps", "1",
+                 "--resume"), tmp_path / "resume.log")
+    c = read_metrics(two)
+    assert [r["step"] for r in c] == [1, 2]
+    for key in (k for k in b[1] if not timing(k)):
+        assert c[1][key] == pytest.approx(b[1][key], abs=1e-6), key

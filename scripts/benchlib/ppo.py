@@ -106,6 +106,7 @@ def run(cell: dict[str, Any], env: dict[str, Any]) -> dict[str, Any]:
     for name in ("plain_generate", "align_hf"):
         rollout[name] = _attempt(lambda: timed(gens[name], device, env["repeats"]))
     result["step"] = _attempt(lambda: steps(ppo, env))
+    result["update"] = _attempt(lambda: update_cost(ppo, env))
     # last: a compiled generator keeps its CUDA graphs, which would count in the steps' peak
     rollout["align_hf_compiled"] = (
         _attempt(lambda: timed(gens["align_hf_compiled"], device, env["repeats"]))
@@ -178,6 +179,54 @@ def steps(ppo: Any, env: dict[str, Any]) -> dict[str, Any]:
             "score_s": mean["perf/score_s"], "train_s": mean["perf/train_s"],
             "step_s": mean["perf/step_s"], "response_tokens": mean["response_tokens"],
             "peak_memory_gb": max(peaks) if peaks else None}
+
+
+def update_cost(ppo: Any, env: dict[str, Any]) -> dict[str, Any]:
+    """The PPO update of one rollout batch against one plain forward+backward of the actor on
+    the same tokens (a causal-LM loss over every position, no PPO bookkeeping).
+
+    The update runs ``ppo_epochs`` x (actor pass + critic pass) over the batch, so a ratio per
+    pass near 1 means the bookkeeping (log-probs, masks, losses, micro-batching, adapter
+    switches, the optimizer step) costs little; the optimizer steps are included."""
+    from align.perf import synchronize
+    from align.ppo.rollout import score
+    from align.ppo.trainer import generate_share, generation_options, next_prompts, own_rows
+    from align.ppo.update import compute_advantages, compute_rewards, ppo_update
+
+    a, t, device = ppo.a, ppo.cfg.train, env["device"]["kind"]
+    ids, mask, first = next_prompts(ppo)
+    exp = score(ppo.roles, generate_share(ppo, ids, mask, generation_options(ppo, 1, first)),
+                temperature=a.temperature, chunk=a.local_rollout_forward_batch_size)
+    rewards, _ = compute_rewards(a, exp, ppo.kl_ctl.value, ppo.reward_stats)
+    advantages, returns, _ = compute_advantages(a, exp, rewards)
+    batch = own_rows(ppo.dist, exp, advantages, returns)
+    synchronize(device)
+    started = time.perf_counter()
+    ppo_update(ppo.roles, ppo.optim, batch, a, t.per_device_train_batch_size,
+               t.max_grad_norm, True, ppo.dist)
+    synchronize(device)
+    update_s = time.perf_counter() - started
+    model = ppo.roles.model
+    model.train()
+    input_ids, attention, positions = batch.sequences()
+    plain = []
+    for _ in range(2):  # the first warms up
+        synchronize(device)
+        started = time.perf_counter()
+        for s in range(0, batch.batch_size, t.per_device_train_batch_size):
+            rows = slice(s, s + t.per_device_train_batch_size)
+            out = model.actor(input_ids=input_ids[rows], attention_mask=attention[rows],
+                              position_ids=positions[rows], labels=input_ids[rows],
+                              use_cache=False)
+            out.loss.backward()
+        synchronize(device)
+        plain.append(time.perf_counter() - started)
+        model.zero_grad(set_to_none=True)
+    model.eval()
+    passes = a.ppo_epochs * 2
+    return {"status": "ok", "update_s": update_s, "plain_forward_backward_s": plain[-1],
+            "passes": passes, "ratio_per_pass": update_s / (plain[-1] * passes),
+            "tokens": int(attention.sum())}
 
 
 def cells(modes: list[str]) -> list[dict[str, Any]]:

@@ -68,9 +68,27 @@ def render(result: dict[str, Any]) -> str:
         lines += [f"PPO step ({s['ppo_steps']} timed after {s['ppo_warmup']}; "
                   f"extra flags: {' '.join(s['ppo_flags']) or 'none'})", ""]
         lines += step_table(result["ppo"]) + [""]
+        lines += ["PPO update against one plain forward+backward of the actor on the same "
+                  "tokens (ratio per pass: update / (plain x ppo_epochs x 2 models))", ""]
+        lines += update_table(result["ppo"]) + [""]
         lines += ["PPO memory by layout (GB; peak RSS per process: run with --isolate)", ""]
         lines += memory_table(result["ppo"]) + [""]
     return "\n".join(lines)
+
+
+def update_table(cells: list[dict[str, Any]]) -> list[str]:
+    out = ["| mode | update s | plain fwd+bwd s | passes | ratio per pass | status |",
+           "| --- | --- | --- | --- | --- | --- |"]
+    for c in cells:
+        u = c.get("update") or {}
+        if u.get("status") == "ok":
+            out.append(f"| {c['mode']} | {u['update_s']:.2f} | "
+                       f"{u['plain_forward_backward_s']:.2f} | {u['passes']} | "
+                       f"{u['ratio_per_pass']:.2f} | ok |")
+        elif u:
+            out.append(f"| {c['mode']} | — | — | — | — | {u.get('status')}: "
+                       f"{u.get('reason', u.get('error', ''))} |")
+    return out
 
 
 def memory_table(cells: list[dict[str, Any]]) -> list[str]:

@@ -11,6 +11,9 @@ sentence and stop.
 - **Held-out prompts** are of another kind: practical instructions and requests for advice
   ("How do I boil an egg?", "Give me a tip for sleeping better."). No training prompt asks for
   advice, so a gain on them means the model learned *how* to answer, not *what*.
+- **Development prompts** (``DEV``) are more advice requests, none of them held out: settings
+  are chosen on them (``python -m tests.real.ppo_dev``), and the held-out prompts are scored
+  once, with the settings chosen.
 
 The gold measure is computed by code, per answer, and cannot be gamed by saying nothing:
 

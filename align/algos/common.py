@@ -9,6 +9,7 @@ An adapter is two functions: ``build_trainer(cfg, data, eval_data, callbacks)`` 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from pathlib import Path
@@ -123,28 +124,35 @@ def load_reference(cfg: RunConfig) -> Any:
 
 
 def dataset(data: Any, tokenizer: Any, cfg: RunConfig, *, shuffle: bool = False,
-            rows: list[dict[str, Any]] | None = None, on_disk: bool = False) -> Any:
+            rows: Any = None, on_disk: bool = False) -> Any:
     """Validated rows -> datasets.Dataset, prompts cut to --max-prompt-length (None stays None).
 
-    ``shuffle`` orders the rows with --seed, for trainers that read data sequentially (KTO).
-    ``on_disk`` backs the dataset with files under the align cache, named by its content, so
-    that what TRL caches beside it (tokenized data, precomputed reference log-probs, keyed by
-    the dataset's fingerprint and the model's hash) is found again by later runs.
+    The rows of :func:`align.data.load` are already an Arrow dataset: it is handed over as it
+    is (no copy into Python lists). ``shuffle`` orders the rows with --seed, for trainers that
+    read data sequentially (KTO). ``on_disk`` backs the dataset with files under the align
+    cache, named by its content, so that what TRL caches beside it (tokenized data,
+    precomputed reference log-probs, keyed by the dataset's fingerprint and the model's hash)
+    is found again by later runs.
     """
     if data is None and rows is None:
         return None
-    from datasets import Dataset
+    from align.data.store import as_dataset, content_digest
+    from align.data.truncate import truncate_dataset
 
-    from align.data.truncate import truncate_prompts
-
-    rows = list(data.rows if rows is None else rows)
-    rows, n_cut = truncate_prompts(rows, tokenizer, cfg.data.max_prompt_length)
+    rows = data.rows if rows is None else rows
+    ds, n_cut = truncate_dataset(as_dataset(rows), tokenizer, cfg.data.max_prompt_length)
     if n_cut:
-        click.echo(f"{n_cut} of {len(rows)} prompts are longer than --max-prompt-length "
+        click.echo(f"{n_cut} of {ds.num_rows} prompts are longer than --max-prompt-length "
                    f"{cfg.data.max_prompt_length} tokens; kept their last tokens")
     if shuffle:
-        random.Random(cfg.train.seed).shuffle(rows)
-    return disk_backed(rows) if on_disk else Dataset.from_list(rows)
+        order = list(range(ds.num_rows))
+        random.Random(cfg.train.seed).shuffle(order)
+        ds = ds.select(order)
+    if not on_disk:
+        return ds
+    key = f"{content_digest(rows)}:{cfg.data.max_prompt_length}:{tokenizer.name_or_path}:" \
+          f"{cfg.train.seed if shuffle else None}"
+    return disk_backed(ds, hashlib.sha256(key.encode()).hexdigest()[:24])
 
 
 def trainer_inputs(cfg: RunConfig, tokenizer: Any, data: Any, eval_data: Any,
@@ -160,18 +168,14 @@ def trainer_inputs(cfg: RunConfig, tokenizer: Any, data: Any, eval_data: Any,
             "callbacks": list(callbacks)}
 
 
-def disk_backed(rows: list[dict[str, Any]]) -> Any:
-    """A Dataset stored under ``cache_dir()/datasets/<content hash>``, reused when present."""
-    import hashlib
+def disk_backed(ds: Any, digest: str) -> Any:
+    """``ds`` stored under ``cache_dir()/datasets/<digest>``, reused when present."""
+    from datasets import load_from_disk
 
-    from datasets import Dataset, load_from_disk
-
-    digest = hashlib.sha256(json.dumps(rows, sort_keys=True, ensure_ascii=False)
-                            .encode("utf-8")).hexdigest()[:24]
     path = cache_dir() / "datasets" / digest
     if not (path / "dataset_info.json").exists():
         tmp = path.with_name(path.name + ".tmp")
-        Dataset.from_list(rows).save_to_disk(str(tmp))
+        ds.flatten_indices().save_to_disk(str(tmp))
         tmp.replace(path)  # atomic: a killed run never leaves a half-written dataset
     return load_from_disk(str(path))
 
@@ -180,9 +184,10 @@ def to_dataset(data: Any, drop: tuple[str, ...] = ()) -> Any:
     """Validated rows -> datasets.Dataset as they are (None stays None)."""
     if data is None:
         return None
-    from datasets import Dataset
+    from align.data.store import as_dataset
 
-    return Dataset.from_list([{k: v for k, v in r.items() if k not in drop} for r in data.rows])
+    ds = as_dataset(data.rows)
+    return ds.remove_columns([c for c in drop if c in ds.column_names])
 
 
 def resume_checkpoint(cfg: RunConfig) -> tuple[str | None, int | None]:

@@ -36,7 +36,7 @@ def test_ranked_errors():
 
 
 def test_pairwise_to_unpaired():
-    rows = pairwise_to_unpaired([{"prompt": "p", "chosen": "a", "rejected": "b"}])
+    rows = list(pairwise_to_unpaired([{"prompt": "p", "chosen": "a", "rejected": "b"}]))
     assert rows == [{"prompt": "p", "completion": "a", "label": True},
                     {"prompt": "p", "completion": "b", "label": False}]
 

@@ -91,7 +91,20 @@ def load_tokenizer(cfg: RunConfig, data: Any = None) -> Any:
         raise AlignError(f"{data.file} holds chat messages, but the tokenizer of {cfg.model.model} "
                          "has no chat template to render them; use a chat model, or write the "
                          "data as plain strings")
+    calls = getattr(data, "tool_calls", 0)
+    if calls and "tool_calls" not in _template_text(tok.chat_template):
+        raise AlignError(f"{data.file} has {calls} assistant messages that call tools "
+                         f"(tool_calls), but the chat template of {cfg.model.model} does not "
+                         "render tool calls: those turns would train as empty replies. Use a "
+                         "model whose template renders them (Qwen2.5, Llama 3.1, ...), or drop "
+                         "the tool-call records")
     return tok
+
+
+def _template_text(template: Any) -> str:
+    if isinstance(template, dict):  # named templates (default, tool_use, ...)
+        return " ".join(str(t) for t in template.values())
+    return str(template or "")
 
 
 def load_policy(cfg: RunConfig, *, prepare_kbit: bool = True) -> Any:
@@ -124,7 +137,7 @@ def load_reference(cfg: RunConfig) -> Any:
 
 
 def dataset(data: Any, tokenizer: Any, cfg: RunConfig, *, shuffle: bool = False,
-            rows: Any = None, on_disk: bool = False) -> Any:
+            rows: Any = None, on_disk: bool = False, render: bool = False) -> Any:
     """Validated rows -> datasets.Dataset, prompts cut to --max-prompt-length (None stays None).
 
     The rows of :func:`align.data.load` are already an Arrow dataset: it is handed over as it
@@ -132,7 +145,9 @@ def dataset(data: Any, tokenizer: Any, cfg: RunConfig, *, shuffle: bool = False,
     read data sequentially (KTO). ``on_disk`` backs the dataset with files under the align
     cache, named by its content, so that what TRL caches beside it (tokenized data,
     precomputed reference log-probs, keyed by the dataset's fingerprint and the model's hash)
-    is found again by later runs.
+    is found again by later runs. ``render`` turns chat messages into text with the chat
+    template, for trainers that would do so in place (TRL's experimental CPO and ORPO: their
+    in-place map keeps the message columns' type, so the text would not reach them).
     """
     if data is None and rows is None:
         return None
@@ -148,11 +163,33 @@ def dataset(data: Any, tokenizer: Any, cfg: RunConfig, *, shuffle: bool = False,
         order = list(range(ds.num_rows))
         random.Random(cfg.train.seed).shuffle(order)
         ds = ds.select(order)
+    if render:
+        ds = rendered(ds, tokenizer)
     if not on_disk:
         return ds
     key = f"{content_digest(rows)}:{cfg.data.max_prompt_length}:{tokenizer.name_or_path}:" \
           f"{cfg.train.seed if shuffle else None}"
     return disk_backed(ds, hashlib.sha256(key.encode()).hexdigest()[:24])
+
+
+def rendered(ds: Any, tokenizer: Any) -> Any:
+    """Conversational rows as text: TRL's ``maybe_apply_chat_template`` on each row, into
+    string columns (standard rows pass through)."""
+    from datasets import Value
+    from trl.data_utils import is_conversational, maybe_apply_chat_template
+
+    if ds.num_rows == 0 or not is_conversational(ds[0]):
+        return ds
+    keys = [k for k in ("prompt", "chosen", "rejected", "completion") if k in ds.column_names]
+    features = ds.features.copy()
+    for k in keys:
+        features[k] = Value("string")
+
+    def render(row: dict[str, Any]) -> dict[str, Any]:
+        text = maybe_apply_chat_template({k: row[k] for k in keys}, tokenizer)
+        return {k: text[k] for k in keys}
+
+    return ds.map(render, features=features, desc="Applying the chat template")
 
 
 def trainer_inputs(cfg: RunConfig, tokenizer: Any, data: Any, eval_data: Any,

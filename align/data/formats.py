@@ -67,6 +67,8 @@ NOTES = {
                "align trains on every assistant turn",
     "alpaca": "Alpaca layout: instruction (+ input) read as the user turn, output as the "
               "assistant's reply ({n} records)",
+    "system": "the 'system' column became the system message of each prompt ({n} records), "
+              "so prompt and answers are chat messages",
 }
 
 
@@ -89,6 +91,7 @@ class Validated:
     bad_records: int = 0  # records (or unreadable lines) with at least one error
     notes: list[str] = field(default_factory=list)
     columns: list[str] = field(default_factory=list)  # the source's columns (first record)
+    tool_calls: int = 0  # assistant messages that call tools (the chat template must render them)
     skipped: Any = None  # with --skip-invalid: the temporary JSONL of dropped records
 
     @property
@@ -200,6 +203,7 @@ class _Checker:
             calls = msg.get("tool_calls")
             if calls is not None and role == "assistant":
                 self.tool_calls(calls, f"{where}.tool_calls")
+                self.notes["_tool_calls"] += 1
             content = msg.get("content")
             if "content" not in msg and not calls:
                 self.add(f"{where}.content", "missing key 'content'")
@@ -462,11 +466,38 @@ def _alpaca(chk: _Checker, row: dict[str, Any]) -> tuple[dict[str, Any], str | N
     return out, "conversational"
 
 
+def _with_system(check: Any) -> Any:
+    """Read a ``system`` column (Intel/orca_dpo_pairs, LLaMA-Factory) as the system message of
+    the prompt: string fields become chat messages (a string prompt has no place for a system
+    message), a message-list prompt gets it in front unless it starts with one already."""
+
+    def checked(chk: _Checker, data: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+        system = data.get("system")
+        if "system" not in data or not isinstance(system, (str, type(None))) or \
+                ("prompt" not in data and "messages" not in data):
+            return check(chk, data)
+        row = {k: v for k, v in data.items() if k != "system"}
+        system_msgs = [{"role": "system", "content": system}] if system and system.strip() else []
+        key = "prompt" if "prompt" in row else "messages"
+        if isinstance(row[key], str):
+            row[key] = system_msgs + [{"role": "user", "content": row[key]}]
+            for name in ("chosen", "rejected", "completion"):
+                if isinstance(row.get(name), str):
+                    row[name] = [{"role": "assistant", "content": row[name]}]
+        elif isinstance(row[key], list) and system_msgs and not (
+                row[key] and isinstance(row[key][0], dict) and row[key][0].get("role") == "system"):
+            row[key] = system_msgs + row[key]
+        chk.notes["system"] += 1
+        return check(chk, row)
+
+    return checked
+
+
 CHECKS = {
-    "prompt": _check_prompt,
-    "pairwise": _check_pairwise,
-    "unpaired": _check_unpaired,
-    "sft": _check_sft,
+    "prompt": _with_system(_check_prompt),
+    "pairwise": _with_system(_check_pairwise),
+    "unpaired": _with_system(_check_unpaired),
+    "sft": _check_sft,  # Alpaca's system column is read by _alpaca; messages carry their own
 }
 
 
@@ -481,6 +512,7 @@ class Validator:
         self.notes: Counter = Counter()
         self.dropped_keys: Counter = Counter()
         self._first_position: str | None = None
+        self._layout: tuple[str, ...] = ()  # sft: the first valid record's fields
 
     def error(self, error: DataError) -> None:
         """A read error (bad bytes, bad JSON): the line counts as a bad record."""
@@ -514,12 +546,17 @@ class Validator:
             chk.add(None, f"record is {form} but the first record ({self._first_position}) is "
                           f"{r.form}; use one form throughout the file")
             form = None
+        elif form is not None and self._layout and chk.keep != self._layout:
+            chk.add(None, f"record has {' and '.join(chk.keep)} but the first record "
+                          f"({self._first_position}) has {' and '.join(self._layout)}; use one "
+                          "layout throughout the file")
+            form = None
         if chk.errors:
             self._keep_errors(chk.errors)
             r.bad_records += 1
             return None, chk.errors
         if r.form is None:
-            r.form, self._first_position = form, record.position
+            r.form, self._first_position, self._layout = form, record.position, chk.keep
         keep = chk.keep or KEEP_TRL_KEYS[r.format]
         for key in [k for k in row if k in TRL_KEYS and k not in keep]:
             self.dropped_keys[key] += 1
@@ -530,7 +567,8 @@ class Validator:
         """The result without rows (the caller stores them)."""
         r = self.result
         r.implicit_prompt = bool(self.notes["implicit"])
-        r.notes = [NOTES[key].format(n=n) for key, n in self.notes.items() if n]
+        r.tool_calls = self.notes["_tool_calls"]
+        r.notes = [NOTES[key].format(n=n) for key, n in self.notes.items() if n and key in NOTES]
         if self.dropped_keys:
             names = ", ".join(f"'{k}'" for k in self.dropped_keys)
             r.notes.append(f"not passed to training: {names} (TRL would read "

@@ -30,8 +30,9 @@ class DataValidationError(AlignError):
     def __init__(self, result: Validated, extra: str = "") -> None:
         self.result = result
         n = max(result.n_errors, len(result.errors))
+        hint = f"\n{result.hint}" if result.hint else ""
         super().__init__(f"{result.file}: {n} problem{'s' if n != 1 else ''} in the "
-                         f"{result.format} data:\n{result.error_report()}{extra}")
+                         f"{result.format} data:\n{result.error_report()}{hint}{extra}")
 
 
 def load(path: str | os.PathLike, fmt: str, columns: str | dict | None = None, *,
@@ -89,8 +90,9 @@ def load(path: str | os.PathLike, fmt: str, columns: str | dict | None = None, *
     if any("missing field" in e.message or "missing fields" in e.message
            for e in result.errors[:50]):
         proposal = propose_columns(list(rename(dict.fromkeys(raw_columns), mapping)), fmt)
-        result.notes.append(f"the source's columns: {', '.join(raw_columns)}" +
-                            (f"; try --columns {proposal}" if proposal else ""))
+        result.hint = (f"the source's columns: {', '.join(raw_columns)}" +
+                       (f"; try --columns {proposal}" if proposal else
+                        f"; map yours to the {fmt} format's fields with --columns ours=theirs"))
     return result
 
 

@@ -90,6 +90,7 @@ class Validated:
     records: int = 0  # records read, valid or not
     bad_records: int = 0  # records (or unreadable lines) with at least one error
     notes: list[str] = field(default_factory=list)
+    hint: str | None = None  # for missing fields: the source's columns, a --columns proposal
     columns: list[str] = field(default_factory=list)  # the source's columns (first record)
     tool_calls: int = 0  # assistant messages that call tools (the chat template must render them)
     skipped: Any = None  # with --skip-invalid: the temporary JSONL of dropped records

@@ -54,3 +54,23 @@ def test_public_layout_validates_and_trains_two_steps(layout: Layout, tmp_path, 
     assert code == 0, err[-3000:]
     losses = [r["loss"] for r in read_metrics(run_dir) if "loss" in r]
     assert len(losses) == 2 and all(math.isfinite(x) for x in losses), losses
+
+
+def test_tool_calls_need_a_chat_template_that_renders_them(tmp_path, capsys, tiny_lm):
+    """A template without tool calls would train those turns as empty replies: refused."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from tests.data.public_layouts import openai_chat
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_lm, model)
+    tok = AutoTokenizer.from_pretrained(model)
+    tok.chat_template = ("{%- for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + "
+                         "(m['content'] or '') + '<|im_end|>\\n' }}{%- endfor %}")
+    tok.save_pretrained(model)
+    code, _, err = run_cli(["sft", "--model", model, "--dataset", openai_chat(tmp_path),
+                            "--output-dir", tmp_path / "run", *FAST], capsys)
+    assert code == 2
+    assert "6 assistant messages that call tools (tool_calls), but the chat template" in err

@@ -339,14 +339,23 @@ def _implicit_messages(chk: _Checker, row: dict[str, Any]) -> str | None:
         chk.add(e.field, str(e))
         return None
     row["prompt"], row["chosen"], row["rejected"] = chosen[:n], chosen[n:], rejected[n:]
+    if not _replies(chk, row):
+        return None
+    chk.notes["implicit"] += 1
+    return "conversational"
+
+
+def _replies(chk: _Checker, row: dict[str, Any]) -> bool:
+    """After a prompt was split off checked messages: each answer is an assistant reply."""
     for name in ("chosen", "rejected"):
         if not row[name]:
             chk.add(name, "the conversation ends where the prompt does: no reply to compare")
-            return None
-        if chk.messages(row[name], name, reply=True) is None:
-            return None
-    chk.notes["implicit"] += 1
-    return "conversational"
+            return False
+        if row[name][0].get("role") != "assistant":
+            chk.add(f"{name}[0].role", "expected the reply after the shared prompt to start "
+                                       f"with role 'assistant', found '{row[name][0].get('role')}'")
+            return False
+    return True
 
 
 def _implicit_text(chk: _Checker, row: dict[str, Any]) -> str | None:
@@ -374,12 +383,8 @@ def _repeated_prompt(chk: _Checker, row: dict[str, Any]) -> str | None:
     except PromptError as e:
         chk.add(e.field, str(e))
         return None
-    for name in ("chosen", "rejected"):
-        if not row[name]:
-            chk.add(name, "the conversation ends where the prompt does: no reply to compare")
-            return None
-        if chk.messages(row[name], name, reply=True) is None:
-            return None
+    if not _replies(chk, row):
+        return None
     chk.notes["repeated"] += 1
     return "conversational"
 

@@ -33,6 +33,8 @@ from align.errors import AlignError
 
 BATCH_ROWS = 1000
 _WORK_DIR: Path | None = None
+_JSON = json.JSONEncoder(ensure_ascii=False)  # one encoder for every message (json.dumps
+# builds a new one per call when given options)
 
 
 def work_dir() -> Path:
@@ -159,8 +161,7 @@ def _json_column(values: list[Any]) -> Any:
     import pyarrow as pa
 
     if all(v is None or isinstance(v, list) for v in values):
-        items = [json.dumps(item, ensure_ascii=False) for v in values if v is not None
-                 for item in v]
+        items = [_JSON.encode(item) for v in values if v is not None for item in v]
         offsets, n = [0], 0
         mask = []
         for v in values:
@@ -170,7 +171,7 @@ def _json_column(values: list[Any]) -> Any:
         storage = pa.ExtensionArray.from_storage(pa.json_(), pa.array(items, pa.string()))
         return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), storage,
                                         mask=pa.array(mask) if any(mask) else None)
-    encoded = [None if v is None else json.dumps(v, ensure_ascii=False) for v in values]
+    encoded = [None if v is None else _JSON.encode(v) for v in values]
     return pa.ExtensionArray.from_storage(pa.json_(), pa.array(encoded, pa.string()))
 
 

@@ -350,8 +350,14 @@ class Layout:
     layout: str = ""  # what `align data inspect` says: form, prompt
     expect: dict[int, dict[str, Any]] = field(default_factory=dict)  # row index -> fields
     train: tuple[str, ...] = ()  # flags of the 2-step run only (the algorithm's own)
+    doc: str | None = None  # its row in docs/data-formats.md, "Public datasets" (default: name)
+
+    @property
+    def doc_row(self) -> str:
+        return self.doc or self.name
 
 
+H4_PREFS = "HuggingFaceH4/ultrafeedback_binarized (preferences)"
 H4_FIRST = {0: {"prompt": [U(QUESTIONS[0])], "chosen": [A(GOOD[0])],
                 "rejected": [A(BAD[0])]}}
 LAYOUTS = [
@@ -366,19 +372,19 @@ LAYOUTS = [
            layout="conversational, implicit prompt", expect=H4_FIRST),
     Layout("HuggingFaceH4/ultrafeedback_binarized", h4_ultrafeedback, "pairwise", "dpo",
            flags=("--dataset-split", "train_prefs"), layout="conversational, explicit prompt",
-           expect=H4_FIRST),
-    Layout("HuggingFaceH4/ultrafeedback_binarized (sft)", h4_ultrafeedback, "sft", "sft",
+           expect=H4_FIRST, doc=H4_PREFS),
+    Layout("HuggingFaceH4/ultrafeedback_binarized (SFT)", h4_ultrafeedback, "sft", "sft",
            flags=("--dataset-split", "train_sft"), layout="conversational",
            expect={0: {"messages": [U(QUESTIONS[0]), A(GOOD[0])]}}),
     Layout("HuggingFaceH4/ultrafeedback_binarized (saved)", h4_ultrafeedback_saved, "pairwise",
            "dpo", flags=("--dataset-split", "train_prefs"),
-           layout="conversational, explicit prompt", expect=H4_FIRST),
+           layout="conversational, explicit prompt", expect=H4_FIRST, doc=H4_PREFS),
     Layout("HuggingFaceH4/ultrafeedback_binarized (jsonl)", h4_ultrafeedback_jsonl, "pairwise",
-           "simpo", layout="conversational, explicit prompt", expect=H4_FIRST),
+           "simpo", layout="conversational, explicit prompt", expect=H4_FIRST, doc=H4_PREFS),
     Layout("HuggingFaceH4/ultrafeedback_binarized (json)", h4_ultrafeedback_json, "pairwise",
-           "orpo", layout="conversational, explicit prompt", expect=H4_FIRST),
+           "orpo", layout="conversational, explicit prompt", expect=H4_FIRST, doc=H4_PREFS),
     Layout("HuggingFaceH4/ultrafeedback_binarized (csv)", h4_ultrafeedback_csv, "pairwise",
-           "cpo", layout="conversational, explicit prompt", expect=H4_FIRST),
+           "cpo", layout="conversational, explicit prompt", expect=H4_FIRST, doc=H4_PREFS),
     Layout("openbmb/UltraFeedback", ultrafeedback_raw, "pairwise", "dpo",
            convert=("--to", "pairwise"), layout="standard, explicit prompt",
            expect={0: {"prompt": QUESTIONS[0], "chosen": GOOD[0], "rejected": BAD[-1],
@@ -391,14 +397,16 @@ LAYOUTS = [
            convert=("--to", "pairwise"), layout="standard, explicit prompt",
            expect={i: {"prompt": QUESTIONS[i], "chosen": GOOD[i], "rejected": BAD[i]}
                    for i in (0, 1)}),
-    Layout("ShareGPT", sharegpt, "sft", "sft", convert=("--to", "sft"), layout="conversational",
+    Layout("ShareGPT dumps", sharegpt, "sft", "sft", convert=("--to", "sft"),
+           layout="conversational",
            expect={1: {"messages": [{"role": "system", "content": "You are a helpful assistant."},
                                     {"role": "user", "content": QUESTIONS[1]},
                                     {"role": "assistant", "content": GOOD[1]}]}}),
     Layout("HuggingFaceH4/ultrachat_200k", ultrachat, "sft", "sft",
            flags=("--dataset-split", "train_sft"), layout="conversational"),
     Layout("tatsu-lab/alpaca", alpaca, "sft", "sft", layout="standard"),
-    Layout("yahma/alpaca-cleaned", alpaca_cleaned, "sft", "sft", layout="conversational",
+    Layout("yahma/alpaca-cleaned (Alpaca without `text`)", alpaca_cleaned, "sft", "sft",
+           layout="conversational",
            expect={1: {"prompt": [U(f"{QUESTIONS[1]}\n\nAnswer briefly.")],
                        "completion": [A(GOOD[1])]}}),
     Layout("openai/gsm8k", gsm8k, "prompt", "grpo",
@@ -421,8 +429,9 @@ LAYOUTS = [
            expect={1: {"prompt": [{"role": "system", "content": "You are an AI assistant."},
                                   {"role": "user", "content": QUESTIONS[1]}],
                        "chosen": [{"role": "assistant", "content": GOOD[1]}]}}),
-    Layout("Dahoas/rm-static", rm_static, "pairwise", "dpo", layout="standard, explicit prompt"),
-    Layout("TRL standard preference, implicit prompt", trl_implicit_standard, "pairwise", "dpo",
+    Layout("Dahoas/rm-static", rm_static, "pairwise", "rm", layout="standard, explicit prompt"),
+    Layout("TRL's standard preference type, implicit prompt", trl_implicit_standard,
+           "pairwise", "dpo",
            layout="standard, implicit prompt",
            expect={0: {"prompt": f"Q: {QUESTIONS[0]} A:", "chosen": f" {GOOD[0]}"}}),
 ]

@@ -74,3 +74,22 @@ def test_tool_calls_need_a_chat_template_that_renders_them(tmp_path, capsys, tin
                             "--output-dir", tmp_path / "run", *FAST], capsys)
     assert code == 2
     assert "6 assistant messages that call tools (tool_calls), but the chat template" in err
+
+
+def test_docs_table_gives_the_commands_the_tests_run():
+    from pathlib import Path
+
+    page = Path(__file__).resolve().parents[2] / "docs" / "data-formats.md"
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in
+            page.read_text(encoding="utf-8").split("## Public datasets")[1].splitlines()
+            if line.startswith("| ") and " | " in line}
+    for layout in LAYOUTS:
+        row = rows.get(layout.doc_row)
+        assert row is not None, f"docs/data-formats.md has no row for {layout.doc_row}"
+        flags = " ".join(layout.flags)
+        assert flags in row, (layout.name, flags)
+        if layout.convert is not None:
+            assert "align data convert " in row and " ".join(layout.convert) in row
+        elif layout.doc is None:
+            command = "align sft" if layout.algo == "sft" else f"--algo {layout.algo}"
+            assert command in row, (layout.name, command)

@@ -141,8 +141,11 @@ def _with_datasets(spec: str, path: str, split: str | None, config: str | None, 
     name = f"{what} (split {chosen})"
     files: tuple[str, ...] = ()
     if local:
-        builder = datasets.load_dataset_builder(path, config)
-        files = tuple(str(f) for f in (builder.config.data_files or {}).get(chosen, []))
+        try:
+            builder = datasets.load_dataset_builder(path, config)
+            files = tuple(str(f) for f in (builder.config.data_files or {}).get(chosen, []))
+        except Exception:  # only used to read the files ourselves when datasets cannot
+            files = ()
     csv = any(data_suffix(Path(f))[0] in (".csv", ".tsv") for f in files)
     try:
         ds = datasets.load_dataset(path, config, split=chosen)

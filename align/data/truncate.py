@@ -15,6 +15,7 @@ The tokenizer is passed in, so this module imports nothing heavy.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 
@@ -85,6 +86,8 @@ def truncate_dataset(dataset: Any, tokenizer: Any, max_prompt_length: int | None
                                    max_prompt_length)
         return {"prompt": [r["prompt"] for r in rows]}
 
-    fingerprint = f"{dataset._fingerprint}-cut{max_prompt_length}-{abs(hash(tokenizer.name_or_path))}"
+    # named from its inputs: hashing the function would pickle the tokenizer
+    key = f"{dataset._fingerprint}:{max_prompt_length}:{tokenizer.name_or_path}"
+    fingerprint = hashlib.sha256(key.encode()).hexdigest()[:32]
     return dataset.map(cut, batched=True, batch_size=batch_size, features=dataset.features,
-                       new_fingerprint=fingerprint[:64], desc="Cutting long prompts"), n_cut
+                       new_fingerprint=fingerprint, desc="Cutting long prompts"), n_cut

@@ -317,6 +317,8 @@ def _check_pairwise(chk: _Checker, data: dict[str, Any]) -> tuple[dict[str, Any]
             "rejected": chk.text_or_messages(row, "rejected", reply=True),
         }
         form = _same_form(chk, forms)
+    if "prompt" in row and next(iter(row)) != "prompt":  # an implicit prompt: put it first
+        row = {"prompt": row.pop("prompt"), **row}
     if form and row["chosen"] == row["rejected"]:
         chk.add("rejected", "chosen and rejected are identical; a pair must differ")
         form = None

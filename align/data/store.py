@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -44,16 +45,21 @@ def work_dir() -> Path:
         root = cache_dir() / "tmp"
         root.mkdir(parents=True, exist_ok=True)
         _remove_orphans(root)
-        _WORK_DIR = Path(tempfile.mkdtemp(prefix=f"rows-{os.getpid()}-", dir=root))
+        _WORK_DIR = Path(tempfile.mkdtemp(prefix=f"rows-{_host()}-{os.getpid()}-", dir=root))
         atexit.register(shutil.rmtree, _WORK_DIR, True)
     return _WORK_DIR
 
 
+def _host() -> str:
+    return "".join(c for c in socket.gethostname() if c.isalnum()) or "host"
+
+
 def _remove_orphans(root: Path) -> None:
-    for folder in root.glob("rows-*-*"):
+    """Remove the folders of processes of this machine that no longer run (a killed run
+    leaves its folder behind). A cache shared by several machines keeps the others'."""
+    for folder in root.glob(f"rows-{_host()}-*-*"):
         try:
-            pid = int(folder.name.split("-")[1])
-            os.kill(pid, 0)
+            os.kill(int(folder.name.split("-")[2]), 0)
         except ProcessLookupError:
             shutil.rmtree(folder, ignore_errors=True)
         except (ValueError, PermissionError, IndexError):

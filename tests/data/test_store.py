@@ -48,3 +48,20 @@ def test_select_keeps_order_and_changes_the_digest(tiny_batches):
 
 def test_same_content_same_digest():
     assert _rows([{"a": "x"}]).digest == _rows([{"a": "x"}]).digest != _rows([{"a": "y"}]).digest
+
+
+def test_folders_of_dead_processes_are_removed(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("ALIGN_CACHE", str(tmp_path))
+    monkeypatch.setattr(store, "_WORK_DIR", None)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    root = tmp_path / "tmp"
+    left = root / f"rows-{store._host()}-{dead}-abc"
+    other_host = root / f"rows-otherhost-{dead}-abc"
+    for folder in (left, other_host):
+        folder.mkdir(parents=True)
+    mine = store.work_dir()
+    assert mine.is_dir() and not left.exists() and other_host.exists()

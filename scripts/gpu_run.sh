@@ -96,7 +96,7 @@ section dpo-0.5b 60 120 --only dpo --modes full \
   $(big --shape 0.5b --steps 10 --warmup 3)
 # shellcheck disable=SC2046
 section ppo-0.5b 90 300 --only ppo --modes full \
-  $(big --shape 0.5b --ppo-batch 128 --new-tokens 256 --rollout-warmup-tokens 32 \
+  $(big --shape 0.5b --ppo-batch 128 --new-tokens 256 \
         --ppo-steps 1 --ppo-warmup 0)
 # shellcheck disable=SC2046
 section dpo-7b-qlora 150 240 --only dpo --modes qlora --no-baseline \

@@ -54,9 +54,9 @@ def test_cli_reference_covers_every_command():
 
 
 def test_cli_region_renders_usage_help_and_options():
-    page = "<!-- cli:start data-validate -->\nold\n<!-- cli:end -->\n"
+    page = "<!-- cli:start data-validate -->\nstale region text\n<!-- cli:end -->\n"
     out = render(page)
-    assert "align data validate [OPTIONS] PATH" in out and "old" not in out
+    assert "align data validate [OPTIONS] PATH" in out and "stale region text" not in out
     assert "| `--format` | — | Expected format. One of: prompt, pairwise, unpaired, sft. |" in out
     assert "--help" not in out
     rlhf = render("<!-- cli:start rlhf -->\n<!-- cli:end -->\n")
@@ -112,4 +112,4 @@ def test_memory_page_shows_the_estimate_scripts_tables(capsys):
     page = (DOCS_DIR / "memory.md").read_text(encoding="utf-8")
     for line in capsys.readouterr().out.splitlines():
         assert line in page, f"docs/memory.md lacks {line!r}: rerun scripts/memory_estimate.py"
-    assert "computed estimate, not a measurement" in page
+    assert "computed estimates, not measurements" in page

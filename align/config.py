@@ -22,9 +22,14 @@ def arg(
     source: str = "",
     choices: tuple[str, ...] | None = None,
     metavar: str | None = None,
+    presets: dict[str, Any] | None = None,
 ) -> Any:
-    """Declare a config field with its CLI help, the source of its default and allowed choices."""
-    meta = {"help": help, "source": source, "choices": choices, "metavar": metavar}
+    """Declare a config field with its CLI help, the source of its default and allowed choices.
+
+    ``presets`` maps preset names to the value the field takes under each (PPO's --preset),
+    for fields whose ``default`` is None until a preset fills it in."""
+    meta = {"help": help, "source": source, "choices": choices, "metavar": metavar,
+            "presets": presets}
     if isinstance(default, (list, dict, set)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -277,4 +282,5 @@ def field_doc(f: dataclasses.Field) -> dict[str, Any]:
         "help": f.metadata.get("help", ""),
         "source": f.metadata.get("source", ""),
         "choices": f.metadata.get("choices"),
+        "presets": f.metadata.get("presets"),
     }

@@ -8,7 +8,7 @@ import statistics
 
 import pytest
 
-from align.ppo.config import PRESET_VALUES, PPOConfig
+from align.ppo.config import PPOConfig, preset_values
 from align.ppo.data import Sampler
 from align.ppo.kl_control import KLController
 from align.ppo.reward_norm import RunningMoments
@@ -26,7 +26,7 @@ def test_default_preset_is_the_ms_swift_guide():
 @pytest.mark.parametrize("preset", ["ppo-max", "vanilla"])
 def test_preset_sets_its_fields(preset):
     c = PPOConfig(preset=preset)
-    for name, value in PRESET_VALUES[preset].items():
+    for name, value in preset_values(preset).items():
         assert getattr(c, name) == value
 
 

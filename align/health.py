@@ -355,8 +355,10 @@ class HealthMonitor:
         return action
 
     def summary(self) -> dict[str, Any]:
-        """For final metrics: did anything fire, and what."""
-        return {"collapsed": bool(self.events),
+        """For final metrics: did a collapse detector fire (advisory ones do not count), and
+        what fired."""
+        collapses = [e for e in self.events if e.detector not in ADVISORY]
+        return {"collapsed": bool(collapses),
                 "health_events": [str(e) for e in self.events],
                 "rollbacks": self.rollbacks}
 

@@ -192,3 +192,11 @@ def test_online_detectors_quiet_on_a_learning_run():
         events += monitor.check(step, {"objective/kl": 0.3 * step, "reward/raw": 0.2 * step,
                                        "rollout/eos_frac": 0.8, "value/explained_var": 0.3})
     assert events == []
+
+
+def test_advisory_events_are_listed_but_are_no_collapse():
+    monitor = HealthMonitor(HealthArgs())
+    for step in range(1, 4):
+        monitor.check(step, {"rollout/eos_frac": 0.0})
+    summary = monitor.summary()
+    assert summary["collapsed"] is False and "no_eos" in summary["health_events"][0]

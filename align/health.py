@@ -109,10 +109,10 @@ HINTS = {
     "kl_drift": "the policy moves away from the reference without earning reward: check that "
                 "the reward separates good from bad answers (its spread per batch), raise "
                 "--kl-coef, lower --actor-lr, or give the critic --critic-warmup-steps",
-    "critic_stuck": "the critic explains none of the returns: raise --critic-lr, add "
-                    "--critic-warmup-steps, or check the value head's start (docs/ppo.md)",
-    "no_eos": "the reward model only ever scores cut-off text: add --missing-eos-penalty 1.0, "
-              "raise --max-new-tokens, or start from an SFT model that stops",
+    "critic_stuck": "raise --critic-lr, add --critic-warmup-steps, or check where the value "
+                    "head starts (docs/ppo.md)",
+    "no_eos": "add --missing-eos-penalty 1.0 (the reward model only ever scores cut-off "
+              "text), raise --max-new-tokens, or start from an SFT model that stops",
 }
 # Detectors that advise rather than report a collapse: --on-collapse stop/rollback ignores
 # them (rolling back would not change what they see).

@@ -44,6 +44,7 @@ class RunCommand(click.Command):
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         ctx.meta["align.algo"] = self.fixed_algo or _peek_algo(args)
+        _refuse_repeated(self.get_params(ctx), args)
         return super().parse_args(ctx, args)
 
     def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
@@ -72,6 +73,23 @@ class RunCommand(click.Command):
             if records:
                 with formatter.section(title):
                     formatter.write_dl(records)
+
+
+def _refuse_repeated(params: list[click.Parameter], args: list[str]) -> None:
+    """A flag given twice is an error (click would keep the last one silently)."""
+    owner = {opt: p.name for p in params for opt in (*p.opts, *p.secondary_opts)}
+    seen: dict[str, str] = {}
+    for arg in args:
+        if arg == "--":
+            break
+        flag = arg.split("=", 1)[0]
+        name = owner.get(flag)
+        if name is None or not flag.startswith("--"):
+            continue
+        if name in seen:
+            raise AlignError(f"{flag} is given twice (first as {seen[name]}); give each flag "
+                             "once")
+        seen[name] = arg
 
 
 def _run_params(fixed_algo: str | None) -> list[click.Parameter]:
@@ -229,7 +247,7 @@ def quickstart_cmd(out: str, algos: str | None, seed: int, device: str, model: s
         if not torch.cuda.is_available():
             raise AlignError("--device cuda: no CUDA GPU is visible; use --device cpu")
     if model:
-        from align.runner import check_model_path
+        from align.models import check_model_path
 
         check_model_path("--model", model)
     run(Options(out=Path(out), algos=chosen, seed=seed, device=device, model=model,
@@ -359,6 +377,10 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
+    except click.UsageError as e:  # one line, like every other error
+        hint = f" (see `{e.ctx.command_path} --help`)" if e.ctx is not None else ""
+        click.echo(f"error: {' '.join(e.format_message().split())}{hint}", err=True)
+        sys.exit(e.exit_code)
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)
@@ -375,6 +397,28 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as e:  # the last line of defence: no traceback unless asked for
         if debug:
             raise
-        click.echo(f"error: {type(e).__name__}: {e}\n(run again with --debug for the traceback)",
-                   err=True)
+        known = _in_words(e)
+        if known:
+            click.echo(f"error: {known}", err=True)
+            sys.exit(2)
+        first = (str(e).strip().splitlines() or [""])[0]
+        click.echo(f"error: {type(e).__name__}: {first}\n(run again with --debug for the "
+                   "traceback)", err=True)
         sys.exit(1)
+
+
+def _in_words(e: Exception) -> str | None:
+    """What the machine refused (disk, permissions, memory), as the user can act on it."""
+    from align.errors import os_problem
+
+    if type(e).__name__ == "OutOfMemoryError" or isinstance(e, MemoryError):
+        return ("out of memory: lower --per-device-train-batch-size (raise "
+                "--gradient-accumulation-steps to keep the batch), add --gradient-checkpointing, "
+                "--bf16 or --lora (docs/troubleshooting.md, 'Out of memory'); a run stopped "
+                "this way continues from its last checkpoint with --resume")
+    if isinstance(e, OSError):
+        message = os_problem(e, e.filename or ".", str(e.filename or "a file"))
+        if message is None and e.filename:
+            message = f"{e.strerror or e}: {e.filename}"
+        return message
+    return os_problem(e, ".", "a file")  # torch/safetensors writers that lost the errno

@@ -2,13 +2,15 @@
 
 Shared by every trainer: TRL-backed runs forward their logs through :class:`TrainerMetrics`,
 align's own loops call :meth:`MetricsLogger.log` directly. On resume, lines logged after the
-checkpoint's step are dropped first, so a resumed run's file reads as if it never stopped.
+checkpoint's step are dropped once the checkpoint is restored, so a resumed run's file reads as
+if it never stopped.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -26,31 +28,51 @@ def _clean(value: Any) -> Any:
 
 
 class MetricsLogger:
-    """Append metrics to ``output_dir/metrics.jsonl`` and, when installed, TensorBoard."""
+    """Append metrics to ``output_dir/metrics.jsonl`` and, when installed, TensorBoard.
+
+    Nothing is touched until :meth:`open` (called by the first :meth:`log`): a resumed run
+    opens its logger only once the checkpoint is restored, so a resume that fails leaves the
+    metrics of the interrupted run as they were. With ``resume_step``, rows logged after that
+    step are dropped then (rewritten atomically), and TensorBoard purges its events after it
+    (``purge_step``), so no step appears twice in either.
+    """
 
     def __init__(self, output_dir: str | Path, *, tensorboard: bool = True,
                  resume_step: int | None = None) -> None:
-        self.path = Path(output_dir) / METRICS_FILE
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if resume_step is not None and self.path.exists():
+        self.dir = Path(output_dir)
+        self.path = self.dir / METRICS_FILE
+        self.tensorboard = tensorboard
+        self.resume_step = resume_step
+        self._fh: Any = None
+        self._tb: Any = None
+
+    def open(self) -> None:
+        """Cut the file back to the resumed step (or start it empty), open the writers."""
+        if self._fh is not None:
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if self.resume_step is not None and self.path.exists():
             # rows logged after the checkpoint, and the interrupted run's end-of-training
             # summary (a never-stopped run has none at that step), are dropped
             keep = [r for r in read_metrics(self.path)
-                    if r.get("step", 0) <= resume_step and "train_runtime" not in r]
-            self.path.write_text("".join(json.dumps(r) + "\n" for r in keep), encoding="utf-8")
-        elif resume_step is None:
+                    if r.get("step", 0) <= self.resume_step and "train_runtime" not in r]
+            tmp = self.path.with_name(METRICS_FILE + ".tmp")
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in keep), encoding="utf-8")
+            os.replace(tmp, self.path)  # a kill here leaves the old file or the new, whole
+        elif self.resume_step is None:
             self.path.write_text("", encoding="utf-8")
         self._fh = self.path.open("a", encoding="utf-8")
-        self._tb = None
-        if tensorboard:
+        if self.tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self._tb = SummaryWriter(str(Path(output_dir) / "tensorboard"))
+                purge = None if self.resume_step is None else self.resume_step + 1
+                self._tb = SummaryWriter(str(self.dir / "tensorboard"), purge_step=purge)
             except ImportError:
                 self._tb = None  # tensorboard not installed: metrics.jsonl alone
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
+        self.open()
         row = {"step": int(step), "time": round(time.time(), 3)}
         row.update({k: _clean(v) for k, v in metrics.items()})
         self._fh.write(json.dumps(row) + "\n")
@@ -62,17 +84,27 @@ class MetricsLogger:
                     self._tb.add_scalar(key, value, step)
 
     def close(self) -> None:
-        self._fh.close()
+        if self._fh is not None:
+            self._fh.close()
         if self._tb is not None:
             self._tb.close()
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """All rows of a metrics.jsonl file (a directory is taken to hold one)."""
+    """All rows of a metrics.jsonl file (a directory is taken to hold one). A last line cut
+    short by a killed run is left out; a broken line elsewhere is an error."""
     p = Path(path)
     if p.is_dir():
         p = p / METRICS_FILE
-    return [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = [line for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = []
+    for i, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i < len(lines) - 1:
+                raise
+    return rows
 
 
 def trainer_callback(logger: MetricsLogger) -> Any:
@@ -80,6 +112,11 @@ def trainer_callback(logger: MetricsLogger) -> Any:
     from transformers import TrainerCallback
 
     class TrainerMetrics(TrainerCallback):
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            # the Trainer has loaded the checkpoint's model, optimizer and schedule by now
+            if state.is_world_process_zero:
+                logger.open()
+
         def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None,
                    **kwargs: Any) -> None:
             if logs and state.is_world_process_zero:

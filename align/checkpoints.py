@@ -440,6 +440,8 @@ def _resume_point(out: Path, cfg: Any) -> tuple[Checkpoint, list[tuple[str, Any,
                          "to start a new run (with --overwrite-output-dir to replace this one)")
     ckpt = complete[-1]
     changes = check_resume_config(ckpt, cfg)
+    for doomed in out.glob(_DELETING + "*"):  # a rotation killed half-way: finish it
+        shutil.rmtree(doomed, ignore_errors=True)
     moved = move_aside(incomplete)
     for old, new in zip(incomplete, moved):
         click.echo(f"--resume: skipped {old.name}: incomplete (cut short while it was written); "
@@ -505,6 +507,9 @@ def note_resume(out: Path, ckpt: Checkpoint, changes: list[tuple[str, Any, Any]]
 
 
 # --- TRL-backed algorithms: the Trainer writes checkpoint-N, this makes it count -------------
+class NothingLeftToTrain(Exception):
+    """Raised at train begin when the resumed checkpoint is the run's last step (the model,
+    optimizer and schedule are loaded by then; only the final save remains)."""
 def trainer_callback(cfg: Any, state_files: Any = None, healthy: Any = None) -> Any:
     """A TrainerCallback that applies rules 1 and 3 to the checkpoints transformers' Trainer
     writes (its own rotation is off: ``save_total_limit=None`` in its config):
@@ -521,6 +526,11 @@ def trainer_callback(cfg: Any, state_files: Any = None, healthy: Any = None) -> 
 
     class CompleteCheckpoints(TrainerCallback):
         broken: tuple[int, list[str]] | None = None
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            # resumed from the last step: the Trainer would train one step too many
+            if 0 < state.max_steps <= state.global_step:
+                raise NothingLeftToTrain(state.global_step)
 
         def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None,
                         **kwargs: Any) -> None:

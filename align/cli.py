@@ -44,7 +44,6 @@ class RunCommand(click.Command):
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         ctx.meta["align.algo"] = self.fixed_algo or _peek_algo(args)
-        _refuse_repeated(self.get_params(ctx), args)
         return super().parse_args(ctx, args)
 
     def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
@@ -73,23 +72,6 @@ class RunCommand(click.Command):
             if records:
                 with formatter.section(title):
                     formatter.write_dl(records)
-
-
-def _refuse_repeated(params: list[click.Parameter], args: list[str]) -> None:
-    """A flag given twice is an error (click would keep the last one silently)."""
-    owner = {opt: p.name for p in params for opt in (*p.opts, *p.secondary_opts)}
-    seen: dict[str, str] = {}
-    for arg in args:
-        if arg == "--":
-            break
-        flag = arg.split("=", 1)[0]
-        name = owner.get(flag)
-        if name is None or not flag.startswith("--"):
-            continue
-        if name in seen:
-            raise AlignError(f"{flag} is given twice (first as {seen[name]}); give each flag "
-                             "once")
-        seen[name] = arg
 
 
 def _run_params(fixed_algo: str | None) -> list[click.Parameter]:

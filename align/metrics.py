@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import Any
 
 METRICS_FILE = "metrics.jsonl"
+# Running totals some trainers do not keep in their checkpoints (TRL's DPO, KTO, SFT and reward
+# trainers count num_tokens in an attribute): a resumed run continues them from the checkpoint.
+COUNTERS = ("num_tokens",)
 
 
 def _clean(value: Any) -> Any:
@@ -45,6 +48,8 @@ class MetricsLogger:
         self.resume_step = resume_step
         self._fh: Any = None
         self._tb: Any = None
+        self._counted: dict[str, float] = {}  # counter -> its value at the resumed step
+        self._offset: dict[str, float] = {}
 
     def open(self) -> None:
         """Cut the file back to the resumed step (or start it empty), open the writers."""
@@ -56,6 +61,8 @@ class MetricsLogger:
             # summary (a never-stopped run has none at that step), are dropped
             keep = [r for r in read_metrics(self.path)
                     if r.get("step", 0) <= self.resume_step and "train_runtime" not in r]
+            self._counted = {k: r[k] for r in keep for k in COUNTERS
+                             if isinstance(r.get(k), (int, float))}
             tmp = self.path.with_name(METRICS_FILE + ".tmp")
             tmp.write_text("".join(json.dumps(r) + "\n" for r in keep), encoding="utf-8")
             os.replace(tmp, self.path)  # a kill here leaves the old file or the new, whole
@@ -67,6 +74,8 @@ class MetricsLogger:
                 from torch.utils.tensorboard import SummaryWriter
 
                 purge = None if self.resume_step is None else self.resume_step + 1
+                if purge is not None:
+                    _after_earlier_event_files(self.dir / "tensorboard")
                 self._tb = SummaryWriter(str(self.dir / "tensorboard"), purge_step=purge)
             except ImportError:
                 self._tb = None  # tensorboard not installed: metrics.jsonl alone
@@ -75,6 +84,10 @@ class MetricsLogger:
         self.open()
         row = {"step": int(step), "time": round(time.time(), 3)}
         row.update({k: _clean(v) for k, v in metrics.items()})
+        for key in set(self._counted) & set(row):
+            if key not in self._offset:  # a counter that restarted at 0 goes on from the checkpoint
+                self._offset[key] = self._counted[key] if row[key] < self._counted[key] else 0
+            row[key] += self._offset[key]
         self._fh.write(json.dumps(row) + "\n")
         self._fh.flush()
         if self._tb is not None:
@@ -88,6 +101,16 @@ class MetricsLogger:
             self._fh.close()
         if self._tb is not None:
             self._tb.close()
+
+
+def _after_earlier_event_files(directory: Path) -> None:
+    """TensorBoard reads event files in name order, which starts with the second they were
+    opened: a resumed run's file (whose purge hides the steps it repeats) must sort after the
+    interrupted run's, so wait out the second that file was opened in, if it is this one."""
+    stamps = [int(p.name.split("tfevents.")[1].split(".")[0]) for p in directory.glob(
+        "events.out.tfevents.*") if p.name.split("tfevents.")[1].split(".")[0].isdigit()]
+    if stamps and max(stamps) >= int(time.time()):
+        time.sleep(max(stamps) + 1 - time.time())
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:

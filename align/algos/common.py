@@ -201,8 +201,12 @@ def metrics_logger(cfg: RunConfig, resume_step: int | None) -> MetricsLogger:
 def train(trainer: Any, cfg: RunConfig, resume_from: str | None) -> dict[str, Any]:
     """Train (resuming if asked); return the run's metrics with the first and last loss. A
     full disk or a read-only directory met while saving a checkpoint is an AlignError."""
-    with checkpoints.writing(cfg.train.output_dir, "a checkpoint"):
-        result = trainer.train(resume_from_checkpoint=resume_from)
+    try:
+        with checkpoints.writing(cfg.train.output_dir, "a checkpoint"):
+            result = trainer.train(resume_from_checkpoint=resume_from)
+    except checkpoints.NothingLeftToTrain as done:
+        click.echo(f"{resume_from} is the last step ({done}): nothing left to train")
+        return {}
     metrics = dict(result.metrics)
     history = [r for r in trainer.state.log_history if "loss" in r]
     if history:
@@ -289,8 +293,10 @@ class Watch:
     lr_cb: Any
 
     def callbacks(self) -> list[Any]:
+        """In the order they must run (the checkpoint callback's end-of-run check comes before
+        the metrics writer cuts the file back)."""
         cbs = self.health.callbacks(self.metrics_cb) if self.health else [self.metrics_cb]
-        return [*cbs, self.lr_cb, self.ckpt_cb]
+        return [self.ckpt_cb, *cbs, self.lr_cb]
 
 
 def watch(cfg: RunConfig, resume_from: str | None, resume_step: int | None,
@@ -358,7 +364,7 @@ def train_watched(trainer: Any, cfg: RunConfig, tokenizer: Any, resume_from: str
             monitor.notes.append("rollback: no checkpoint saved before the collapse began; "
                                  "stopping instead (save more often with --save-steps)")
             break
-        dropped = roll_back_checkpoints(out, target)
+        dropped = roll_back_checkpoints(out, target.step)
         w.lr_cb.scale = rollback_lr_scale(cfg.health.rollback_lr_factor, monitor.rollbacks)
         click.echo(f"[health] rollback {monitor.rollbacks}/{cfg.health.max_rollbacks}: "
                    f"resuming from {target.path.name} at {w.lr_cb.scale:g} x the "

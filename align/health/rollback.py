@@ -30,9 +30,9 @@ def rollback_lr_scale(factor: float, rollbacks: int) -> float:
     return factor ** rollbacks
 
 
-def roll_back_checkpoints(out: str | Path, target: Checkpoint) -> list[int]:
-    """Delete the checkpoints after ``target``; return their steps."""
-    return drop_after(Path(out), target.step)
+def roll_back_checkpoints(out: str | Path, step: int) -> list[int]:
+    """Delete the checkpoints after the target ``step``; return their steps."""
+    return drop_after(Path(out), step)
 
 
 def set_aside_broken(out: str | Path, fired_at: int, logging_steps: int) -> list[Path]:

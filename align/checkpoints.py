@@ -340,6 +340,7 @@ class OutputDir:
 
     path: Path
     created: bool  # made (or found empty) by this run: removed again if training never starts
+    made: Path | None = None  # the topmost directory this run created (``path`` or a parent)
     lock_fd: int | None = None
     resume_from: Checkpoint | None = None
     changes: list[tuple[str, Any, Any]] = field(default_factory=list)
@@ -360,10 +361,14 @@ class OutputDir:
             for p in _entries(self.path):
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
             (self.path / LOCK_FILE).unlink(missing_ok=True)
-            try:
-                self.path.rmdir()
-            except OSError:
-                pass
+            made = self.made if self.made is not None and self.made != self.path else None
+            if made is not None:
+                shutil.rmtree(made, ignore_errors=True)  # the parents it made: empty but out
+            elif self.made == self.path:
+                try:
+                    self.path.rmdir()
+                except OSError:
+                    pass
 
     def release(self) -> None:
         if self.lock_fd is not None:
@@ -410,16 +415,19 @@ def _check_inputs(out: Path, inputs: dict[str, str], overwrite: bool) -> None:
 MODEL_FLAGS = ("--model", "--ref-model", "--reward-model", "--value-model")
 
 
-def _make(out: Path) -> bool:
-    """Create ``out`` (and parents); return whether it is new (or was empty)."""
-    existed = out.exists()
-    if existed and not out.is_dir():
+def _make(out: Path) -> Path | None:
+    """Create ``out`` (and parents); return the topmost directory this made, ``out`` itself
+    when it was there but empty, None when it held something."""
+    if out.exists() and not out.is_dir():
         raise AlignError(f"--output-dir {out} is a file, not a directory")
-    with writing(out.parent if not existed else out, f"the output directory {out}"):
+    top = out
+    while not top.parent.exists():
+        top = top.parent
+    made = top if not out.exists() else out if not _entries(out) else None
+    with writing(top.parent, f"the output directory {out}"):
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / LOCK_FILE
-        probe.touch()  # writable? (an error here is put into words by writing())
-    return not existed or not _entries(out)
+        (out / LOCK_FILE).touch()  # writable? (an error here is put into words by writing())
+    return made
 
 
 def _clear(out: Path) -> None:
@@ -470,8 +478,11 @@ def open_output_dir(cfg: Any, inputs: dict[str, str]) -> OutputDir:
         out.mkdir(parents=True, exist_ok=True)
         return OutputDir(out, created=False, resume_from=latest(out) if t.resume else None)
     _check_inputs(out, inputs, t.overwrite_output_dir)
-    created = _make(out)
-    handle = OutputDir(out, created=created and not t.resume)
+    if t.resume and not out.is_dir():
+        raise AlignError(f"--resume: no complete checkpoint in {out} (no such directory); "
+                         "drop --resume to start a new run")
+    made = _make(out)
+    handle = OutputDir(out, created=made is not None, made=made)
     try:
         handle.lock_fd = _lock(out)
         if t.resume:

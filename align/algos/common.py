@@ -333,13 +333,16 @@ def _outcome(w: Watch, cfg: RunConfig) -> str:
     from align.health.nonfinite import describe
 
     step, names = w.ckpt_cb.broken
-    event = HealthEvent("nan", step, f"{len(names)} weight tensors are not finite "
-                                     f"({describe(names)}) before the save at step {step}")
+    event = HealthEvent("nan", step, f"the weights became NaN/inf: {len(names)} tensors are "
+                                     f"not finite ({describe(names)}) before the save")
     click.echo(str(event), err=True)
+    cb = w.health.health_cb
     w.health.monitor.events.append(event)
+    if cb.action in ("stop", "rollback") and cb.fired_at == step:
+        cb.events = [*cb.events, event]  # the step's metrics had fired already
+        return cb.action
     action = w.health.monitor.decide([event])
-    w.health.health_cb.action, w.health.health_cb.fired_at = action, step
-    w.health.health_cb.events = [event]
+    cb.action, cb.fired_at, cb.events = action, step, [event]
     return action
 
 
@@ -391,9 +394,10 @@ def _set_aside_broken(w: Watch, cfg: RunConfig) -> None:
     """After a NaN in the logged metrics, the checkpoints that produced it go aside."""
     from align.health.rollback import set_aside_broken
 
-    cb = w.health.health_cb
-    if any(e.detector == "nan" for e in cb.events) and w.ckpt_cb.broken is None:
-        set_aside_broken(cfg.train.output_dir, cb.fired_at, cfg.train.logging_steps)
+    at = w.health.health_cb.nan_logged_at
+    if at is not None:
+        set_aside_broken(cfg.train.output_dir, at, cfg.train.logging_steps)
+        w.health.health_cb.nan_logged_at = None
 
 
 def _stop(trainer: Any, cfg: RunConfig, tokenizer: Any, w: Watch,
@@ -409,7 +413,7 @@ def _stop(trainer: Any, cfg: RunConfig, tokenizer: Any, w: Watch,
     nan = [e for e in events if e.detector == "nan"]
     if nan:
         _set_aside_broken(w, cfg)
-        return nonfinite_stop(cfg, f"{nan[0].message.split('. Try:')[0]} at step {fired_at}")
+        return nonfinite_stop(cfg, f"at step {fired_at}, {nan[0].message.split('. Try:')[0]}")
     save_model(trainer, cfg, tokenizer)
     listed = "; ".join(f"{e.detector} at step {e.step}" for e in w.health.monitor.events)
     return CollapseStop(

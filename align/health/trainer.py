@@ -54,6 +54,7 @@ def _health_callback(monitor: HealthMonitor, aliases: dict[str, str] | None,
         action = "continue"
         fired_at: int | None = None
         events: list[HealthEvent] = []
+        nan_logged_at: int | None = None  # a NaN in the logged metrics (not only the weights)
 
         def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None,
                    **kwargs: Any) -> None:
@@ -73,6 +74,7 @@ def _health_callback(monitor: HealthMonitor, aliases: dict[str, str] | None,
                 self.action, self.fired_at, self.events = action, state.global_step, events
                 control.should_training_stop = True
                 if any(e.detector == "nan" for e in events):
+                    self.nan_logged_at = state.global_step
                     control.should_save = False  # never a checkpoint of a broken step
 
     return HealthCallback()

@@ -85,6 +85,8 @@ class MetricsLogger:
         row = {"step": int(step), "time": round(time.time(), 3)}
         row.update({k: _clean(v) for k, v in metrics.items()})
         for key in set(self._counted) & set(row):
+            if not isinstance(row[key], (int, float)):
+                continue
             if key not in self._offset:  # a counter that restarted at 0 goes on from the checkpoint
                 self._offset[key] = self._counted[key] if row[key] < self._counted[key] else 0
             row[key] += self._offset[key]

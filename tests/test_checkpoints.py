@@ -207,19 +207,19 @@ def test_ppo_resume_with_a_new_actor_lr_trains_at_it(tmp_path, capsys, tiny_lm, 
         pytest.approx([1e-4, 3e-4])
 
 
-def test_two_runs_started_together_one_is_refused(tmp_path, tiny_lm, pairs_file):
-    """Two real processes into one directory: the second stops at once, the first finishes
-    with one run's rows in metrics.jsonl."""
+def test_two_runs_started_together_one_is_refused(tmp_path, capsys, tiny_lm, pairs_file):
+    """A real run in another process holds the directory: a second run into it stops at once,
+    and the first finishes with its own rows alone in metrics.jsonl."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     out = tmp_path / "shared"
-    argv = [sys.executable, "-m", "align", *map(str, dpo_args(tiny_lm, pairs_file, out))]
-    first = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True)
+    args = dpo_args(tiny_lm, pairs_file, out, "--max-steps", "40", "--save-steps", "100")
+    first = subprocess.Popen([sys.executable, "-m", "align", *map(str, args)], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     while not (out / ck.LOCK_FILE).exists() or "pid" not in (out / ck.LOCK_FILE).read_text():
         assert first.poll() is None, first.communicate()
-        time.sleep(0.05)
-    second = subprocess.run(argv, env=env, capture_output=True, text=True)
-    _, err = first.communicate()
-    assert first.returncode == 0, err[-2000:]
-    assert second.returncode == 2 and "in use by another align run" in second.stderr
-    assert [r["step"] for r in read_metrics(out) if "loss" in r] == [1, 2, 3, 4]
+        time.sleep(0.02)
+    code, _, err = run_cli(args, capsys)
+    _, first_err = first.communicate()
+    assert first.returncode == 0, first_err[-2000:]
+    assert code == 2 and "in use by another align run (pid" in err
+    assert [r["step"] for r in read_metrics(out) if "loss" in r] == list(range(1, 41))

@@ -202,7 +202,7 @@ def train(trainer: Any, cfg: RunConfig, resume_from: str | None) -> dict[str, An
     """Train (resuming if asked); return the run's metrics with the first and last loss. A
     full disk or a read-only directory met while saving a checkpoint is an AlignError."""
     try:
-        with checkpoints.writing(cfg.train.output_dir, "a checkpoint"):
+        with checkpoints.writing(cfg.train.output_dir, "checkpoints and metrics"):
             result = trainer.train(resume_from_checkpoint=resume_from)
     except checkpoints.NothingLeftToTrain as done:
         click.echo(f"{resume_from} is the last step ({done}): nothing left to train")

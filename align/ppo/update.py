@@ -104,13 +104,13 @@ def ptx_loss(actor: Any, ids: Tensor, mask: Tensor) -> Tensor:
 
 def optimizer_step(model: Any, optimizer: Any, scheduler: Any, max_grad_norm: float) -> float:
     """Clip the global gradient norm (Secrets of RLHF), step, and return the pre-clip norm.
-    A non-finite norm (a NaN/inf loss or gradient) skips the update, so the weights stay
-    finite; the schedule advances as if it had run."""
+    A non-finite norm (a NaN/inf loss or gradient) skips the update, schedule included, so
+    the weights stay finite."""
     limit = max_grad_norm if max_grad_norm > 0 else float("inf")
     norm = float(torch.nn.utils.clip_grad_norm_(trainable(model), limit))
     if math.isfinite(norm):
         optimizer.step()
-    scheduler.step()
+        scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     return norm
 

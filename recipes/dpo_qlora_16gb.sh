@@ -2,8 +2,11 @@
 # DPO (+ RPO's SFT term, on by default), QLoRA on one 12-16 GB GPU.
 #
 # Hardware: one 12-16 GB GPU (RTX 4060 Ti 16 GB, 4080, T4, A4000), a 7B/8B model.
-# Tested:   dry run only (`--dry-run`, in CI on a CPU machine); not yet run on a GPU.
-# Memory:   ~11 GB per GPU -- an estimate from the arithmetic in docs/memory.md, not measured.
+# Tested:   dry run only (`--dry-run`, in CI on a CPU machine); as a whole recipe, not yet run on a
+#           GPU; one step with its flags ran in the benchmark on an H200 (docs/benchmarks.md).
+# Memory:   ~11 GB per GPU -- an estimate from the arithmetic in docs/memory.md (1024-token pairs);
+#           measured: 8.95 GB peak for the 7B shape with 512-token pairs on an H200
+#           (docs/benchmarks.md).
 # Time:     about 1.5x the LoRA recipe's time on the same GPU (dpo_lora_24gb.sh) -- an estimate (docs/memory.md), not measured.
 # Launch:   bash recipes/dpo_qlora_16gb.sh [more align flags]
 #           MODEL=meta-llama/Llama-3.1-8B-Instruct DATASET=my.jsonl bash recipes/dpo_qlora_16gb.sh

@@ -2,8 +2,11 @@
 # PPO (actor-critic RLHF against a reward model), QLoRA on one 12-16 GB GPU.
 #
 # Hardware: one 12-16 GB GPU (RTX 4060 Ti 16 GB, 4080, T4, A4000), a 7B/8B model.
-# Tested:   dry run only (`--dry-run`, in CI on a CPU machine); not yet run on a GPU.
-# Memory:   ~14 GB per GPU -- an estimate from the arithmetic in docs/memory.md, not measured.
+# Tested:   dry run only (`--dry-run`, in CI on a CPU machine); as a whole recipe, not yet run on a
+#           GPU; one step with its flags ran in the benchmark on an H200 (docs/benchmarks.md).
+# Memory:   ~14 GB per GPU -- an estimate from the arithmetic in docs/memory.md; measured:
+#           15.4 GB peak of tensors for the 7B shapes on an H200 (docs/benchmarks.md), at the
+#           edge of a 16 GB card once the CUDA context is added: a 24 GB card is comfortable.
 # Time:     about 1.5x the LoRA recipe's time on the same GPU (ppo_lora_24gb.sh) -- an estimate (docs/memory.md), not measured.
 # Launch:   bash recipes/ppo_qlora_16gb.sh [more align flags]
 #           MODEL=meta-llama/Llama-3.1-8B-Instruct DATASET=my.jsonl bash recipes/ppo_qlora_16gb.sh

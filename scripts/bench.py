@@ -78,6 +78,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="prompt lengths, MIN-MAX tokens (uniform)")
     p.add_argument("--new-tokens", type=int, default=256, help="tokens generated per prompt")
     p.add_argument("--repeats", type=int, default=1, help="timed generations per engine")
+    p.add_argument("--rollout-warmup-tokens", type=int,
+                   help="new tokens of each engine's untimed warm-up generation (default: "
+                        "--new-tokens; fewer saves time, and the compiled engine's static cache "
+                        "keeps its full length, so its compiled step is the one timed)")
+    p.add_argument("--ppo-parts", default="rollout,step",
+                   help="PPO measurements: rollout (engines against plain generate), step "
+                        "(one PPO step split into rollout / scoring / training)")
     p.add_argument("--ppo-steps", type=int, default=2, help="timed PPO steps")
     p.add_argument("--ppo-warmup", type=int, default=1, help="untimed PPO steps before them")
     p.add_argument("--ppo-flags", default="", help="extra `align rlhf --algo ppo` flags")
@@ -87,7 +94,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="one process per measurement (default: on with CUDA)")
     p.add_argument("--work-dir", help="models, data and outputs (default: a temp dir, kept "
                    "between runs so models are built once)")
-    p.add_argument("--out", default="bench.json", help="JSON results")
+    p.add_argument("--no-baseline", action="store_true",
+                   help="DPO: skip plain TRL (memory-only runs, e.g. the 7B shape)")
+    p.add_argument("--deadline", type=float,
+                   help="Unix time after which no measurement starts (recorded as skipped), "
+                        "and a running isolated one is stopped (recorded as timeout)")
+    p.add_argument("--cell-timeout", type=float,
+                   help="seconds one isolated measurement may take (recorded as timeout)")
+    p.add_argument("--out", default="bench.json",
+                   help="JSON results, rewritten after every measurement (a run stopped "
+                        "half-way keeps what it measured; 'complete' says whether it finished)")
     p.add_argument("--cell", help=argparse.SUPPRESS)  # internal: run one isolated measurement
     args = p.parse_args(argv)
     if args.smoke:
@@ -135,6 +151,8 @@ def setup(args: argparse.Namespace, device: dict[str, Any]) -> dict[str, dict[st
         envs["ppo"] = base | {"actor": str(actor), "reward_model": str(rm),
                               "prompts": str(prompts), "batch": args.ppo_batch,
                               "new_tokens": args.new_tokens, "repeats": args.repeats,
+                              "warmup_tokens": args.rollout_warmup_tokens or args.new_tokens,
+                              "parts": split(args.ppo_parts),
                               "steps": args.ppo_steps, "warmup": args.ppo_warmup,
                               "ppo_flags": shlex.split(args.ppo_flags)}
     dev.free_memory()
@@ -156,17 +174,55 @@ def run_cell(cell: dict[str, Any], env: dict[str, Any]) -> dict[str, Any]:
     return cell | result | {"cell_s": time.perf_counter() - started}
 
 
-def run_isolated(cell: dict[str, Any], env: dict[str, Any]) -> dict[str, Any]:
-    """One measurement in a child process (its own CUDA memory and peak)."""
+def run_isolated(cell: dict[str, Any], env: dict[str, Any], timeout: float | None = None
+                 ) -> dict[str, Any]:
+    """One measurement in a child process (its own CUDA memory and peak), stopped after
+    ``timeout`` seconds; a stopped one returns the parts it had finished (``partial``)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "cell.json"
-        spec = json.dumps({"cell": cell, "env": env, "out": str(out)})
-        proc = subprocess.run([sys.executable, __file__, "--cell", spec], text=True,
-                              capture_output=True)
-        if out.exists():
+        spec = json.dumps({"cell": cell, "env": env | {"partial_file": str(out)},
+                           "out": str(out)})
+        started = time.perf_counter()
+        try:
+            proc = subprocess.run([sys.executable, __file__, "--cell", spec], text=True,
+                                  capture_output=True, timeout=timeout)
+        except subprocess.TimeoutExpired as e:
+            tail = _tail(e.stderr)
+            done = json.loads(out.read_text()) if out.exists() else {}
+            return cell | done | {
+                "status": "timeout", "cell_s": time.perf_counter() - started,
+                "reason": f"stopped after {timeout:.0f} s{': ' + tail if tail else ''}"}
+        if out.exists() and proc.returncode == 0:
             return json.loads(out.read_text())
-    tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-    return cell | {"status": "error", "reason": f"exit {proc.returncode}: {' | '.join(tail)}"}
+    return cell | {"status": "error", "reason": f"exit {proc.returncode}: "
+                                                f"{_tail(proc.stderr or proc.stdout)}"}
+
+
+def _tail(text: str | bytes | None, lines: int = 3) -> str:
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    return " | ".join((text or "").strip().splitlines()[-lines:])
+
+
+class Schedule:
+    """When each measurement may start and how long it may take (--deadline, --cell-timeout):
+    a measurement that cannot start is a result (skipped), so a run cut short still says what
+    it did not measure, and why."""
+
+    def __init__(self, deadline: float | None, cell_timeout: float | None, isolate: bool):
+        self.deadline, self.cell_timeout, self.isolate = deadline, cell_timeout, isolate
+
+    def left(self) -> float | None:
+        return None if self.deadline is None else self.deadline - time.time()
+
+    def run(self, cell: dict[str, Any], env: dict[str, Any]) -> dict[str, Any]:
+        left = self.left()
+        if left is not None and left < 5:
+            return cell | {"status": "skipped", "reason": "out of time (--deadline)"}
+        if not self.isolate:
+            return run_cell(cell, env)
+        limits = [t for t in (left, self.cell_timeout) if t is not None]
+        return run_isolated(cell, env, min(limits) if limits else None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -201,16 +257,29 @@ def main(argv: list[str] | None = None) -> int:
         "shape_config": models.SHAPES[args.shape], "params": models.count_params(args.shape),
         "units": UNITS,
     }
-    run = run_isolated if isolate else run_cell
+    schedule = Schedule(args.deadline, args.cell_timeout, isolate)
+    out = Path(args.out)
+
+    def save(complete: bool) -> None:  # after every measurement: a cut-short run keeps it
+        result["complete"] = complete
+        result["elapsed_s"] = time.perf_counter() - started
+        out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+
+    save(False)
     if "dpo" in envs:
-        result["dpo"] = [run(c, envs["dpo"]) for c in dpo.cells(modes, split(args.dpo_variants))]
-        dpo.compare(result["dpo"])
+        result["dpo"] = []
+        for c in dpo.cells(modes, split(args.dpo_variants), baseline=not args.no_baseline):
+            result["dpo"].append(schedule.run(c, envs["dpo"]))
+            dpo.compare(result["dpo"])
+            save(False)
     if "ppo" in envs:
-        result["ppo"] = [run(c, envs["ppo"]) for c in ppo.cells(modes)]
-    result["elapsed_s"] = time.perf_counter() - started
-    Path(args.out).write_text(json.dumps(result, indent=2, default=str) + "\n")
+        result["ppo"] = []
+        for c in ppo.cells(modes):
+            result["ppo"].append(schedule.run(c, envs["ppo"]))
+            save(False)
+    save(True)
     print(report.render(result))
-    print(f"wrote {args.out} ({result['elapsed_s']:.0f} s)")
+    print(f"wrote {out} ({result['elapsed_s']:.0f} s)")
     return 0
 
 

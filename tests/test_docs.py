@@ -112,4 +112,4 @@ def test_memory_page_shows_the_estimate_scripts_tables(capsys):
     page = (DOCS_DIR / "memory.md").read_text(encoding="utf-8")
     for line in capsys.readouterr().out.splitlines():
         assert line in page, f"docs/memory.md lacks {line!r}: rerun scripts/memory_estimate.py"
-    assert "computed estimate, not a measurement" in page
+    assert "computed estimates, not measurements" in page

@@ -102,6 +102,15 @@ def free_memory() -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
+def partial(env: dict[str, Any], done: dict[str, Any]) -> None:
+    """Save the parts of a measurement finished so far, which bench.py's ``run_isolated``
+    returns if the rest runs out of time (a no-op for a measurement run in-process)."""
+    import json
+
+    if env.get("partial_file"):
+        Path(env["partial_file"]).write_text(json.dumps(done, default=str))
+
+
 def failure(e: BaseException) -> dict[str, Any]:
     """A measurement that could not finish: out of memory, or an error, with its message."""
     import torch

@@ -17,6 +17,7 @@ from typing import Any
 VARIANTS: dict[str, list[str]] = {
     "defaults": [],
     "precompute": ["--precompute-ref-logps"],
+    "ckpt": ["--gradient-checkpointing"],
     "precompute+ckpt": ["--precompute-ref-logps", "--gradient-checkpointing"],
     "precompute+liger": ["--precompute-ref-logps", "--use-liger-kernel"],
 }
@@ -147,11 +148,14 @@ def _train(trainer: Any, timer: Any, env: dict[str, Any], build_s: float) -> dic
             "peak_memory_gb": peak_memory_gb("cuda") if cuda else None}
 
 
-def cells(modes: list[str], variants: list[str]) -> list[dict[str, Any]]:
-    """Per mode: plain TRL first (the baseline), then each align variant."""
+def cells(modes: list[str], variants: list[str], baseline: bool = True
+          ) -> list[dict[str, Any]]:
+    """Per mode: plain TRL first (the baseline, unless ``baseline`` is off), then each align
+    variant."""
     out = []
     for mode in modes:
-        out.append({"section": "dpo", "mode": mode, "impl": "trl", "variant": "defaults"})
+        if baseline:
+            out.append({"section": "dpo", "mode": mode, "impl": "trl", "variant": "defaults"})
         out += [{"section": "dpo", "mode": mode, "impl": "align", "variant": v} for v in variants]
     return out
 

@@ -31,14 +31,15 @@ def argv(mode: str, env: dict[str, Any]) -> list[str]:
     return args + env["ppo_flags"]
 
 
-def timed(fn: Callable[[], int], device: str, repeats: int) -> dict[str, Any]:
-    """Run ``fn`` once to warm up (allocator, kernels, compilation), then ``repeats`` times;
-    ``fn`` returns the tokens it generated."""
+def timed(fn: Callable[..., int], device: str, repeats: int, warmup_tokens: int
+          ) -> dict[str, Any]:
+    """Run ``fn`` once to warm up (allocator, kernels, compilation) with ``warmup_tokens`` new
+    tokens, then ``repeats`` times at full length; ``fn`` returns the tokens it generated."""
     from align.perf import peak_memory_gb, reset_peak_memory, synchronize
 
     synchronize(device)
     started = time.perf_counter()
-    fn()
+    fn(warmup_tokens)
     synchronize(device)
     warmup_s = time.perf_counter() - started
     reset_peak_memory(device)
@@ -51,22 +52,27 @@ def timed(fn: Callable[[], int], device: str, repeats: int) -> dict[str, Any]:
             "tokens_per_s": tokens / seconds, "peak_memory_gb": peak_memory_gb(device)}
 
 
-def engines(ppo: Any, ids: Any, mask: Any, env: dict[str, Any]) -> dict[str, Callable[[], int]]:
-    """The generators to compare, each a function returning the positions it generated."""
+def engines(ppo: Any, ids: Any, mask: Any, env: dict[str, Any]
+            ) -> dict[str, Callable[..., int]]:
+    """The generators to compare, each a function of the number of new tokens (default: the
+    benchmark's) returning the positions it generated. A shorter generation keeps the
+    compiled engine's static cache at its full length (``generation_options``' cache_len), so
+    a short warm-up compiles the very step the timed run replays."""
     from align.ppo.rollout import sample
     from align.ppo.trainer import generation_options
 
     actor, pad = ppo.roles.actor, ppo.roles.tokenizer.pad_token_id
     B, P = ids.shape
 
-    def plain() -> int:
+    def plain(new_tokens: int = env["new_tokens"]) -> int:
         out = actor.generate(input_ids=ids, attention_mask=mask.long(), do_sample=True,
-                             max_new_tokens=env["new_tokens"], pad_token_id=pad)
+                             max_new_tokens=new_tokens, pad_token_id=pad)
         return B * (out.shape[1] - P)
 
-    def align(**extra: Any) -> Callable[[], int]:
-        def run() -> int:
-            s = sample(ppo.roles, ids, mask, **(generation_options(ppo) | extra))
+    def align(**extra: Any) -> Callable[..., int]:
+        def run(new_tokens: int = env["new_tokens"]) -> int:
+            s = sample(ppo.roles, ids, mask, **(generation_options(ppo) | extra
+                                                | {"max_new_tokens": new_tokens}))
             return B * s.response_ids.shape[1]
         return run
 
@@ -81,6 +87,7 @@ def run(cell: dict[str, Any], env: dict[str, Any]) -> dict[str, Any]:
     from align.ppo.state import PPORun
     from align.ppo.trainer import next_prompts
     from align.runner import seed_everything
+    from benchlib.device import partial
     from benchlib.plan import prepare
 
     mode, device = cell["mode"], env["device"]["kind"]
@@ -95,23 +102,38 @@ def run(cell: dict[str, Any], env: dict[str, Any]) -> dict[str, Any]:
     ids, mask = next_prompts(ppo)
     ids, mask = ids.to(ppo.roles.device), mask.to(ppo.roles.device)
     gens = engines(ppo, ids, mask, env)
+    parts = env.get("parts", ["rollout", "step"])
     rollout: dict[str, Any] = {}
-    for name in ("plain_generate", "align_hf"):
-        rollout[name] = _attempt(lambda: timed(gens[name], device, env["repeats"]))
-    result["step"] = _attempt(lambda: steps(ppo, env))
+
+    def time_engine(name: str) -> dict[str, Any]:
+        return _attempt(lambda: timed(gens[name], device, env["repeats"],
+                                      env.get("warmup_tokens", env["new_tokens"])))
+
+    if "rollout" in parts:
+        for name in ("plain_generate", "align_hf"):
+            rollout[name] = time_engine(name)
+            partial(env, result | {"rollout": ratios(rollout)})
+    if "step" in parts:
+        result["step"] = _attempt(lambda: steps(ppo, env))
+        partial(env, result | ({"rollout": ratios(rollout)} if rollout else {}))
     # last: a compiled generator keeps its CUDA graphs, which would count in the steps' peak
-    rollout["align_hf_compiled"] = (
-        _attempt(lambda: timed(gens["align_hf_compiled"], device, env["repeats"]))
-        if device == "cuda" else
-        {"status": "skipped", "reason": "--compile-rollout needs CUDA (torch.compile + CUDA "
-                                        "graphs)"})
-    plain = rollout["plain_generate"]
+    if "rollout" in parts:
+        rollout["align_hf_compiled"] = (
+            time_engine("align_hf_compiled") if device == "cuda" else
+            {"status": "skipped", "reason": "--compile-rollout needs CUDA (torch.compile + "
+                                            "CUDA graphs)"})
+    result |= {"status": "ok"} | ({"rollout": ratios(rollout)} if rollout else {})
+    ppo = gens = None  # free the models before the next measurement (in-process runs)
+    return result
+
+
+def ratios(rollout: dict[str, Any]) -> dict[str, Any]:
+    """Add each engine's tokens/s relative to plain generate's (``speedup_vs_plain``)."""
+    plain = rollout.get("plain_generate", {})
     for r in rollout.values():
         if r.get("status") == "ok" and plain.get("status") == "ok":
             r["speedup_vs_plain"] = r["tokens_per_s"] / plain["tokens_per_s"]
-    result |= {"status": "ok", "rollout": rollout}
-    del ppo, gens
-    return result
+    return rollout
 
 
 def _attempt(fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:

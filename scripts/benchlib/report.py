@@ -62,10 +62,21 @@ def render(result: dict[str, Any]) -> str:
                   f"tokens per step, {s['steps']} timed steps after {s['warmup']}", ""]
         lines += dpo_table(result["dpo"]) + [""]
     if "ppo" in result:
-        lines += [f"PPO rollouts: {s['ppo_batch']} prompts of {s['ppo_prompt_len']} tokens, "
-                  f"{s['new_tokens']} new tokens", ""]
-        lines += rollout_table(result["ppo"], s["ppo_batch"], s["new_tokens"]) + [""]
+        if any("rollout" in r for r in result["ppo"]):
+            lines += [f"PPO rollouts: {s['ppo_batch']} prompts of {s['ppo_prompt_len']} "
+                      f"tokens, {s['new_tokens']} new tokens", ""]
+            lines += rollout_table(result["ppo"], s["ppo_batch"], s["new_tokens"]) + [""]
         lines += [f"PPO step ({s['ppo_steps']} timed after {s['ppo_warmup']}; "
                   f"extra flags: {' '.join(s['ppo_flags']) or 'none'})", ""]
         lines += step_table(result["ppo"]) + [""]
     return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python scripts/benchlib/report.py RESULT.json ...: the tables again
+    import json
+    import sys
+
+    for path in sys.argv[1:]:
+        data = json.loads(open(path, encoding="utf-8").read())
+        state = "" if data.get("complete", True) else " (INCOMPLETE: cut short)"
+        print(f"## {path}{state}\n\n{render(data)}")

@@ -399,8 +399,8 @@ def _in_words(e: Exception) -> str | None:
                 "--bf16 or --lora (docs/troubleshooting.md, 'Out of memory'); a run stopped "
                 "this way continues from its last checkpoint with --resume")
     if isinstance(e, OSError):
-        message = os_problem(e, e.filename or ".", str(e.filename or "a file"))
+        message = os_problem(e, e.filename or ".", str(e.filename or "a file"), writing=False)
         if message is None and e.filename:
             message = f"{e.strerror or e}: {e.filename}"
         return message
-    return os_problem(e, ".", "a file")  # torch/safetensors writers that lost the errno
+    return os_problem(e, ".", "a file", writing=False)  # errno lost, the message says it

@@ -21,9 +21,9 @@ class AlignError(Exception):
     exit_code = 2
 
 
-# What torch's and safetensors' writers say when a write fails (they lose the errno).
-_WRITE_FAILED = ("file write failed", "PytorchStreamWriter failed writing",
-                 "No space left on device", "StorageFull", "os error 28", "Disk quota exceeded")
+# What a full disk looks like in messages that lost the errno (safetensors, wrapped errors).
+_DISK_FULL = ("No space left on device", "StorageFull", "os error 28", "Disk quota exceeded")
+_NEARLY_FULL = 64 << 20  # torch's writer says only `unexpected pos ...` or `file write failed`
 
 
 def human_size(n: float) -> str:
@@ -52,17 +52,19 @@ def _free_space(path: Path) -> int | None:
 
 
 def os_problem(error: BaseException, path: str | Path, what: str,
-               size: int | None = None) -> str | None:
+               size: int | None = None, writing: bool = True) -> str | None:
     """One line for an error of the operating system met while writing ``what`` under
-    ``path`` (``size``: bytes being written, when known); None when ``error`` is not one."""
+    ``path`` (``size``: bytes being written, when known); None when ``error`` is not one.
+
+    torch's checkpoint writer reports a full disk without an errno (``[enforce fail at
+    inline_container.cc] unexpected pos ...``), so an error met while ``writing`` on a disk
+    with less free space than was being written (or under 64 MB) counts as a full disk."""
     path = Path(path)
     codes = {e.errno for e in _chain(error) if isinstance(e, OSError) and e.errno}
     text = " ".join(str(e) for e in _chain(error))
     free = _free_space(path)
-    full = bool(codes & {errno.ENOSPC, errno.EDQUOT}) or \
-        any(m in text for m in _WRITE_FAILED[2:]) or \
-        (any(m in text for m in _WRITE_FAILED[:2]) and free is not None
-         and free < max(size or 0, 1 << 30))
+    full = bool(codes & {errno.ENOSPC, errno.EDQUOT}) or any(m in text for m in _DISK_FULL) or \
+        (writing and free is not None and free < max(size or 0, _NEARLY_FULL))
     if full:
         need = f" (about {human_size(size)})" if size else ""
         left = f"; {human_size(free)} free there" if free is not None else ""

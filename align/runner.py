@@ -10,7 +10,7 @@
    issue stops the run
 6. load-time checks that need no model: the tokenizer is there and not empty, a chat template
    for chat data, the reward model has its score head
-7. open the output dir (align.checkpoints: lock, resume with its config check, refuse to
+7. open the output dir (align.output_dir: lock, resume with its config check, refuse to
    clobber), save the resolved config (a new run only), seed everything, and call the
    algorithm's runner; a run that fails before training leaves no directory behind
 
@@ -27,8 +27,8 @@ from typing import Any
 
 import click
 
-from align import checkpoints
-from align.checkpoints import CONFIG_FILE
+from align import checkpoints, output_dir
+from align.output_dir import CONFIG_FILE, FINAL_FILE
 from align.config import RunConfig
 from align.data import Validated, load_valid
 from align.errors import AlignError
@@ -286,20 +286,20 @@ def execute(cfg: RunConfig, spec: AlgoSpec, dry_run: bool = False) -> dict[str, 
         return None
     preflight(cfg, spec, train)
     cfg.data_hash = checkpoints.data_hash(train.rows)
-    out_dir = checkpoints.open_output_dir(cfg, input_paths(cfg))
+    out_dir = output_dir.open_output_dir(cfg, input_paths(cfg))
     out = out_dir.path
     try:
         if out_dir.resume_from is None:
             save_config(cfg, out)
         else:
-            checkpoints.note_resume(out, out_dir.resume_from, out_dir.changes)
+            output_dir.note_resume(out, out_dir.resume_from, out_dir.changes)
             click.echo(f"resuming from {out_dir.resume_from.path}")
         click.echo(f"output: {out}")
         seed_everything(cfg.train.seed)
         result = spec.run(cfg, train, evaluation)
         if result:
-            with checkpoints.writing(out, checkpoints.FINAL_FILE):
-                (out / checkpoints.FINAL_FILE).write_text(
+            with checkpoints.writing(out, FINAL_FILE):
+                (out / FINAL_FILE).write_text(
                     json.dumps(result, indent=2, default=float), encoding="utf-8")
     except BaseException:
         out_dir.discard_if_unstarted()

@@ -1,5 +1,6 @@
-"""align/checkpoints.py: complete-or-ignored checkpoints, rotation, the output-dir lock, the
-overwrite and resume refusals, and the resume config check on real runs."""
+"""align/checkpoints.py and align/output_dir.py: complete-or-ignored checkpoints, rotation,
+the output-dir lock, the overwrite and resume refusals, and the resume config check on real
+runs."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from types import SimpleNamespace
 import pytest
 
 from align import checkpoints as ck
+from align import output_dir as od
 from align.errors import AlignError
 from align.metrics import read_metrics
 from tests.conftest import addition_pairs, run_cli, write_jsonl
@@ -76,31 +78,31 @@ def run_cfg(tmp_path: Path, **train: object) -> SimpleNamespace:
 
 
 def test_a_second_run_into_a_locked_directory_is_refused_at_once(tmp_path):
-    first = ck.open_output_dir(run_cfg(tmp_path), {})
+    first = od.open_output_dir(run_cfg(tmp_path), {})
     try:
         with pytest.raises(AlignError, match=r"in use by another align run \(pid "):
-            ck.open_output_dir(run_cfg(tmp_path), {})
+            od.open_output_dir(run_cfg(tmp_path), {})
     finally:
         first.release()
-    ck.open_output_dir(run_cfg(tmp_path), {}).release()  # free again
+    od.open_output_dir(run_cfg(tmp_path), {}).release()  # free again
 
 
 def test_the_lock_dies_with_a_killed_run(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     code = ("import sys, time; sys.path.insert(0, sys.argv[2]); from pathlib import Path; "
-            "from align.checkpoints import _lock; _lock(Path(sys.argv[1])); print('locked', "
+            "from align.output_dir import _lock; _lock(Path(sys.argv[1])); print('locked', "
             "flush=True); time.sleep(60)")
     child = subprocess.Popen([sys.executable, "-c", code, str(out), str(ROOT)],
                              stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout.readline().strip() == "locked"
         with pytest.raises(AlignError, match="in use by another align run"):
-            ck._lock(out)
+            od._lock(out)
     finally:
         os.kill(child.pid, signal.SIGKILL)
         child.wait()
-    os.close(ck._lock(out))  # the OS released it with the process
+    os.close(od._lock(out))  # the OS released it with the process
 
 
 def dpo_args(model: Path, data: Path, out: Path, *extra: object) -> list:
@@ -215,7 +217,7 @@ def test_two_runs_started_together_one_is_refused(tmp_path, capsys, tiny_lm, pai
     args = dpo_args(tiny_lm, pairs_file, out, "--max-steps", "40", "--save-steps", "100")
     first = subprocess.Popen([sys.executable, "-m", "align", *map(str, args)], env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    while not (out / ck.LOCK_FILE).exists() or "pid" not in (out / ck.LOCK_FILE).read_text():
+    while not (out / od.LOCK_FILE).exists() or "pid" not in (out / od.LOCK_FILE).read_text():
         assert first.poll() is None, first.communicate()
         time.sleep(0.02)
     code, _, err = run_cli(args, capsys)

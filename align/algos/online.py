@@ -264,7 +264,7 @@ class Session:
     trainer: Any
     tokenizer: Any
     plan: Any  # align.rewards.sources.RewardPlan
-    watch: Any  # align.algos.common.Watch: metrics, complete checkpoints, health
+    watch: Any  # align.algos.watched.Watch: metrics, complete checkpoints, health
     resume_from: str | None
     eval_rows: list[dict[str, Any]] | None
 
@@ -285,7 +285,7 @@ def _evaluate(s: Session, cfg: Any, when: str) -> dict[str, float]:
 def prepare(cfg: Any, data: Any, eval_data: Any, config_cls: type, trainer_cls: type,
             **algo_fields: Any) -> Session:
     """Steps 1-3 of the module docstring: check, load, build the trainer (no training)."""
-    from align.algos import common
+    from align.algos import common, watched
     from align.health import online as online_health
     from align.models import load_causal_lm, load_tokenizer, lora_config
     from align.rewards import sources as rs
@@ -312,8 +312,8 @@ def prepare(cfg: Any, data: Any, eval_data: Any, config_cls: type, trainer_cls: 
         raise AlignError(f"--algo {name}: {e}") from e
     model = load_causal_lm(cfg.model.model, cfg.model, cfg.lora, cfg.train)
     # 3. trainer with metrics and health callbacks (canonical names first, then the writers)
-    resume_from, resume_step = common.resume_checkpoint(cfg)
-    w = common.watch(cfg, resume_from, resume_step, canonical=online_health.canonical)
+    resume_from, resume_step = watched.resume_checkpoint(cfg)
+    w = watched.watch(cfg, resume_from, resume_step, canonical=online_health.canonical)
     guard = rs.AbstainGuard(plan)  # a model always scores; other sources may all abstain
     batch_done = None if any(s.kind == "model" for s in plan.sources) else guard.batch_done
     trainer = trainer_cls(
@@ -336,8 +336,8 @@ def run_online(cfg: Any, data: Any, eval_data: Any, config_cls: type, trainer_cl
     s = prepare(cfg, data, eval_data, config_cls, trainer_cls, **algo_fields)
     # 4-6. evaluate, train (rollback / stop on collapse), evaluate again with the same seed
     before = _evaluate(s, cfg, "before") if s.eval_rows else {}
-    from align.algos import common
+    from align.algos import watched
 
-    metrics = common.train_watched(s.trainer, cfg, s.tokenizer, s.resume_from, s.watch)
+    metrics = watched.train_watched(s.trainer, cfg, s.tokenizer, s.resume_from, s.watch)
     after = _evaluate(s, cfg, "after") if s.eval_rows else {}
     return {**metrics, **before, **after, "reward_sources": s.plan.describe()}

@@ -170,16 +170,16 @@ def save_reward_model(trainer: Any, cfg: Any, tokenizer: Any) -> None:
 
 
 def run(cfg: Any, data: Any, eval_data: Any = None) -> dict[str, Any]:
-    from align.algos import common
+    from align.algos import watched
 
     train_data, held_out, where = hold_out(cfg, data, eval_data)
-    resume_from, resume_step = common.resume_checkpoint(cfg)
-    w = common.watch(cfg, resume_from, resume_step)
+    resume_from, resume_step = watched.resume_checkpoint(cfg)
+    w = watched.watch(cfg, resume_from, resume_step)
     trainer, tokenizer = build_trainer(cfg, train_data, held_out, callbacks=w.callbacks())
     scored: dict[str, float] = {}
 
     def score_and_save(trainer: Any, cfg: Any, tokenizer: Any) -> None:
-        common.check_finite(trainer.model, cfg, "at the end of training")
+        watched.check_finite(trainer.model, cfg, "at the end of training")
         pairs = trainer.eval_dataset if trainer.eval_dataset is not None \
             else trainer.train_dataset
         accuracy = pairwise_accuracy(trainer.model, pairs, tokenizer.pad_token_id,
@@ -189,6 +189,6 @@ def run(cfg: Any, data: Any, eval_data: Any = None) -> dict[str, Any]:
         with checkpoints.writing(cfg.train.output_dir, "the final reward model"):
             save_reward_model(trainer, cfg, tokenizer)
 
-    metrics = common.train_watched(trainer, cfg, tokenizer, resume_from, w,
+    metrics = watched.train_watched(trainer, cfg, tokenizer, resume_from, w,
                                    save_model=score_and_save)
     return metrics | scored

@@ -11,7 +11,7 @@ callbacks:
 The monitor's state goes into every checkpoint (``align_health.json``, listed in the checkpoint's
 marker by :mod:`align.checkpoints`), so ``--resume`` continues its baselines and streaks. The
 loop that trains, rolls back (:mod:`align.health.rollback`) or stops is
-:func:`align.algos.common.train_watched`.
+:func:`align.algos.watched.train_watched`.
 """
 
 from __future__ import annotations

@@ -28,12 +28,12 @@ from typing import Any
 import click
 
 from align import checkpoints, output_dir
-from align.output_dir import CONFIG_FILE, FINAL_FILE
 from align.config import RunConfig
 from align.data import Validated, load_valid
 from align.errors import AlignError
 from align.models import check_model_path
 from align.options import format_config
+from align.output_dir import CONFIG_FILE, FINAL_FILE
 from align.plan import PlanReport, cuda_available, has_package
 from align.registry import AlgoSpec
 
@@ -226,17 +226,15 @@ def save_config(cfg: RunConfig, out: Path) -> None:
 
 def input_paths(cfg: RunConfig) -> dict[str, str]:
     """The files and directories a run reads, by flag (the output dir must not clobber them)."""
-    import dataclasses as dc
-
     from align.config import PATH_METAVARS
 
     found = {}
     for group in cfg.groups().values():
-        for f in dc.fields(group):
-            value = getattr(group, f.name)
-            if f.metadata.get("metavar") in PATH_METAVARS and value and f.name != "output_dir":
-                found["--" + f.name.replace("_", "-")] = str(value).split(":")[0] \
-                    if f.metadata.get("metavar") == "FILE:FN" else str(value)
+        for f in dataclasses.fields(group):
+            value, metavar = getattr(group, f.name), f.metadata.get("metavar")
+            if metavar in PATH_METAVARS and value and f.name != "output_dir":
+                path = str(value).rpartition(":")[0] if metavar == "FILE:FN" else str(value)
+                found["--" + f.name.replace("_", "-")] = path
     return found
 
 

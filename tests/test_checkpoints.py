@@ -225,3 +225,30 @@ def test_two_runs_started_together_one_is_refused(tmp_path, capsys, tiny_lm, pai
     assert first.returncode == 0, first_err[-2000:]
     assert code == 2 and "in use by another align run (pid" in err
     assert [r["step"] for r in read_metrics(out) if "loss" in r] == list(range(1, 41))
+
+
+def test_resuming_a_finished_run_trains_nothing_and_repeats_no_row(tmp_path, capsys, tiny_lm,
+                                                                   tiny_rm, pairs_file):
+    from tests.ppo.conftest import chat_prompts
+
+    out = tmp_path / "dpo"
+    code, _, err = run_cli(dpo_args(tiny_lm, pairs_file, out), capsys)
+    assert code == 0, err
+    before = read_metrics(out)
+    code, stdout, err = run_cli(dpo_args(tiny_lm, pairs_file, out, "--resume"), capsys)
+    assert code == 0, err
+    assert "nothing left to train" in stdout
+    assert [r["step"] for r in read_metrics(out)] == [r["step"] for r in before]
+
+    data = write_jsonl(tmp_path / "p.jsonl", chat_prompts(8, 0))
+    out = tmp_path / "ppo"
+    args = ["rlhf", "--algo", "ppo", "--model", tiny_lm, "--reward-model", tiny_rm, "--dataset",
+            data, "--eval-dataset", data, "--output-dir", out, "--rollout-batch-size", "4",
+            "--max-new-tokens", "4", "--per-device-train-batch-size", "4", "--ppo-epochs", "1",
+            "--max-steps", "2", "--save-steps", "2", "--report-to", "none"]
+    code, _, err = run_cli(args, capsys)
+    assert code == 0, err
+    before = [r["step"] for r in read_metrics(out)]
+    code, _, err = run_cli([*args, "--resume"], capsys)
+    assert code == 0, err
+    assert [r["step"] for r in read_metrics(out)] == before == [0, 1, 2, 2]

@@ -33,6 +33,7 @@ def run(cfg: RunConfig, data: Any, eval_data: Any = None) -> dict[str, Any]:
         ppo.restore(int(ckpt.name.split("-")[1]))
         rebase_learning_rates(ppo)
         resume_step = ppo.step
+        ppo.latest_eval = logged_eval(ppo)
         click.echo(f"resumed from {ckpt} (step {ppo.step} of {ppo.total_steps})")
     logger = MetricsLogger(ppo.out, tensorboard=cfg.train.report_to == "tensorboard",
                            resume_step=resume_step)
@@ -40,6 +41,18 @@ def run(cfg: RunConfig, data: Any, eval_data: Any = None) -> dict[str, Any]:
         return train(ppo, logger)
     finally:
         logger.close()
+
+
+def logged_eval(ppo: PPORun) -> tuple[int, dict[str, float]] | None:
+    """The held-out evaluation the interrupted run logged at the resumed step (the one before
+    its checkpoint): a run resumed at its last step does not log it twice."""
+    from align.metrics import read_metrics
+
+    path = ppo.out / "metrics.jsonl"
+    rows = [r for r in read_metrics(path) if r.get("step") == ppo.step and "eval/reward" in r] \
+        if path.exists() else []
+    return (ppo.step, {k: v for k, v in rows[-1].items() if k.startswith("eval/")}) \
+        if rows else None
 
 
 def rebase_learning_rates(ppo: PPORun) -> None:

@@ -26,7 +26,6 @@ checkpoint a resume starts from) is :mod:`align.output_dir`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -214,16 +213,6 @@ def writing(out: str | Path, what: str, size: int | None = None) -> Iterator[Non
 
 
 # --- the run record and the resume config check ---------------------------------------------
-def data_hash(rows: list[dict[str, Any]]) -> str:
-    """sha256 of the validated training rows (what trains, whatever the file layout)."""
-    digest = hashlib.sha256()
-    for row in rows:
-        digest.update(json.dumps(row, sort_keys=True, ensure_ascii=False, default=str)
-                      .encode("utf-8"))
-        digest.update(b"\n")
-    return digest.hexdigest()
-
-
 def _path_fields(cfg: Any) -> set[str]:
     import dataclasses
 

@@ -72,6 +72,8 @@ def flag_table(cls: type) -> str:
         meaning = doc["help"]
         if doc["choices"]:
             meaning += f" One of: {', '.join(doc['choices'])}."
+        if doc["bounds"]:
+            meaning += f" Range: {doc['bounds']}."
         default = _default(doc["default"], is_bool)
         if doc["presets"]:  # the default preset's value, and the others' where they differ
             presets = doc["presets"]

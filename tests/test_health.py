@@ -134,11 +134,96 @@ def test_invalid_on_collapse():
         HealthArgs(on_collapse="panic")
 
 
+@pytest.mark.parametrize("key", ["loss", "grad_norm", "logps/chosen", "grad/actor_norm",
+                                 "reward/raw", "reward", "logits/rejected"])
+def test_nan_watches_losses_gradients_logprobs_and_rewards(key):
+    assert [e.detector for e in HealthMonitor(HealthArgs()).check(1, {key: math.nan})] == ["nan"]
+
+
+def test_nan_ignores_what_may_be_nan_by_design():
+    # TRL logs a reward function's mean as NaN when it abstained on every completion
+    assert HealthMonitor(HealthArgs()).check(1, {"rewards/health_probe/mean": math.nan}) == []
+
+
+def test_nan_stops_the_run_even_under_warn():
+    m = HealthMonitor(HealthArgs(on_collapse="warn"))
+    assert m.decide(m.check(1, {"loss": math.nan})) == "stop"
+    assert m.decide(m.check(2, {"objective/kl": 500.0, "rollout/response_len": 3})) == "continue"
+
+
+def test_skipped_updates_stop_after_a_streak_not_at_once():
+    m = HealthMonitor(HealthArgs(health_patience=3))
+    rows = [{"grad/skipped_updates": 2.0}, {"grad/skipped_updates": 0.0}] + \
+        [{"grad/skipped_updates": 1.0}] * 3
+    assert _run(m, rows) == ["nan"]
+    assert m.events[0].step == 5 and "3 steps in a row" in m.events[0].message
+
+
+def test_healthy_is_false_while_a_streak_runs():
+    m = HealthMonitor(HealthArgs())
+    m.check(1, _healthy(1))
+    assert m.healthy()
+    m.check(2, {**_healthy(2), "rollout/response_len": 0.1})  # baseline not set yet: no streak
+    _run(m, [_healthy(0)] * 3)
+    m.check(9, {**_healthy(0), "rollout/response_len": 0.1})
+    assert not m.healthy()
+
+
+@pytest.mark.parametrize("algo,flag,absent", [
+    ("dpo", "--rpo-alpha", "--cpo-alpha"), ("cpo", "--cpo-alpha", "--rpo-alpha"),
+    ("kto", "--learning-rate", "--rpo-alpha"), ("orpo", "--beta", "--rpo-alpha")])
+def test_displacement_hints_name_only_the_algorithms_own_flags(algo, flag, absent):
+    from align.health.hints import hint
+
+    text = hint("likelihood_displacement", algo)
+    assert flag in text and absent not in text
+
+
+def test_ppo_hints_name_ppo_flags():
+    from align.health.hints import hint
+
+    assert "--actor-lr" in hint("nan", "ppo") and "--learning-rate" in hint("nan", "dpo")
+    assert "--missing-eos-penalty" in hint("repeater", "ppo")
+    assert "--missing-eos-penalty" not in hint("repeater", "grpo")
+
+
+def test_ppo_skips_a_non_finite_update():
+    import torch
+
+    from align.ppo.state import Optim
+    from align.ppo.update import optimizer_step
+
+    model = torch.nn.Linear(3, 1)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+    optim = Optim(opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0))
+    params = [list(model.parameters())]
+    before = [p.detach().clone() for p in model.parameters()]
+    (model(torch.tensor([[1.0, math.nan, 0.0]])).sum()).backward()
+    assert math.isnan(optimizer_step(optim, params, max_grad_norm=1.0)[0])
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert all(p.grad is None for p in model.parameters())
+    model(torch.ones(1, 3)).sum().backward()
+    assert math.isfinite(optimizer_step(optim, params, max_grad_norm=1.0)[0])
+    assert not all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_rollback_rule_returns_to_the_newest_healthy_checkpoint(tmp_path):
+    from align.health.rollback import rollback_lr_scale, rollback_target
+    from tests.test_checkpoints import make_checkpoint
+
+    assert rollback_target(tmp_path) is None
+    make_checkpoint(tmp_path, 2)
+    make_checkpoint(tmp_path, 4)
+    make_checkpoint(tmp_path, 6, healthy=False)  # saved while a streak ran
+    assert rollback_target(tmp_path).step == 4
+    assert rollback_lr_scale(0.5, 1) == 0.5 and rollback_lr_scale(0.5, 3) == 0.125
+
+
 # --- online detectors of issue 19: drift without gain, a critic that does not learn, responses
 # that never end (pure functions, then through the monitor) ---------------------------------
 
 def test_kl_drift_by_hand():
-    from align.health import kl_drift
+    from align.health.detectors import kl_drift
 
     # KL halves 0.5, 0.5 | 2.5, 2.5 -> rise 2.0; reward 1, 0, | 1, 0 -> gain 0, spread 0.58
     assert "rose by 2.00 nats" in kl_drift([0.5, 0.5, 2.5, 2.5], [1, 0, 1, 0], 4, 1.0)
@@ -149,7 +234,7 @@ def test_kl_drift_by_hand():
 
 
 def test_critic_stuck_and_never_ends_by_hand():
-    from align.health import critic_stuck, never_ends
+    from align.health.detectors import critic_stuck, never_ends
 
     assert critic_stuck([0.3, -0.1, 0.0, -0.4], 3) is not None
     assert critic_stuck([-0.1, 0.05, -0.4], 3) is None  # one step explained something
@@ -162,7 +247,7 @@ def test_issue_19_run_is_reported_once_with_hints_and_never_rolled_back():
     """The run of issue 19: KL rising to 3.7 nats, reward flat and noisy, explained variance
     around 0, no response ending. Each advisory detector speaks once, with its hint, and
     --on-collapse rollback does not act on them."""
-    monitor = HealthMonitor(HealthArgs(on_collapse="rollback"))
+    monitor = HealthMonitor(HealthArgs(on_collapse="rollback"), "ppo")
     rewards = [0.6, 0.3, 0.9, 0.5, 1.0, 0.4, 0.7, 0.3, 0.8, 0.5, 0.6, 0.4]
     events = []
     for step, reward in enumerate(rewards, start=1):
@@ -179,7 +264,7 @@ def test_issue_19_run_is_reported_once_with_hints_and_never_rolled_back():
         by_name["critic_stuck"])
     assert by_name["kl_drift"].step == 8 and "--kl-coef" in str(by_name["kl_drift"])
     # the state round-trips (exact resume): no repeat after reloading
-    again = HealthMonitor(HealthArgs())
+    again = HealthMonitor(HealthArgs(), "ppo")
     again.load_state_dict(monitor.state_dict())
     assert again.check(13, {"objective/kl": 4.0, "reward/raw": 0.5, "rollout/eos_frac": 0.0,
                             "value/explained_var": -0.1}) == []

@@ -16,10 +16,11 @@
 In a run of several processes, rank 0 writes everything but the ``rank-R.pt`` files, every
 process writes its own, and rank 0 renames the directory into place once all are written.
 
-A checkpoint is written to ``checkpoint-N.tmp`` and renamed into place (``os.replace``), so a run
-killed mid-save leaves a ``.tmp`` directory that resume ignores, never a checkpoint that looks
-complete but is not. The environment variable ``ALIGN_PPO_KILL_IN_SAVE=N`` (a test hook) sends
-SIGKILL to the process while checkpoint N is half written.
+
+A checkpoint is written to ``checkpoint-N.tmp``, marked complete (``align.checkpoints``: files
+fsync'd, then the marker with the run's config) and renamed into place (``os.replace``), so a
+run killed mid-save leaves a ``.tmp`` directory that resume moves aside, never a checkpoint
+that looks complete but is not. Weights that are not finite are never saved.
 """
 
 from __future__ import annotations
@@ -27,20 +28,18 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
 import shutil
-import signal
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from align import checkpoints
+from align.errors import AlignError
 from align.ppo.models import Roles
 
 STATE_FILE, OPTIM_FILE, DEEPSPEED_DIR = "state.json", "optim.pt", "deepspeed"
-KILL_ENV = "ALIGN_PPO_KILL_IN_SAVE"
-_CKPT = re.compile(r"^checkpoint-(\d+)$")
 
 
 def rng_state() -> dict[str, Any]:
@@ -123,19 +122,35 @@ def load_model_weights(model: Any, directory: Path) -> None:
     model.load_state_dict(state, strict=False)
 
 
+class NonFiniteWeights(AlignError):
+    """The weights hold NaN/inf: the checkpoint was not written."""
+
+    exit_code = 3
+
+
 def save_checkpoint(out: Path, step: int, roles: Roles, state: dict[str, Any],
-                    tensors: dict[str, Any], own: dict[str, Any], dist: Any) -> Path:
-    """Write checkpoint-``step`` atomically: ``state`` JSON-able and ``tensors`` from rank 0,
-    ``own`` (this process's RNG and data positions) from every process."""
+                    tensors: dict[str, Any], own: dict[str, Any], dist: Any,
+                    run: dict[str, Any] | None = None, healthy: bool = True) -> Path:
+    """Write checkpoint-``step`` atomically: ``state`` (JSON-able) and ``tensors`` from rank 0,
+    ``own`` (this process's RNG and data positions) and, under DeepSpeed, its optimizer
+    partition from every process; ``run`` is the record its marker keeps
+    (align.checkpoints.run_record)."""
+    from align.health.nonfinite import describe, nonfinite_parameters
+
+    bad = nonfinite_parameters(roles.model)
+    if bad:
+        raise NonFiniteWeights(f"{len(bad)} weight tensors are not finite ({describe(bad)}); "
+                               f"checkpoint-{step} was not written")
     final, tmp = out / f"checkpoint-{step}", out / f"checkpoint-{step}.tmp"
     if dist.is_main:
         if tmp.exists():
             shutil.rmtree(tmp)  # left by a run killed while saving
-        tmp.mkdir(parents=True)
-        save_models(roles.model, tmp)
-        roles.tokenizer.save_pretrained(str(tmp / "actor"))
-        torch.save(tensors, tmp / OPTIM_FILE)
-        (tmp / STATE_FILE).write_text(json.dumps(state), encoding="utf-8")
+        with checkpoints.writing(out, f"checkpoint-{step}"):
+            tmp.mkdir(parents=True)
+            save_models(roles.model, tmp)
+            roles.tokenizer.save_pretrained(str(tmp / "actor"))
+            torch.save(tensors, tmp / OPTIM_FILE)
+            (tmp / STATE_FILE).write_text(json.dumps(state), encoding="utf-8")
     dist.barrier()
     if dist.engine is not None:  # every process writes its part of the optimizer
         dist.engine.save_checkpoint(str(tmp / DEEPSPEED_DIR), tag="state",
@@ -143,14 +158,12 @@ def save_checkpoint(out: Path, step: int, roles: Roles, state: dict[str, Any],
     torch.save(own, tmp / f"rank-{dist.rank}.pt")
     dist.barrier()
     if dist.is_main:
-        if os.environ.get(KILL_ENV) == str(step):
-            os.kill(os.getpid(), signal.SIGKILL)
-        old = out / f"checkpoint-{step}.old"
-        if final.exists():  # saving a step again after a rollback: keep the old one until renamed
-            os.replace(final, old)
-        os.replace(tmp, final)
-        if old.exists():
-            shutil.rmtree(old)
+        with checkpoints.writing(out, f"checkpoint-{step}"):
+            checkpoints.mark_complete(tmp, step, run or {}, healthy=healthy)
+            if final.exists():  # saving a step again: the old one goes first, at once
+                checkpoints.remove(final)
+            os.replace(tmp, final)
+            checkpoints.fsync_dir(out)
     dist.barrier()
     return final
 
@@ -177,20 +190,3 @@ def load_checkpoint(ckpt: Path, roles: Roles, dist: Any
     own = torch.load(ckpt / f"rank-{dist.rank % saved}.pt", weights_only=True,
                      map_location="cpu")
     return state, tensors, own
-
-
-def checkpoint_steps(out: Path) -> list[int]:
-    """Steps of the complete checkpoints in ``out``, oldest first."""
-    if not out.is_dir():
-        return []
-    return sorted(int(m.group(1)) for p in out.iterdir() if (m := _CKPT.match(p.name)))
-
-
-def rotate(out: Path, limit: int | None, keep: int | None) -> None:
-    """Delete the oldest checkpoints beyond ``limit``, never the step ``keep`` (last healthy)."""
-    if not limit:
-        return
-    steps = checkpoint_steps(out)
-    for step in steps[:-limit]:
-        if step != keep:
-            shutil.rmtree(out / f"checkpoint-{step}")

@@ -70,19 +70,28 @@ def lr_band(cfg: Any) -> tuple[LRBand, int | None]:
     return next(b for b in LR_BANDS if params >= b.min_params), params
 
 
-def learning_rates(cfg: Any) -> tuple[float, float]:
-    """(actor, critic) learning rates: flags first, then the size band's defaults."""
-    a = cfg.algo
+def default_lrs(cfg: Any) -> dict[str, float]:
+    """PPO's default learning rates for ``cfg`` (the registry record's ``default_lrs_for``):
+    the policy's size band, times LORA_LR_FACTOR with LoRA/QLoRA."""
     band, _ = lr_band(cfg)
     scale = LORA_LR_FACTOR if cfg.lora.enabled else 1.0
-    actor = a.actor_lr or cfg.train.learning_rate or band.actor * scale
-    return actor, a.critic_lr or band.critic * scale
+    return {"actor_lr": band.actor * scale, "critic_lr": band.critic * scale}
+
+
+def learning_rates(cfg: Any) -> tuple[float, float]:
+    """(actor, critic) learning rates: the resolved config's (align.options fills the unset
+    ones from :func:`default_lrs`), else the flags and defaults here."""
+    a, default = cfg.algo, default_lrs(cfg)
+    actor = a.actor_lr or cfg.train.learning_rate or default["actor_lr"]
+    return actor, a.critic_lr or default["critic_lr"]
 
 
 def lr_source(cfg: Any) -> str:
     """Where the learning rates come from, for the plan line."""
     band, params = lr_band(cfg)
-    if cfg.algo.actor_lr or cfg.train.learning_rate:
+    filled = getattr(cfg, "lr_defaults", None)
+    if filled is not None and "actor_lr" not in filled or \
+            filled is None and (cfg.algo.actor_lr or cfg.train.learning_rate):
         given = "actor from the flags"
     else:
         size = f"{params / 1e9:.2g}B parameters" if params else "size unknown"
@@ -305,7 +314,8 @@ def check(cfg: Any, data: Any, report: Any) -> None:
     """PPO's pre-training checks (``AlgoSpec.check``), for dry runs and real runs alike:
     the refused flag combinations, the critic's and the PTX data's paths, and the plan."""
     from align.data import load_valid
-    from align.runner import check_model_path, world_size
+    from align.models import check_model_path
+    from align.runner import world_size
 
     world = world_size()
     check_supported(cfg, world)

@@ -104,7 +104,6 @@ class PPORun:
     prompt_limit: int | None = None  # longest prompt in tokens (longer ones keep their end)
     step: int = 0
     lr_scale: float = 1.0  # product of the rollback LR factors applied so far
-    healthy_step: int | None = None  # newest checkpoint saved with no detector streak running
     eval_before: dict[str, float] = field(default_factory=dict)
     latest_eval: tuple[int, dict[str, float]] | None = None  # (step, eval metrics), newest
     dist: Any = None  # align.ppo.dist.Dist: this process's place in the launch
@@ -146,7 +145,7 @@ class PPORun:
                    sampler=Sampler(len(prompts), a.rollout_batch_size, t.seed),
                    ptx_sampler=ptx_sampler,
                    kl_ctl=KLController(a.kl_coef, a.target_kl, a.kl_horizon),
-                   reward_stats=RunningMoments(), monitor=HealthMonitor(cfg.health),
+                   reward_stats=RunningMoments(), monitor=HealthMonitor(cfg.health, "ppo"),
                    out=Path(t.output_dir), total_steps=steps, prompt_limit=limit, dist=dist)
 
     # --- exact resume -------------------------------------------------------------------------
@@ -160,7 +159,7 @@ class PPORun:
             "step": self.step, "world": self.dist.world, "sampler": self.sampler.state_dict(),
             "kl_ctl": self.kl_ctl.state_dict(), "reward_stats": self.reward_stats.state_dict(),
             "health": self.monitor.state_dict(), "lr_scale": self.lr_scale,
-            "healthy_step": self.healthy_step, "eval_before": self.eval_before,
+            "eval_before": self.eval_before,
             # an evaluation at this very step (logged before the save) is not repeated on resume
             "latest_eval": self.latest_eval if self.latest_eval and
             self.latest_eval[0] == self.step else None,
@@ -184,7 +183,6 @@ class PPORun:
         self.reward_stats.load_state_dict(plain["reward_stats"])
         self.monitor.load_state_dict(plain["health"])
         self.lr_scale = float(plain["lr_scale"])
-        self.healthy_step = plain["healthy_step"]
         self.eval_before = dict(plain["eval_before"])
         latest = plain.get("latest_eval")
         self.latest_eval = (int(latest[0]), dict(latest[1])) if latest else None
@@ -195,13 +193,15 @@ class PPORun:
 
     def save(self, healthy: bool) -> Path:
         """Save checkpoint-<step> atomically; rotate old ones but keep the last healthy one."""
-        from align.ppo.checkpoint import rotate, save_checkpoint
+        from align.checkpoints import rotate, run_record
+        from align.ppo.checkpoint import save_checkpoint
 
         if healthy:
             self.healthy_step = self.step
-        path = save_checkpoint(self.out, self.step, self.roles, *self.state_dict(), self.dist)
+        path = save_checkpoint(self.out, self.step, self.roles, *self.state_dict(), self.dist,
+                               run_record(self.cfg), healthy)
         if self.dist.is_main:
-            rotate(self.out, self.cfg.train.save_total_limit, self.healthy_step)
+            rotate(self.out, self.cfg.train.save_total_limit)
         self.dist.barrier()
         return path
 

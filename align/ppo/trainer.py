@@ -23,17 +23,19 @@ def run(cfg: RunConfig, data: Any, eval_data: Any = None) -> dict[str, Any]:
 
     The runner has already called :func:`align.ppo.plan.check` (unsupported flags refused).
     Launched as several processes, each one runs this; rank 0 writes the files."""
+    from align.checkpoints import latest
     from align.metrics import MetricsLogger
     from align.ppo.plan import describe
-    from align.runner import latest_checkpoint
 
     ppo = PPORun.create(cfg, data, eval_data)
     say(ppo, describe(cfg, len(ppo.prompts), ppo.dist.world) + f"; device {ppo.roles.device}")
     resume_step = None
     if cfg.train.resume:
-        ckpt = latest_checkpoint(ppo.out)
+        ckpt = latest(ppo.out).path
         ppo.restore(int(ckpt.name.split("-")[1]))
+        rebase_learning_rates(ppo)
         resume_step = ppo.step
+        ppo.latest_eval = logged_eval(ppo)
         say(ppo, f"resumed from {ckpt} (step {ppo.step} of {ppo.total_steps})")
     logger = MetricsLogger(ppo.out, tensorboard=cfg.train.report_to == "tensorboard",
                            resume_step=resume_step) if ppo.dist.is_main else NullLogger()
@@ -41,6 +43,35 @@ def run(cfg: RunConfig, data: Any, eval_data: Any = None) -> dict[str, Any]:
         return train(ppo, logger)
     finally:
         logger.close()
+
+
+def logged_eval(ppo: PPORun) -> tuple[int, dict[str, float]] | None:
+    """The held-out evaluation the interrupted run logged at the resumed step (the one before
+    its checkpoint): a run resumed at its last step does not log it twice."""
+    from align.metrics import read_metrics
+
+    path = ppo.out / "metrics.jsonl"
+    rows = [r for r in read_metrics(path) if r.get("step") == ppo.step and "eval/reward" in r] \
+        if path.exists() else []
+    return (ppo.step, {k: v for k, v in rows[-1].items() if k.startswith("eval/")}) \
+        if rows else None
+
+
+def rebase_learning_rates(ppo: PPORun) -> None:
+    """Train a resumed run at this run's --actor-lr/--critic-lr (changed with
+    --resume-allow-change): the restored schedules keep their position and rollback factor."""
+    from align.ppo.plan import learning_rates
+
+    o = ppo.optim
+    actor_lr, critic_lr = learning_rates(ppo.cfg)
+    for i, base in enumerate((actor_lr * ppo.lr_scale, critic_lr)):
+        old = o.scheduler.base_lrs[i]
+        if old != base:
+            o.scheduler.base_lrs[i] = base
+            group = o.optimizer.param_groups[i]
+            group["lr"] *= base / old
+            if "initial_lr" in group:
+                group["initial_lr"] *= base / old
 
 
 class NullLogger:
@@ -71,7 +102,7 @@ def train(ppo: PPORun, logger: Any) -> dict[str, Any]:
     while ppo.step < ppo.total_steps:
         ppo.step += 1
         # 1-4. rollout, rewards, advantages, PPO update (see ppo_step)
-        metrics = ppo_step(ppo)
+        metrics = checked_step(ppo)
         # 5. log, check health (warn / stop / roll back), evaluate and save
         logged = ppo.step % t.logging_steps == 0 or ppo.step == ppo.total_steps
         events = ppo.monitor.check(ppo.step, metrics) if logged else []
@@ -86,6 +117,32 @@ def train(ppo: PPORun, logger: Any) -> dict[str, Any]:
             ppo.save(healthy=not events and not any(ppo.monitor.streaks.values()))
     bar.close()
     return finish(ppo, logger)
+
+
+def checked_step(ppo: PPORun) -> dict[str, float]:
+    """:func:`ppo_step`, stopped (exit 3, nothing saved) when the weights or the sampling
+    probabilities are no longer finite: an update skipped for a non-finite gradient keeps
+    them finite, a finite but huge one may not."""
+    from align.health.nonfinite import describe, is_sampling_error, nonfinite_parameters
+
+    try:
+        metrics = ppo_step(ppo)
+    except RuntimeError as e:
+        if not is_sampling_error(e):
+            raise
+        raise nan_stop(ppo, f"sampling at step {ppo.step} met NaN/inf probabilities "
+                            "(the policy's logits are not finite)") from None
+    bad = nonfinite_parameters(ppo.roles.model)
+    if bad:
+        raise nan_stop(ppo, f"the weights became NaN/inf: {len(bad)} tensors are not finite "
+                            f"after the update of step {ppo.step} ({describe(bad)})")
+    return metrics
+
+
+def nan_stop(ppo: PPORun, what: str) -> Exception:
+    from align.health.nonfinite import nonfinite_stop
+
+    return nonfinite_stop(ppo.out, "ppo", what, "--actor-lr", ppo.cfg.algo.actor_lr)
 
 
 def ppo_step(ppo: PPORun) -> dict[str, float]:
@@ -297,8 +354,21 @@ def act_on_health(ppo: PPORun, events: list[Any], logger: Any, bar: Any) -> str:
     ppo.monitor.notes.clear()
     if action in ("continue", "warn"):
         return action
-    if action == "rollback" and ppo.healthy_step is not None:
-        return roll_back(ppo, logger, bar)
+    nan = [e for e in events if e.detector == "nan"]
+    if nan:
+        from align.health.rollback import set_aside_broken
+
+        if ppo.dist.is_main:
+            set_aside_broken(ppo.out, ppo.step, ppo.cfg.train.logging_steps)
+        ppo.dist.barrier()
+    if action == "rollback":
+        from align.health.rollback import rollback_target
+
+        target = rollback_target(ppo.out)
+        if target is not None:
+            return roll_back(ppo, target.step, logger, bar)
+    if nan:
+        raise nan_stop(ppo, nan[0].message.split(". Try:")[0] + f" at step {ppo.step}")
     path = ppo.save(healthy=False)
     why = "" if action == "stop" else " (no healthy checkpoint to roll back to)"
     raise CollapseStop(f"training stopped at step {ppo.step}{why}: "
@@ -306,12 +376,17 @@ def act_on_health(ppo: PPORun, events: list[Any], logger: Any, bar: Any) -> str:
                        "the flags the hints name and continue with --resume")
 
 
-def roll_back(ppo: PPORun, logger: Any, bar: Any) -> str:
-    """Reload the last healthy checkpoint and lower the actor LR by --rollback-lr-factor."""
+def roll_back(ppo: PPORun, step: int, logger: Any, bar: Any) -> str:
+    """Reload checkpoint ``step`` (align.health.rollback's target) and lower the actor LR."""
+    from align.health.rollback import roll_back_checkpoints, rollback_lr_scale
+
     factor = ppo.cfg.health.rollback_lr_factor
     fired_at, events, rollbacks = ppo.step, list(ppo.monitor.events), ppo.monitor.rollbacks
-    target_scale = ppo.lr_scale * factor
-    ppo.restore(ppo.healthy_step)
+    target_scale = rollback_lr_scale(factor, rollbacks)
+    ppo.restore(step)
+    if ppo.dist.is_main:
+        roll_back_checkpoints(ppo.out, step)
+    ppo.dist.barrier()
     ppo.monitor.events, ppo.monitor.rollbacks = events, rollbacks  # remember what happened
     scale_lr(ppo.optim, target_scale / ppo.lr_scale)
     ppo.lr_scale = target_scale
@@ -344,13 +419,21 @@ def finish(ppo: PPORun, logger: Any) -> dict[str, Any]:
         last = rows[-1]
         result |= {"reward_raw_first": rows[0]["reward/raw"],
                    "reward_raw_last": last["reward/raw"], "kl_last": last["objective/kl"]}
+    from align.checkpoints import writing
+    from align.health.nonfinite import describe, nonfinite_parameters
+
+    bad = nonfinite_parameters(ppo.roles.model)
+    if bad:
+        raise nan_stop(ppo, f"the weights became NaN/inf: {len(bad)} tensors are not finite "
+                            f"at the end of training ({describe(bad)})")
     if ppo.dist.is_main:
-        save_models(ppo.roles.model, ppo.out)
-        # the actor's files at the top of the output dir, as every other algorithm saves
-        for f in (ppo.out / "actor").iterdir():
-            f.replace(ppo.out / f.name)
-        (ppo.out / "actor").rmdir()
-        ppo.roles.tokenizer.save_pretrained(str(ppo.out))
+        with writing(ppo.out, "the final actor and critic"):
+            save_models(ppo.roles.model, ppo.out)
+            # the actor's files at the top of the output dir, as every other algorithm saves
+            for f in (ppo.out / "actor").iterdir():
+                f.replace(ppo.out / f.name)
+            (ppo.out / "actor").rmdir()
+            ppo.roles.tokenizer.save_pretrained(str(ppo.out))
         click.echo(f"saved the actor to {ppo.out} and the critic to {ppo.out / 'critic'}")
     ppo.dist.barrier()
     return result | ppo.monitor.summary()

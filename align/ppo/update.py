@@ -6,12 +6,14 @@ guards here are the one-to-three-line "trick" switches of STYLE.md section 3.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from align.health.detectors import SKIPPED
 from align.ppo.config import PPOConfig
 from align.ppo.losses import (clip_advantages, entropy_from_logits, explained_variance, gae,
                               gather_logprobs, kl_penalty, masked_mean, masked_sum,
@@ -104,10 +106,19 @@ def ptx_loss(model: Any, ids: Tensor, mask: Tensor) -> Tensor:
     return -masked_mean(logprobs, mask[:, 1:])
 
 
-def clip_and_norm(params: list[torch.nn.Parameter], max_grad_norm: float) -> float:
-    """Clip the global gradient norm of ``params`` (Secrets of RLHF); return the pre-clip norm."""
+def optimizer_step(optim: Any, groups: list[list[torch.nn.Parameter]], max_grad_norm: float
+                   ) -> list[float]:
+    """Clip each group's global gradient norm (Secrets of RLHF; actor and critic apart), then
+    step the optimizer and its schedule; return the pre-clip norms. A non-finite norm (a
+    NaN/inf loss or gradient) skips the update, schedule included, so the weights stay
+    finite (align.health's NaN detector stops a run that keeps skipping)."""
     limit = max_grad_norm if max_grad_norm > 0 else float("inf")
-    return float(torch.nn.utils.clip_grad_norm_(params, limit))
+    norms = [float(torch.nn.utils.clip_grad_norm_(params, limit)) for params in groups]
+    if all(math.isfinite(n) for n in norms):
+        optim.step()
+    else:
+        optim.optimizer.zero_grad(set_to_none=True)
+    return norms
 
 
 def accumulate(model: Any, mini: Experience, micro_size: int, a: PPOConfig, train_actor: bool,
@@ -175,6 +186,7 @@ def ppo_update(roles: Any, optim: Any, exp: Experience, a: PPOConfig, micro_size
     model.train()
     sums: dict[str, float] = defaultdict(float)
     norms: dict[str, list[float]] = defaultdict(list)
+    skipped = 0
     B = exp.batch_size
     mini_size = B // a.num_mini_batches
     for _ in range(a.ppo_epochs):
@@ -191,16 +203,21 @@ def ppo_update(roles: Any, optim: Any, exp: Experience, a: PPOConfig, micro_size
                 optim.scheduler.step()
                 continue
             dist.average_gradients(model.trainable)
+            groups = {"grad/critic_norm": model.critic_params()}
             if train_actor:
-                norms["grad/actor_norm"].append(clip_and_norm(model.actor_params(),
-                                                              max_grad_norm))
-            norms["grad/critic_norm"].append(clip_and_norm(model.critic_params(), max_grad_norm))
-            optim.step()
+                groups = {"grad/actor_norm": model.actor_params()} | groups
+            step_norms = optimizer_step(optim, list(groups.values()), max_grad_norm)
+            for key, norm in zip(groups, step_norms):
+                norms[key].append(norm)
+            skipped += not all(math.isfinite(n) for n in step_norms)
     model.eval()
     keys = sorted(sums)
     totals = dist.sum(torch.tensor([sums[k] for k in keys], dtype=torch.float64,
                                    device=exp.mask.device)).tolist()
     total = dict(zip(keys, totals))
     tokens = max(total.pop("tokens"), 1.0)
-    return {k: v / tokens for k, v in total.items()} | \
-        {k: sum(v) / len(v) for k, v in norms.items()}
+    out = {k: v / tokens for k, v in total.items()}
+    for k, v in norms.items():
+        finite = [x for x in v if math.isfinite(x)]
+        out[k] = sum(finite) / len(finite) if finite else float("nan")
+    return out | {SKIPPED: float(skipped)}

@@ -100,7 +100,8 @@ def test_two_processes_raise_the_held_out_reward(tmp_path, tiny_sft, tiny_pref_r
     assert [r["step"] for r in rows] == list(range(1, 13))
     assert final["collapsed"] is False
     assert sorted(p.name for p in (out / "checkpoint-12").iterdir()) == \
-        ["actor", "critic", "optim.pt", "rank-0.pt", "rank-1.pt", "state.json"]
+        ["actor", "align_checkpoint.json", "critic", "optim.pt", "rank-0.pt", "rank-1.pt",
+         "state.json"]
 
 
 def kill_all(proc: subprocess.Popen) -> None:

@@ -1,0 +1,66 @@
+"""What to try when a detector fires, in the flags of the algorithm that is running.
+
+A hint names only flags the algorithm takes: KTO has no ``--rpo-alpha``, GRPO no
+``--missing-eos-penalty``, PPO's policy rate is ``--actor-lr``.
+"""
+
+from __future__ import annotations
+
+# detector -> algorithm -> hint; "*" is every algorithm not listed
+_HINTS: dict[str, dict[str, str]] = {
+    "nan": {
+        "ppo": "lower --actor-lr/--critic-lr, keep --max-grad-norm above 0, normalise and clip "
+               "the reward (--preset ppo-max), prefer --bf16 over --fp16",
+        "*": "lower --learning-rate (by 10x or more), keep --max-grad-norm above 0 (1.0 is the "
+             "default), prefer --bf16 over --fp16",
+    },
+    "repeater": {
+        "ppo": "raise --kl-coef, add --missing-eos-penalty, lower --actor-lr",
+        "grpo": "raise --beta, pass --mask-truncated-completions, lower --learning-rate",
+        "rloo": "raise --beta, pass --mask-truncated-completions, lower --learning-rate",
+        "*": "raise --beta, lower --learning-rate",
+    },
+    "mute": {
+        "ppo": "raise --kl-coef, check that the reward does not favour short answers, lower "
+               "--actor-lr",
+        "*": "raise --beta, check that the reward does not favour short answers, lower "
+             "--learning-rate",
+    },
+    "kl_blowup": {
+        "ppo": "raise --kl-coef (or set --target-kl), lower --actor-lr",
+        "*": "raise --beta, lower --learning-rate",
+    },
+    "likelihood_displacement": {
+        "dpo": "mix in the SFT loss (--rpo-alpha 1.0) or lower --learning-rate",
+        "cpo": "raise --cpo-alpha (the NLL term on the chosen answer) or lower --learning-rate",
+        "simpo": "raise --cpo-alpha (the NLL term on the chosen answer) or lower "
+                 "--learning-rate",
+        "orpo": "lower --beta (more of the SFT loss against the odds ratio) or lower "
+                "--learning-rate",
+        "kto": "lower --learning-rate or raise --beta (KTO has no SFT term to mix in)",
+        "*": "lower --learning-rate",
+    },
+    "kl_drift": {
+        "ppo": "the policy moves away from the reference without earning reward: check that "
+               "the reward separates good from bad answers (its spread per batch), raise "
+               "--kl-coef, lower --actor-lr, or give the critic --critic-warmup-steps",
+        "*": "the policy moves away from the reference without earning reward: check the "
+             "reward's spread per batch, raise --beta, lower --learning-rate",
+    },
+    "critic_stuck": {
+        "*": "raise --critic-lr, add --critic-warmup-steps, or check where the value head "
+             "starts (docs/ppo.md)",
+    },
+    "no_eos": {
+        "ppo": "add --missing-eos-penalty 1.0 (the reward model only ever scores cut-off "
+               "text), raise --max-new-tokens, or start from an SFT model that stops",
+        "*": "raise --max-completion-length, pass --mask-truncated-completions, or start from "
+             "an SFT model that stops",
+    },
+}
+
+
+def hint(detector: str, algo: str | None) -> str:
+    """The hint for ``detector`` in ``algo``'s flags (the generic one for other algorithms)."""
+    table = _HINTS[detector]
+    return table.get(algo or "*", table["*"])

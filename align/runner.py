@@ -29,7 +29,7 @@ from align.config import RunConfig
 from align.data import Validated, load_valid
 from align.errors import AlignError
 from align.options import format_config
-from align.plan import PlanReport, cuda_available, has_package
+from align.plan import PlanReport, cuda_available, has_package, short_run_warnings
 from align.registry import AlgoSpec
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
@@ -274,6 +274,7 @@ def execute(cfg: RunConfig, spec: AlgoSpec, dry_run: bool = False) -> dict[str, 
     train, evaluation = load_data(cfg, spec)
     if spec.check is not None:
         spec.check(cfg, train, report)
+    report.notes += short_run_warnings(cfg, spec, len(train.rows))
     if not dry_run:
         report.raise_machine_issues()
     click.echo(format_config(cfg))

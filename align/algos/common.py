@@ -16,6 +16,7 @@ from typing import Any, Callable, Sequence
 
 import click
 
+from align import console
 from align.cache import cache_dir
 from align.config import RunConfig
 from align.errors import AlignError
@@ -77,6 +78,10 @@ def trl_config(cfg: RunConfig, config_cls: type, has_eval: bool = False, **field
     )
     if "max_length" in config_cls.__dataclass_fields__:
         kwargs["max_length"] = cfg.data.max_length
+    if "activation_checkpointing" in config_cls.__dataclass_fields__:
+        # transformers >= 5.24's name; the old one (which TRL's configs default to True)
+        # would warn on every run that it is deprecated
+        kwargs["activation_checkpointing"] = kwargs.pop("gradient_checkpointing")
     kwargs.update(fields)
     return config_cls(**kwargs)
 
@@ -202,6 +207,7 @@ def metrics_logger(cfg: RunConfig, resume_step: int | None) -> MetricsLogger:
 
 def train(trainer: Any, resume_from: str | None) -> dict[str, Any]:
     """Train (resuming if asked); return the run's metrics with the first and last loss."""
+    console.replace_progress_bar(trainer)  # align's bar instead of a metrics dict per step
     result = trainer.train(resume_from_checkpoint=resume_from)
     metrics = dict(result.metrics)
     history = [r for r in trainer.state.log_history if "loss" in r]

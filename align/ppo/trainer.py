@@ -208,7 +208,10 @@ def log_eval(ppo: PPORun, logger: Any) -> dict[str, float]:
 def report(bar: Any, step: int, m: dict[str, Any] | None, events: list[Any], monitor: Any
            ) -> None:
     """Console: a compact progress-bar postfix and one line per logged step, then any alarms."""
+    from align.console import report as report_progress
+
     bar.update(step - bar.n)
+    report_progress(step, bar.total)
     if m is not None:
         bar.set_postfix(reward=f"{m['reward/raw']:.3f}", kl=f"{m['objective/kl']:.3f}",
                         len=f"{m['rollout/response_len']:.1f}")

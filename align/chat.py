@@ -96,7 +96,7 @@ def chat(loaded: Loaded, *, system: str | None, max_new_tokens: int, temperature
             answer = generate(loaded, [prompt], max_new_tokens=max_new_tokens,
                               temperature=temperature, top_p=top_p, seed=seed + turn,
                               use_template=templated,
-                              streamer=streamer(loaded, lambda t: click.echo(t, nl=False)))[0]
+                              streamer=streamer(loaded, lambda t: click.echo(t, nl=False)))[0].text
         except KeyboardInterrupt:
             click.echo("\n(interrupted)")
             messages.pop()
@@ -132,8 +132,12 @@ class Answers:
 
     name: str  # the label in the table
     path: str  # the model as given on the command line
-    texts: list[str]
+    answers: list[Any]  # align.infer.Generation, one per prompt
     scores: list[float] | None = None
+
+    @property
+    def texts(self) -> list[str]:
+        return [a.text for a in self.answers]
 
 
 def prompt_text(prompt: Any) -> str:
@@ -155,7 +159,9 @@ def table(prompts: list[Any], runs: list[Answers], width: int | None = None) -> 
         cells = []
         for run in runs:
             head = run.name + (f" ({run.scores[i]:+.3f})" if run.scores else "")
-            cells.append([head] + textwrap.wrap(run.texts[i] or "(empty answer)", col - 2))
+            tail = "" if run.answers[i].finished else " [cut off at --max-new-tokens]"
+            cells.append([head] + textwrap.wrap((run.texts[i] or "(empty answer)") + tail,
+                                                col - 2))
         for row in range(max(len(c) for c in cells)):
             parts = [(c[row] if row < len(c) else "").ljust(col - 2) for c in cells]
             out.append("  " + " | ".join(parts).rstrip())
@@ -175,14 +181,17 @@ def table(prompts: list[Any], runs: list[Answers], width: int | None = None) -> 
 
 def write_jsonl(path: Path, prompts: list[Any], runs: list[Answers], settings: dict[str, Any]
                 ) -> None:
-    """One JSON object per prompt: the prompt, ``response`` (and ``score``), and for the
-    compared model ``compare_response`` (and ``compare_score``), plus the settings used."""
+    """One JSON object per prompt: the prompt, ``response``, ``finished`` (ended with EOS),
+    ``tokens`` and ``score``, the same with ``compare_`` for the compared model, plus the
+    settings used."""
     with path.open("w", encoding="utf-8") as fh:
         for i, prompt in enumerate(prompts):
             row: dict[str, Any] = {"prompt": prompt}
             for prefix, run in zip(("", "compare_"), runs):
                 row[f"{prefix}model"] = run.path
                 row[f"{prefix}response"] = run.texts[i]
+                row[f"{prefix}finished"] = run.answers[i].finished
+                row[f"{prefix}tokens"] = run.answers[i].tokens
                 if run.scores:
                     row[f"{prefix}score"] = run.scores[i]
             row["settings"] = settings
@@ -214,8 +223,8 @@ def answer_file(model: str, prompts_path: str, *, compare: str | None, reward_mo
         chat_rendered = loaded.has_chat_template and gen_options.get("use_template", True)
         with tqdm(total=len(prompts), desc=f"answers of {name}", unit="prompt",
                   dynamic_ncols=True) as bar:
-            texts = generate(loaded, prompts, progress=bar.update, **gen_options)
-        runs.append(Answers(label, name, texts))
+            answers = generate(loaded, prompts, progress=bar.update, **gen_options)
+        runs.append(Answers(label, name, answers))
         del loaded
     if reward_model:
         rm = load(reward_model, kind="rm", **load_options)

@@ -96,6 +96,24 @@ HINTS = {
 }
 
 
+# What each detector saw, in words (for reports that explain an alarm, such as the
+# quickstart's summary); the event's message has the numbers, HINTS what to try.
+MEANING = {
+    "repeater": "most answers ran to the token limit without ending, repeating themselves: "
+                "the policy learnt that long answers score well, or forgot how to stop",
+    "mute": "the answers shrank towards nothing: the policy found that saying little scores "
+            "well",
+    "kl_blowup": "the policy moved far from its reference model: its answers no longer look "
+                 "like those of the model it started from, which is where a reward model is "
+                 "most easily fooled",
+    "nan": "a loss became NaN or infinite: training broke numerically",
+    "likelihood_displacement": "the chosen answers became less likely, not more: the loss "
+                               "widened the margin by pushing both answers of a pair down, which "
+                               "moves probability to answers that are in neither (Razin et al. "
+                               "2024)",
+}
+
+
 def repeated_ngram_frac(tokens: Sequence[int], n: int = 4) -> float:
     """Share of the n-grams in ``tokens`` that repeat an earlier n-gram (0 for short ones)."""
     total = len(tokens) - n + 1

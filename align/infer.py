@@ -154,10 +154,20 @@ def sampling(temperature: float, top_p: float) -> dict[str, Any]:
     return {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
 
 
+@dataclass
+class Generation:
+    """One answer: its text (special tokens removed), its length in tokens (EOS included), and
+    whether it finished (ended with EOS) rather than running out of --max-new-tokens."""
+
+    text: str
+    tokens: int
+    finished: bool
+
+
 def generate(loaded: Loaded, prompts: Sequence[Any], *, max_new_tokens: int,
              temperature: float = 0.0, top_p: float = 1.0, seed: int = 0, batch_size: int = 8,
              use_template: bool = True, streamer: Any = None,
-             progress: Callable[[int], None] | None = None) -> list[str]:
+             progress: Callable[[int], None] | None = None) -> list[Generation]:
     """Answers to ``prompts`` (strings or message lists), in order. Sampling is seeded with
     ``seed``, so the same call gives the same answers. ``streamer`` (one prompt at a time)
     receives the tokens as they are generated."""
@@ -167,7 +177,7 @@ def generate(loaded: Loaded, prompts: Sequence[Any], *, max_new_tokens: int,
     options = sampling(temperature, top_p)
     device = next(model.parameters()).device
     eos = stop_ids(loaded)
-    answers: list[str] = []
+    answers: list[Generation] = []
     torch.manual_seed(seed)
     for start in range(0, len(prompts), batch_size):
         batch = [render(tok, p, use_template) for p in prompts[start:start + batch_size]]
@@ -177,8 +187,14 @@ def generate(loaded: Loaded, prompts: Sequence[Any], *, max_new_tokens: int,
         with torch.inference_mode():
             out = model.generate(**enc, max_new_tokens=max_new_tokens, eos_token_id=eos,
                                  pad_token_id=tok.pad_token_id, streamer=streamer, **options)
-        answers += [t.strip() for t in tok.batch_decode(out[:, enc["input_ids"].shape[1]:],
-                                                        skip_special_tokens=True)]
+        for row in out[:, enc["input_ids"].shape[1]:].tolist():
+            ids: list[int] = []
+            for t in row:  # up to and including the first EOS; the rest is padding
+                ids.append(t)
+                if t in eos:
+                    break
+            answers.append(Generation(tok.decode(ids, skip_special_tokens=True).strip(),
+                                      len(ids), bool(ids) and ids[-1] in eos))
         if progress is not None:
             progress(len(batch))
     return answers

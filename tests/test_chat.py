@@ -51,7 +51,8 @@ def test_generate_greedy_writes_jsonl_and_table(tmp_path, capsys, tiny_lm):
     assert code == 0, err
     rows = _rows(out)
     assert [r["prompt"] for r in rows] == PROMPTS
-    assert all(isinstance(r["response"], str) for r in rows)
+    assert all(isinstance(r["response"], str) and isinstance(r["finished"], bool)
+               and 1 <= r["tokens"] <= 6 for r in rows)
     assert rows[0]["settings"]["temperature"] == 0.0
     assert "[1] What is 2 + 2?" in stdout and "[3] Count to three." in stdout
     # greedy: the same answers again
@@ -68,7 +69,7 @@ def test_answers_are_what_the_model_generates_through_its_template(tiny_lm):
     from align.infer import generate, load
 
     loaded = load(str(tiny_lm), device="cpu")
-    answers = generate(loaded, PROMPTS[:1], max_new_tokens=6)
+    answers = [g.text for g in generate(loaded, PROMPTS[:1], max_new_tokens=6)]
     tok = AutoTokenizer.from_pretrained(tiny_lm)
     model = AutoModelForCausalLM.from_pretrained(tiny_lm).eval()
     text = tok.apply_chat_template([{"role": "user", "content": PROMPTS[0]}], tokenize=False,
@@ -89,6 +90,7 @@ def test_sampling_is_seeded(tiny_lm):
     a = generate(loaded, PROMPTS, seed=3, **kwargs)
     assert generate(loaded, PROMPTS, seed=3, **kwargs) == a
     assert generate(loaded, PROMPTS * 3, seed=4, **kwargs) != a * 3
+    assert all(g.tokens <= 8 and (g.finished or g.tokens == 8) for g in a)
 
 
 def test_lora_adapter_loads_on_its_base_and_compares_with_it(tmp_path, capsys, adapter, tiny_lm):
@@ -162,12 +164,12 @@ def test_chat_streams_answers_keeps_history_and_resets(monkeypatch, capsys, tiny
     assert code == 0, err
     assert "chatting with" in stdout and "(conversation cleared)" in stdout
     loaded = load(str(tiny_lm), device="cpu")
-    first = generate(loaded, [PROMPTS[0]], max_new_tokens=6)[0]
+    first = generate(loaded, [PROMPTS[0]], max_new_tokens=6)[0].text
     replies = [line.split("model> ", 1)[1].strip() for line in stdout.splitlines()
                if "model> " in line]
     assert replies[0] == first
     # after /reset the second question is answered without the first in its context
-    assert replies[1] == generate(loaded, [PROMPTS[1]], max_new_tokens=6, seed=1)[0]
+    assert replies[1] == generate(loaded, [PROMPTS[1]], max_new_tokens=6, seed=1)[0].text
 
 
 def test_chat_drops_the_oldest_turns_that_no_longer_fit(tiny_lm):

@@ -283,7 +283,8 @@ def run(opts: Options) -> dict[str, Any]:
     tokenizer = AutoTokenizer.from_pretrained(str(sft_dir))
     sft = load(sft_dir)
     # 3. pairs from the SFT policy, labelled by the gold reward with rater noise; a reward model
-    with stage("preference data", opts):
+    with stage("preference data", opts) as line:
+        line.set_phase("labelling", "rounds")
         pairs = label_pairs(sft, tokenizer, train_prompts, _scaled(24, opts, 4), rng, opts.seed)
         agreement = sum(p.pop("gold_agrees") for p in pairs) / max(1, len(pairs))
         files = {
@@ -293,6 +294,7 @@ def run(opts: Options) -> dict[str, Any]:
             "prompts": write_prompts(opts.out / "data" / "prompts.jsonl", train_prompts,
                                      _scaled(8, opts, 2)),
         }
+        line.set_phase("held-out pairs", "rounds")
         gold_pairs = label_pairs(sft, tokenizer, held_out, 8, random.Random(opts.seed + 1),
                                  opts.seed + 10_000, noisy=False)
     with stage("reward model", opts):
@@ -314,7 +316,7 @@ def run(opts: Options) -> dict[str, Any]:
             final = train(algo, str(sft_dir), data, opts.out / algo, opts,
                           **algo_flags(algo, opts.out / "rm", n_rows, opts))
             seconds = time.time() - began
-            line.set_phase("evaluating")
+            line.set_phase("evaluating", "checkpoints")
             policy = load(opts.out / algo)
             ev = evaluate(policy, sft, rm, tokenizer, held_out, n=EVAL_SAMPLES)
             curves[algo] = curve(opts.out / algo, sft, rm, tokenizer, held_out, sft_eval,

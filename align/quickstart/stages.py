@@ -31,6 +31,7 @@ class StageLine:
         self.name, self.stream, self.live = name, stream, live
         self.start = time.time()
         self.phase = ""
+        self.unit = "steps"
         self.last_draw = 0.0
         self.width = 0
         self._write(f"  {name:<{NAME_WIDTH}}")
@@ -42,9 +43,10 @@ class StageLine:
             self.stream.flush()
             self.width = len(text)
 
-    def set_phase(self, phase: str) -> None:
-        """Name what the stage does now (e.g. ``evaluating``); the bar restarts."""
-        self.phase = phase
+    def set_phase(self, phase: str, unit: str = "steps") -> None:
+        """Name what the stage does now (e.g. ``evaluating``) and what its bar counts; the bar
+        restarts."""
+        self.phase, self.unit = phase, unit
         self._write(f"  {self.name:<{NAME_WIDTH}}{phase}")
 
     def update(self, done: int, total: int) -> None:
@@ -63,7 +65,7 @@ class StageLine:
         left = f", {_clock((total - done) / rate)} left" if rate > 0 and done < total else ""
         phase = f"{self.phase} " if self.phase else ""
         self._write(f"  {self.name:<{NAME_WIDTH}}{phase}[{'#' * filled}{'-' * (BAR_WIDTH - filled)}]"
-                    f" {done}/{total} steps, {_clock(now - self.start)} spent{left}")
+                    f" {done}/{total} {self.unit}, {_clock(now - self.start)} spent{left}")
 
     def finish(self, text: str) -> None:
         if self.live:

@@ -117,17 +117,44 @@ class LoraArgs:
 class DataArgs:
     dataset: str | None = arg(
         None,
-        "Training data: .jsonl, .json, .csv, .parquet or a datasets.save_to_disk directory.",
-        metavar="PATH",
+        "Training data: a .jsonl, .json, .csv, .parquet file (also .gz, .bz2, .xz, .zst, "
+        ".zip), a folder of such files or shards, a datasets.save_to_disk directory, or a "
+        "Hugging Face Hub dataset id (org/name).",
+        metavar="PATH|ID",
+    )
+    dataset_split: str | None = arg(
+        None,
+        "Split of a Hub dataset, dataset folder or saved DatasetDict, e.g. train_prefs "
+        "(default: train, or the only split).",
+        metavar="SPLIT",
+    )
+    dataset_config: str | None = arg(
+        None, "Config (subset) of a Hub dataset or dataset folder, e.g. main for openai/gsm8k.",
+        metavar="NAME",
     )
     columns: str | None = arg(
         None,
         "Map your column names to ours, e.g. prompt=question,chosen=good,rejected=bad.",
         metavar="MAP",
     )
-    eval_dataset: str | None = arg(None, "Held-out data in the same format.", metavar="PATH")
+    eval_dataset: str | None = arg(
+        None, "Held-out data in the same format (a path or Hub id, like --dataset).",
+        metavar="PATH|ID")
+    eval_dataset_split: str | None = arg(
+        None, "Split of --eval-dataset, e.g. test_prefs (default: train, or the only split).",
+        metavar="SPLIT",
+    )
     eval_split: float = arg(
         0.0, "Fraction of --dataset held out for evaluation when no --eval-dataset is given."
+    )
+    skip_invalid: bool = arg(
+        False, "Train on the valid records: drop invalid ones, say how many and why, and write "
+        "them to OUTPUT_DIR/skipped.jsonl (default: any invalid record stops the run).",
+        source="align default (strict)",
+    )
+    max_invalid_frac: float = arg(
+        0.05, "With --skip-invalid: refuse the data when more than this fraction of its "
+        "records is invalid.", source="align default",
     )
     max_length: int | None = arg(
         1024, "Longest prompt+response in tokens (longer ones are truncated).",
@@ -140,6 +167,8 @@ class DataArgs:
     def __post_init__(self) -> None:
         if not 0.0 <= self.eval_split < 1.0:
             raise ValueError(f"--eval-split must be in [0, 1), got {self.eval_split}")
+        if not 0.0 <= self.max_invalid_frac <= 1.0:
+            raise ValueError(f"--max-invalid-frac must be in [0, 1], got {self.max_invalid_frac}")
 
 
 @dataclass

@@ -26,7 +26,8 @@ from typing import Any
 import click
 
 from align.config import RunConfig
-from align.data import Validated, load_valid
+from align.data import Validated, load_valid, skip_report, write_skipped
+from align.data.store import select
 from align.errors import AlignError
 from align.options import format_config
 from align.plan import PlanReport, cuda_available, has_package, short_run_warnings
@@ -132,19 +133,24 @@ def machine_issues(cfg: RunConfig) -> list[str]:
 
 def load_data(cfg: RunConfig, spec: AlgoSpec) -> tuple[Validated, Validated | None]:
     """Validate train (and eval) data; split off --eval-split of train when asked."""
-    train = load_valid(cfg.data.dataset, spec.data_format, cfg.data.columns)
+    d = cfg.data
+    options = {"config": d.dataset_config, "skip_invalid": d.skip_invalid,
+               "max_invalid_frac": d.max_invalid_frac}
+    train = load_valid(d.dataset, spec.data_format, d.columns, split=d.dataset_split,
+                       **options)
     evaluation = None
-    if cfg.data.eval_dataset:
-        evaluation = load_valid(cfg.data.eval_dataset, spec.data_format, cfg.data.columns)
-    elif cfg.data.eval_split > 0:
-        rows = list(train.rows)
-        random.Random(cfg.train.seed).shuffle(rows)
-        n_eval = max(1, int(round(len(rows) * cfg.data.eval_split)))
-        if n_eval >= len(rows):
-            raise AlignError(f"--eval-split {cfg.data.eval_split} leaves no training records "
-                             f"out of {len(rows)}")
-        evaluation = dataclasses.replace(train, rows=rows[:n_eval])
-        train = dataclasses.replace(train, rows=rows[n_eval:])
+    if d.eval_dataset:
+        evaluation = load_valid(d.eval_dataset, spec.data_format, d.columns,
+                                split=d.eval_dataset_split, flag="--eval-dataset", **options)
+    elif d.eval_split > 0:
+        order = list(range(len(train.rows)))
+        random.Random(cfg.train.seed).shuffle(order)
+        n_eval = max(1, int(round(len(order) * d.eval_split)))
+        if n_eval >= len(order):
+            raise AlignError(f"--eval-split {d.eval_split} leaves no training records "
+                             f"out of {len(order)}")
+        evaluation = dataclasses.replace(train, rows=select(train.rows, order[:n_eval]))
+        train = dataclasses.replace(train, rows=select(train.rows, order[n_eval:]))
     return train, evaluation
 
 
@@ -281,6 +287,10 @@ def execute(cfg: RunConfig, spec: AlgoSpec, dry_run: bool = False) -> dict[str, 
     click.echo(f"data: {train.summary()}")
     if evaluation is not None:
         click.echo(f"eval data: {len(evaluation.rows)} records")
+    for data in (train, evaluation) if evaluation is not None else (train,):
+        for line in data.notes + skip_report(data):
+            click.echo(line if line.startswith(("warning", "--skip")) else f"note: {line}",
+                       err=True)
     for line in describe_plan(cfg, spec, report):
         click.echo(line)
     for note in report.notes:
@@ -295,6 +305,9 @@ def execute(cfg: RunConfig, spec: AlgoSpec, dry_run: bool = False) -> dict[str, 
     out = prepare_output_dir(cfg)
     save_config(cfg, out)
     click.echo(f"output: {out}")
+    for data, append in ((train, False), (evaluation, True)):
+        if data is not None and (path := write_skipped(data, out, append)):
+            click.echo(f"--skip-invalid: the dropped records are in {path}", err=True)
     seed_everything(cfg.train.seed)
     result = spec.run(cfg, train, evaluation)
     if result:

@@ -2,7 +2,8 @@
 
 Used by the tests, the quickstart and the CPU smoke runs of the benchmarks. The tokenizer is a
 byte-level BPE trained on a small corpus, with ChatML special tokens and a chat template that
-marks assistant turns with ``{% generation %}`` (so assistant-only losses work). Models are
+marks assistant turns with ``{% generation %}`` (so assistant-only losses work) and renders
+assistant tool calls, as the chat templates of tool-using models do. Models are
 saved with ``save_pretrained`` and loaded back through the same ``from_pretrained`` path users
 take.
 """
@@ -16,7 +17,12 @@ CHAT_TEMPLATE = (
     "{%- for message in messages %}"
     "{{- '<|im_start|>' + message['role'] + '\\n' }}"
     "{%- if message['role'] == 'assistant' %}"
-    "{% generation %}{{- message['content'] + '<|im_end|>' }}{% endgeneration %}{{- '\\n' }}"
+    "{% generation %}{%- if message['content'] %}{{- message['content'] }}{%- endif %}"
+    "{%- for call in message['tool_calls'] or [] %}"
+    "{%- set args = call['function']['arguments'] or '' %}"
+    "{{- '<tool_call>' + call['function']['name'] + ' ' }}"
+    "{{- args if args is string else args | tojson }}{{- '</tool_call>' }}"
+    "{%- endfor %}{{- '<|im_end|>' }}{% endgeneration %}{{- '\\n' }}"
     "{%- else %}{{- message['content'] + '<|im_end|>\\n' }}{%- endif %}"
     "{%- endfor %}"
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"

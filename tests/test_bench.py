@@ -102,3 +102,18 @@ def test_peak_flops_table_tells_h100_pcie_from_sxm():
     # 6 x 0.5e9 params x 35k tokens/s = 1.05e14 FLOP/s of 989e12
     assert mfu(500_000_000, 35_000, {"peak_bf16_tflops": 989.0}) == pytest.approx(0.1062, 1e-3)
     assert mfu(500_000_000, 35_000, {"peak_bf16_tflops": None}) is None
+
+
+def test_data_benchmark_runs_both_sides_on_a_small_file(tmp_path):
+    """scripts/bench_data.py: align data validate against datasets.load_dataset, each in its
+    own process; the numbers of this 2 MB smoke run are no evidence of anything."""
+    out = tmp_path / "bench_data.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_data.py"),
+                           "--size-mb", "2", "--out", str(out)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    for side in ("align", "datasets"):
+        assert result[side]["rc"] == 0 and result[side]["peak_rss_gb"] > 0
+    assert result["records"] > 500 and "ratio_rss" in result and "machine" in result

@@ -54,9 +54,9 @@ def test_cli_reference_covers_every_command():
 
 
 def test_cli_region_renders_usage_help_and_options():
-    page = "<!-- cli:start data-validate -->\nold\n<!-- cli:end -->\n"
+    page = "<!-- cli:start data-validate -->\nstale region text\n<!-- cli:end -->\n"
     out = render(page)
-    assert "align data validate [OPTIONS] PATH" in out and "old" not in out
+    assert "align data validate [OPTIONS] PATH" in out and "stale region text" not in out
     assert "| `--format` | — | Expected format. One of: prompt, pairwise, unpaired, sft. |" in out
     assert "--help" not in out
     rlhf = render("<!-- cli:start rlhf -->\n<!-- cli:end -->\n")

@@ -9,6 +9,7 @@ An adapter is two functions: ``build_trainer(cfg, data, eval_data, callbacks)`` 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from pathlib import Path
@@ -95,7 +96,20 @@ def load_tokenizer(cfg: RunConfig, data: Any = None) -> Any:
         raise AlignError(f"{data.file} holds chat messages, but the tokenizer of {cfg.model.model} "
                          "has no chat template to render them; use a chat model, or write the "
                          "data as plain strings")
+    calls = getattr(data, "tool_calls", 0)
+    if calls and "tool_calls" not in _template_text(tok.chat_template):
+        raise AlignError(f"{data.file} has {calls} assistant messages that call tools "
+                         f"(tool_calls), but the chat template of {cfg.model.model} does not "
+                         "render tool calls: those turns would train as empty replies. Use a "
+                         "model whose template renders them (Qwen2.5, Llama 3.1, ...), or drop "
+                         "the tool-call records")
     return tok
+
+
+def _template_text(template: Any) -> str:
+    if isinstance(template, dict):  # named templates (default, tool_use, ...)
+        return " ".join(str(t) for t in template.values())
+    return str(template or "")
 
 
 def load_policy(cfg: RunConfig, *, prepare_kbit: bool = True) -> Any:
@@ -128,28 +142,59 @@ def load_reference(cfg: RunConfig) -> Any:
 
 
 def dataset(data: Any, tokenizer: Any, cfg: RunConfig, *, shuffle: bool = False,
-            rows: list[dict[str, Any]] | None = None, on_disk: bool = False) -> Any:
+            rows: Any = None, on_disk: bool = False, render: bool = False) -> Any:
     """Validated rows -> datasets.Dataset, prompts cut to --max-prompt-length (None stays None).
 
-    ``shuffle`` orders the rows with --seed, for trainers that read data sequentially (KTO).
-    ``on_disk`` backs the dataset with files under the align cache, named by its content, so
-    that what TRL caches beside it (tokenized data, precomputed reference log-probs, keyed by
-    the dataset's fingerprint and the model's hash) is found again by later runs.
+    The rows of :func:`align.data.load` are already an Arrow dataset: it is handed over as it
+    is (no copy into Python lists). ``shuffle`` orders the rows with --seed, for trainers that
+    read data sequentially (KTO). ``on_disk`` backs the dataset with files under the align
+    cache, named by its content, so that what TRL caches beside it (tokenized data,
+    precomputed reference log-probs, keyed by the dataset's fingerprint and the model's hash)
+    is found again by later runs. ``render`` turns chat messages into text with the chat
+    template, for trainers that would do so in place (TRL's experimental CPO and ORPO: their
+    in-place map keeps the message columns' type, so the text would not reach them).
     """
     if data is None and rows is None:
         return None
-    from datasets import Dataset
+    from align.data.store import as_dataset, content_digest
+    from align.data.truncate import truncate_dataset
 
-    from align.data.truncate import truncate_prompts
-
-    rows = list(data.rows if rows is None else rows)
-    rows, n_cut = truncate_prompts(rows, tokenizer, cfg.data.max_prompt_length)
+    rows = data.rows if rows is None else rows
+    ds, n_cut = truncate_dataset(as_dataset(rows), tokenizer, cfg.data.max_prompt_length)
     if n_cut:
-        click.echo(f"{n_cut} of {len(rows)} prompts are longer than --max-prompt-length "
+        click.echo(f"{n_cut} of {ds.num_rows} prompts are longer than --max-prompt-length "
                    f"{cfg.data.max_prompt_length} tokens; kept their last tokens")
     if shuffle:
-        random.Random(cfg.train.seed).shuffle(rows)
-    return disk_backed(rows) if on_disk else Dataset.from_list(rows)
+        order = list(range(ds.num_rows))
+        random.Random(cfg.train.seed).shuffle(order)
+        ds = ds.select(order)
+    if render:
+        ds = rendered(ds, tokenizer)
+    if not on_disk:
+        return ds
+    key = f"{content_digest(rows)}:{cfg.data.max_prompt_length}:{tokenizer.name_or_path}:" \
+          f"{cfg.train.seed if shuffle else None}"
+    return disk_backed(ds, hashlib.sha256(key.encode()).hexdigest()[:24])
+
+
+def rendered(ds: Any, tokenizer: Any) -> Any:
+    """Conversational rows as text: TRL's ``maybe_apply_chat_template`` on each row, into
+    string columns (standard rows pass through)."""
+    from datasets import Value
+    from trl.data_utils import is_conversational, maybe_apply_chat_template
+
+    if ds.num_rows == 0 or not is_conversational(ds[0]):
+        return ds
+    keys = [k for k in ("prompt", "chosen", "rejected", "completion") if k in ds.column_names]
+    features = ds.features.copy()
+    for k in keys:
+        features[k] = Value("string")
+
+    def render(row: dict[str, Any]) -> dict[str, Any]:
+        text = maybe_apply_chat_template({k: row[k] for k in keys}, tokenizer)
+        return {k: text[k] for k in keys}
+
+    return ds.map(render, features=features, desc="Applying the chat template")
 
 
 def trainer_inputs(cfg: RunConfig, tokenizer: Any, data: Any, eval_data: Any,
@@ -165,18 +210,14 @@ def trainer_inputs(cfg: RunConfig, tokenizer: Any, data: Any, eval_data: Any,
             "callbacks": list(callbacks)}
 
 
-def disk_backed(rows: list[dict[str, Any]]) -> Any:
-    """A Dataset stored under ``cache_dir()/datasets/<content hash>``, reused when present."""
-    import hashlib
+def disk_backed(ds: Any, digest: str) -> Any:
+    """``ds`` stored under ``cache_dir()/datasets/<digest>``, reused when present."""
+    from datasets import load_from_disk
 
-    from datasets import Dataset, load_from_disk
-
-    digest = hashlib.sha256(json.dumps(rows, sort_keys=True, ensure_ascii=False)
-                            .encode("utf-8")).hexdigest()[:24]
     path = cache_dir() / "datasets" / digest
     if not (path / "dataset_info.json").exists():
         tmp = path.with_name(path.name + ".tmp")
-        Dataset.from_list(rows).save_to_disk(str(tmp))
+        ds.flatten_indices().save_to_disk(str(tmp))
         tmp.replace(path)  # atomic: a killed run never leaves a half-written dataset
     return load_from_disk(str(path))
 
@@ -185,9 +226,10 @@ def to_dataset(data: Any, drop: tuple[str, ...] = ()) -> Any:
     """Validated rows -> datasets.Dataset as they are (None stays None)."""
     if data is None:
         return None
-    from datasets import Dataset
+    from align.data.store import as_dataset
 
-    return Dataset.from_list([{k: v for k, v in r.items() if k not in drop} for r in data.rows])
+    ds = as_dataset(data.rows)
+    return ds.remove_columns([c for c in drop if c in ds.column_names])
 
 
 def resume_checkpoint(cfg: RunConfig) -> tuple[str | None, int | None]:

@@ -57,7 +57,8 @@ def build_cpo_trainer(cfg: Any, data: Any, eval_data: Any, callbacks: Sequence[A
     # CPOTrainer runs peft's k-bit preparation itself for a quantized model.
     model = common.load_policy(cfg, prepare_kbit=False)
     trainer = CPOTrainer(model=model, args=args,
-                         **common.trainer_inputs(cfg, tokenizer, data, eval_data, callbacks))
+                         **common.trainer_inputs(cfg, tokenizer, data, eval_data, callbacks,
+                                                 render=True))
     return trainer, tokenizer
 
 

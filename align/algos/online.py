@@ -24,6 +24,7 @@ from typing import Any
 import click
 
 from align.config import arg, parse_list
+from align.data.store import Rows
 from align.errors import AlignError
 from align.rewards.builtin import BUILTIN_REWARDS, DEFAULT_FORMAT_PATTERN
 
@@ -304,7 +305,7 @@ def prepare(cfg: Any, data: Any, eval_data: Any, config_cls: type, trainer_cls: 
     # 1. the plan: nothing heavy loaded yet, no user code run. The runner has already run
     # check() (which calls reward_plan too) and printed its notes and machine issues.
     plan, _ = reward_plan(cfg, data)
-    rows = uniform_columns(data.rows)
+    rows = data.rows if isinstance(data.rows, Rows) else uniform_columns(data.rows)
     # 2. tokenizer, reward sources, policy
     tokenizer = load_tokenizer(cfg.model.model, cfg.model)
     long = count_long_prompts(tokenizer, rows, cfg.data.max_prompt_length)

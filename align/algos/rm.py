@@ -47,25 +47,35 @@ class RMArgs:
 def hold_out(cfg: Any, data: Any, eval_data: Any) -> tuple[Any, Any, str]:
     """(train, eval, description): ``eval_data`` if given, else a seeded 10% of ``data``
     (at least one pair); with fewer than 2 pairs there is nothing to hold out (eval None)."""
+    from align.data.store import select
+
     if eval_data is not None:
         return data, eval_data, "held-out"
-    rows = list(data.rows)
-    if len(rows) < 2:
+    n = len(data.rows)
+    if n < 2:
         return data, None, "training"
-    random.Random(cfg.train.seed).shuffle(rows)
-    n_eval = max(1, round(len(rows) * HOLDOUT_FRACTION))
-    click.echo(f"rm: holding out {n_eval} of {len(rows)} pairs ({HOLDOUT_FRACTION:.0%}) for the "
+    order = list(range(n))
+    random.Random(cfg.train.seed).shuffle(order)
+    n_eval = max(1, round(n * HOLDOUT_FRACTION))
+    click.echo(f"rm: holding out {n_eval} of {n} pairs ({HOLDOUT_FRACTION:.0%}) for the "
                "final accuracy (set --eval-split or --eval-dataset to choose)")
-    return (dataclasses.replace(data, rows=rows[n_eval:]),
-            dataclasses.replace(data, rows=rows[:n_eval]), "held-out")
+    return (dataclasses.replace(data, rows=select(data.rows, order[n_eval:])),
+            dataclasses.replace(data, rows=select(data.rows, order[:n_eval])), "held-out")
 
 
-def with_margins(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def with_margins(rows: Any) -> Any:
     """TRL batches the margin column as a tensor: when some pairs have one, the others get
-    0.0 (plain Bradley-Terry); when none has one, the column is dropped."""
-    if any(r.get("margin") is not None for r in rows):
-        return [{**r, "margin": float(r.get("margin") or 0.0)} for r in rows]
-    return [{k: v for k, v in r.items() if k != "margin"} for r in rows]
+    0.0 (plain Bradley-Terry); when none has one, the column is dropped. Returns a
+    ``datasets.Dataset`` (the Arrow data of validated rows, or one built from a list)."""
+    from align.data.store import as_dataset
+
+    ds = as_dataset(rows)
+    if "margin" not in ds.column_names:
+        return ds
+    if all(m is None for m in ds["margin"]):
+        return ds.remove_columns("margin")
+    return ds.map(lambda b: {"margin": [float(m or 0.0) for m in b["margin"]]}, batched=True,
+                  desc="Filling missing margins")
 
 
 def build_trainer(cfg: Any, data: Any, eval_data: Any = None,

@@ -5,26 +5,30 @@ Formats (TRL's names in brackets):
 - ``prompt``   (prompt-only):          prompt; extra columns such as ``solution`` are kept.
 - ``pairwise`` (preference):           prompt, chosen, rejected; optional numeric ``margin``.
 - ``unpaired`` (unpaired preference):  prompt, completion, label (a JSON boolean).
-- ``sft``      (language modeling / prompt-completion): messages, or prompt + completion, or text.
+- ``sft``      (language modeling / prompt-completion): messages, or prompt + completion, or
+  text, or Alpaca's instruction (+ input) + output.
 
 Each text field is either a string (*standard* form) or a list of ``{"role", "content"}``
-messages (*conversational* form); one file uses one form throughout. Conversational pairwise
-data may leave the prompt implicit: it is then the messages that chosen and rejected share.
+messages (*conversational* form); one file uses one form throughout. Pairwise data may leave
+the prompt implicit, or repeat it in chosen and rejected (see :mod:`align.data.prompts`).
 
-:func:`validate` checks every record before any model loads and returns normalised rows in
-TRL's layout plus a list of :class:`DataError` (file, position, field, expected vs found).
+:class:`Validator` checks records one at a time before any model loads and turns each valid one
+into a row in TRL's layout; the errors name file, position, field, expected vs found.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from align.data.io import DataError, Record, describe
+from align.data.messages import Checker
+from align.data.prompts import PromptError, shared_messages, split_text_pair, \
+    strip_repeated_prompt
 
-ROLES = ("system", "user", "assistant", "tool")
 # The fields each format requires; sft accepts any one of its alternatives.
 FORMATS: dict[str, tuple[str, ...]] = {
     "prompt": ("prompt",),
@@ -32,139 +36,91 @@ FORMATS: dict[str, tuple[str, ...]] = {
     "unpaired": ("prompt", "completion", "label"),
     "sft": ("messages",),
 }
-SFT_ALTERNATIVES = (("messages",), ("prompt", "completion"), ("text",))
+SFT_ALTERNATIVES = (("messages",), ("prompt", "completion"), ("text",),
+                    ("instruction", "output"))
 TRL_NAMES = {
     "prompt": "prompt-only",
     "pairwise": "preference",
     "unpaired": "unpaired preference",
     "sft": "language modeling / prompt-completion",
 }
+# Columns TRL reads as a dataset type of their own: a row keeps only its format's, since TRL
+# refuses (or misreads) rows whose keys mix two types.
+TRL_KEYS = ("prompt", "chosen", "rejected", "completion", "messages", "label", "text")
+KEEP_TRL_KEYS = {
+    "prompt": ("prompt", "label", "text"),  # GRPO passes extra columns to reward functions
+    "pairwise": ("prompt", "chosen", "rejected", "text"),
+    "unpaired": ("prompt", "completion", "label", "text"),
+    "sft": (),  # set per row by its layout
+}
 MAX_LISTED_ERRORS = 20
-SHAREGPT_ROLES = {"human": "user", "gpt": "assistant", "bot": "assistant", "model": "assistant"}
+MAX_KEPT_ERRORS = 10_000  # beyond this only the count grows (a file that is all wrong)
+NOTES = {
+    "implicit": "the prompt is the leading part chosen and rejected share ({n} records)",
+    "repeated": "chosen and rejected repeat the prompt's turns; they were checked against "
+                "'prompt' and stripped ({n} records)",
+    "function_role": "{n} messages with the legacy role 'function' were read as role 'tool'",
+    "function_call": "{n} legacy 'function_call' entries were read as 'tool_calls'",
+    "weight0": "{n} assistant messages have weight 0 (OpenAI's 'do not train on this turn'); "
+               "align trains on every assistant turn",
+    "alpaca": "Alpaca layout: instruction (+ input) read as the user turn, output as the "
+              "assistant's reply ({n} records)",
+    "system": "the 'system' column became the system message of each prompt ({n} records), "
+              "so prompt and answers are chat messages",
+}
 
 
 @dataclass
 class Validated:
-    """The outcome of validating one file: normalised rows, their form, and the errors."""
+    """The outcome of validating one source: normalised rows, their form, and the errors.
+
+    ``rows`` is a list (small, in-memory validations) or an Arrow-backed
+    :class:`align.data.store.Rows` (what :func:`align.data.load` returns).
+    """
 
     file: str
     format: str
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    rows: Any = field(default_factory=list)
     form: str | None = None  # "standard" | "conversational"
     implicit_prompt: bool = False
     errors: list[DataError] = field(default_factory=list)
+    n_errors: int = 0  # all errors, also those beyond MAX_KEPT_ERRORS
+    records: int = 0  # records read, valid or not
+    bad_records: int = 0  # records (or unreadable lines) with at least one error
+    notes: list[str] = field(default_factory=list)
+    hint: str | None = None  # for missing fields: the source's columns, a --columns proposal
+    columns: list[str] = field(default_factory=list)  # the source's columns (first record)
+    tool_calls: int = 0  # assistant messages that call tools (the chat template must render them)
+    skipped: Any = None  # with --skip-invalid: the temporary JSONL of dropped records
 
     @property
     def ok(self) -> bool:
         return not self.errors
 
+    def layout(self) -> str:
+        """standard/conversational, explicit/implicit prompt: how the rows were read."""
+        form = self.form or "unknown form"
+        if self.format in ("pairwise", "unpaired", "prompt"):
+            prompt = "implicit prompt" if self.implicit_prompt else "explicit prompt"
+            return f"{form}, {prompt}"
+        return form
+
     def summary(self) -> str:
         form = self.form or "unknown"
         if self.implicit_prompt:
-            form += ", prompt taken from the messages chosen and rejected share"
+            form += ", prompt taken from the part chosen and rejected share"
         return (f"{self.file}: {len(self.rows)} records, format {self.format} "
                 f"({TRL_NAMES[self.format]}), form {form}")
 
     def error_report(self, limit: int = MAX_LISTED_ERRORS) -> str:
         lines = [str(e) for e in self.errors[:limit]]
-        if len(self.errors) > limit:
-            lines.append(f"... and {len(self.errors) - limit} more errors "
-                         f"({len(self.errors)} in all)")
+        total = max(self.n_errors, len(self.errors))
+        if total > limit:
+            lines.append(f"... and {total - limit} more errors ({total} in all)")
         return "\n".join(lines)
 
 
-class _Checker:
-    """Collects the errors of one record; field paths like ``chosen[1].role`` locate them."""
-
-    def __init__(self, file: str, position: str) -> None:
-        self.file, self.position = file, position
-        self.errors: list[DataError] = []
-
-    def add(self, field_name: str | None, message: str) -> None:
-        self.errors.append(DataError(self.file, self.position, field_name, message))
-
-    def text_or_messages(self, data: dict[str, Any], name: str, *, reply: bool = False,
-                         prompt: bool = False) -> str | None:
-        """Check a field that holds a string or a message list; return its form or None."""
-        if name not in data:
-            self.add(name, f"missing field '{name}'")
-            return None
-        value = data[name]
-        if isinstance(value, str):
-            if not value.strip():
-                self.add(name, "expected a non-empty string, found an empty string")
-                return None
-            return "standard" if self.unicode(value, name) else None
-        if isinstance(value, list):
-            if self.messages(value, name, reply=reply, prompt=prompt):
-                return "conversational"
-            return None
-        self.add(name, f"expected a non-empty string or a list of chat messages, "
-                       f"found {describe(value)}")
-        return None
-
-    def unicode(self, text: str, name: str) -> bool:
-        """Text must be valid Unicode: a lone surrogate (from an escaped, half-copied emoji)
-        passes JSON but breaks tokenizers later."""
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as e:
-            self.add(name, f"text is not valid Unicode (a lone surrogate {text[e.start]!r} at "
-                           f"character {e.start + 1}); fix or drop that character")
-            return False
-        return True
-
-    def messages(self, value: list[Any], name: str, *, reply: bool = False,
-                 prompt: bool = False) -> bool:
-        """Check a list of ``{"role", "content"}`` messages; True when it is valid."""
-        before = len(self.errors)
-        if not value:
-            self.add(name, "expected a non-empty list of chat messages, found an empty list")
-            return False
-        for i, msg in enumerate(value):
-            where = f"{name}[{i}]"
-            if not isinstance(msg, dict):
-                self.add(where, f"expected a message object {{\"role\": ..., \"content\": ...}}, "
-                                f"found {describe(msg)}")
-                continue
-            if "from" in msg and "value" in msg and "role" not in msg:
-                self.add(where, "ShareGPT-style message ('from'/'value'); "
-                                "write {\"role\": \"user\"|\"assistant\", \"content\": ...}")
-                continue
-            role = msg.get("role")
-            if not isinstance(role, str) or role not in ROLES:
-                hint = ""
-                if isinstance(role, str) and role.lower() in SHAREGPT_ROLES:
-                    hint = f" (for '{role}' write '{SHAREGPT_ROLES[role.lower()]}')"
-                found = "no 'role' key" if "role" not in msg else describe(role)
-                self.add(f"{where}.role",
-                         f"expected one of {', '.join(ROLES)}, found {found}{hint}")
-            content = msg.get("content")
-            if "content" not in msg:
-                self.add(f"{where}.content", "missing key 'content'")
-            elif not isinstance(content, str):
-                self.add(f"{where}.content", f"expected a string, found {describe(content)}")
-            elif not content.strip() and role in ("user", "assistant") and not msg.get("tool_calls"):
-                self.add(f"{where}.content", "expected non-empty text, found an empty string")
-            else:
-                self.unicode(content, f"{where}.content")
-        if len(self.errors) > before:
-            return False
-        if reply and value[0].get("role") != "assistant":
-            self.add(f"{name}[0].role",
-                     f"expected the assistant's reply to start with role 'assistant', found "
-                     f"'{value[0].get('role')}'; keep the conversation so far in 'prompt', or "
-                     "drop 'prompt' and give whole conversations in chosen/rejected")
-            return False
-        if prompt and value[-1].get("role") == "assistant":
-            self.add(f"{name}[{len(value) - 1}].role",
-                     "expected the prompt to end with a user (or tool) message for the model "
-                     "to answer, found 'assistant'")
-            return False
-        return True
-
-
-def _same_form(chk: _Checker, forms: dict[str, str | None]) -> str | None:
+def _same_form(chk: Checker, forms: dict[str, str | None]) -> str | None:
     known = {name: f for name, f in forms.items() if f is not None}
     kinds = set(known.values())
     if len(kinds) > 1:
@@ -178,155 +134,326 @@ def _same_form(chk: _Checker, forms: dict[str, str | None]) -> str | None:
     return kinds.pop() if kinds else None
 
 
-def _check_prompt(chk: _Checker, data: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+def _check_prompt(chk: Checker, data: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
     row = dict(data)
-    if "prompt" not in data and isinstance(data.get("messages"), list):
+    if row.get("prompt") is None and isinstance(row.get("messages"), list):
         # A messages list ending in a user turn is a conversational prompt (ms-swift's layout).
-        if chk.messages(data["messages"], "messages", prompt=True):
-            row["prompt"] = row.pop("messages")
-            return row, "conversational"
-        return row, None
-    return row, chk.text_or_messages(data, "prompt", prompt=True)
+        row["prompt"] = chk.messages(row.pop("messages"), "messages", prompt=True)
+        return row, None if row["prompt"] is None else "conversational"
+    return row, chk.text_or_messages(row, "prompt", prompt=True)
 
 
-def _common_prefix(a: list[Any], b: list[Any]) -> int:
-    n = 0
-    while n < min(len(a), len(b)) and a[n] == b[n]:
-        n += 1
-    return n
+def _starts_with_prompt_turns(value: Any) -> bool:
+    return (isinstance(value, list) and bool(value) and isinstance(value[0], dict)
+            and value[0].get("role") not in (None, "assistant"))
 
 
-def _check_pairwise(chk: _Checker, data: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+def _check_pairwise(chk: Checker, data: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
     row = dict(data)
-    implicit = ("prompt" not in data or data["prompt"] is None) and \
-        isinstance(data.get("chosen"), list) and isinstance(data.get("rejected"), list)
-    if implicit:
-        chosen_ok = chk.messages(data["chosen"], "chosen")
-        rejected_ok = chk.messages(data["rejected"], "rejected")  # report both before stopping
-        if not (chosen_ok and rejected_ok):
-            return row, None
-        n = _common_prefix(data["chosen"], data["rejected"])
-        # The shared prefix must end before an assistant reply: back off to the last user turn.
-        while n > 0 and data["chosen"][n - 1].get("role") == "assistant":
-            n -= 1
-        if n == 0:
-            chk.add("prompt", "missing field 'prompt', and chosen and rejected share no leading "
-                              "user message to take it from; add a 'prompt' field")
-            return row, None
-        row["prompt"] = data["chosen"][:n]
-        row["chosen"], row["rejected"] = data["chosen"][n:], data["rejected"][n:]
-        for name in ("chosen", "rejected"):
-            if not row[name]:
-                chk.add(name, "the conversation ends where the prompt does: no reply to compare")
-                return row, None
-            if not chk.messages(row[name], name, reply=True):
-                return row, None
-        row["_implicit_prompt"] = True
-        form = "conversational"
+    chosen, rejected = row.get("chosen"), row.get("rejected")
+    has_prompt = row.get("prompt") is not None
+    form: str | None
+    if not has_prompt and isinstance(chosen, list) and isinstance(rejected, list):
+        form = _implicit_messages(chk, row)
+    elif not has_prompt and isinstance(chosen, str) and isinstance(rejected, str) \
+            and chosen.strip() and rejected.strip():
+        form = _implicit_text(chk, row)
+    elif has_prompt and _starts_with_prompt_turns(chosen) and _starts_with_prompt_turns(rejected):
+        form = _repeated_prompt(chk, row)
     else:
         forms = {
-            "prompt": chk.text_or_messages(data, "prompt", prompt=True),
-            "chosen": chk.text_or_messages(data, "chosen", reply=True),
-            "rejected": chk.text_or_messages(data, "rejected", reply=True),
+            "prompt": chk.text_or_messages(row, "prompt", prompt=True),
+            "chosen": chk.text_or_messages(row, "chosen", reply=True),
+            "rejected": chk.text_or_messages(row, "rejected", reply=True),
         }
         form = _same_form(chk, forms)
+    if "prompt" in row and next(iter(row)) != "prompt":  # an implicit prompt: put it first
+        row = {"prompt": row.pop("prompt"), **row}
     if form and row["chosen"] == row["rejected"]:
         chk.add("rejected", "chosen and rejected are identical; a pair must differ")
         form = None
-    if "margin" in data and data["margin"] is not None:
-        m = data["margin"]
+    if "margin" in row and row["margin"] is not None:
+        m = row["margin"]
         if isinstance(m, bool) or not isinstance(m, (int, float)) or not math.isfinite(m):
             chk.add("margin", f"expected a finite number, found {describe(m)}")
             form = None
     return row, form
 
 
-def _check_unpaired(chk: _Checker, data: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+def _implicit_messages(chk: Checker, row: dict[str, Any]) -> str | None:
+    chosen = chk.messages(row["chosen"], "chosen")
+    rejected = chk.messages(row["rejected"], "rejected")  # report both before stopping
+    if chosen is None or rejected is None:
+        return None
+    try:
+        n = shared_messages(chosen, rejected)
+    except PromptError as e:
+        chk.add(e.field, str(e))
+        return None
+    row["prompt"], row["chosen"], row["rejected"] = chosen[:n], chosen[n:], rejected[n:]
+    if not _replies(chk, row):
+        return None
+    chk.notes["implicit"] += 1
+    return "conversational"
+
+
+def _replies(chk: Checker, row: dict[str, Any]) -> bool:
+    """After a prompt was split off checked messages: each answer is an assistant reply."""
+    for name in ("chosen", "rejected"):
+        if not row[name]:
+            chk.add(name, "the conversation ends where the prompt does: no reply to compare")
+            return False
+        if row[name][0].get("role") != "assistant":
+            chk.add(f"{name}[0].role", "expected the reply after the shared prompt to start "
+                                       f"with role 'assistant', found '{row[name][0].get('role')}'")
+            return False
+    return True
+
+
+def _implicit_text(chk: Checker, row: dict[str, Any]) -> str | None:
+    if not (chk.unicode(row["chosen"], "chosen") and chk.unicode(row["rejected"], "rejected")):
+        return None
+    try:
+        row["prompt"], row["chosen"], row["rejected"] = split_text_pair(row["chosen"],
+                                                                        row["rejected"])
+    except PromptError as e:
+        chk.add(e.field, str(e))
+        return None
+    chk.notes["implicit"] += 1
+    return "standard"
+
+
+def _repeated_prompt(chk: Checker, row: dict[str, Any]) -> str | None:
+    prompt_form = chk.text_or_messages(row, "prompt")
+    chosen = chk.messages(row["chosen"], "chosen")
+    rejected = chk.messages(row["rejected"], "rejected")
+    if prompt_form is None or chosen is None or rejected is None:
+        return None
+    try:
+        row["prompt"], row["chosen"], row["rejected"] = strip_repeated_prompt(
+            row["prompt"], chosen, rejected)
+    except PromptError as e:
+        chk.add(e.field, str(e))
+        return None
+    if not _replies(chk, row):
+        return None
+    chk.notes["repeated"] += 1
+    return "conversational"
+
+
+def _check_unpaired(chk: Checker, data: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    row = dict(data)
     forms = {
-        "prompt": chk.text_or_messages(data, "prompt", prompt=True),
-        "completion": chk.text_or_messages(data, "completion", reply=True),
+        "prompt": chk.text_or_messages(row, "prompt", prompt=True),
+        "completion": chk.text_or_messages(row, "completion", reply=True),
     }
     form = _same_form(chk, forms)
-    if "label" not in data:
+    if "label" not in row:
         chk.add("label", "missing field 'label' (true for a desirable completion, else false)")
         form = None
-    elif not isinstance(data["label"], bool):
-        label = data["label"]
+    elif not isinstance(row["label"], bool):
+        label = row["label"]
         hint = ""
         if label in (0, 1) or (isinstance(label, str) and label.strip().lower() in
                                ("true", "false", "1", "0", "yes", "no")):
             hint = "; write the JSON boolean true or false (no quotes)"
         chk.add("label", f"expected true or false, found {describe(label)}{hint}")
         form = None
-    return dict(data), form
+    return row, form
 
 
-def _check_sft(chk: _Checker, data: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+def _check_sft(chk: Checker, data: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
     row = dict(data)
-    if "messages" in data:
-        value = data["messages"]
+    if row.get("messages") is not None:
+        # messages win over a prompt column (HuggingFaceH4/ultrachat_200k has both)
+        value = row["messages"]
         if not isinstance(value, list):
             chk.add("messages", f"expected a list of chat messages, found {describe(value)}")
             return row, None
-        if not chk.messages(value, "messages"):
+        checked = chk.messages(value, "messages")
+        if checked is None:
             return row, None
-        if not any(m.get("role") == "assistant" for m in value):
+        if not any(m.get("role") == "assistant" for m in checked):
             chk.add("messages", "no message with role 'assistant': nothing to learn from")
             return row, None
+        row["messages"] = checked
+        chk.keep = ("messages",)
         return row, "conversational"
-    if "prompt" in data or "completion" in data:
+    if row.get("prompt") is not None or row.get("completion") is not None:
         forms = {
-            "prompt": chk.text_or_messages(data, "prompt", prompt=True),
-            "completion": chk.text_or_messages(data, "completion", reply=True),
+            "prompt": chk.text_or_messages(row, "prompt", prompt=True),
+            "completion": chk.text_or_messages(row, "completion", reply=True),
         }
+        chk.keep = ("prompt", "completion")
         return row, _same_form(chk, forms)
-    if "text" in data:
-        value = data["text"]
+    if "text" in row:
+        value = row["text"]
         if not isinstance(value, str) or not value.strip():
             chk.add("text", f"expected a non-empty string, found {describe(value)}")
             return row, None
-        return row, "standard"
-    chk.add(None, "missing fields: expected 'messages', or 'prompt' and 'completion', or 'text'")
+        chk.keep = ("text",)
+        return row, "standard" if chk.unicode(value, "text") else None
+    if "instruction" in row and "output" in row:
+        return _alpaca(chk, row)
+    chk.add(None, "missing fields: expected 'messages', or 'prompt' and 'completion', or "
+                  "'text' (or Alpaca's 'instruction' and 'output')")
     return row, None
 
 
+def _alpaca(chk: Checker, row: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """instruction (+ input) + output -> a user turn and the assistant's reply, as ms-swift and
+    LLaMA-Factory read Alpaca data; a ``system`` column becomes the system message."""
+    fields = {}
+    for name in ("instruction", "output", "input", "system"):
+        value = row.get(name)
+        if name in ("input", "system") and value in (None, ""):
+            continue
+        if not isinstance(value, str) or not value.strip():
+            chk.add(name, f"expected a non-empty string, found {describe(value)}")
+            return row, None
+        if not chk.unicode(value, name):
+            return row, None
+        fields[name] = value
+    user = fields["instruction"] + (f"\n\n{fields['input']}" if "input" in fields else "")
+    prompt = ([{"role": "system", "content": fields["system"]}] if "system" in fields else [])
+    prompt.append({"role": "user", "content": user})
+    out = {k: v for k, v in row.items() if k not in ("instruction", "input", "output", "system")}
+    out["prompt"], out["completion"] = prompt, [{"role": "assistant", "content": fields["output"]}]
+    chk.notes["alpaca"] += 1
+    chk.keep = ("prompt", "completion")
+    return out, "conversational"
+
+
+def _with_system(check: Any) -> Any:
+    """Read a ``system`` column (Intel/orca_dpo_pairs, LLaMA-Factory) as the system message of
+    the prompt: string fields become chat messages (a string prompt has no place for a system
+    message), a message-list prompt gets it in front unless it starts with one already."""
+
+    def checked(chk: Checker, data: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+        system = data.get("system")
+        if "system" not in data or not isinstance(system, (str, type(None))) or \
+                ("prompt" not in data and "messages" not in data):
+            return check(chk, data)
+        row = {k: v for k, v in data.items() if k != "system"}
+        system_msgs = [{"role": "system", "content": system}] if system and system.strip() else []
+        key = "prompt" if "prompt" in row else "messages"
+        if isinstance(row[key], str):
+            row[key] = system_msgs + [{"role": "user", "content": row[key]}]
+            for name in ("chosen", "rejected", "completion"):
+                if isinstance(row.get(name), str):
+                    row[name] = [{"role": "assistant", "content": row[name]}]
+        elif isinstance(row[key], list) and system_msgs and not (
+                row[key] and isinstance(row[key][0], dict) and row[key][0].get("role") == "system"):
+            row[key] = system_msgs + row[key]
+        chk.notes["system"] += 1
+        return check(chk, row)
+
+    return checked
+
+
 CHECKS = {
-    "prompt": _check_prompt,
-    "pairwise": _check_pairwise,
-    "unpaired": _check_unpaired,
-    "sft": _check_sft,
+    "prompt": _with_system(_check_prompt),
+    "pairwise": _with_system(_check_pairwise),
+    "unpaired": _with_system(_check_unpaired),
+    "sft": _check_sft,  # Alpaca's system column is read by _alpaca; messages carry their own
 }
+
+
+class Validator:
+    """Validates records one at a time (:meth:`check`) and gathers what :class:`Validated`
+    reports: errors in file order, counts, notes, the form of the first valid record."""
+
+    def __init__(self, fmt: str, file: str) -> None:
+        if fmt not in CHECKS:
+            raise ValueError(f"unknown format {fmt!r}; choose from [{', '.join(CHECKS)}]")
+        self.result = Validated(file=file, format=fmt)
+        self.notes: Counter = Counter()
+        self.dropped_keys: Counter = Counter()
+        self._first_position: str | None = None
+        self._layout: tuple[str, ...] = ()  # sft: the first valid record's fields
+
+    def error(self, error: DataError) -> None:
+        """A read error (bad bytes, bad JSON): the line counts as a bad record."""
+        self._keep_errors([error])
+        if error.position is not None:
+            self.result.records += 1
+            self.result.bad_records += 1
+
+    def reject(self, errors: list[DataError]) -> None:
+        """A record refused before its format check (a CSV cell that cannot be read)."""
+        self.result.records += 1
+        self.result.bad_records += 1
+        self._keep_errors(errors)
+
+    def _keep_errors(self, errors: list[DataError]) -> None:
+        r = self.result
+        r.n_errors += len(errors)
+        room = MAX_KEPT_ERRORS - len(r.errors)
+        if room > 0:
+            r.errors.extend(errors[:room])
+
+    def check(self, record: Record) -> tuple[dict[str, Any] | None, list[DataError]]:
+        """``(row, errors)``: the record normalised to TRL's layout, or None with its errors."""
+        r = self.result
+        r.records += 1
+        if not r.columns:
+            r.columns = list(record.data)
+        chk = Checker(r.file, record.position, self.notes)
+        row, form = CHECKS[r.format](chk, record.data)
+        if form is not None and r.form is not None and form != r.form:
+            chk.add(None, f"record is {form} but the first record ({self._first_position}) is "
+                          f"{r.form}; use one form throughout the file")
+            form = None
+        elif form is not None and self._layout and chk.keep != self._layout:
+            chk.add(None, f"record has {' and '.join(chk.keep)} but the first record "
+                          f"({self._first_position}) has {' and '.join(self._layout)}; use one "
+                          "layout throughout the file")
+            form = None
+        if chk.errors:
+            self._keep_errors(chk.errors)
+            r.bad_records += 1
+            return None, chk.errors
+        if r.form is None:
+            r.form, self._first_position, self._layout = form, record.position, chk.keep
+        keep = chk.keep or KEEP_TRL_KEYS[r.format]
+        for key in [k for k in row if k in TRL_KEYS and k not in keep]:
+            self.dropped_keys[key] += 1
+            del row[key]
+        return row, []
+
+    def finish(self) -> Validated:
+        """The result without rows (the caller stores them)."""
+        r = self.result
+        r.implicit_prompt = bool(self.notes["implicit"])
+        r.tool_calls = self.notes["_tool_calls"]
+        r.notes = [NOTES[key].format(n=n) for key, n in self.notes.items() if n and key in NOTES]
+        if self.dropped_keys:
+            names = ", ".join(f"'{k}'" for k in self.dropped_keys)
+            r.notes.append(f"not passed to training: {names} (TRL would read "
+                           f"{'it' if len(self.dropped_keys) == 1 else 'them'} as another "
+                           "dataset type)")
+        return r
 
 
 def validate(records: Iterable[Record], fmt: str, file: str,
              read_errors: Iterable[DataError] = ()) -> Validated:
-    """Check every record against format ``fmt`` and normalise it to TRL's layout.
+    """Check in-memory records against format ``fmt``; the rows come back as a list.
 
-    ``read_errors`` (bad bytes, bad JSON) from :func:`align.data.io.read_records` are
-    included first, in file order. Returns a :class:`Validated`; ``ok`` is False when any
-    record is wrong. A record whose form (standard vs conversational) differs from the
+    ``read_errors`` (bad bytes, bad JSON) are included, in file order. ``ok`` is False when
+    any record is wrong. A record whose form (standard vs conversational) differs from the
     file's first valid record is an error: TRL needs one form per dataset.
     """
-    if fmt not in CHECKS:
-        raise ValueError(f"unknown format {fmt!r}; choose from [{', '.join(CHECKS)}]")
-    result = Validated(file=file, format=fmt, errors=list(read_errors))
-    first_position = None
+    v = Validator(fmt, file)
+    for error in read_errors:
+        v.error(error)
+    rows = []
     for record in records:
-        chk = _Checker(file, record.position)
-        row, form = CHECKS[fmt](chk, record.data)
-        if form is not None and result.form is not None and form != result.form:
-            chk.add(None, f"record is {form} but the first record ({first_position}) is "
-                          f"{result.form}; use one form throughout the file")
-            form = None
-        if chk.errors:
-            result.errors.extend(chk.errors)
-            continue
-        if result.form is None:
-            result.form, first_position = form, record.position
-        if row.pop("_implicit_prompt", False):
-            result.implicit_prompt = True
-        result.rows.append(row)
+        row, _ = v.check(record)
+        if row is not None:
+            rows.append(row)
+    result = v.finish()
     result.errors.sort(key=_file_order)  # read errors and record errors, in file order
+    result.rows = rows
     return result
 
 

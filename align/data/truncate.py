@@ -15,6 +15,7 @@ The tokenizer is passed in, so this module imports nothing heavy.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 
@@ -62,3 +63,31 @@ def truncate_prompts(rows: list[dict[str, Any]], tokenizer: Any,
             out[i] = {**row, "prompt": _shorten_messages(tokenizer, prompt, max_prompt_length)}
             n_cut += 1
     return out, n_cut
+
+
+def truncate_dataset(dataset: Any, tokenizer: Any, max_prompt_length: int | None,
+                     batch_size: int = 1000) -> tuple[Any, int]:
+    """:func:`truncate_prompts` over a ``datasets.Dataset``, batch by batch: ``(dataset,
+    n_cut)``. The dataset comes back as it was when no prompt is too long; otherwise a mapped
+    copy (on disk, beside it) with the same features, so chat messages keep their type."""
+    if not max_prompt_length or "prompt" not in dataset.column_names:
+        return dataset, 0
+    prompts = dataset.select_columns(["prompt"])
+    n_cut = 0
+    for start in range(0, dataset.num_rows, batch_size):
+        batch = prompts[start:start + batch_size]["prompt"]
+        n_cut += truncate_prompts([{"prompt": p} for p in batch], tokenizer,
+                                  max_prompt_length)[1]
+    if not n_cut:
+        return dataset, 0
+
+    def cut(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        rows, _ = truncate_prompts([{"prompt": p} for p in batch["prompt"]], tokenizer,
+                                   max_prompt_length)
+        return {"prompt": [r["prompt"] for r in rows]}
+
+    # named from its inputs: hashing the function would pickle the tokenizer
+    key = f"{dataset._fingerprint}:{max_prompt_length}:{tokenizer.name_or_path}"
+    fingerprint = hashlib.sha256(key.encode()).hexdigest()[:32]
+    return dataset.map(cut, batched=True, batch_size=batch_size, features=dataset.features,
+                       new_fingerprint=fingerprint, desc="Cutting long prompts"), n_cut

@@ -36,3 +36,26 @@ def test_no_limit_and_rows_without_prompt_pass_through(tiny_tokenizer):
     rows = [{"messages": [{"role": "user", "content": "hi"}]}]
     assert truncate_prompts(rows, tiny_tokenizer, None) == (rows, 0)
     assert truncate_prompts(rows, tiny_tokenizer, 1) == (rows, 0)
+
+
+def test_validated_arrow_rows_are_cut_in_place_of_a_copy_only_when_needed(tiny_tokenizer,
+                                                                          tmp_path):
+    from align.data import load
+    from align.data.truncate import _prompt_tokens, truncate_dataset
+    from tests.conftest import write_jsonl
+
+    long = [{"role": "user", "content": "one two three four five six seven eight"},
+            {"role": "assistant", "content": "nine ten"}, {"role": "user", "content": "yes"}]
+    rows = [{"prompt": long, "chosen": [{"role": "assistant", "content": "a"}],
+             "rejected": [{"role": "assistant", "content": "b"}]},
+            {"prompt": [{"role": "user", "content": "no"}],
+             "chosen": [{"role": "assistant", "content": "c"}],
+             "rejected": [{"role": "assistant", "content": "d"}]}]
+    ds = load(write_jsonl(tmp_path / "d.jsonl", rows), "pairwise").rows.dataset
+    same, n_cut = truncate_dataset(ds, tiny_tokenizer, 1000)
+    assert n_cut == 0 and same is ds
+    limit = _prompt_tokens(tiny_tokenizer, [{"role": "user", "content": "yes"}])
+    cut, n_cut = truncate_dataset(ds, tiny_tokenizer, limit)
+    assert n_cut == 1 and cut.features == ds.features  # chat messages keep their type
+    assert cut[0]["prompt"] == [{"role": "user", "content": "yes"}]
+    assert cut[1] == ds[1]

@@ -291,3 +291,105 @@ def test_nan_margin_from_a_typed_source(tmp_path):
                                           "margin": float("nan")}]), p)
     r = load(p, "pairwise")
     assert r.errors[0].field == "margin" and "finite" in r.errors[0].message
+
+
+# ---- layouts of public datasets ------------------------------------------------------------
+
+def test_sft_rows_with_prompt_and_messages_take_the_messages(tmp_path):
+    r = _errors(tmp_path, [{"prompt": "q", "prompt_id": "x", "messages": [U("q"), A("a")]}],
+                "sft")
+    assert r.ok and r.rows[0] == {"prompt_id": "x", "messages": [U("q"), A("a")]}
+    assert any("not passed to training: 'prompt'" in n for n in r.notes)
+
+
+def test_sft_layouts_must_not_change_within_a_file(tmp_path):
+    r = _errors(tmp_path, [{"messages": [U("q"), A("a")]},
+                           {"prompt": [U("q")], "completion": [A("a")]}], "sft")
+    assert r.errors[0].position == "line 2" and "one layout throughout" in r.errors[0].message
+
+
+def test_pairwise_rows_drop_keys_trl_would_read_as_another_type(tmp_path):
+    r = _errors(tmp_path, [{"prompt": "q", "chosen": "a", "rejected": "b", "messages": [U("q")],
+                            "score": 1}], "pairwise")
+    assert r.ok and r.rows[0] == {"prompt": "q", "chosen": "a", "rejected": "b", "score": 1}
+
+
+def test_openai_tool_calls_with_null_content_and_legacy_function_role(tmp_path):
+    call = {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "w", "arguments": '{"c": 1}'}}]}
+    legacy = {"role": "assistant", "content": None,
+              "function_call": {"name": "w", "arguments": "{}"}}
+    rows = [{"messages": [U("weather?"), call, {"role": "tool", "tool_call_id": "c1",
+                                                "content": "sun"}, A("Sunny.")]},
+            {"messages": [U("weather?"), legacy, {"role": "function", "name": "w",
+                                                  "content": "rain"}, A("Rain.")]}]
+    r = _errors(tmp_path, rows, "sft")
+    assert r.ok, r.error_report()
+    assert r.tool_calls == 2
+    second = r.rows[1]["messages"]
+    assert second[1]["tool_calls"] == [{"type": "function",
+                                        "function": {"name": "w", "arguments": "{}"}}]
+    assert "function_call" not in second[1] and second[2]["role"] == "tool"
+    assert any("legacy role 'function' were read as role 'tool'" in n for n in r.notes)
+
+
+@pytest.mark.parametrize("calls,field", [
+    ([{"type": "function", "function": {"name": "w", "arguments": "{not json"}}],
+     "messages[1].tool_calls[0].function.arguments"),
+    ([{"type": "function", "function": {"arguments": "{}"}}], "messages[1].tool_calls[0]"),
+    ([], "messages[1].tool_calls"),
+])
+def test_bad_tool_calls_are_named(tmp_path, calls, field):
+    r = _errors(tmp_path, [{"messages": [U("q"), {"role": "assistant", "content": None,
+                                                  "tool_calls": calls}]}], "sft")
+    assert r.errors[0].field == field
+
+
+def test_a_system_column_becomes_the_system_message(tmp_path):
+    r = _errors(tmp_path, [{"system": "Be brief.", "prompt": "q", "chosen": "a", "rejected": "b"},
+                           {"system": "", "prompt": "q2", "chosen": "c", "rejected": "d"}],
+                "pairwise")
+    assert r.ok and r.form == "conversational"
+    assert r.rows[0]["prompt"] == [{"role": "system", "content": "Be brief."}, U("q")]
+    assert r.rows[1]["prompt"] == [U("q2")] and r.rows[1]["chosen"] == [A("c")]
+
+
+def test_alpaca_layout_is_a_user_turn_and_a_reply(tmp_path):
+    r = _errors(tmp_path, [{"instruction": "Add.", "input": "2 and 3", "output": "5"},
+                           {"instruction": "Say hi.", "input": "", "output": "hi"}], "sft")
+    assert r.ok and r.rows[0] == {"prompt": [U("Add.\n\n2 and 3")], "completion": [A("5")]}
+    assert r.rows[1]["prompt"] == [U("Say hi.")]
+
+
+def test_missing_fields_list_the_columns_and_propose_a_mapping(tmp_path):
+    r = _errors(tmp_path, [{"question": "q", "response_chosen": "a", "response_rejected": "b"}],
+                "pairwise")
+    assert r.hint == ("the source's columns: question, response_chosen, response_rejected; try "
+                      "--columns prompt=question,chosen=response_chosen,rejected=response_rejected")
+
+
+def test_pairwise_mapping_that_leaves_a_label_unused_warns(tmp_path):
+    p = write_jsonl(tmp_path / "shp.jsonl", [{"history": "q", "human_ref_A": "a",
+                                              "human_ref_B": "b", "labels": 0}])
+    r = load(p, "pairwise", "prompt=history,chosen=human_ref_A,rejected=human_ref_B")
+    assert r.ok  # the mapping is well-formed; the warning says what it loses
+    assert r.notes[0].startswith("warning: --columns maps chosen/rejected but leaves the column "
+                                 "'labels' unused")
+    assert "align data convert" in r.notes[0]
+
+
+@pytest.mark.parametrize("row,fmt,command", [
+    ({"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}, "sft",
+     "--to sft"),
+    ({"history": "q", "human_ref_A": "a", "human_ref_B": "b", "labels": 1}, "pairwise",
+     "--to pairwise"),
+    ({"prompt": "q", "response_0": "a", "response_1": "b", "better_response_id": 0},
+     "pairwise", "--to pairwise"),
+    ({"instruction": "q", "completions": [{"response": "a", "overall_score": 1}]}, "pairwise",
+     "--to pairwise"),
+    ({"prompt": "q", "chosen": "a", "rejected": "b"}, "unpaired", "--to unpaired"),
+])
+def test_layouts_to_convert_name_the_command(tmp_path, row, fmt, command):
+    r = _errors(tmp_path, [row, row], fmt)
+    assert len(r.errors) == 1 and r.errors[0].position is None
+    assert f"align data convert {tmp_path / 'd.jsonl'} {command}" in r.errors[0].message

@@ -120,7 +120,8 @@ def read_prompts(path: str, columns: str | None, limit: int | None) -> list[Any]
     else:
         from align.data import load_valid
 
-        prompts = [row["prompt"] for row in load_valid(path, "prompt", columns).rows]
+        prompts = [row["prompt"] for row in load_valid(path, "prompt", columns,
+                                                       flag="--prompts").rows]
     if not prompts:
         raise AlignError(f"--prompts {path}: no prompts in the file")
     return prompts[:limit] if limit else prompts

@@ -18,7 +18,7 @@ import click
 from align import __version__
 from align.config import SHARED_GROUPS
 from align.errors import AlignError
-from align.options import click_options, load_yaml
+from align.options import AlignOption, click_options, load_yaml
 from align.plot import DEFAULT_SMOOTHING
 from align.registry import ALGOS, EXTRA_GROUPS, flag_owners, get_algo
 
@@ -44,7 +44,14 @@ class RunCommand(click.Command):
         self.fixed_algo = fixed_algo
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        from align.aliases import normalize_argv
+
         ctx.meta["align.algo"] = self.fixed_algo or _peek_algo(args)
+        # TRL's forms: --bf16 True, --lora_target_modules q_proj v_proj, ignored flags
+        bools = {p.name for p in self.params if isinstance(p, click.Option) and p.is_flag}
+        args, notes = normalize_argv(args, bools)
+        for note in notes:
+            click.echo(note, err=True)
         return super().parse_args(ctx, args)
 
     def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
@@ -88,7 +95,7 @@ def _run_params(fixed_algo: str | None) -> list[click.Parameter]:
         click.Option(["--config"], metavar="YAML",
                      help="Flat YAML recipe of flag: value (snake_case or kebab-case keys); "
                           "command-line flags override it."),
-        click.Option(["--dry-run"], is_flag=True,
+        AlignOption(["--dry-run", "--dry_run"], "dry_run", is_flag=True,
                      help="Resolve the config, validate data and flags, print the plan, "
                           "and exit without loading any model."),
         click.Option(["--verbose"], is_flag=True,

@@ -5,14 +5,13 @@ the base model, the data (file or Hub id, records), the settings that shaped it,
 metrics and how to load it (TRL's trainers write a generic card into the output directory on
 save; this one replaces it). With ``--push-to-hub`` the output directory, without its
 checkpoints, TensorBoard logs and pickled training arguments, goes to the Hub repository
-``--hub-model-id`` (default: the output directory's name under your account), created private
-if it does not exist, through ``huggingface_hub`` (log in with ``huggingface-cli login`` or
-``HF_TOKEN``).
+``--hub-model-id`` (default: the output directory's name under your account), created if it
+does not exist (private unless --no-hub-private-repo), through ``huggingface_hub`` (log in
+with ``huggingface-cli login`` or ``HF_TOKEN``).
 """
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,8 @@ IGNORE = ["checkpoint-*", "checkpoint-*/**", "tensorboard/**", "training_args.bi
           "wandb/**", "*.lock"]
 # The final metrics shown in the card, when the run has them (others stay in
 # final_metrics.json, which is uploaded too).
-SHOWN = ("train_loss", "first_loss", "last_loss", "eval_loss", "eval_pairwise_accuracy",
+SHOWN = ("train_loss", "first_loss", "last_loss", "eval_loss", "eval_rewards/accuracies",
+         "eval_rewards/margins", "eval_reward", "eval_pairwise_accuracy",
          "eval_reward_before", "eval_reward_after", "eval_kl_after", "reward_raw_first",
          "reward_raw_last", "kl_last", "steps", "train_runtime", "collapsed")
 
@@ -81,13 +81,14 @@ def model_card(cfg: Any, spec: Any, data_summary: str, metrics: dict[str, Any]) 
     lines += [f"- {k}: {_fmt(v)}" for k, v in {**settings, **algo}.items() if v is not None]
     lines.append("- full configuration: `align_config.yaml` (repeat the run with "
                  "`align rlhf --config align_config.yaml`)")
+    metrics = {**last_eval(Path(t.output_dir)), **metrics}
     shown = [(k, metrics[k]) for k in SHOWN if k in metrics]
     if shown:
         lines += ["", "## Final metrics", "", "| metric | value |", "| --- | --- |"]
         lines += [f"| {k} | {_fmt(v)} |" for k, v in shown]
         lines.append("\nAll of them in `final_metrics.json`, every logged step in "
                      "`metrics.jsonl`.")
-    repo = t.hub_model_id or name
+    repo = repo_id(cfg) if t.push_to_hub else str(t.output_dir)
     loader = (f"from peft import AutoPeftModelForCausalLM\n"
               f"model = AutoPeftModelForCausalLM.from_pretrained(\"{repo}\")"
               if lo.enabled and spec.name != "rm" else
@@ -99,6 +100,16 @@ def model_card(cfg: Any, spec: Any, data_summary: str, metrics: dict[str, Any]) 
     lines += ["", "## Use", "", "```python", loader, "```", "",
               f"or talk to it: `align chat {repo}`.", ""]
     return "\n".join(lines)
+
+
+def last_eval(out: Path) -> dict[str, Any]:
+    """The evaluation values of the run's last evaluation (TRL's ``eval_*`` keys)."""
+    from align.metrics import METRICS_FILE, read_metrics
+
+    if not (out / METRICS_FILE).is_file():
+        return {}
+    rows = [r for r in read_metrics(out) if any(k.startswith("eval_") for k in r)]
+    return {k: v for k, v in rows[-1].items() if k.startswith("eval_")} if rows else {}
 
 
 def write_card(cfg: Any, spec: Any, data_summary: str, metrics: dict[str, Any]) -> Path:
@@ -119,13 +130,9 @@ def push(cfg: Any) -> str:
     except ImportError as e:  # pragma: no cover - a dependency of transformers
         raise AlignError("--push-to-hub needs huggingface_hub: pip install huggingface_hub") from e
     api = HfApi()
-    repo = api.create_repo(repo_id(cfg), private=True, exist_ok=True, repo_type="model")
+    repo = api.create_repo(repo_id(cfg), private=cfg.train.hub_private_repo, exist_ok=True,
+                           repo_type="model")
     api.upload_folder(repo_id=repo.repo_id, folder_path=str(cfg.train.output_dir),
                       ignore_patterns=IGNORE, repo_type="model",
                       commit_message=f"align {cfg.algo_name}: {Path(cfg.train.output_dir).name}")
     return f"https://huggingface.co/{repo.repo_id}"
-
-
-def final_metrics(out: Path) -> dict[str, Any]:
-    path = out / "final_metrics.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}

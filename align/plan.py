@@ -130,5 +130,39 @@ def short_run_warnings(cfg: Any, spec: Any, n_rows: int) -> list[str]:
     text += (". Train longer (more data, --num-train-epochs, --max-steps, a smaller "
              "--per-device-train-batch-size)")
     if warmup > 0:
-        text += " or drop the warm-up (--warmup-ratio 0)"
+        flag = "--warmup-steps" if getattr(t, "warmup_steps", None) is not None else \
+            "--warmup-ratio"
+        text += f" or drop the warm-up ({flag} 0)"
     return [text]
+
+
+# Optimizers (transformers' names) that need a package beyond torch:
+# (name prefixes, module to import, what to pip install).
+OPTIMIZER_PACKAGES = (
+    (("adamw_bnb", "adamw_8bit", "ademamix_8bit", "lion", "paged_", "rmsprop_bnb"),
+     "bitsandbytes", "bitsandbytes"),
+    (("galore_",), "galore_torch", "galore-torch"),
+    (("apollo_",), "apollo_torch", "apollo-torch"),
+    (("lomo", "adalomo"), "lomo_optim", "lomo-optim"),
+    (("grokadamw",), "grokadamw", "grokadamw"),
+    (("schedule_free_",), "schedulefree", "schedulefree"),
+    (("adamw_torch_4bit", "adamw_torch_8bit"), "torchao", "torchao"),
+    (("stable_adamw",), "optimi", "torch-optimi"),
+    (("adamw_anyprecision",), "torchdistx", "torchdistx"),
+    (("adamw_torch_xla",), "torch_xla", "torch-xla"),
+    (("adamw_torch_npu_fused",), "torch_npu", "torch-npu"),
+)
+
+
+def optimizer_issue(name: str, cuda: Any = cuda_available) -> str | None:
+    """What this machine lacks for the optimizer ``name`` (transformers' name), or None."""
+    for prefixes, module, pip_name in OPTIMIZER_PACKAGES:
+        if not name.startswith(prefixes):
+            continue
+        if not has_package(module):
+            return f"--optim {name} needs {pip_name}: pip install {pip_name}"
+        if name.startswith("paged_") and not cuda():
+            return (f"--optim {name}: paged optimizers page their state to CUDA memory and "
+                    "need a CUDA GPU; use adamw_torch here")
+        return None
+    return None

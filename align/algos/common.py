@@ -21,7 +21,7 @@ from align import console
 from align.cache import cache_dir
 from align.config import RunConfig
 from align.errors import AlignError
-from align.metrics import MetricsLogger, trainer_callback
+from align.metrics import MetricsLogger, run_logger, trainer_callback
 from align.runner import latest_checkpoint
 
 # ms-swift's defaults: 1e-5 for full fine-tuning, 1e-4 for LoRA/QLoRA adapters.
@@ -63,7 +63,8 @@ def trl_config(cfg: RunConfig, config_cls: type, has_eval: bool = False, **field
         save_total_limit=t.save_total_limit,
         seed=t.seed,
         lr_scheduler_type=t.lr_scheduler_type,
-        warmup_steps=t.warmup_ratio,  # a float in [0, 1) is a ratio in transformers 5
+        # a float in [0, 1) is a ratio in transformers 5
+        warmup_steps=t.warmup_steps if t.warmup_steps is not None else t.warmup_ratio,
         weight_decay=t.weight_decay,
         max_grad_norm=t.max_grad_norm,
         bf16=bf16,
@@ -73,10 +74,13 @@ def trl_config(cfg: RunConfig, config_cls: type, has_eval: bool = False, **field
         deepspeed=t.deepspeed,
         report_to="none",  # align writes metrics.jsonl and TensorBoard itself
         use_cpu=not on_gpu(),
-        eval_strategy="steps" if has_eval else "no",
-        eval_steps=t.save_steps if has_eval else None,
+        eval_strategy=eval_strategy(cfg, has_eval),
+        eval_steps=(t.eval_steps or t.save_steps) if has_eval else None,
+        run_name=t.run_name,
         trust_remote_code=cfg.model.trust_remote_code,
     )
+    if t.optim:
+        kwargs["optim"] = t.optim
     if "max_length" in config_cls.__dataclass_fields__:
         kwargs["max_length"] = cfg.data.max_length
     if "activation_checkpointing" in config_cls.__dataclass_fields__:
@@ -85,6 +89,15 @@ def trl_config(cfg: RunConfig, config_cls: type, has_eval: bool = False, **field
         kwargs["activation_checkpointing"] = kwargs.pop("gradient_checkpointing")
     kwargs.update(fields)
     return config_cls(**kwargs)
+
+
+def eval_strategy(cfg: RunConfig, has_eval: bool) -> str:
+    """--eval-strategy for TRL: auto is steps with held-out data, else no (the runner has
+    refused steps or epoch without held-out data)."""
+    chosen = cfg.train.eval_strategy
+    if chosen == "auto" or not has_eval:
+        return "steps" if has_eval and chosen == "auto" else "no"
+    return chosen
 
 
 def load_tokenizer(cfg: RunConfig, data: Any = None) -> Any:
@@ -243,8 +256,7 @@ def resume_checkpoint(cfg: RunConfig) -> tuple[str | None, int | None]:
 
 
 def metrics_logger(cfg: RunConfig, resume_step: int | None) -> MetricsLogger:
-    return MetricsLogger(cfg.train.output_dir, tensorboard=cfg.train.report_to == "tensorboard",
-                         resume_step=resume_step)
+    return run_logger(cfg, cfg.train.output_dir, resume_step)
 
 
 def train(trainer: Any, resume_from: str | None) -> dict[str, Any]:

@@ -23,7 +23,7 @@ def run(cfg: RunConfig, data: Any, eval_data: Any = None) -> dict[str, Any]:
     """Train PPO on the validated prompts in ``data``; return the final metrics.
 
     The runner has already called :func:`align.ppo.state.check` (unsupported flags refused)."""
-    from align.metrics import MetricsLogger
+    from align.metrics import run_logger
     from align.runner import latest_checkpoint
 
     ppo = PPORun.create(cfg, data, eval_data)
@@ -34,8 +34,7 @@ def run(cfg: RunConfig, data: Any, eval_data: Any = None) -> dict[str, Any]:
         ppo.restore(int(ckpt.name.split("-")[1]))
         resume_step = ppo.step
         click.echo(f"resumed from {ckpt} (step {ppo.step} of {ppo.total_steps})")
-    logger = MetricsLogger(ppo.out, tensorboard=cfg.train.report_to == "tensorboard",
-                           resume_step=resume_step)
+    logger = run_logger(cfg, ppo.out, resume_step)
     try:
         return train(ppo, logger)
     finally:

@@ -108,3 +108,39 @@ def test_a_new_reward_head_is_one_align_line(capsys, tmp_path, tiny_lm):
     assert code == 0, err
     assert "a new score head (one output) is initialised at random" in out + err
     assert "LOAD REPORT" not in out + err and "were not sharded" not in out + err
+
+
+def test_training_loops_report_progress_to_listeners(capsys, tmp_path, tiny_lm):
+    from align import console
+
+    data = write_jsonl(tmp_path / "p.jsonl", addition_pairs(16))
+    seen: list[tuple[int, int]] = []
+    with console.listen(lambda done, total: seen.append((done, total))):
+        code, _, err = run_cli(["rlhf", "--algo", "dpo", "--model", tiny_lm, "--dataset", data,
+                                "--max-steps", "3", "--output-dir", tmp_path / "o",
+                                "--report-to", "none"], capsys)
+    assert code == 0, err
+    assert seen[0] == (0, 3) and seen[-1] == (3, 3)
+    console.report(1, 2)  # no listener left: nothing happens
+
+
+def test_stage_line_draws_a_bar_with_time_left_and_ends_with_the_time():
+    import io
+
+    from align.quickstart.stages import StageLine
+
+    stream = io.StringIO()
+    line = StageLine("sft", stream, live=True)
+    line.update(0, 10)
+    line.last_draw = 0.0
+    line._bar_start -= 2.0  # two seconds for the first 5 steps
+    line.update(5, 10)
+    line.set_phase("evaluating", "checkpoints")
+    line.finish("done in 3.0 s")
+    text = stream.getvalue()
+    frames = text.split("\r")
+    assert any("[############------------] 5/10 steps" in f and "0:02 left" in f for f in frames)
+    assert "evaluating" in text and frames[-1].rstrip().endswith("done in 3.0 s")
+    quiet = io.StringIO()
+    StageLine("dpo", quiet, live=False).finish("done in 1.0 s")
+    assert quiet.getvalue() == "  dpo             done in 1.0 s\n"  # no redraws in a log

@@ -93,14 +93,17 @@ def chat(loaded: Loaded, *, system: str | None, max_new_tokens: int, temperature
         click.echo("model> ", nl=False)
         prompt: Any = messages if templated else line
         try:
-            answer = generate(loaded, [prompt], max_new_tokens=max_new_tokens,
-                              temperature=temperature, top_p=top_p, seed=seed + turn,
-                              use_template=templated,
-                              streamer=streamer(loaded, lambda t: click.echo(t, nl=False)))[0].text
+            generation = generate(loaded, [prompt], max_new_tokens=max_new_tokens,
+                                  temperature=temperature, top_p=top_p, seed=seed + turn,
+                                  use_template=templated,
+                                  streamer=streamer(loaded, lambda t: click.echo(t, nl=False)))[0]
         except KeyboardInterrupt:
             click.echo("\n(interrupted)")
             messages.pop()
             continue
+        if not generation.finished:
+            click.echo(f"[cut off at --max-new-tokens {max_new_tokens}]")
+        answer = generation.text
         turn += 1
         if templated:
             messages.append({"role": "assistant", "content": answer})

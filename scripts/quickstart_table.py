@@ -64,7 +64,7 @@ def results_block(summaries: dict[int, dict]) -> str:
     s0 = summaries[0]
     algos = list(s0["algos"])
     seeds = sorted(summaries)
-    lines = [f"Measured on this project's 2-core x86-64 CPU machine (no GPU, "
+    lines = [f"Measured on this project's 2-core x86-64 CPU machine (no GPU, Python "
              f"{platform.python_version()}), `align quickstart --seed N --overoptimization` with "
              f"the versions of `constraints.txt` ({_versions()}), {s0.get('threads', 1)} CPU "
              "thread. Gold reward on the held-out prompts (best 1.0); in brackets the gain over "
@@ -84,13 +84,18 @@ def results_block(summaries: dict[int, dict]) -> str:
                                                 for s in seeds) + " | |")
     lines.append("| reward model accuracy | " + " | ".join(
         f"{summaries[s]['reward_model']['accuracy']:.2f}" for s in seeds) + " | |")
-    lines.append("| whole run (seconds) | " + " | ".join(
+    lines.append("| whole run, with `--overoptimization` (seconds) | " + " | ".join(
         f"{summaries[s]['seconds']:.0f}" for s in seeds) + " | |")
     lines.append("")
-    fired = [(s, a) for s in seeds for a, r in summaries[s]["algos"].items() if r["collapsed"]]
+    fired: dict[str, list[int]] = {}
+    for s in seeds:
+        for a, r in summaries[s]["algos"].items():
+            if r["collapsed"]:
+                fired.setdefault(a, []).append(s)
     if fired:
         lines.append("A health detector fired in " + ", ".join(
-            f"{a} (seed {s})" for s, a in fired) + "; the summary explains each alarm in words "
+            f"{a} (seed{'s' if len(ss) > 1 else ''} {', '.join(map(str, ss))})"
+            for a, ss in fired.items()) + "; the summary explains each alarm in words "
             "(seed 0's below). ")
     else:
         lines.append("No detector fired in any of these runs. ")
@@ -125,10 +130,24 @@ def overopt_block(summaries: dict[int, dict]) -> str:
              "--overoptimization`, held-out prompts:", "",
              "| seed | PPO with KL: RM score / gold / KL | PPO without KL: RM score / gold / KL |",
              "| --- | --- | --- |"]
+    shown = []
     for s, summary in sorted(summaries.items()):
         p, o = summary["algos"]["ppo"], summary["overoptimization"]
         lines.append(f"| {s} | {p['rm_reward']:+.2f} / {p['gold_reward']:+.2f} / {p['kl']:.1f} | "
                      f"{o['rm_reward']:+.2f} / {o['gold_reward']:+.2f} / {o['kl']:.1f} |")
+        if o["rm_reward"] >= p["rm_reward"] and o["gold_reward"] < p["gold_reward"]:
+            shown.append(s)
+    n = len(summaries)
+    lines.append("")
+    if len(shown) == n:
+        lines.append("On every seed the run without KL reaches a reward-model score as high as "
+                     "PPO's or higher, and a lower gold reward.")
+    else:
+        gaps = ", ".join(f"{summaries[s]['overoptimization']['gold_reward'] - summaries[s]['algos']['ppo']['gold_reward']:+.2f}"
+                         for s in sorted(summaries))
+        lines.append(f"The run without KL shows the effect (as high a reward-model score, a lower "
+                     f"gold reward) on {len(shown)} of {n} seeds: its gold minus PPO's is "
+                     f"{gaps} (seeds {', '.join(map(str, sorted(summaries)))}).")
     return "\n".join(lines)
 
 

@@ -159,10 +159,20 @@ def replace_block(text: str, name: str, body: str) -> str:
 
 
 def without_seconds(table: str) -> list[list[str]]:
-    rows = [line.split() for line in table.strip().splitlines()]
-    header = rows[0]
-    drop = header.index("seconds") if "seconds" in header else None
-    return [r[:drop] if drop is not None else r for r in rows]
+    """The table's cells, row by row, without its seconds column. Columns are read from the
+    dashes under the header (cells such as "sft (start)" and "alarm: displacement" hold
+    spaces)."""
+    import re as _re
+
+    lines = [line.rstrip() for line in table.strip("\n").splitlines()]
+    spans = [m.span() for m in _re.finditer(r"-+", lines[1])]
+    rows = []
+    for line in lines[:1] + lines[2:]:
+        cells = [line[a:b if i + 1 < len(spans) else None].strip()
+                 for i, (a, b) in enumerate(spans)]
+        rows.append(cells)
+    drop = rows[0].index("seconds") if "seconds" in rows[0] else None
+    return [[c for i, c in enumerate(r) if i != drop] for r in rows]
 
 
 def same(doc_rows: list[list[str]], run_rows: list[list[str]], tolerance: float) -> bool:

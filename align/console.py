@@ -51,26 +51,37 @@ def configure(verbose: bool = False) -> None:
     Cheap (imports no library): call :func:`quiet_libraries` where the heavy work starts."""
     _state["verbose"] = verbose
     if verbose:
+        if _state.get("set_datasets_env"):
+            os.environ.pop("HF_DATASETS_DISABLE_PROGRESS_BARS", None)
         return
     for pattern in QUIET_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern, category=FutureWarning)
-    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    if "HF_DATASETS_DISABLE_PROGRESS_BARS" not in os.environ:
+        os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] = "1"
+        _state["set_datasets_env"] = True
 
 
 def quiet_libraries() -> None:
     """Apply the quiet settings to transformers and datasets (imports them: call it just
-    before models load); nothing with --verbose."""
+    before models load); with --verbose, undo what an earlier quiet call in this process did."""
     import sys
 
-    if verbose():
-        return
     from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()
     root = hf_logging.get_logger("transformers")  # creates its handler if not there yet
-    for handler in [*root.handlers, root]:
-        if _filter not in handler.filters:
-            handler.addFilter(_filter)
+    targets = [*root.handlers, root]
+    if verbose():
+        if _state.pop("disabled_hf_bars", False):
+            hf_logging.enable_progress_bar()
+        for target in targets:
+            target.removeFilter(_filter)
+        return
+    if hf_logging.is_progress_bar_enabled():
+        hf_logging.disable_progress_bar()
+        _state["disabled_hf_bars"] = True
+    for target in targets:
+        if _filter not in target.filters:
+            target.addFilter(_filter)
     if "datasets" in sys.modules:  # imported before the variable above could take effect
         from datasets.utils.logging import disable_progress_bar
 

@@ -27,6 +27,8 @@ from align.metrics import METRICS_FILE, read_metrics
 DEFAULT_SMOOTHING = 0.6  # TensorBoard's default smoothing weight
 MIN_CURVE_POINTS = 5  # fewer logged values than this in every series: a table, not a curve
 SCALE_RATIO = 20.0  # series whose typical magnitudes differ more than this get their own axes
+# Values set by a schedule, not measured: drawn as they are (an average would lag them).
+EXACT = ("learning_rate", "lr/actor", "lr/critic")
 
 # (title, metrics), one quantity per panel: align's own names first, then TRL's.
 PANELS: list[tuple[str, tuple[str, ...]]] = [
@@ -237,7 +239,7 @@ def _draw(ax: Any, runs: Sequence[Run], names: list[str], keys: set[str],
             label = f"{run.label}: {name}" if len(runs) > 1 else name
             for k, segment in enumerate(segments(points)):  # a rollback starts a new segment
                 xs, ys = zip(*segment)
-                if is_eval or len(segment) < 3 or smoothing <= 0:
+                if is_eval or len(segment) < 3 or smoothing <= 0 or name in EXACT:
                     ax.plot(xs, ys, style, color=color, marker="o" if is_eval else None,
                             markersize=3, label=None if k else label)
                     continue

@@ -152,3 +152,17 @@ def test_unknown_metric_missing_run_and_bad_smoothing_are_clear_errors(tmp_path,
     assert code == 2 and "--smoothing" in err
     with pytest.raises(AlignError, match="no numeric"):
         plot_runs([_write(tmp_path / "s", [{"step": 1, "note": "x", "v": math.inf}])])
+
+
+def test_learning_rates_are_drawn_as_scheduled_not_smoothed(tmp_path):
+    import matplotlib.pyplot as plt
+
+    rows = [{"step": s, "loss": 1.0 / s, "learning_rate": 1e-3 * (1 - s / 12)}
+            for s in range(1, 12)]
+    runs = load_runs([_write(tmp_path / "lr", rows)])
+    keys = runs[0].keys()
+    fig = draw(plt, runs, choose_panels(keys), keys, 0.6)
+    (lr_ax,) = [ax for ax in fig.axes if ax.get_title() == "learning rate"]
+    (line,) = lr_ax.get_lines()
+    assert list(line.get_ydata()) == [r["learning_rate"] for r in rows]
+    plt.close(fig)

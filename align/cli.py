@@ -250,7 +250,7 @@ def quickstart_cmd(out: str, algos: str | None, seed: int, device: str, model: s
         if not torch.cuda.is_available():
             raise AlignError("--device cuda: no CUDA GPU is visible; use --device cpu")
     if model:
-        from align.runner import check_model_path
+        from align.models import check_model_path
 
         check_model_path("--model", model)
     from align.console import quiet_libraries
@@ -556,6 +556,10 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
+    except click.UsageError as e:  # one line, like every other error
+        hint = f" (see `{e.ctx.command_path} --help`)" if e.ctx is not None else ""
+        click.echo(f"error: {' '.join(e.format_message().split())}{hint}", err=True)
+        sys.exit(e.exit_code)
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)
@@ -572,6 +576,28 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as e:  # the last line of defence: no traceback unless asked for
         if debug:
             raise
-        click.echo(f"error: {type(e).__name__}: {e}\n(run again with --debug for the traceback)",
-                   err=True)
+        known = _in_words(e)
+        if known:
+            click.echo(f"error: {known}", err=True)
+            sys.exit(2)
+        first = (str(e).strip().splitlines() or [""])[0]
+        click.echo(f"error: {type(e).__name__}: {first}\n(run again with --debug for the "
+                   "traceback)", err=True)
         sys.exit(1)
+
+
+def _in_words(e: Exception) -> str | None:
+    """What the machine refused (disk, permissions, memory), as the user can act on it."""
+    from align.errors import os_problem
+
+    if type(e).__name__ == "OutOfMemoryError" or isinstance(e, MemoryError):
+        return ("out of memory: lower --per-device-train-batch-size (raise "
+                "--gradient-accumulation-steps to keep the batch), add --gradient-checkpointing, "
+                "--bf16 or --lora (docs/troubleshooting.md, 'Out of memory'); a run stopped "
+                "this way continues from its last checkpoint with --resume")
+    if isinstance(e, OSError):
+        message = os_problem(e, e.filename or ".", str(e.filename or "a file"), writing=False)
+        if message is None and e.filename:
+            message = f"{e.strerror or e}: {e.filename}"
+        return message
+    return os_problem(e, ".", "a file", writing=False)  # errno lost, the message says it

@@ -11,8 +11,12 @@ This module imports nothing heavy (no torch), so ``align --help`` stays fast.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
+
+# metavars of the fields that name files or directories (``~`` is expanded in them)
+PATH_METAVARS = ("PATH", "PATH|ID", "DIR", "JSON", "FILE:FN")
 
 
 def arg(
@@ -22,12 +26,41 @@ def arg(
     source: str = "",
     choices: tuple[str, ...] | None = None,
     metavar: str | None = None,
+    bounds: str | None = None,
 ) -> Any:
-    """Declare a config field with its CLI help, the source of its default and allowed choices."""
-    meta = {"help": help, "source": source, "choices": choices, "metavar": metavar}
+    """Declare a config field with its CLI help, the source of its default, allowed choices and,
+    for a number, its allowed range as an interval: ``"[0, 1)"``, ``"(0, inf)"``."""
+    if bounds is not None:
+        parse_bounds(bounds)  # a typo in a declaration fails at import, not in a user's run
+    meta = {"help": help, "source": source, "choices": choices, "metavar": metavar,
+            "bounds": bounds}
     if isinstance(default, (list, dict, set)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
+
+
+def parse_bounds(text: str) -> tuple[float, bool, float, bool]:
+    """``"[0, 1)"`` -> (0.0, True, 1.0, False): low, low included, high, high included."""
+    text = text.strip()
+    if text[0] not in "[(" or text[-1] not in "])" or text.count(",") != 1:
+        raise ValueError(f"bounds {text!r}: write an interval such as [0, 1) or (0, inf)")
+    low, high = (float(part) for part in text[1:-1].split(","))
+    return low, text[0] == "[", high, text[-1] == "]"
+
+
+def check_number(name: str, value: Any, bounds: str | None) -> None:
+    """Raise ``ValueError`` naming the flag when a number is not finite or out of its bounds."""
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    flag = "--" + name.replace("_", "-")
+    if not math.isfinite(value):
+        raise ValueError(f"{flag} must be a finite number, got {value}")
+    if bounds is None:
+        return
+    low, low_in, high, high_in = parse_bounds(bounds)
+    if value < low or (value == low and not low_in) or value > high or \
+            (value == high and not high_in):
+        raise ValueError(f"{flag} must be in {bounds}, got {value:g}")
 
 
 def check_choice(name: str, value: Any, choices: tuple[str, ...] | None) -> None:
@@ -38,10 +71,20 @@ def check_choice(name: str, value: Any, choices: tuple[str, ...] | None) -> None
         )
 
 
-def validate_choices(obj: Any) -> None:
-    """Check every field declared with ``choices`` (run from ``__post_init__``)."""
+def validate_fields(obj: Any) -> None:
+    """The one check of every field's declared constraints: choices, finite numbers, bounds.
+
+    Run from each config's ``__post_init__`` and again by :func:`align.options.resolve` on
+    every group it builds, so no user value escapes it; cross-field rules stay in
+    ``__post_init__``.
+    """
     for f in dataclasses.fields(obj):
-        check_choice(f.name, getattr(obj, f.name), f.metadata.get("choices"))
+        value = getattr(obj, f.name)
+        check_choice(f.name, value, f.metadata.get("choices"))
+        check_number(f.name, value, f.metadata.get("bounds"))
+
+
+validate_choices = validate_fields  # the older name, kept for configs that call it
 
 
 def parse_list(value: Any) -> list[str]:
@@ -97,9 +140,12 @@ class ModelArgs:
     trust_remote_code: bool = arg(
         False, "Allow model repos to run their own Python code. Off unless you pass it (safety)."
     )
+    allow_new_score_head: bool = arg(
+        False, "Accept a --reward-model whose saved weights lack the score head (it would be "
+        "initialised at random, so its rewards mean nothing). Off: such a model is refused.")
 
     def __post_init__(self) -> None:
-        validate_choices(self)
+        validate_fields(self)
 
 
 @dataclass
@@ -109,9 +155,10 @@ class LoraArgs:
         False, "LoRA on a 4-bit NF4 base (bitsandbytes, bf16 compute). Needs a CUDA GPU.",
         source="QLoRA, Dettmers et al. 2023",
     )
-    lora_r: int = arg(8, "LoRA rank.", source="ms-swift default")
-    lora_alpha: int = arg(32, "LoRA scaling alpha.", source="ms-swift default")
-    lora_dropout: float = arg(0.05, "Dropout on the LoRA branch.", source="ms-swift default")
+    lora_r: int = arg(8, "LoRA rank.", source="ms-swift default", bounds="[1, inf)")
+    lora_alpha: int = arg(32, "LoRA scaling alpha.", source="ms-swift default", bounds="(0, inf)")
+    lora_dropout: float = arg(0.05, "Dropout on the LoRA branch.", source="ms-swift default",
+                              bounds="[0, 1)")
     lora_target_modules: str = arg(
         "all-linear",
         "Modules that get adapters: all-linear, or a comma list such as q_proj,v_proj.",
@@ -119,10 +166,7 @@ class LoraArgs:
     )
 
     def __post_init__(self) -> None:
-        if self.lora_r <= 0:
-            raise ValueError(f"--lora-r must be a positive integer, got {self.lora_r}")
-        if not 0.0 <= self.lora_dropout < 1.0:
-            raise ValueError(f"--lora-dropout must be in [0, 1), got {self.lora_dropout}")
+        validate_fields(self)
 
     @property
     def enabled(self) -> bool:
@@ -161,7 +205,8 @@ class DataArgs:
         metavar="SPLIT",
     )
     eval_split: float = arg(
-        0.0, "Fraction of --dataset held out for evaluation when no --eval-dataset is given."
+        0.0, "Fraction of --dataset held out for evaluation when no --eval-dataset is given.",
+        bounds="[0, 1)",
     )
     skip_invalid: bool = arg(
         False, "Train on the valid records: drop invalid ones, say how many and why, and write "
@@ -170,21 +215,19 @@ class DataArgs:
     )
     max_invalid_frac: float = arg(
         0.05, "With --skip-invalid: refuse the data when more than this fraction of its "
-        "records is invalid.", source="align default",
+        "records is invalid.", source="align default", bounds="[0, 1]",
     )
     max_length: int | None = arg(
         1024, "Longest prompt+response in tokens (longer ones are truncated).",
-        source="TRL default",
+        source="TRL default", bounds="[1, inf)",
     )
     max_prompt_length: int | None = arg(
-        512, "Longest prompt in tokens (truncated from the left).", source="ms-swift default"
+        512, "Longest prompt in tokens (truncated from the left).", source="ms-swift default",
+        bounds="[1, inf)",
     )
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.eval_split < 1.0:
-            raise ValueError(f"--eval-split must be in [0, 1), got {self.eval_split}")
-        if not 0.0 <= self.max_invalid_frac <= 1.0:
-            raise ValueError(f"--max-invalid-frac must be in [0, 1], got {self.max_invalid_frac}")
+        validate_fields(self)
 
 
 @dataclass
@@ -194,28 +237,36 @@ class TrainArgs:
         "(default: runs/<algo>-<date>-<time>).", metavar="DIR",
     )
     learning_rate: float | None = arg(
-        None, "Peak learning rate (default: the algorithm's own, see its docs page)."
+        None, "Peak learning rate (default: the algorithm's own, see its docs page).",
+        bounds="(0, inf)",
     )
     per_device_train_batch_size: int = arg(
-        4, "Examples per device per step (pairs for pairwise data).", source="align default"
+        4, "Examples per device per step (pairs for pairwise data).", source="align default",
+        bounds="[1, inf)",
     )
     gradient_accumulation_steps: int = arg(
-        1, "Micro-batches accumulated before each optimizer step."
+        1, "Micro-batches accumulated before each optimizer step.", bounds="[1, inf)"
     )
     max_steps: int = arg(-1, "Stop after this many optimizer steps (-1: use --num-train-epochs).")
-    num_train_epochs: float = arg(1.0, "Passes over the dataset.", source="ms-swift default")
-    logging_steps: int = arg(1, "Log metrics every N steps.")
-    save_steps: int = arg(500, "Save a checkpoint every N steps.", source="TRL default")
-    save_total_limit: int | None = arg(2, "Keep at most N checkpoints (oldest deleted first).")
-    seed: int = arg(42, "Random seed for data order, sampling and initialisation.")
+    num_train_epochs: float = arg(1.0, "Passes over the dataset.", source="ms-swift default",
+                                  bounds="(0, inf)")
+    logging_steps: int = arg(1, "Log metrics every N steps.", bounds="[1, inf)")
+    save_steps: int = arg(500, "Save a checkpoint every N steps.", source="TRL default",
+                          bounds="[1, inf)")
+    save_total_limit: int | None = arg(
+        2, "Keep at most N checkpoints (oldest deleted first; the newest healthy one is always "
+        "kept).", bounds="[1, inf)")
+    seed: int = arg(42, "Random seed for data order, sampling and initialisation.",
+                    bounds="[0, 4294967295]")
     lr_scheduler_type: str = arg(
         "cosine", "Learning-rate schedule.", source="ms-swift default",
         choices=("linear", "cosine", "constant", "constant_with_warmup"),
     )
     warmup_ratio: float = arg(0.05, "Fraction of steps spent warming up the learning rate.",
-                              source="ms-swift default")
-    weight_decay: float = arg(0.0, "AdamW weight decay.")
-    max_grad_norm: float = arg(1.0, "Global gradient-norm clip.", source="Secrets of RLHF (PPO-max)")
+                              source="ms-swift default", bounds="[0, 1)")
+    weight_decay: float = arg(0.0, "AdamW weight decay.", bounds="[0, inf)")
+    max_grad_norm: float = arg(1.0, "Global gradient-norm clip (0: no clipping).",
+                               source="Secrets of RLHF (PPO-max)", bounds="[0, inf)")
     bf16: bool = arg(False, "Train in bfloat16 mixed precision (GPU).")
     fp16: bool = arg(False, "Train in float16 mixed precision (GPU).")
     gradient_checkpointing: bool = arg(
@@ -228,7 +279,17 @@ class TrainArgs:
     deepspeed: str | None = arg(
         None, "DeepSpeed JSON config (ZeRO-2/3); launch with `accelerate launch`.", metavar="JSON"
     )
-    resume: bool = arg(False, "Continue from the latest complete checkpoint in --output-dir.")
+    resume: bool = arg(
+        False, "Continue from the latest complete checkpoint in --output-dir; the flags that "
+        "define the run must match the checkpoint's (see --resume-allow-change).")
+    resume_allow_change: str | None = arg(
+        None, "With --resume: flags that may differ from the checkpoint's config, "
+        "comma-separated (e.g. max-steps,learning-rate); any other change is refused.",
+        metavar="LIST")
+    overwrite_output_dir: bool = arg(
+        False, "Replace the earlier run in --output-dir (its checkpoints, metrics and model are "
+        "deleted first). Without it, a directory holding a run is refused.",
+        source="TrainingArguments' name")
     report_to: str = arg(
         "tensorboard", "Loggers besides metrics.jsonl, comma-separated: tensorboard, wandb "
         "(Weights & Biases; WANDB_PROJECT names the project, default align), all (each of "
@@ -239,13 +300,14 @@ class TrainArgs:
         source="TrainingArguments", metavar="NAME")
     warmup_steps: int | None = arg(
         None, "Warm-up steps from 0 to the peak learning rate; overrides --warmup-ratio.",
-        source="TrainingArguments")
+        source="TrainingArguments", bounds="[0, inf)")
     eval_strategy: str = arg(
         "auto", "When to evaluate on the held-out data (--eval-dataset, --eval-split): steps "
         "(every --eval-steps), epoch, or no; auto is steps when there is held-out data.",
         source="TrainingArguments (default no)", choices=EVAL_STRATEGIES)
     eval_steps: int | None = arg(
-        None, "Evaluate every N steps (default: --save-steps).", source="TrainingArguments")
+        None, "Evaluate every N steps (default: --save-steps).", source="TrainingArguments",
+        bounds="[1, inf)")
     optim: str | None = arg(
         None, "Optimizer, by transformers' name: adamw_torch, adamw_torch_fused, adafactor, "
         "sgd, adamw_8bit and paged_adamw_8bit (bitsandbytes), ... (default: transformers' own, "
@@ -263,26 +325,20 @@ class TrainArgs:
         source="align default (TrainingArguments: the account's default)")
 
     def __post_init__(self) -> None:
-        validate_choices(self)
+        validate_fields(self)
         if self.bf16 and self.fp16:
             raise ValueError("--bf16 and --fp16 exclude each other; choose one")
         self.loggers()  # checks --report-to
-        if self.warmup_steps is not None and self.warmup_steps < 0:
-            raise ValueError(f"--warmup-steps must be >= 0, got {self.warmup_steps}")
-        if self.eval_steps is not None and self.eval_steps <= 0:
-            raise ValueError(f"--eval-steps must be positive, got {self.eval_steps}")
         if self.hub_model_id and not self.push_to_hub:
             raise ValueError("--hub-model-id names the repository of --push-to-hub; add "
                              "--push-to-hub")
-        if self.per_device_train_batch_size <= 0:
-            raise ValueError("--per-device-train-batch-size must be positive")
-        if self.gradient_accumulation_steps <= 0:
-            raise ValueError("--gradient-accumulation-steps must be positive")
         if self.max_steps == 0 or self.max_steps < -1:
             raise ValueError("--max-steps must be positive (or -1 to use --num-train-epochs)")
-        if self.logging_steps <= 0 or self.save_steps <= 0:
-            raise ValueError("--logging-steps and --save-steps must be positive")
-
+        if self.resume and self.overwrite_output_dir:
+            raise ValueError("--resume continues the run in --output-dir and "
+                             "--overwrite-output-dir deletes it; choose one")
+        if self.resume_allow_change and not self.resume:
+            raise ValueError("--resume-allow-change applies only with --resume")
 
     def loggers(self) -> set[str]:
         """--report-to as a set of tensorboard/wandb ("all": both, where installed)."""
@@ -317,6 +373,10 @@ class RunConfig:
     train: TrainArgs
     algo: Any  # the algorithm's own dataclass (DPOArgs, PPOConfig, ...)
     health: Any = None  # HealthArgs for algorithms with collapse detectors, else None
+    # Set while resolving, not flags: the learning-rate fields filled from the registry's
+    # defaults, and the content hash of the validated data (align.checkpoints.data_hash).
+    lr_defaults: tuple[str, ...] = ()
+    data_hash: str | None = None
 
     def groups(self) -> dict[str, Any]:
         groups = {"model": self.model, "lora": self.lora, "data": self.data, "train": self.train}
@@ -343,4 +403,5 @@ def field_doc(f: dataclasses.Field) -> dict[str, Any]:
         "help": f.metadata.get("help", ""),
         "source": f.metadata.get("source", ""),
         "choices": f.metadata.get("choices"),
+        "bounds": f.metadata.get("bounds"),
     }

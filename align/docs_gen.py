@@ -72,6 +72,8 @@ def flag_table(cls: type) -> str:
         meaning = doc["help"]
         if doc["choices"]:
             meaning += f" One of: {', '.join(doc['choices'])}."
+        if doc["bounds"]:
+            meaning += f" Range: {doc['bounds']}."
         lines.append(f"| {flag} | {_default(doc['default'], is_bool)} | {_cell(meaning)} | "
                      f"{_cell(doc['source']) or 'align default'} |")
     return "\n".join(lines) + "\n"

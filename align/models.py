@@ -47,18 +47,103 @@ def _friendly_load_error(path: str, e: Exception) -> AlignError:
     return AlignError(f"{path}: cannot load ({type(e).__name__}: {text.splitlines()[0]})")
 
 
+def _looks_local(path: str) -> bool:
+    return path.startswith((".", "/", "~")) or path.endswith(".gguf") or path.count("/") != 1
+
+
+def check_model_path(flag: str, path: str | None) -> None:
+    """A path that is clearly local must exist; ``org/name`` may be a hub id."""
+    if path and _looks_local(path) and not Path(path).expanduser().exists():
+        raise AlignError(f"{flag} {path}: no such file or directory")
+
+
+# Files that hold a tokenizer's vocabulary (fast, SentencePiece, BPE, WordPiece layouts).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt",
+                   "spiece.model", "sentencepiece.bpe.model")
+
+
 def load_tokenizer(path: str, model: ModelArgs) -> Any:
-    """Load the tokenizer; give it a pad token (the EOS) when it has none."""
+    """Load the tokenizer; give it a pad token (the EOS) when it has none. A model directory
+    without tokenizer files is refused (transformers would build an empty tokenizer from the
+    config, and training would run on empty sequences)."""
     from transformers import AutoTokenizer
 
+    local = Path(gguf_directory(path)).expanduser()
+    if local.is_dir() and not any((local / f).is_file() for f in TOKENIZER_FILES):
+        raise AlignError(f"{path}: no tokenizer files ({', '.join(TOKENIZER_FILES[:4])}, ...); "
+                         "copy the tokenizer of the model it was trained from into it "
+                         "(tokenizer.save_pretrained(DIR))")
     kwargs: dict[str, Any] = {"trust_remote_code": model.trust_remote_code}
     try:
         tok = AutoTokenizer.from_pretrained(gguf_directory(path), **kwargs)
     except (OSError, ValueError) as e:
         raise _friendly_load_error(path, e) from e
+    if len(tok) <= 1 or not tok("hello world", add_special_tokens=False)["input_ids"]:
+        raise AlignError(f"{path}: its tokenizer is empty ({len(tok)} token(s)); it cannot "
+                         "encode text. Save the model's real tokenizer into it")
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
+
+
+def check_chat_template(tokenizer: Any, data: Any, model_path: str) -> None:
+    """Conversational data needs a chat template to render the messages."""
+    if data is not None and data.form == "conversational" and not tokenizer.chat_template:
+        raise AlignError(f"{data.file} holds chat messages, but the tokenizer of {model_path} "
+                         "has no chat template to render them; use a chat model, or write the "
+                         "data as plain strings")
+
+
+def _saved_keys(directory: Path) -> set[str] | None:
+    """Tensor names in a directory's safetensors files (headers only), or None if it has none."""
+    from safetensors import safe_open
+
+    index = directory / "model.safetensors.index.json"
+    if index.is_file():
+        import json
+
+        return set(json.loads(index.read_text(encoding="utf-8"))["weight_map"])
+    files = sorted(directory.glob("*.safetensors"))
+    if not files:
+        return None
+    keys: set[str] = set()
+    for f in files:
+        with safe_open(str(f), framework="pt") as fh:
+            keys.update(fh.keys())
+    return keys
+
+
+def check_score_head(path: str, model: ModelArgs) -> None:
+    """Refuse a reward model whose saved weights lack its score head: transformers would
+    initialise the head at random and every reward would be noise. Local directories only
+    (a LoRA adapter or a ms-swift value_head.safetensors passes)."""
+    directory = Path(path).expanduser()
+    if not directory.is_dir() or (directory / "adapter_config.json").is_file() or \
+            (directory / "value_head.safetensors").is_file():
+        return
+    saved = _saved_keys(directory)
+    if saved is None:
+        return  # no safetensors: loading will say so
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    try:
+        config = AutoConfig.from_pretrained(str(directory), num_labels=1,
+                                            trust_remote_code=model.trust_remote_code)
+        with init_empty_weights():
+            clf = AutoModelForSequenceClassification.from_config(
+                config, trust_remote_code=model.trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise _friendly_load_error(path, e) from e
+    prefix = clf.base_model_prefix + "."
+    head = [k for k in clf.state_dict() if not k.startswith(prefix)]
+    missing = [k for k in head if k not in saved]
+    if missing:
+        kind = (config.architectures or ["a model"])[0]
+        raise AlignError(f"--reward-model {path}: its weights have no score head ({kind}; "
+                         f"missing {', '.join(missing)}), so it would be initialised at random "
+                         "and its rewards would be noise. Train a reward model first (`align "
+                         "rlhf --algo rm`), or pass --allow-new-score-head to use it anyway")
 
 
 def quantization_config(lora: LoraArgs) -> Any:

@@ -19,7 +19,7 @@ from typing import Any, Iterable
 import click
 
 from align.aliases import spellings, yaml_keys
-from align.config import RunConfig
+from align.config import PATH_METAVARS, RunConfig, validate_fields
 from align.errors import AlignError
 
 
@@ -112,17 +112,40 @@ class AlignOption(click.Option):
             self.opts, self.secondary_opts = opts, secondary
 
 
-def load_yaml(path: str) -> dict[str, Any]:
-    """Read a flat YAML recipe; keys may be written snake_case or kebab-case."""
+def _unique_key_loader() -> type:
+    """A safe YAML loader that refuses a key given twice in one mapping (PyYAML keeps the last
+    silently, so a recipe edited in two places would run with whichever came later)."""
     import yaml
 
-    p = Path(path)
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: dict[str, int] = {}
+            for key_node, _ in node.value:
+                key = str(self.construct_object(key_node, deep=deep)).replace("-", "_")
+                line = key_node.start_mark.line + 1
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} appears twice (lines {seen[key]} and {line})",
+                        key_node.start_mark)
+                seen[key] = line
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
+
+
+def load_yaml(path: str) -> dict[str, Any]:
+    """Read a flat YAML recipe; keys may be written snake_case or kebab-case, each once."""
+    import yaml
+
+    p = Path(path).expanduser()
     if not p.is_file():
         raise AlignError(f"--config {path}: no such file")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise AlignError(f"--config {path}: not valid YAML ({e})") from e
+        data = yaml.load(p.read_text(encoding="utf-8"), Loader=_unique_key_loader()) or {}
+    except yaml.constructor.ConstructorError as e:
+        raise AlignError(f"--config {path}: {e.problem}") from e
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise AlignError(f"--config {path}: not valid YAML ({' '.join(str(e).split())})") from e
     if not isinstance(data, dict):
         raise AlignError(f"--config {path}: expected a mapping of flag: value, found "
                          f"{type(data).__name__}")
@@ -143,6 +166,8 @@ def _coerce(value: Any, tp: Any, key: str, origin: str) -> Any:
                 return value
             raise ValueError
         if tp is int and not isinstance(value, bool):
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError  # max_steps: 2.9 is a typo, not 2
             return int(value)
         if tp is float and not isinstance(value, bool):
             return float(value)
@@ -191,13 +216,58 @@ def resolve(algo_name: str, groups: dict[str, type], cli_values: dict[str, Any],
             group = owner_of[key]
             tp = field_types(groups[group])[key]
             values[group][key] = _coerce(value, tp, key, origin)
+            if value is not None and field_metavar(groups[group], key) in PATH_METAVARS:
+                values[group][key] = expand_home(values[group][key])
     try:
         built = {g: cls(**values[g]) for g, cls in groups.items()}
+        for group in built.values():
+            validate_fields(group)  # the one numeric/choice check, whatever __post_init__ does
     except ValueError as e:
         raise AlignError(str(e)) from e
-    return RunConfig(algo_name=algo_name, model=built["model"], lora=built["lora"],
-                     data=built["data"], train=built["train"], algo=built[algo_name],
-                     health=built.get("health"))
+    cfg = RunConfig(algo_name=algo_name, model=built["model"], lora=built["lora"],
+                    data=built["data"], train=built["train"], algo=built[algo_name],
+                    health=built.get("health"))
+    fill_learning_rates(cfg)
+    return cfg
+
+
+def field_metavar(cls: type, name: str) -> str | None:
+    return next(f.metadata.get("metavar") for f in dataclasses.fields(cls) if f.name == name)
+
+
+def expand_home(value: Any) -> Any:
+    """``~/x`` -> ``/home/me/x`` (and in comma lists); other values as they are."""
+    import os
+
+    if not isinstance(value, str) or "~" not in value:
+        return value
+    return ",".join(os.path.expanduser(part) if part.startswith("~") else part
+                    for part in value.split(","))
+
+
+def fill_learning_rates(cfg: RunConfig) -> None:
+    """Give every learning rate the user left unset the algorithm's default, from its registry
+    record (``AlgoSpec.default_lrs``), so that the printed and saved config holds the rates
+    that train. ``--learning-rate`` is the policy's rate: for an algorithm whose first rate
+    has its own name (PPO's ``--actor-lr``) it fills that one."""
+    from align.registry import ALGOS, default_learning_rate
+
+    spec = ALGOS.get(cfg.algo_name)
+    if spec is None:
+        return
+    filled = []
+    for i, name in enumerate(spec.default_lrs):
+        group = cfg.train if name == "learning_rate" else cfg.algo
+        if name != "learning_rate" and i == 0 and cfg.train.learning_rate is not None:
+            if getattr(group, name) is not None:
+                raise AlignError(f"give --{name.replace('_', '-')} or --learning-rate (its alias "
+                                 f"for {cfg.algo_name}), not both")
+            setattr(group, name, cfg.train.learning_rate)
+            cfg.train.learning_rate = None
+        if getattr(group, name) is None:
+            setattr(group, name, default_learning_rate(spec, name, cfg.lora.enabled))
+            filled.append(name)
+    cfg.lr_defaults = tuple(filled)
 
 
 def format_config(cfg: RunConfig) -> str:

@@ -10,16 +10,21 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from align.config import SHARED_GROUPS
 from align.errors import AlignError
-from align.health import HealthArgs
+from align.health.args import HealthArgs
 
 REWARD_MODEL_USE = ("required", "optional", "no")
 # Flag groups that only some algorithms take (named in AlgoSpec.extra_groups).
 EXTRA_GROUPS: dict[str, type] = {"health": HealthArgs}
+# LoRA/QLoRA adapters train at this multiple of the full fine-tuning rate: the ratio of
+# ms-swift's defaults (1e-4 for LoRA, 1e-5 for full fine-tuning).
+LORA_LR_FACTOR = 10.0
+# ms-swift's default for full fine-tuning (the offline algorithms, RM and SFT).
+FULL_FT_LR = {"learning_rate": 1e-5}
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,11 @@ class AlgoSpec:
     # configuration error; adds plan lines, notes and machine issues to the PlanReport
     # (align.plan). Must not load models or import user code.
     check: Callable[..., None] | None = None
+    # Default learning rates for full fine-tuning, by config field (LoRA: x LORA_LR_FACTOR);
+    # the first one is the policy's, which --learning-rate sets. Filled into the resolved
+    # config by align.options.fill_learning_rates, so the saved config holds the rates used.
+    default_lrs: dict[str, float] = field(default_factory=lambda: dict(FULL_FT_LR))
+    lr_source: str = "ms-swift defaults (1e-5 full fine-tuning, 1e-4 LoRA)"
 
     def __post_init__(self) -> None:
         if self.reward_model not in REWARD_MODEL_USE:
@@ -64,6 +74,11 @@ def register(spec: AlgoSpec) -> AlgoSpec:
         raise ValueError(f"algorithm {spec.name!r} is already registered")
     ALGOS[spec.name] = spec
     return spec
+
+
+def default_learning_rate(spec: AlgoSpec, name: str, lora: bool) -> float:
+    """The default of learning-rate field ``name`` for ``spec`` in this training mode."""
+    return spec.default_lrs[name] * (LORA_LR_FACTOR if lora else 1.0)
 
 
 def get_algo(name: str) -> AlgoSpec:
@@ -100,7 +115,8 @@ def _register_builtins() -> None:
     for spec in (
         AlgoSpec("ppo", "prompt", ppo_config.PPOConfig, ppo_run, needs_ref=True,
                  reward_model="required", online=True, extra_groups=("health",),
-                 check=ppo_state.check,
+                 check=ppo_state.check, default_lrs={"actor_lr": 5e-7, "critic_lr": 9e-6},
+                 lr_source="OpenRLHF train_ppo_llama.sh (7B); x10 for LoRA",
                  summary="Actor-critic RLHF with a reward model, token-level KL and GAE",
                  paper="https://arxiv.org/abs/1707.06347"),
         AlgoSpec("dpo", "pairwise", dpo.DPOArgs, dpo.run, needs_ref=True, reward_model="no",
@@ -123,12 +139,14 @@ def _register_builtins() -> None:
                  paper="https://arxiv.org/abs/2405.14734"),
         AlgoSpec("grpo", "prompt", grpo.GRPOArgs, grpo.run, needs_ref=True,
                  reward_model="optional", online=True, extra_groups=("health",),
-                 check=online.check,
+                 check=online.check, default_lrs={"learning_rate": 1e-6},
+                 lr_source="TRL's GRPO/RLOO default (1e-6); x10 for LoRA",
                  summary="Group Relative Policy Optimization with reward functions or a model",
                  paper="https://arxiv.org/abs/2402.03300"),
         AlgoSpec("rloo", "prompt", rloo.RLOOArgs, rloo.run, needs_ref=True,
                  reward_model="optional", online=True, extra_groups=("health",),
-                 check=online.check,
+                 check=online.check, default_lrs={"learning_rate": 1e-6},
+                 lr_source="TRL's GRPO/RLOO default (1e-6); x10 for LoRA",
                  summary="REINFORCE Leave-One-Out: GRPO's rewards with a leave-one-out baseline",
                  paper="https://arxiv.org/abs/2402.14740"),
         AlgoSpec("rm", "pairwise", rm.RMArgs, rm.run, needs_ref=False, reward_model="no",

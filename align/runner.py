@@ -7,8 +7,12 @@
    sources, KTO's batch size, ...)
 4. print the resolved config and the plan (what would be loaded, precision, batch, launch)
 5. stop here on --dry-run, with machine issues printed as warnings; in a real run a machine
-   issue stops the run. Otherwise prepare the output dir (resume or refuse to clobber), save
-   the resolved config, seed everything, and call the algorithm's runner
+   issue stops the run
+6. load-time checks that need no model: the tokenizer is there and not empty, a chat template
+   for chat data, the reward model has its score head
+7. open the output dir (align.output_dir: lock, resume with its config check, refuse to
+   clobber), save the resolved config (a new run only), seed everything, and call the
+   algorithm's runner; a run that fails before training leaves no directory behind
 
 Configuration errors (AlignError) stop a dry run and a real run alike; see align/plan.py.
 """
@@ -18,34 +22,22 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
-import re
-import time
 from pathlib import Path
 from typing import Any
 
 import click
 
+from align import checkpoints, output_dir
 from align.config import RunConfig, parse_list
 from align.data import Validated, load_valid, skip_report, write_skipped
-from align.data.store import select
+from align.data.store import content_digest, select
 from align.errors import AlignError
+from align.models import check_model_path
 from align.options import format_config
+from align.output_dir import CONFIG_FILE, FINAL_FILE
 from align.plan import (PlanReport, cuda_available, has_package, optimizer_issue,
                         short_run_warnings)
 from align.registry import AlgoSpec
-
-CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
-CONFIG_FILE = "align_config.yaml"
-
-
-def _looks_local(path: str) -> bool:
-    return path.startswith((".", "/", "~")) or path.endswith(".gguf") or path.count("/") != 1
-
-
-def check_model_path(flag: str, path: str | None) -> None:
-    """A path that is clearly local must exist; ``org/name`` may be a hub id."""
-    if path and _looks_local(path) and not Path(path).expanduser().exists():
-        raise AlignError(f"{flag} {path}: no such file or directory")
 
 
 def check_plan(cfg: RunConfig, spec: AlgoSpec) -> PlanReport:
@@ -203,13 +195,13 @@ def describe_plan(cfg: RunConfig, spec: AlgoSpec, report: PlanReport | None = No
     roles.update(report.roles)
     lines = [f"{name}: {text}" for name, text in roles.items()] + report.lines
     lines.append(f"precision: {_precision(cfg)}")
+    for name in spec.default_lrs:
+        value = getattr(cfg.train if name == "learning_rate" else cfg.algo, name)
+        given = f"default for {'LoRA/QLoRA' if lo.enabled else 'full fine-tuning'}: " \
+            f"{spec.lr_source}" if name in cfg.lr_defaults else "given"
+        lines.append(f"{name.replace('_', ' ')}: {value:g} ({given})")
     if not spec.online:
-        from align.algos.common import learning_rate
-
         t = cfg.train
-        given = "--learning-rate" if t.learning_rate is not None else \
-            "default for " + ("LoRA/QLoRA" if lo.enabled else "full fine-tuning")
-        lines.append(f"learning rate: {learning_rate(cfg):g} ({given})")
         world = world_size()
         lines.append(f"batch: {t.per_device_train_batch_size} per device x "
                      f"{t.gradient_accumulation_steps} accumulation x {world} process"
@@ -256,39 +248,38 @@ def _launch(cfg: RunConfig) -> str:
             f"{'' if world > 1 else ' (start it with accelerate launch for several GPUs)'}")
 
 
-def latest_checkpoint(output_dir: Path) -> Path | None:
-    """The highest-numbered complete ``checkpoint-N`` directory, or None."""
-    if not output_dir.is_dir():
-        return None
-    found = [(int(m.group(1)), p) for p in output_dir.iterdir()
-             if p.is_dir() and (m := CHECKPOINT_RE.match(p.name))]
-    return max(found)[1] if found else None
-
-
-def prepare_output_dir(cfg: RunConfig) -> Path:
-    """Create the output dir; refuse to mix a new run into an old one unless --resume."""
-    if not cfg.train.output_dir:
-        if cfg.train.resume:
-            raise AlignError("--resume needs --output-dir (the run to continue)")
-        cfg.train.output_dir = f"runs/{cfg.algo_name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    out = Path(cfg.train.output_dir)
-    ckpt = latest_checkpoint(out)
-    if cfg.train.resume and ckpt is None:
-        raise AlignError(f"--resume: no checkpoint-N directory in {out}; drop --resume to start "
-                         "a new run")
-    if not cfg.train.resume and ckpt is not None:
-        raise AlignError(f"{out} holds checkpoints of an earlier run ({ckpt.name}); pass --resume "
-                         "to continue it, or choose another --output-dir")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
 def save_config(cfg: RunConfig, out: Path) -> None:
-    """Write the resolved config; `--config DIR/align_config.yaml` repeats the run."""
+    """Write the resolved config of a new run; `--config DIR/align_config.yaml --output-dir
+    NEW` repeats it. A resume never rewrites it (it records itself in resumes.jsonl)."""
     import yaml
 
-    (out / CONFIG_FILE).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False),
-                                   encoding="utf-8")
+    with checkpoints.writing(out, CONFIG_FILE):
+        (out / CONFIG_FILE).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False),
+                                       encoding="utf-8")
+
+
+def input_paths(cfg: RunConfig) -> dict[str, str]:
+    """The files and directories a run reads, by flag (the output dir must not clobber them)."""
+    from align.config import PATH_METAVARS
+
+    found = {}
+    for group in cfg.groups().values():
+        for f in dataclasses.fields(group):
+            value, metavar = getattr(group, f.name), f.metadata.get("metavar")
+            if metavar in PATH_METAVARS and value and f.name != "output_dir":
+                path = str(value).rpartition(":")[0] if metavar == "FILE:FN" else str(value)
+                found["--" + f.name.replace("_", "-")] = path
+    return found
+
+
+def preflight(cfg: RunConfig, spec: AlgoSpec, train: Validated) -> None:
+    """Load-time checks that need no model (step 6 of the module docstring)."""
+    from align.models import check_chat_template, check_score_head, load_tokenizer
+
+    tokenizer = load_tokenizer(cfg.model.model, cfg.model)
+    check_chat_template(tokenizer, train, cfg.model.model)
+    if cfg.model.reward_model and not cfg.model.allow_new_score_head:
+        check_score_head(cfg.model.reward_model, cfg.model)
 
 
 def seed_everything(seed: int) -> None:
@@ -330,18 +321,33 @@ def execute(cfg: RunConfig, spec: AlgoSpec, dry_run: bool = False) -> dict[str, 
                 "would stop" if report.machine else "")
         click.echo(f"dry run OK: flags, config and data are valid; no model was loaded{tail}")
         return None
-    out = prepare_output_dir(cfg)
-    save_config(cfg, out)
-    click.echo(f"output: {out}")
-    for data, append in ((train, False), (evaluation, True)):
-        if data is not None and (path := write_skipped(data, out, append)):
-            click.echo(f"--skip-invalid: the dropped records are in {path}", err=True)
-    seed_everything(cfg.train.seed)
-    result = spec.run(cfg, train, evaluation)
-    if result:
-        (out / "final_metrics.json").write_text(json.dumps(result, indent=2, default=float),
-                                                encoding="utf-8")
-    finish_output(cfg, spec, train.summary(), result or {})
+    preflight(cfg, spec, train)
+    cfg.data_hash = content_digest(train.rows)
+    out_dir = output_dir.open_output_dir(cfg, input_paths(cfg))
+    out = out_dir.path
+    try:
+        if out_dir.resume_from is None:
+            save_config(cfg, out)
+        else:
+            output_dir.note_resume(out, out_dir.resume_from, out_dir.changes)
+            click.echo(f"resuming from {out_dir.resume_from.path}")
+        click.echo(f"output: {out}")
+        for data, append in ((train, False), (evaluation, True)):
+            if data is not None and (path := write_skipped(data, out, append)):
+                click.echo(f"--skip-invalid: the dropped records are in {path}", err=True)
+        seed_everything(cfg.train.seed)
+        result = spec.run(cfg, train, evaluation)
+        if result:
+            with checkpoints.writing(out, FINAL_FILE):
+                (out / FINAL_FILE).write_text(
+                    json.dumps(result, indent=2, default=float), encoding="utf-8")
+        with checkpoints.writing(out, "the model card"):
+            finish_output(cfg, spec, train.summary(), result or {})
+    except BaseException:
+        out_dir.discard_if_unstarted()
+        raise
+    finally:
+        out_dir.release()
     return result
 
 

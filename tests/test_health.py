@@ -132,3 +132,86 @@ def test_state_dict_roundtrip_continues_streaks():
 def test_invalid_on_collapse():
     with pytest.raises(ValueError, match="choose from"):
         HealthArgs(on_collapse="panic")
+
+
+@pytest.mark.parametrize("key", ["loss", "grad_norm", "logps/chosen", "grad/actor_norm",
+                                 "reward/raw", "reward", "logits/rejected"])
+def test_nan_watches_losses_gradients_logprobs_and_rewards(key):
+    assert [e.detector for e in HealthMonitor(HealthArgs()).check(1, {key: math.nan})] == ["nan"]
+
+
+def test_nan_ignores_what_may_be_nan_by_design():
+    # TRL logs a reward function's mean as NaN when it abstained on every completion
+    assert HealthMonitor(HealthArgs()).check(1, {"rewards/health_probe/mean": math.nan}) == []
+
+
+def test_nan_stops_the_run_even_under_warn():
+    m = HealthMonitor(HealthArgs(on_collapse="warn"))
+    assert m.decide(m.check(1, {"loss": math.nan})) == "stop"
+    assert m.decide(m.check(2, {"objective/kl": 500.0, "rollout/response_len": 3})) == "continue"
+
+
+def test_skipped_updates_stop_after_a_streak_not_at_once():
+    m = HealthMonitor(HealthArgs(health_patience=3))
+    rows = [{"grad/skipped_updates": 2.0}, {"grad/skipped_updates": 0.0}] + \
+        [{"grad/skipped_updates": 1.0}] * 3
+    assert _run(m, rows) == ["nan"]
+    assert m.events[0].step == 5 and "3 steps in a row" in m.events[0].message
+
+
+def test_healthy_is_false_while_a_streak_runs():
+    m = HealthMonitor(HealthArgs())
+    m.check(1, _healthy(1))
+    assert m.healthy()
+    m.check(2, {**_healthy(2), "rollout/response_len": 0.1})  # baseline not set yet: no streak
+    _run(m, [_healthy(0)] * 3)
+    m.check(9, {**_healthy(0), "rollout/response_len": 0.1})
+    assert not m.healthy()
+
+
+@pytest.mark.parametrize("algo,flag,absent", [
+    ("dpo", "--rpo-alpha", "--cpo-alpha"), ("cpo", "--cpo-alpha", "--rpo-alpha"),
+    ("kto", "--learning-rate", "--rpo-alpha"), ("orpo", "--beta", "--rpo-alpha")])
+def test_displacement_hints_name_only_the_algorithms_own_flags(algo, flag, absent):
+    from align.health.hints import hint
+
+    text = hint("likelihood_displacement", algo)
+    assert flag in text and absent not in text
+
+
+def test_ppo_hints_name_ppo_flags():
+    from align.health.hints import hint
+
+    assert "--actor-lr" in hint("nan", "ppo") and "--learning-rate" in hint("nan", "dpo")
+    assert "--missing-eos-penalty" in hint("repeater", "ppo")
+    assert "--missing-eos-penalty" not in hint("repeater", "grpo")
+
+
+def test_ppo_skips_a_non_finite_update():
+    import torch
+
+    from align.ppo.update import optimizer_step
+
+    model = torch.nn.Linear(3, 1)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    before = [p.detach().clone() for p in model.parameters()]
+    (model(torch.tensor([[1.0, math.nan, 0.0]])).sum()).backward()
+    assert math.isnan(optimizer_step(model, opt, sched, max_grad_norm=1.0))
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert all(p.grad is None for p in model.parameters())
+    model(torch.ones(1, 3)).sum().backward()
+    assert math.isfinite(optimizer_step(model, opt, sched, max_grad_norm=1.0))
+    assert not all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_rollback_rule_returns_to_the_newest_healthy_checkpoint(tmp_path):
+    from align.health.rollback import rollback_lr_scale, rollback_target
+    from tests.test_checkpoints import make_checkpoint
+
+    assert rollback_target(tmp_path) is None
+    make_checkpoint(tmp_path, 2)
+    make_checkpoint(tmp_path, 4)
+    make_checkpoint(tmp_path, 6, healthy=False)  # saved while a streak ran
+    assert rollback_target(tmp_path).step == 4
+    assert rollback_lr_scale(0.5, 1) == 0.5 and rollback_lr_scale(0.5, 3) == 0.125

@@ -203,7 +203,7 @@ def test_plan_states_precision_learning_rate_and_batch(capsys, pairs_file):
                           "--gradient-accumulation-steps", "8"], capsys)
     assert code == 0, err
     assert "precision: bf16 mixed precision, weights loaded as bfloat16" in out
-    assert "learning rate: 0.0001 (default for LoRA/QLoRA)" in out
+    assert "learning rate: 0.0001 (default for LoRA/QLoRA: ms-swift" in out
     assert "batch: 2 per device x 8 accumulation x 1 process = 16 pairs" in out
     assert out.rstrip().endswith("dry run OK: flags, config and data are valid; no model was "
                                  "loaded")

@@ -1,39 +1,33 @@
-"""What every TRL-backed adapter shares: mapping TrainArgs to a TRL config, loading the policy
-and reference, turning validated rows into a dataset, the metrics callback, resume and the
-final save. Algorithm-specific fields stay in each adapter.
+"""What every TRL-backed adapter shares to build its trainer: mapping TrainArgs to a TRL
+config, loading the policy and reference, turning validated rows into a dataset.
+Algorithm-specific fields stay in each adapter; how the built trainer runs (callbacks, resume,
+rollback or stop, the final save) is :mod:`align.algos.watched`.
 
 An adapter is two functions: ``build_trainer(cfg, data, eval_data, callbacks)`` returns
 ``(trainer, tokenizer)`` (tests use it to reach the trainer's loss on a fixed batch), and
-``run(cfg, data, eval_data)`` is ``run_trainer(cfg, build_trainer, data, eval_data)``.
+``run(cfg, data, eval_data)`` is ``watched.run_trainer(cfg, build_trainer, data, eval_data)``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import random
-from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import click
 
-from align import console
 from align.cache import cache_dir
 from align.config import RunConfig
 from align.errors import AlignError
-from align.metrics import MetricsLogger, run_logger, trainer_callback
-from align.runner import latest_checkpoint
-
-# ms-swift's defaults: 1e-5 for full fine-tuning, 1e-4 for LoRA/QLoRA adapters.
-DEFAULT_LR_FULL = 1e-5
-DEFAULT_LR_LORA = 1e-4
 
 
 def learning_rate(cfg: RunConfig) -> float:
-    """--learning-rate, else ms-swift's default for the training mode."""
-    if cfg.train.learning_rate is not None:
-        return cfg.train.learning_rate
-    return DEFAULT_LR_LORA if cfg.lora.enabled else DEFAULT_LR_FULL
+    """The policy's learning rate (the resolved config holds the registry's default when
+    --learning-rate was not given: align.options.fill_learning_rates)."""
+    if cfg.train.learning_rate is None:
+        raise ValueError("cfg.train.learning_rate is unset: build the config with "
+                         "align.options.resolve (it fills in the algorithm's default)")
+    return cfg.train.learning_rate
 
 
 def on_gpu() -> bool:
@@ -60,7 +54,7 @@ def trl_config(cfg: RunConfig, config_cls: type, has_eval: bool = False, **field
         logging_first_step=True,
         save_strategy="steps",
         save_steps=t.save_steps,
-        save_total_limit=t.save_total_limit,
+        save_total_limit=None,  # align rotates complete checkpoints (align.checkpoints)
         seed=t.seed,
         lr_scheduler_type=t.lr_scheduler_type,
         # a float in [0, 1) is a ratio in transformers 5
@@ -73,6 +67,7 @@ def trl_config(cfg: RunConfig, config_cls: type, has_eval: bool = False, **field
         use_liger_kernel=t.use_liger_kernel,
         deepspeed=t.deepspeed,
         report_to="none",  # align writes metrics.jsonl and TensorBoard itself
+        logging_nan_inf_filter=False,  # a NaN loss must reach the NaN detector, not become 0
         use_cpu=not on_gpu(),
         eval_strategy=eval_strategy(cfg, has_eval),
         eval_steps=(t.eval_steps or t.save_steps) if has_eval else None,
@@ -102,13 +97,11 @@ def eval_strategy(cfg: RunConfig, has_eval: bool) -> str:
 
 def load_tokenizer(cfg: RunConfig, data: Any = None) -> Any:
     """The policy's tokenizer; conversational data needs it to have a chat template."""
+    from align.models import check_chat_template
     from align.models import load_tokenizer as _load
 
     tok = _load(cfg.model.model, cfg.model)
-    if data is not None and data.form == "conversational" and not tok.chat_template:
-        raise AlignError(f"{data.file} holds chat messages, but the tokenizer of {cfg.model.model} "
-                         "has no chat template to render them; use a chat model, or write the "
-                         "data as plain strings")
+    check_chat_template(tok, data, cfg.model.model)
     calls = getattr(data, "tool_calls", 0)
     if calls and "tool_calls" not in _template_text(tok.chat_template):
         raise AlignError(f"{data.file} has {calls} assistant messages that call tools "
@@ -243,72 +236,3 @@ def to_dataset(data: Any, drop: tuple[str, ...] = ()) -> Any:
 
     ds = as_dataset(data.rows)
     return ds.remove_columns([c for c in drop if c in ds.column_names])
-
-
-def resume_checkpoint(cfg: RunConfig) -> tuple[str | None, int | None]:
-    """The checkpoint to resume from (with --resume) and its global step."""
-    if not cfg.train.resume:
-        return None, None
-    ckpt = latest_checkpoint(Path(cfg.train.output_dir))
-    state = json.loads((ckpt / "trainer_state.json").read_text()) \
-        if (ckpt / "trainer_state.json").exists() else {}
-    return str(ckpt), int(state.get("global_step", 0))
-
-
-def metrics_logger(cfg: RunConfig, resume_step: int | None) -> MetricsLogger:
-    return run_logger(cfg, cfg.train.output_dir, resume_step)
-
-
-def train(trainer: Any, resume_from: str | None) -> dict[str, Any]:
-    """Train (resuming if asked); return the run's metrics with the first and last loss."""
-    console.replace_progress_bar(trainer)  # align's bar instead of a metrics dict per step
-    result = trainer.train(resume_from_checkpoint=resume_from)
-    metrics = dict(result.metrics)
-    history = [r for r in trainer.state.log_history if "loss" in r]
-    if history:
-        metrics["first_loss"] = history[0]["loss"]
-        metrics["last_loss"] = history[-1]["loss"]
-    return metrics
-
-
-def save(trainer: Any, cfg: RunConfig, tokenizer: Any) -> None:
-    """Save the final model (full) or adapter (LoRA/QLoRA) and the tokenizer to --output-dir."""
-    trainer.save_model(cfg.train.output_dir)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(cfg.train.output_dir)
-    what = "LoRA adapter" if cfg.lora.enabled else "model"
-    click.echo(f"saved {what} to {cfg.train.output_dir}")
-    if cfg.lora.enabled:
-        click.echo(f"  merge it into a plain model: align merge-lora {cfg.train.output_dir} "
-                   "--output-dir MERGED_DIR")
-
-
-def train_and_save(trainer: Any, cfg: RunConfig, tokenizer: Any, resume_from: str | None
-                   ) -> dict[str, Any]:
-    metrics = train(trainer, resume_from)
-    save(trainer, cfg, tokenizer)
-    return metrics
-
-
-Builder = Callable[..., tuple[Any, Any]]
-
-
-def run_trainer(cfg: RunConfig, build: Builder, data: Any, eval_data: Any = None,
-                callbacks: Sequence[Any] = ()) -> dict[str, Any]:
-    """The body of every adapter's ``run``: metrics logger, build, train, save; with the
-    shared health monitor (``--on-collapse``) for algorithms that take the health flags."""
-    resume_from, resume_step = resume_checkpoint(cfg)
-
-    def new_metrics_cb(step: int | None) -> Any:
-        return trainer_callback(metrics_logger(cfg, step))
-
-    metrics_cb = new_metrics_cb(resume_step)
-    if cfg.health is None:
-        trainer, tokenizer = build(cfg, data, eval_data, callbacks=[metrics_cb, *callbacks])
-        return train_and_save(trainer, cfg, tokenizer, resume_from)
-    from align.algos.trl_health import TrainerHealth
-
-    health = TrainerHealth(cfg, resume_from)
-    trainer, tokenizer = build(cfg, data, eval_data,
-                               callbacks=[*health.callbacks(metrics_cb), *callbacks])
-    return health.train(trainer, cfg, tokenizer, resume_from, metrics_cb, new_metrics_cb)

@@ -28,11 +28,6 @@ from align.data.store import Rows
 from align.errors import AlignError
 from align.rewards.builtin import BUILTIN_REWARDS, DEFAULT_FORMAT_PATTERN
 
-# Learning rates when --learning-rate is not given: TRL's GRPO/RLOO default for full
-# fine-tuning, ten times that for LoRA adapters (the same ratio as ms-swift's 1e-5 / 1e-4).
-DEFAULT_LR_FULL = 1e-6
-DEFAULT_LR_LORA = 1e-5
-
 
 @dataclass
 class OnlineArgs:
@@ -185,8 +180,7 @@ def check(cfg: Any, data: Any, report: Any) -> None:
         issue = vllm_issue()
         if issue:
             report.machine_issue(issue)
-    lr = t.learning_rate if t.learning_rate is not None else \
-        DEFAULT_LR_LORA if cfg.lora.enabled else DEFAULT_LR_FULL
+    lr = t.learning_rate
     world = int(os.environ.get("WORLD_SIZE", "1"))
     per_step = t.per_device_train_batch_size * t.gradient_accumulation_steps * world
     generated = generation_batch(cfg) or per_step
@@ -214,8 +208,6 @@ def trl_fields(cfg: Any, weights: list[float]) -> dict[str, Any]:
     """TRL config fields both trainers share, from our flags."""
     a = cfg.algo
     lr = cfg.train.learning_rate
-    if lr is None:
-        lr = DEFAULT_LR_LORA if cfg.lora.enabled else DEFAULT_LR_FULL
     g_eval = a.num_generations_eval or a.num_generations
     fields = dict(
         learning_rate=lr, beta=a.beta, num_generations=a.num_generations,
@@ -273,9 +265,7 @@ class Session:
     trainer: Any
     tokenizer: Any
     plan: Any  # align.rewards.sources.RewardPlan
-    health: Any  # align.algos.trl_health.TrainerHealth
-    metrics_cb: Any
-    new_metrics_cb: Any  # step -> a fresh metrics callback (after a rollback)
+    watch: Any  # align.algos.watched.Watch: metrics, complete checkpoints, health
     resume_from: str | None
     eval_rows: list[dict[str, Any]] | None
 
@@ -296,8 +286,8 @@ def _evaluate(s: Session, cfg: Any, when: str) -> dict[str, float]:
 def prepare(cfg: Any, data: Any, eval_data: Any, config_cls: type, trainer_cls: type,
             **algo_fields: Any) -> Session:
     """Steps 1-3 of the module docstring: check, load, build the trainer (no training)."""
-    from align.algos import common, online_health
-    from align.algos.trl_health import TrainerHealth
+    from align.algos import common, watched
+    from align.health import online as online_health
     from align.models import load_causal_lm, load_tokenizer, lora_config
     from align.rewards import sources as rs
 
@@ -323,25 +313,22 @@ def prepare(cfg: Any, data: Any, eval_data: Any, config_cls: type, trainer_cls: 
         raise AlignError(f"--algo {name}: {e}") from e
     model = load_causal_lm(cfg.model.model, cfg.model, cfg.lora, cfg.train)
     # 3. trainer with metrics and health callbacks (canonical names first, then the writers)
-    resume_from, resume_step = common.resume_checkpoint(cfg)
-    health = TrainerHealth(cfg, resume_from, canonical=online_health.canonical)
-
-    def new_metrics_cb(step: int | None) -> Any:
-        return common.trainer_callback(common.metrics_logger(cfg, step))
-
-    metrics_cb = new_metrics_cb(resume_step)
+    resume_from, resume_step = watched.resume_checkpoint(cfg)
+    w = watched.watch(cfg, resume_from, resume_step, canonical=online_health.canonical)
+    guard = rs.AbstainGuard(plan)  # a model always scores; other sources may all abstain
+    batch_done = None if any(s.kind == "model" for s in plan.sources) else guard.batch_done
     trainer = trainer_cls(
         model=model, args=args,
-        reward_funcs=[s.func for s in plan.sources] + [online_health.RepeatProbe()],
+        reward_funcs=[guard.wrap(s.func) if s.kind != "model" else s.func
+                      for s in plan.sources] + [online_health.RepeatProbe(batch_done)],
         reward_processing_classes=[s.tokenizer for s in plan.sources] + [None],
         train_dataset=common.to_dataset(dataclasses.replace(data, rows=rows)),
         processing_class=tokenizer, peft_config=lora_config(cfg.lora),
-        callbacks=health.callbacks(metrics_cb))
+        callbacks=w.callbacks())
     for source, prepared in zip(plan.sources, trainer.reward_funcs):
         source.func = prepared  # reward models as the trainer placed them (device)
     eval_rows = uniform_columns(eval_data.rows) if eval_data is not None else None
-    return Session(trainer, tokenizer, plan, health, metrics_cb, new_metrics_cb,
-                   resume_from, eval_rows)
+    return Session(trainer, tokenizer, plan, w, resume_from, eval_rows)
 
 
 def run_online(cfg: Any, data: Any, eval_data: Any, config_cls: type, trainer_cls: type,
@@ -350,7 +337,8 @@ def run_online(cfg: Any, data: Any, eval_data: Any, config_cls: type, trainer_cl
     s = prepare(cfg, data, eval_data, config_cls, trainer_cls, **algo_fields)
     # 4-6. evaluate, train (rollback / stop on collapse), evaluate again with the same seed
     before = _evaluate(s, cfg, "before") if s.eval_rows else {}
-    metrics = s.health.train(s.trainer, cfg, s.tokenizer, s.resume_from, s.metrics_cb,
-                             s.new_metrics_cb)
+    from align.algos import watched
+
+    metrics = watched.train_watched(s.trainer, cfg, s.tokenizer, s.resume_from, s.watch)
     after = _evaluate(s, cfg, "after") if s.eval_rows else {}
     return {**metrics, **before, **after, "reward_sources": s.plan.describe()}

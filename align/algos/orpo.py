@@ -45,6 +45,6 @@ def build_trainer(cfg: Any, data: Any, eval_data: Any = None,
 
 
 def run(cfg: Any, data: Any, eval_data: Any = None) -> dict[str, Any]:
-    from align.algos import common
+    from align.algos import watched
 
-    return common.run_trainer(cfg, build_trainer, data, eval_data)
+    return watched.run_trainer(cfg, build_trainer, data, eval_data)

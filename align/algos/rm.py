@@ -25,6 +25,7 @@ from typing import Any, Sequence
 
 import click
 
+from align import checkpoints
 from align.config import arg
 
 # Held out for the final accuracy when neither --eval-dataset nor --eval-split is given.
@@ -179,18 +180,25 @@ def save_reward_model(trainer: Any, cfg: Any, tokenizer: Any) -> None:
 
 
 def run(cfg: Any, data: Any, eval_data: Any = None) -> dict[str, Any]:
-    from align.algos import common
+    from align.algos import watched
 
     train_data, held_out, where = hold_out(cfg, data, eval_data)
-    resume_from, resume_step = common.resume_checkpoint(cfg)
-    logger = common.metrics_logger(cfg, resume_step)
-    trainer, tokenizer = build_trainer(cfg, train_data, held_out,
-                                       callbacks=[common.trainer_callback(logger)])
-    metrics = common.train(trainer, resume_from)
-    scored = trainer.eval_dataset if trainer.eval_dataset is not None else trainer.train_dataset
-    accuracy = pairwise_accuracy(trainer.model, scored, tokenizer.pad_token_id,
-                                 cfg.train.per_device_train_batch_size)
-    click.echo(f"pairwise accuracy on {len(scored)} {where} pairs: {accuracy:.3f}")
-    metrics["eval_pairwise_accuracy"] = accuracy
-    save_reward_model(trainer, cfg, tokenizer)
-    return metrics
+    resume_from, resume_step = watched.resume_checkpoint(cfg)
+    w = watched.watch(cfg, resume_from, resume_step)
+    trainer, tokenizer = build_trainer(cfg, train_data, held_out, callbacks=w.callbacks())
+    scored: dict[str, float] = {}
+
+    def score_and_save(trainer: Any, cfg: Any, tokenizer: Any) -> None:
+        watched.check_finite(trainer.model, cfg, "at the end of training")
+        pairs = trainer.eval_dataset if trainer.eval_dataset is not None \
+            else trainer.train_dataset
+        accuracy = pairwise_accuracy(trainer.model, pairs, tokenizer.pad_token_id,
+                                     cfg.train.per_device_train_batch_size)
+        click.echo(f"pairwise accuracy on {len(pairs)} {where} pairs: {accuracy:.3f}")
+        scored["eval_pairwise_accuracy"] = accuracy
+        with checkpoints.writing(cfg.train.output_dir, "the final reward model"):
+            save_reward_model(trainer, cfg, tokenizer)
+
+    metrics = watched.train_watched(trainer, cfg, tokenizer, resume_from, w,
+                                   save_model=score_and_save)
+    return metrics | scored

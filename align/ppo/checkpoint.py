@@ -8,10 +8,10 @@
 - ``state.json``: step, data positions, KL controller, reward statistics, health monitor, the
   Python and NumPy RNG states and the rest of the trainer's state.
 
-A checkpoint is written to ``checkpoint-N.tmp`` and renamed into place (``os.replace``), so a run
-killed mid-save leaves a ``.tmp`` directory that resume ignores, never a checkpoint that looks
-complete but is not. The environment variable ``ALIGN_PPO_KILL_IN_SAVE=N`` (a test hook) sends
-SIGKILL to the process while checkpoint N is half written.
+A checkpoint is written to ``checkpoint-N.tmp``, marked complete (``align.checkpoints``: files
+fsync'd, then the marker with the run's config) and renamed into place (``os.replace``), so a
+run killed mid-save leaves a ``.tmp`` directory that resume moves aside, never a checkpoint
+that looks complete but is not. Weights that are not finite are never saved.
 """
 
 from __future__ import annotations
@@ -19,20 +19,18 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
 import shutil
-import signal
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from align import checkpoints
+from align.errors import AlignError
 from align.ppo.models import Roles
 
 STATE_FILE, OPTIM_FILE = "state.json", "optim.pt"
-KILL_ENV = "ALIGN_PPO_KILL_IN_SAVE"
-_CKPT = re.compile(r"^checkpoint-(\d+)$")
 
 
 def rng_state() -> tuple[dict[str, Any], dict[str, Any]]:
@@ -80,26 +78,38 @@ def load_model_weights(model: Any, directory: Path) -> None:
     model.load_state_dict(state, strict=False)
 
 
+class NonFiniteWeights(AlignError):
+    """The weights hold NaN/inf: the checkpoint was not written."""
+
+    exit_code = 3
+
+
 def save_checkpoint(out: Path, step: int, roles: Roles, state: dict[str, Any],
-                    tensors: dict[str, Any]) -> Path:
-    """Write checkpoint-``step`` atomically; ``state`` is JSON-able, ``tensors`` for torch.save."""
+                    tensors: dict[str, Any], run: dict[str, Any] | None = None,
+                    healthy: bool = True) -> Path:
+    """Write checkpoint-``step`` atomically; ``state`` is JSON-able, ``tensors`` for torch.save,
+    ``run`` the record its marker keeps (align.checkpoints.run_record)."""
+    from align.health.nonfinite import describe, nonfinite_parameters
+
+    bad = nonfinite_parameters(roles.actor, roles.critic)
+    if bad:
+        raise NonFiniteWeights(f"{len(bad)} weight tensors are not finite ({describe(bad)}); "
+                               f"checkpoint-{step} was not written")
     final, tmp = out / f"checkpoint-{step}", out / f"checkpoint-{step}.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)  # left by a run killed while saving
-    tmp.mkdir(parents=True)
-    save_model(roles.actor, tmp / "actor")
-    roles.tokenizer.save_pretrained(str(tmp / "actor"))
-    save_model(roles.critic, tmp / "critic")
-    torch.save(tensors, tmp / OPTIM_FILE)
-    (tmp / STATE_FILE).write_text(json.dumps(state), encoding="utf-8")
-    if os.environ.get(KILL_ENV) == str(step):
-        os.kill(os.getpid(), signal.SIGKILL)
-    old = out / f"checkpoint-{step}.old"
-    if final.exists():  # saving a step again after a rollback: keep the old one until renamed
-        os.replace(final, old)
-    os.replace(tmp, final)
-    if old.exists():
-        shutil.rmtree(old)
+    with checkpoints.writing(out, f"checkpoint-{step}"):
+        tmp.mkdir(parents=True)
+        save_model(roles.actor, tmp / "actor")
+        roles.tokenizer.save_pretrained(str(tmp / "actor"))
+        save_model(roles.critic, tmp / "critic")
+        torch.save(tensors, tmp / OPTIM_FILE)
+        (tmp / STATE_FILE).write_text(json.dumps(state), encoding="utf-8")
+        checkpoints.mark_complete(tmp, step, run or {}, healthy=healthy)
+        if final.exists():  # saving a step again: the old one goes first, at once
+            checkpoints.remove(final)
+        os.replace(tmp, final)
+        checkpoints.fsync_dir(out)
     return final
 
 
@@ -110,20 +120,3 @@ def load_checkpoint(ckpt: Path, roles: Roles) -> tuple[dict[str, Any], dict[str,
     state = json.loads((ckpt / STATE_FILE).read_text(encoding="utf-8"))
     tensors = torch.load(ckpt / OPTIM_FILE, weights_only=True, map_location="cpu")
     return state, tensors
-
-
-def checkpoint_steps(out: Path) -> list[int]:
-    """Steps of the complete checkpoints in ``out``, oldest first."""
-    if not out.is_dir():
-        return []
-    return sorted(int(m.group(1)) for p in out.iterdir() if (m := _CKPT.match(p.name)))
-
-
-def rotate(out: Path, limit: int | None, keep: int | None) -> None:
-    """Delete the oldest checkpoints beyond ``limit``, never the step ``keep`` (last healthy)."""
-    if not limit:
-        return
-    steps = checkpoint_steps(out)
-    for step in steps[:-limit]:
-        if step != keep:
-            shutil.rmtree(out / f"checkpoint-{step}")

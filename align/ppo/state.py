@@ -15,11 +15,6 @@ from typing import Any
 from align.config import RunConfig
 from align.errors import AlignError
 
-# Learning rates for 7B models in OpenRLHF's train_ppo_llama.sh; LoRA adapters use 10x,
-# the ratio of ms-swift's LoRA and full fine-tuning defaults.
-ACTOR_LR, CRITIC_LR, LORA_LR_FACTOR = 5e-7, 9e-6, 10.0
-
-
 def check_supported(cfg: RunConfig) -> None:
     """Refuse flag combinations this engine would get silently wrong."""
     import os
@@ -66,7 +61,7 @@ def check(cfg: RunConfig, data: Any, report: Any) -> None:
     """PPO's pre-training checks (``AlgoSpec.check``), for dry runs and real runs alike:
     the refused flag combinations, the critic's and the PTX data's paths, and the plan."""
     from align.data import load_valid
-    from align.runner import check_model_path
+    from align.models import check_model_path
 
     check_supported(cfg)
     a, lo = cfg.algo, cfg.lora
@@ -120,10 +115,9 @@ def rollout_plan(a: Any) -> str:
 
 
 def learning_rates(cfg: RunConfig) -> tuple[float, float]:
-    """(actor, critic) learning rates: flags first, then the defaults for the training mode."""
-    a, scale = cfg.algo, LORA_LR_FACTOR if cfg.lora.enabled else 1.0
-    actor = a.actor_lr or cfg.train.learning_rate or ACTOR_LR * scale
-    return actor, a.critic_lr or CRITIC_LR * scale
+    """(actor, critic) learning rates of the resolved config: the flags, else the defaults of
+    PPO's registry record for the training mode (align.options.fill_learning_rates)."""
+    return cfg.algo.actor_lr, cfg.algo.critic_lr
 
 
 def total_steps(cfg: RunConfig, num_prompts: int) -> int:
@@ -230,7 +224,7 @@ class PPORun:
                    sampler=Sampler(len(prompts), a.rollout_batch_size, t.seed),
                    ptx_sampler=ptx_sampler,
                    kl_ctl=KLController(a.kl_coef, a.target_kl, a.kl_horizon),
-                   reward_stats=RunningMoments(), monitor=HealthMonitor(cfg.health),
+                   reward_stats=RunningMoments(), monitor=HealthMonitor(cfg.health, "ppo"),
                    out=Path(t.output_dir), total_steps=steps, prompt_limit=limit)
 
     # --- exact resume -------------------------------------------------------------------------
@@ -274,13 +268,15 @@ class PPORun:
 
     def save(self, healthy: bool) -> Path:
         """Save checkpoint-<step> atomically; rotate old ones but keep the last healthy one."""
-        from align.ppo.checkpoint import rotate, save_checkpoint
+        from align.checkpoints import rotate, run_record
+        from align.ppo.checkpoint import save_checkpoint
 
         if healthy:
             self.healthy_step = self.step
         plain, tensors = self.state_dict()
-        path = save_checkpoint(self.out, self.step, self.roles, plain, tensors)
-        rotate(self.out, self.cfg.train.save_total_limit, self.healthy_step)
+        path = save_checkpoint(self.out, self.step, self.roles, plain, tensors,
+                               run_record(self.cfg), healthy)
+        rotate(self.out, self.cfg.train.save_total_limit)
         return path
 
     def restore(self, step: int) -> None:

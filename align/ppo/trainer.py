@@ -18,27 +18,53 @@ from align.health import CollapseStop, health_metrics, rollout_stats
 from align.ppo.state import PPORun, scale_lr
 
 
-
 def run(cfg: RunConfig, data: Any, eval_data: Any = None) -> dict[str, Any]:
     """Train PPO on the validated prompts in ``data``; return the final metrics.
 
     The runner has already called :func:`align.ppo.state.check` (unsupported flags refused)."""
+    from align.checkpoints import latest
     from align.metrics import run_logger
-    from align.runner import latest_checkpoint
 
     ppo = PPORun.create(cfg, data, eval_data)
     click.echo(describe(ppo))
     resume_step = None
     if cfg.train.resume:
-        ckpt = latest_checkpoint(ppo.out)
+        ckpt = latest(ppo.out).path
         ppo.restore(int(ckpt.name.split("-")[1]))
+        rebase_learning_rates(ppo)
         resume_step = ppo.step
+        ppo.latest_eval = logged_eval(ppo)
         click.echo(f"resumed from {ckpt} (step {ppo.step} of {ppo.total_steps})")
     logger = run_logger(cfg, ppo.out, resume_step)
     try:
         return train(ppo, logger)
     finally:
         logger.close()
+
+
+def logged_eval(ppo: PPORun) -> tuple[int, dict[str, float]] | None:
+    """The held-out evaluation the interrupted run logged at the resumed step (the one before
+    its checkpoint): a run resumed at its last step does not log it twice."""
+    from align.metrics import read_metrics
+
+    path = ppo.out / "metrics.jsonl"
+    rows = [r for r in read_metrics(path) if r.get("step") == ppo.step and "eval/reward" in r] \
+        if path.exists() else []
+    return (ppo.step, {k: v for k, v in rows[-1].items() if k.startswith("eval/")}) \
+        if rows else None
+
+
+def rebase_learning_rates(ppo: PPORun) -> None:
+    """Train a resumed run at this run's --actor-lr/--critic-lr (changed with
+    --resume-allow-change): the restored schedules keep their position and rollback factor."""
+    from align.ppo.state import learning_rates
+
+    o = ppo.optim
+    actor_lr, critic_lr = learning_rates(ppo.cfg)
+    for opt, schedule, base in ((o.actor, o.actor_scheduler, actor_lr * ppo.lr_scale),
+                                (o.critic, o.critic_scheduler, critic_lr)):
+        if schedule.base_lrs[0] != base:
+            scale_lr(opt, schedule, base / schedule.base_lrs[0])
 
 
 def describe(ppo: PPORun) -> str:
@@ -65,7 +91,7 @@ def train(ppo: PPORun, logger: Any) -> dict[str, Any]:
     while ppo.step < ppo.total_steps:
         ppo.step += 1
         # 1-4. rollout, rewards, advantages, PPO update (see ppo_step)
-        metrics, exp = ppo_step(ppo)
+        metrics, exp = checked_step(ppo)
         # 5. log, check health (warn / stop / roll back), evaluate and save
         metrics |= rollout_metrics(exp, a.max_new_tokens, ppo)
         logged = ppo.step % t.logging_steps == 0 or ppo.step == ppo.total_steps
@@ -81,6 +107,32 @@ def train(ppo: PPORun, logger: Any) -> dict[str, Any]:
             ppo.save(healthy=not events and not any(ppo.monitor.streaks.values()))
     bar.close()
     return finish(ppo, logger)
+
+
+def checked_step(ppo: PPORun) -> tuple[dict[str, float], Any]:
+    """:func:`ppo_step`, stopped (exit 3, nothing saved) when the weights or the sampling
+    probabilities are no longer finite: an update skipped for a non-finite gradient keeps
+    them finite, a finite but huge one may not."""
+    from align.health.nonfinite import describe, is_sampling_error, nonfinite_parameters
+
+    try:
+        metrics, exp = ppo_step(ppo)
+    except RuntimeError as e:
+        if not is_sampling_error(e):
+            raise
+        raise nan_stop(ppo, f"sampling at step {ppo.step} met NaN/inf probabilities "
+                            "(the policy's logits are not finite)") from None
+    bad = nonfinite_parameters(ppo.roles.actor, ppo.roles.critic)
+    if bad:
+        raise nan_stop(ppo, f"the weights became NaN/inf: {len(bad)} tensors are not finite "
+                            f"after the update of step {ppo.step} ({describe(bad)})")
+    return metrics, exp
+
+
+def nan_stop(ppo: PPORun, what: str) -> Exception:
+    from align.health.nonfinite import nonfinite_stop
+
+    return nonfinite_stop(ppo.out, "ppo", what, "--actor-lr", ppo.cfg.algo.actor_lr)
 
 
 def ppo_step(ppo: PPORun) -> tuple[dict[str, float], Any]:
@@ -233,8 +285,19 @@ def act_on_health(ppo: PPORun, events: list[Any], logger: Any, bar: Any) -> str:
     ppo.monitor.notes.clear()
     if action in ("continue", "warn"):
         return action
-    if action == "rollback" and ppo.healthy_step is not None:
-        return roll_back(ppo, logger, bar)
+    nan = [e for e in events if e.detector == "nan"]
+    if nan:
+        from align.health.rollback import set_aside_broken
+
+        set_aside_broken(ppo.out, ppo.step, ppo.cfg.train.logging_steps)
+    if action == "rollback":
+        from align.health.rollback import rollback_target
+
+        target = rollback_target(ppo.out)
+        if target is not None:
+            return roll_back(ppo, target.step, logger, bar)
+    if nan:
+        raise nan_stop(ppo, nan[0].message.split(". Try:")[0] + f" at step {ppo.step}")
     path = ppo.save(healthy=False)
     why = "" if action == "stop" else " (no healthy checkpoint to roll back to)"
     raise CollapseStop(f"training stopped at step {ppo.step}{why}: "
@@ -242,12 +305,15 @@ def act_on_health(ppo: PPORun, events: list[Any], logger: Any, bar: Any) -> str:
                        "the flags the hints name and continue with --resume")
 
 
-def roll_back(ppo: PPORun, logger: Any, bar: Any) -> str:
-    """Reload the last healthy checkpoint and lower the actor LR by --rollback-lr-factor."""
+def roll_back(ppo: PPORun, step: int, logger: Any, bar: Any) -> str:
+    """Reload checkpoint ``step`` (align.health.rollback's target) and lower the actor LR."""
+    from align.health.rollback import roll_back_checkpoints, rollback_lr_scale
+
     factor = ppo.cfg.health.rollback_lr_factor
     fired_at, events, rollbacks = ppo.step, list(ppo.monitor.events), ppo.monitor.rollbacks
-    target_scale = ppo.lr_scale * factor
-    ppo.restore(ppo.healthy_step)
+    target_scale = rollback_lr_scale(factor, rollbacks)
+    ppo.restore(step)
+    roll_back_checkpoints(ppo.out, step)
     ppo.monitor.events, ppo.monitor.rollbacks = events, rollbacks  # remember what happened
     scale_lr(ppo.optim.actor, ppo.optim.actor_scheduler, target_scale / ppo.lr_scale)
     ppo.lr_scale = target_scale
@@ -279,8 +345,16 @@ def finish(ppo: PPORun, logger: Any) -> dict[str, Any]:
         last = rows[-1]
         result |= {"reward_raw_first": rows[0]["reward/raw"], "reward_raw_last": last["reward/raw"],
                    "kl_last": last["objective/kl"]}
-    ppo.roles.actor.save_pretrained(str(ppo.out))
-    ppo.roles.tokenizer.save_pretrained(str(ppo.out))
-    ppo.roles.critic.save_pretrained(str(ppo.out / "critic"))
+    from align.checkpoints import writing
+    from align.health.nonfinite import describe, nonfinite_parameters
+
+    bad = nonfinite_parameters(ppo.roles.actor, ppo.roles.critic)
+    if bad:
+        raise nan_stop(ppo, f"the weights became NaN/inf: {len(bad)} tensors are not finite "
+                            f"at the end of training ({describe(bad)})")
+    with writing(ppo.out, "the final actor and critic"):
+        ppo.roles.actor.save_pretrained(str(ppo.out))
+        ppo.roles.tokenizer.save_pretrained(str(ppo.out))
+        ppo.roles.critic.save_pretrained(str(ppo.out / "critic"))
     click.echo(f"saved the actor to {ppo.out} and the critic to {ppo.out / 'critic'}")
     return result | ppo.monitor.summary()

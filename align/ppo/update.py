@@ -6,12 +6,14 @@ guards here are the one-to-three-line "trick" switches of STYLE.md section 3.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from align.health.detectors import SKIPPED
 from align.ppo.config import PPOConfig
 from align.ppo.kl_control import KLController
 from align.ppo.losses import (clip_advantages, entropy_from_logits, explained_variance, gae,
@@ -101,13 +103,16 @@ def ptx_loss(actor: Any, ids: Tensor, mask: Tensor) -> Tensor:
 
 
 def optimizer_step(model: Any, optimizer: Any, scheduler: Any, max_grad_norm: float) -> float:
-    """Clip the global gradient norm (Secrets of RLHF), step, and return the pre-clip norm."""
+    """Clip the global gradient norm (Secrets of RLHF), step, and return the pre-clip norm.
+    A non-finite norm (a NaN/inf loss or gradient) skips the update, schedule included, so
+    the weights stay finite."""
     limit = max_grad_norm if max_grad_norm > 0 else float("inf")
-    norm = torch.nn.utils.clip_grad_norm_(trainable(model), limit)
-    optimizer.step()
-    scheduler.step()
+    norm = float(torch.nn.utils.clip_grad_norm_(trainable(model), limit))
+    if math.isfinite(norm):
+        optimizer.step()
+        scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    return float(norm)
+    return norm
 
 
 def accumulate(actor: Any, critic: Any, mini: Experience, micro_size: int, a: PPOConfig,
@@ -171,4 +176,12 @@ def ppo_update(roles: Any, optim: Any, exp: Experience, a: PPOConfig, micro_size
                 critic, optim.critic, optim.critic_scheduler, max_grad_norm))
     actor.eval()
     critic.eval()
-    return {k: sum(v) / len(v) for k, v in stats.items()}
+    # means over the finite values; the skipped updates are counted (align.health's NaN
+    # detector stops a run that keeps skipping)
+    skipped = sum(not math.isfinite(n) for k in ("grad/actor_norm", "grad/critic_norm")
+                  for n in stats.get(k, []))
+    out = {}
+    for k, v in stats.items():
+        finite = [x for x in v if math.isfinite(x)]
+        out[k] = sum(finite) / len(finite) if finite else float("nan")
+    return out | {SKIPPED: float(skipped)}

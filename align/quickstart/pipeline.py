@@ -99,7 +99,8 @@ def train(algo: str, model: str, dataset: Path, output: Path, opts: Options,
 
     spec = get_algo(algo)
     values = {**recipe(algo, opts), **flags, "model": model,
-              "dataset": str(dataset), "output_dir": str(output), "seed": opts.seed}
+              "dataset": str(dataset), "output_dir": str(output), "seed": opts.seed,
+              "overwrite_output_dir": True}  # the quickstart's own directories: a rerun redoes them
     if "max_steps" in values:
         values["max_steps"] = _scaled(values["max_steps"], opts, minimum=4)
     cfg = resolve(spec.name, spec.groups(), values, {}, flag_owners())
@@ -182,9 +183,10 @@ def load(path: Path | str, kind: str = "lm") -> Any:
 
 
 def checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
-    found = [(int(p.name.split("-")[1]), p) for p in run_dir.glob("checkpoint-*")
-             if p.name.split("-")[1].isdigit()]
-    return sorted(found)
+    """The run's complete checkpoints, oldest first (align.checkpoints decides)."""
+    from align.checkpoints import scan
+
+    return [(c.step, c.path) for c in scan(run_dir)[0]]
 
 
 def write_prompts(path: Path, prompts: list[task.Prompt], repeat: int) -> Path:

@@ -43,7 +43,7 @@ def health_cell(result: dict[str, Any]) -> str:
 def alarms(summary: dict[str, Any]) -> list[str]:
     """Each health alarm explained: what the detector saw in words, the numbers, what to try
     in the flags of the algorithm that raised it, and what the held-out gold reward says."""
-    from align.health import MEANING
+    from align.health.hints import MEANING
 
     lines = []
     sft_gold = summary["sft"]["gold_reward"]

@@ -39,6 +39,14 @@ def _where(exc: BaseException, path: Path) -> str:
     return f" ({path.name} line {frames[-1].lineno})" if frames else ""
 
 
+def _what(e: BaseException) -> str:
+    """The exception in words; a plugin calling sys.exit() must not end the run quietly."""
+    if isinstance(e, SystemExit):
+        return (f"SystemExit (it called sys.exit({e.code!r}) or exit(); a reward function must "
+                "return its rewards, not end the program)")
+    return f"{type(e).__name__}: {e}"
+
+
 def _import_file(path: Path, label: str) -> Any:
     module_name = f"align_reward_plugin_{abs(hash(str(path.resolve())))}"
     spec = importlib.util.spec_from_file_location(module_name, path)
@@ -48,10 +56,10 @@ def _import_file(path: Path, label: str) -> Any:
     sys.modules[module_name] = module  # dataclasses/pickle inside the plugin look it up here
     try:
         spec.loader.exec_module(module)
-    except Exception as e:  # noqa: BLE001 - any failure in user code becomes one clear message
+    except (Exception, SystemExit) as e:  # noqa: BLE001 - user code: one clear message
         sys.modules.pop(module_name, None)
         raise AlignError(f"--reward-fn {label}: importing {path} failed{_where(e, path)}: "
-                         f"{type(e).__name__}: {e}") from e
+                         f"{_what(e)}") from e
     return module
 
 
@@ -149,9 +157,8 @@ def load_reward_fn(spec: str, columns: Iterable[str] = ()) -> Callable[..., list
             kwargs = {k: v for k, v in kwargs.items() if k in accepted}
         try:
             out = fn(prompts=prompts, completions=completions, **kwargs)
-        except Exception as e:  # noqa: BLE001 - user code: report it with file and function
-            raise AlignError(f"--reward-fn {label} raised {type(e).__name__}: {e}"
-                             f"{_where(e, path)}") from e
+        except (Exception, SystemExit) as e:  # noqa: BLE001 - user code: file and function
+            raise AlignError(f"--reward-fn {label} raised {_what(e)}{_where(e, path)}") from e
         return check_rewards(out, len(completions), label)
 
     reward.__name__ = name  # TRL logs it as rewards/<name>/mean

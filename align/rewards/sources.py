@@ -97,3 +97,32 @@ def load_rewards(plan: RewardPlan, algo: Any, columns: Iterable[str], model_args
         else:
             source.func = load_reward_fn(algo.reward_fn, columns)
     return plan
+
+
+class AbstainGuard:
+    """Stops a run whose reward sources all abstain (None) on every completion of a batch:
+    TRL would count that as reward 0 and train on nothing. Sources that may return None (the
+    built-ins, a --reward-fn) are wrapped; :meth:`batch_done` runs after them (from the health
+    probe, TRL's last reward function)."""
+
+    def __init__(self, plan: RewardPlan) -> None:
+        self.describe = plan.describe()
+        self.scored = False
+
+    def wrap(self, func: Any) -> Any:
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            out = func(*args, **kwargs)
+            self.scored = self.scored or any(r is not None for r in out)
+            return out
+
+        guarded.__name__ = getattr(func, "__name__", "reward")  # TRL logs rewards/<name>/mean
+        guarded.__qualname__ = guarded.__name__
+        return guarded
+
+    def batch_done(self, n: int) -> None:
+        scored, self.scored = self.scored, False
+        if not scored:
+            raise AlignError(f"every reward source ({self.describe}) returned None for all {n} "
+                             "completions of a batch, so there is nothing to learn from; return "
+                             "a number for each completion (None only to abstain on some)")
+

@@ -85,8 +85,11 @@ def test_resume_continues_from_the_latest_checkpoint(tmp_path, capsys, tiny_lm, 
     assert (out / "checkpoint-10").is_dir()
     code, _, err = run_cli(common + ["--max-steps", "15"], capsys)
     assert code == 2 and "--resume" in err  # never mixes a new run into an old one
-    code, out_text, err = run_cli(common + ["--max-steps", "15", "--resume"], capsys)
-    assert code == 0, err
+    code, _, err = run_cli(common + ["--max-steps", "15", "--resume"], capsys)
+    assert code == 2 and "--max-steps 10 -> 15" in err  # a longer schedule is a change...
+    code, out_text, err = run_cli(common + ["--max-steps", "15", "--resume",
+                                            "--resume-allow-change", "max-steps"], capsys)
+    assert code == 0, err  # ...that the user may make on purpose
     state = json.loads((out / "checkpoint-15" / "trainer_state.json").read_text())
     assert state["global_step"] == 15
     steps = [r["step"] for r in read_metrics(out) if "loss" in r]

@@ -1,30 +1,35 @@
-"""Checkpoints: atomic directories, exact weight round trips, rotation that keeps a healthy one."""
+"""PPO checkpoints: exact weight round trips, complete only with their marker, never NaN."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from align.ppo.checkpoint import checkpoint_steps, load_checkpoint, rotate, save_checkpoint
+from align.checkpoints import latest, read_marker
+from align.ppo.checkpoint import NonFiniteWeights, load_checkpoint, save_checkpoint
 from align.ppo.models import load_roles, trainable
-from align.runner import latest_checkpoint
 from tests.ppo.conftest import ppo_config
 
 
-def test_resume_ignores_half_written_checkpoints(tmp_path):
-    for name in ("checkpoint-2", "checkpoint-4.tmp", "checkpoint-6.old", "checkpoint-x"):
-        (tmp_path / name).mkdir()
-    assert latest_checkpoint(tmp_path).name == "checkpoint-2"
-    assert checkpoint_steps(tmp_path) == [2]
+def test_a_checkpoint_is_written_whole_with_its_marker(tiny_sft, tiny_rm, tmp_path):
+    roles = load_roles(ppo_config(tiny_sft, tiny_rm, tmp_path))
+    path = save_checkpoint(tmp_path, 2, roles, {"step": 2}, {}, {"config": {"algo": "ppo"}},
+                           healthy=False)
+    record = read_marker(path)
+    assert record["step"] == 2 and record["healthy"] is False
+    assert record["config"] == {"algo": "ppo"}
+    assert {"actor/model.safetensors", "critic/model.safetensors", "optim.pt",
+            "state.json"} <= set(record["files"])
+    assert latest(tmp_path).step == 2 and latest(tmp_path, healthy=True) is None
 
 
-def test_rotate_keeps_the_last_healthy_checkpoint(tmp_path):
-    for step in (2, 4, 6, 8):
-        (tmp_path / f"checkpoint-{step}").mkdir()
-    rotate(tmp_path, limit=2, keep=2)
-    assert checkpoint_steps(tmp_path) == [2, 6, 8]
-    rotate(tmp_path, limit=1, keep=None)
-    assert checkpoint_steps(tmp_path) == [8]
+def test_non_finite_weights_are_never_saved(tiny_sft, tiny_rm, tmp_path):
+    roles = load_roles(ppo_config(tiny_sft, tiny_rm, tmp_path))
+    with torch.no_grad():
+        trainable(roles.actor)[0].fill_(float("nan"))
+    with pytest.raises(NonFiniteWeights, match="not finite"):
+        save_checkpoint(tmp_path, 4, roles, {"step": 4}, {})
+    assert not any(tmp_path.glob("checkpoint-4*"))
 
 
 @pytest.mark.parametrize("lora", [False, True])
@@ -40,6 +45,7 @@ def test_weights_state_and_rng_round_trip_exactly(tiny_sft, tiny_rm, tmp_path, l
     rng = torch.get_rng_state()
     path = save_checkpoint(tmp_path, 3, roles, plain, {"rng": rng})
     assert path.name == "checkpoint-3" and not (tmp_path / "checkpoint-3.tmp").exists()
+    assert read_marker(path) is not None
     fresh = load_roles(cfg)
     state, tensors = load_checkpoint(path, fresh)
     assert state == plain and torch.equal(tensors["rng"], rng)

@@ -5,9 +5,6 @@ forced repeater and mute runs (and stay quiet on the healthy ones)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -91,10 +88,14 @@ def _check_saved_actor(out: Path, base: Path, lora: bool) -> None:
     assert changed
 
 
-def test_sigkill_mid_save_then_resume_logs_the_same_metrics(tmp_path, capsys, tiny_sft,
-                                                            tiny_pref_rm, prompt_files):
+def test_sigkill_mid_save_and_mid_step_then_resume_logs_the_same_metrics(
+        tmp_path, capsys, tiny_sft, tiny_pref_rm, prompt_files):
     """Every resumable state at once: preset ppo-max (running reward statistics), adaptive KL,
-    PTX data position, critic warm-up, plus the remaining tricks' code paths."""
+    PTX data position, critic warm-up, plus the remaining tricks' code paths. Killed from
+    outside (tests/faults) half-way through checkpoint-4, then in the middle of step 5."""
+    from tests.test_resume_faults import assert_same_rows, assert_same_weights, killed, \
+        tensorboard_steps
+
     train, held_out = prompt_files
     ptx = write_jsonl(tmp_path / "ptx.jsonl", [
         {"messages": [{"role": "user", "content": f"say {w}"},
@@ -109,25 +110,22 @@ def test_sigkill_mid_save_then_resume_logs_the_same_metrics(tmp_path, capsys, ti
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     code, _, err = run_cli(ppo_args(tiny_sft, tiny_pref_rm, train, whole, *extra), capsys)
     assert code == 0, err
-    # the same run in a child process that SIGKILLs itself half-way through saving step 4
-    env = {**os.environ, "ALIGN_PPO_KILL_IN_SAVE": "4", "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": str(Path(__file__).parents[2])}
-    proc = subprocess.run([sys.executable, "-m", "align",
-                           *map(str, ppo_args(tiny_sft, tiny_pref_rm, train, cut, *extra))],
-                          env=env, capture_output=True, text=True)
-    assert proc.returncode == -9, proc.stderr[-2000:]
+    # 1. killed half-way through checkpoint-4's optim.pt (actor and critic already written)
+    killed(ppo_args(tiny_sft, tiny_pref_rm, train, cut, *extra), "torch_save:4")
     assert (cut / "checkpoint-2").is_dir() and (cut / "checkpoint-4.tmp").is_dir()
     assert not (cut / "checkpoint-4").exists()
+    # 2. resumed from checkpoint-2; killed in the middle of step 5 (checkpoint-4 complete)
+    proc = killed(ppo_args(tiny_sft, tiny_pref_rm, train, cut, *extra, "--resume"), "at_step:5")
+    assert "skipped checkpoint-4.tmp" in proc.stderr and "checkpoint-2" in proc.stdout
+    # 3. resumed from checkpoint-4, to the end
     code, out, err = run_cli(ppo_args(tiny_sft, tiny_pref_rm, train, cut, *extra, "--resume"),
                              capsys)
     assert code == 0, err
-    assert "resumed from" in out and "checkpoint-2" in out
-    a, b = read_rows(whole), read_rows(cut)
-    assert [r["step"] for r in a] == [r["step"] for r in b]
-    for ra, rb in zip(a, b):
-        assert ra.keys() == rb.keys()
-        for key in (k for k in ra if not timing(k)):
-            assert rb[key] == pytest.approx(ra[key], abs=1e-6), (ra["step"], key)
+    assert "resumed from" in out and "checkpoint-4" in out
+    assert_same_rows(whole, cut)
+    assert_same_weights(whole, cut)
+    assert tensorboard_steps(cut, "reward/raw") == [1, 2, 3, 4, 5]
+    a = read_rows(whole)
     assert "loss/ptx" in a[2] and "grad/actor_norm" not in a[1]  # step 1: critic warm-up
     whole_final = json.loads((whole / "final_metrics.json").read_text())
     cut_final = json.loads((cut / "final_metrics.json").read_text())

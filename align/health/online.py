@@ -2,8 +2,8 @@
 
 TRL logs its own names (``completions/mean_length``, per-token ``kl``, ...). Here they get the
 canonical names PPO logs (``rollout/response_len``, ``objective/kl`` in nats per response, ...),
-written next to TRL's in metrics.jsonl and fed to the shared monitor (``align.algos.trl_health``
-runs it, with rollback and stop, for every TRL-backed algorithm). What TRL does not log, the
+written next to TRL's in metrics.jsonl and fed to the shared monitor (``align.health.trainer``
+runs it for every TRL-backed algorithm). What TRL does not log, the
 share of repeated 4-grams, comes from a zero-weight "reward" that sees the completion token ids.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from align.health import repeated_ngram_frac
+from align.health.detectors import repeated_ngram_frac
 
 # TRL GRPO/RLOO log key -> canonical name (see align.health and STYLE.md's metric names).
 ALIASES = {
@@ -57,15 +57,22 @@ class RepeatProbe:
 
     TRL hands reward functions the completion ids and a ``log_metric`` hook, which makes this
     the one place that sees every rollout. It returns None (abstains), so it never changes a
-    reward, and TRL's warning for rows no reward scored still works.
+    reward, and TRL's warning for rows no reward scored still works. Being called last, after
+    every real reward of the batch, it also runs ``batch_done(n)`` when given (the check that
+    some reward scored the batch: align.rewards.sources.AbstainGuard).
     """
 
     __name__ = "health_probe"
+
+    def __init__(self, batch_done: Callable[[int], None] | None = None) -> None:
+        self.batch_done = batch_done
 
     def __call__(self, prompts: list[Any], completions: list[Any],
                  completion_ids: list[list[int]] | None = None,
                  log_metric: Callable[[str, float], None] | None = None,
                  **_: Any) -> list[None]:
+        if self.batch_done is not None:
+            self.batch_done(len(completions))
         if completion_ids and log_metric is not None:
             fracs = [repeated_ngram_frac(ids) for ids in completion_ids]
             log_metric("rollout/repeat_frac", sum(fracs) / len(fracs))

@@ -1,0 +1,50 @@
+"""The health flags (``--on-collapse``, the detectors' thresholds): imported by the registry, so
+nothing heavy here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from align.config import arg, validate_fields
+
+ON_COLLAPSE = ("warn", "stop", "rollback")
+
+
+@dataclass
+class HealthArgs:
+    on_collapse: str = arg(
+        "warn", "What to do when a collapse detector fires: warn, stop (save and exit with "
+        "code 3), or rollback (reload the last healthy checkpoint, lower the learning rate). "
+        "Non-finite values (NaN/inf) stop the run under warn too.",
+        choices=ON_COLLAPSE)
+    health_patience: int = arg(
+        3, "Consecutive unhealthy logged steps before a detector fires (NaN fires at once; "
+        "PPO's skipped non-finite updates count as unhealthy steps).", bounds="[1, inf)")
+    health_baseline_steps: int = arg(
+        3, "Logged steps averaged into the starting values that relative detectors compare "
+        "against (mute, repeater, likelihood displacement); they wait until then.",
+        bounds="[1, inf)")
+    repeater_truncated_frac: float = arg(
+        0.8, "Repeater: share of responses that hit the token limit without EOS.",
+        source="seed 003: the 'endless repeater' collapse", bounds="(0, 1]")
+    repeater_repeat_frac: float = arg(
+        0.3, "Repeater: share of repeated 4-grams in responses (checked when logged).",
+        bounds="[0, 1]")
+    mute_len_ratio: float = arg(
+        0.25, "Mute: mean response length below this fraction of its value at the start.",
+        source="seed 003: the 'mute' collapse", bounds="[0, 1)")
+    mute_min_len: float = arg(2.0, "Mute: or below this many tokens on average.",
+                              bounds="[0, inf)")
+    kl_max: float = arg(
+        50.0, "KL blow-up: KL to the reference above this many nats per response.",
+        source="Secrets of RLHF: policy constraints are what keep PPO stable", bounds="(0, inf)")
+    displacement_frac: float = arg(
+        0.5, "Likelihood displacement (DPO family): chosen log-prob falls by this fraction "
+        "of its starting magnitude while the margin grows.", source="Razin et al. 2024",
+        bounds="(0, inf)")
+    rollback_lr_factor: float = arg(0.5, "On rollback, multiply the learning rate by this.",
+                                    bounds="(0, 1)")
+    max_rollbacks: int = arg(3, "Stop after this many rollbacks in one run.", bounds="[0, inf)")
+
+    def __post_init__(self) -> None:
+        validate_fields(self)

@@ -1,0 +1,67 @@
+"""What to try when a detector fires, in the flags of the algorithm that is running, and what
+each detector saw, in words (for reports that explain an alarm, such as the quickstart's).
+
+A hint names only flags the algorithm takes: KTO has no ``--rpo-alpha``, GRPO no
+``--missing-eos-penalty``, PPO's policy rate is ``--actor-lr``.
+"""
+
+from __future__ import annotations
+
+# detector -> algorithm -> hint; "*" is every algorithm not listed
+_HINTS: dict[str, dict[str, str]] = {
+    "nan": {
+        "ppo": "lower --actor-lr/--critic-lr, keep --max-grad-norm above 0, normalise and clip "
+               "the reward (--preset ppo-max), prefer --bf16 over --fp16",
+        "*": "lower --learning-rate (by 10x or more), keep --max-grad-norm above 0 (1.0 is the "
+             "default), prefer --bf16 over --fp16",
+    },
+    "repeater": {
+        "ppo": "raise --kl-coef, add --missing-eos-penalty, lower --actor-lr",
+        "grpo": "raise --beta, pass --mask-truncated-completions, lower --learning-rate",
+        "rloo": "raise --beta, pass --mask-truncated-completions, lower --learning-rate",
+        "*": "raise --beta, lower --learning-rate",
+    },
+    "mute": {
+        "ppo": "raise --kl-coef, check that the reward does not favour short answers, lower "
+               "--actor-lr",
+        "*": "raise --beta, check that the reward does not favour short answers, lower "
+             "--learning-rate",
+    },
+    "kl_blowup": {
+        "ppo": "raise --kl-coef (or set --target-kl), lower --actor-lr",
+        "*": "raise --beta, lower --learning-rate",
+    },
+    "likelihood_displacement": {
+        "dpo": "mix in the SFT loss (--rpo-alpha 1.0) or lower --learning-rate",
+        "cpo": "raise --cpo-alpha (the NLL term on the chosen answer) or lower --learning-rate",
+        "simpo": "raise --cpo-alpha (the NLL term on the chosen answer) or lower "
+                 "--learning-rate",
+        "orpo": "lower --beta (more of the SFT loss against the odds ratio) or lower "
+                "--learning-rate",
+        "kto": "lower --learning-rate or raise --beta (KTO has no SFT term to mix in)",
+        "*": "lower --learning-rate",
+    },
+}
+
+
+def hint(detector: str, algo: str | None) -> str:
+    """The hint for ``detector`` in ``algo``'s flags (the generic one for other algorithms)."""
+    table = _HINTS[detector]
+    return table.get(algo or "*", table["*"])
+
+
+# detector -> what it saw, in words; the event's message has the numbers, hint() what to try
+MEANING = {
+    "repeater": "most answers ran to the token limit without ending, repeating themselves: "
+                "the policy learnt that long answers score well, or forgot how to stop",
+    "mute": "the answers shrank towards nothing: the policy found that saying little scores "
+            "well",
+    "kl_blowup": "the policy moved far from its reference model: its answers no longer look "
+                 "like those of the model it started from, which is where a reward model is "
+                 "most easily fooled",
+    "nan": "a loss became NaN or infinite: training broke numerically",
+    "likelihood_displacement": "the chosen answers became less likely, not more: the loss "
+                               "widened the margin by pushing both answers of a pair down, which "
+                               "moves probability to answers that are in neither (Razin et al. "
+                               "2024)",
+}

@@ -1,0 +1,141 @@
+"""The health monitor: runs the detectors on each logged step, counts streaks, decides.
+
+Trainers log metrics under canonical names and call :meth:`HealthMonitor.check` once per logged
+step; it returns the detectors that fired, each with the numbers and a hint in the running
+algorithm's flags. :meth:`HealthMonitor.decide` turns them into an action: continue, warn, stop
+or rollback. Non-finite values stop a run even under ``--on-collapse warn``: a model whose
+numbers broke does not recover by itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from align.errors import AlignError
+from align.health import detectors as det
+from align.health.args import HealthArgs
+from align.health.hints import hint
+
+
+@dataclass
+class HealthEvent:
+    """A detector that fired: which, when, and a message with the numbers and a hint."""
+
+    detector: str  # repeater | mute | kl_blowup | nan | likelihood_displacement
+    step: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"[health] step {self.step}: {self.detector}: {self.message}"
+
+
+class CollapseStop(AlignError):
+    """Raised after a run saved its state and stopped because of a detector (exit code 3)."""
+
+    exit_code = 3
+
+
+class HealthMonitor:
+    """Watches logged metrics step by step; :meth:`check` returns the detectors that fired."""
+
+    def __init__(self, args: HealthArgs, algo: str | None = None) -> None:
+        self.args = args
+        self.algo = algo
+        self.baseline = det.Baseline()
+        self.streaks: dict[str, int] = {}
+        self.events: list[HealthEvent] = []
+        self.rollbacks = 0
+        self.notes: list[str] = []  # one-time remarks (e.g. truncation before training)
+        self._fired_last = False
+
+    # --- persistence (exact resume) -------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"baseline": dict(self.baseline.__dict__), "streaks": dict(self.streaks),
+                "events": [e.__dict__ for e in self.events], "rollbacks": self.rollbacks}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.baseline = det.Baseline(**state["baseline"])
+        self.streaks = dict(state["streaks"])
+        self.events = [HealthEvent(**e) for e in state["events"]]
+        self.rollbacks = int(state["rollbacks"])
+
+    # --- detection ------------------------------------------------------------------------
+    def healthy(self) -> bool:
+        """No detector fired at the last check and none has a streak running: a checkpoint
+        saved now is one a rollback may return to."""
+        return not self._fired_last and not any(self.streaks.values())
+
+    def _streak(self, name: str, bad: bool, patience: int) -> bool:
+        """Count consecutive bad steps; True (and reset) when the count reaches patience."""
+        self.streaks[name] = self.streaks.get(name, 0) + 1 if bad else 0
+        if self.streaks[name] >= patience:
+            self.streaks[name] = 0
+            return True
+        return False
+
+    def _set_baseline(self, m: dict[str, Any]) -> None:
+        b, n = self.baseline, self.args.health_baseline_steps
+        for name, key in det.BASELINE_KEYS.items():
+            if getattr(b, name) is not None or key not in m or not det.is_finite(m[key]):
+                continue
+            samples = b.samples.setdefault(name, [])
+            samples.append(float(m[key]))
+            if len(samples) >= n:
+                setattr(b, name, sum(samples) / len(samples))
+        if b.truncated_frac is not None and len(b.samples.get("truncated_frac", [])) == n \
+                and b.truncated_frac >= self.args.repeater_truncated_frac:
+            b.samples["truncated_frac"].append(b.truncated_frac)  # note it only once
+            self.notes.append(
+                f"{b.truncated_frac:.0%} of responses hit the token limit before training; "
+                "the repeater detector is off for this run (raise the token limit)")
+
+    def check(self, step: int, metrics: dict[str, Any]) -> list[HealthEvent]:
+        """Update with one logged step's metrics; return the detectors that fired now."""
+        a = self.args
+        self._set_baseline(metrics)
+        fired: list[tuple[str, str]] = []
+        finding = det.nonfinite(metrics)
+        if finding.bad:  # at once: there is nothing to wait for
+            fired.append(("nan", finding.message))
+        skipped = det.skipped_updates(metrics)
+        if skipped is not None and self._streak("skipped_updates", skipped.bad,
+                                                a.health_patience):
+            fired.append(("nan", f"{skipped.message}, {a.health_patience} steps in a row"))
+        for name, detector in det.STREAK_DETECTORS.items():
+            finding = detector(metrics, self.baseline, a)
+            if finding is not None and self._streak(name, finding.bad, a.health_patience):
+                fired.append((name, finding.message))
+        events = [HealthEvent(name, step, f"{msg}. Try: {hint(name, self.algo)}")
+                  for name, msg in fired]
+        self.events.extend(events)
+        self._fired_last = bool(events)
+        return events
+
+    def decide(self, events: list[HealthEvent]) -> str:
+        """The action for these events: continue, warn, stop or rollback (bounded).
+
+        Non-finite values (the ``nan`` detector) stop the run under ``--on-collapse warn``."""
+        if not events:
+            return "continue"
+        action = self.args.on_collapse
+        if action == "warn" and any(e.detector == "nan" for e in events):
+            action = "stop"
+        if action == "rollback":
+            if self.rollbacks >= self.args.max_rollbacks:
+                self.notes.append(f"{self.rollbacks} rollbacks already (--max-rollbacks); "
+                                  "stopping instead")
+                return "stop"
+            self.rollbacks += 1
+        return action
+
+    def summary(self) -> dict[str, Any]:
+        """For final metrics: did anything fire, and what."""
+        return {"collapsed": bool(self.events),
+                "health_events": [str(e) for e in self.events],
+                "rollbacks": self.rollbacks}
+
+
+def health_metrics(events: list[HealthEvent]) -> dict[str, float]:
+    """Metrics-row entries marking which detectors fired at this step."""
+    return {f"health/{e.detector}": 1.0 for e in events}

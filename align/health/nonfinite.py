@@ -1,0 +1,62 @@
+"""Non-finite weights: checked before every save, so no checkpoint or final model with NaN/inf
+tensors is ever written, and PPO stops as soon as an update breaks the weights."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# What torch says when sampling from logits that hold NaN/inf (weights already broken).
+_SAMPLING_MESSAGE = "probability tensor contains either `inf`, `nan` or element < 0"
+
+
+def nonfinite_parameters(*models: Any) -> list[str]:
+    """Names of the trainable parameters holding NaN or inf (every parameter of a model with
+    none trainable); one device sync per model."""
+    import torch
+
+    bad: list[str] = []
+    for model in models:
+        if model is None:
+            continue
+        params = [(n, p) for n, p in model.named_parameters() if p.requires_grad] or \
+            list(model.named_parameters())
+        params = [(n, p) for n, p in params if p.numel()]  # ZeRO-3 leaves empty shards
+        if not params:
+            continue
+        finite = torch.stack([torch.isfinite(p.detach()).all() for _, p in params]).cpu()
+        bad += [n for (n, _), ok in zip(params, finite.tolist()) if not ok]
+    return bad
+
+
+def describe(names: list[str]) -> str:
+    """``a.weight, b.weight and 24 more`` for a message."""
+    more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+    return ", ".join(names[:3]) + more
+
+
+def is_sampling_error(error: BaseException) -> bool:
+    """Whether ``error`` is torch refusing to sample from non-finite probabilities."""
+    return isinstance(error, RuntimeError) and _SAMPLING_MESSAGE in str(error)
+
+
+def nonfinite_stop(out: Any, algo: str, what: str, lr_flag: str, lr: float | None) -> Exception:
+    """The NaN stop (exit 3): what broke, the last finite checkpoint, how to continue from it.
+    Nothing is saved from the broken state, so the newest checkpoint stays the last finite one."""
+    from pathlib import Path
+
+    from align.checkpoints import latest
+    from align.health.hints import hint
+    from align.health.monitor import CollapseStop
+
+    last = latest(Path(out))
+    if last is not None:
+        lower = f" {lr_flag} {lr / 10:g}" if lr else ""
+        flag = lr_flag.lstrip("-")
+        keep = (f"the last finite checkpoint is {last.path}; continue from it with --resume"
+                f"{lower} --resume-allow-change {flag}")
+    else:
+        keep = ("no finite checkpoint from before it is left to continue from; start again "
+                "(--overwrite-output-dir) with a lower learning rate, saving more often "
+                "(--save-steps)")
+    return CollapseStop(f"training stopped: {what}. No model was saved from this state; "
+                        f"{keep}. Try: {hint('nan', algo)}")

@@ -27,11 +27,13 @@ def test_constraints_pin_align_s_dependencies_exactly():
     assert all("+" not in v and v for v in pins.values())  # no local build labels
 
 
-def test_constraints_match_this_environment():
+def test_mismatches_name_the_packages_not_installed_as_pinned():
+    import trl
+
     freeze = script("freeze_constraints")
-    assert freeze.mismatches((ROOT / "constraints.txt").read_text()) == []
-    assert freeze.mismatches("trl==0.0.1\n") == [f"trl {__import__('trl').__version__} "
-                                                 "(tested: 0.0.1)"]
+    assert freeze.mismatches(f"# a comment\ntrl=={trl.__version__}\n") == []
+    assert freeze.mismatches("trl==0.0.1\nnot-a-package==1.0\n") == [
+        f"trl {trl.__version__} (tested: 0.0.1)", "not-a-package not installed (tested: 1.0)"]
 
 
 def test_the_docs_table_is_compared_without_its_seconds(tmp_path):

@@ -37,6 +37,13 @@ def check_supported(cfg: RunConfig) -> None:
                          "optimizer step takes one mini-batch (--rollout-batch-size / "
                          "--num-mini-batches), accumulated over micro-batches of "
                          "--per-device-train-batch-size")
+    if t.optim not in (None, "adamw_torch"):
+        raise AlignError(f"--optim {t.optim}: align's PPO engine trains actor and critic with "
+                         "torch's AdamW (--optim adamw_torch); the other optimizers apply to "
+                         "the TRL-backed algorithms")
+    if t.eval_strategy == "epoch" or t.eval_steps is not None:
+        raise AlignError("--eval-strategy epoch / --eval-steps: PPO evaluates its held-out "
+                         "prompts at the start, at every --save-steps and at the end")
     if t.learning_rate is not None and a.actor_lr is not None:
         raise AlignError("give --actor-lr or --learning-rate (its alias for PPO), not both")
     if cfg.lora.enabled and a.offload_ref_model and not cfg.model.ref_model:
@@ -144,8 +151,9 @@ def build_optim(cfg: RunConfig, roles: Any, steps: int) -> Optim:
 
     def schedule(opt: Any, n: int) -> Any:
         n = max(n, 1)
-        return get_scheduler(t.lr_scheduler_type, opt, num_warmup_steps=math.ceil(
-            t.warmup_ratio * n), num_training_steps=n)
+        warmup = t.warmup_steps if t.warmup_steps is not None else math.ceil(t.warmup_ratio * n)
+        return get_scheduler(t.lr_scheduler_type, opt, num_warmup_steps=warmup,
+                             num_training_steps=n)
 
     return Optim(actor_opt, critic_opt,
                  schedule(actor_opt, max(steps - a.critic_warmup_steps, 0) * per_step),

@@ -23,7 +23,7 @@ def run(cfg: RunConfig, data: Any, eval_data: Any = None) -> dict[str, Any]:
 
     The runner has already called :func:`align.ppo.state.check` (unsupported flags refused)."""
     from align.checkpoints import latest
-    from align.metrics import MetricsLogger
+    from align.metrics import run_logger
 
     ppo = PPORun.create(cfg, data, eval_data)
     click.echo(describe(ppo))
@@ -35,8 +35,7 @@ def run(cfg: RunConfig, data: Any, eval_data: Any = None) -> dict[str, Any]:
         resume_step = ppo.step
         ppo.latest_eval = logged_eval(ppo)
         click.echo(f"resumed from {ckpt} (step {ppo.step} of {ppo.total_steps})")
-    logger = MetricsLogger(ppo.out, tensorboard=cfg.train.report_to == "tensorboard",
-                           resume_step=resume_step)
+    logger = run_logger(cfg, ppo.out, resume_step)
     try:
         return train(ppo, logger)
     finally:
@@ -260,7 +259,10 @@ def log_eval(ppo: PPORun, logger: Any) -> dict[str, float]:
 def report(bar: Any, step: int, m: dict[str, Any] | None, events: list[Any], monitor: Any
            ) -> None:
     """Console: a compact progress-bar postfix and one line per logged step, then any alarms."""
+    from align.console import report as report_progress
+
     bar.update(step - bar.n)
+    report_progress(step, bar.total)
     if m is not None:
         bar.set_postfix(reward=f"{m['reward/raw']:.3f}", kl=f"{m['objective/kl']:.3f}",
                         len=f"{m['rollout/response_len']:.1f}")

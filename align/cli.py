@@ -18,12 +18,13 @@ import click
 from align import __version__
 from align.config import SHARED_GROUPS
 from align.errors import AlignError
-from align.options import click_options, load_yaml
+from align.options import AlignOption, click_options, load_yaml
+from align.plot import DEFAULT_SMOOTHING
 from align.registry import ALGOS, EXTRA_GROUPS, flag_owners, get_algo
 
 GROUP_TITLES = {"model": "Model", "lora": "LoRA / QLoRA", "data": "Data", "train": "Training",
                 "health": "Health (collapse detectors)"}
-RUN_OPTIONS = ("algo", "config", "dry_run")
+RUN_OPTIONS = ("algo", "config", "dry_run", "verbose")
 
 
 def _peek_algo(args: list[str]) -> str | None:
@@ -43,7 +44,14 @@ class RunCommand(click.Command):
         self.fixed_algo = fixed_algo
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        from align.aliases import normalize_argv
+
         ctx.meta["align.algo"] = self.fixed_algo or _peek_algo(args)
+        # TRL's forms: --bf16 True, --lora_target_modules q_proj v_proj, ignored flags
+        bools = {p.name for p in self.params if isinstance(p, click.Option) and p.is_flag}
+        args, notes = normalize_argv(args, bools)
+        for note in notes:
+            click.echo(note, err=True)
         return super().parse_args(ctx, args)
 
     def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
@@ -87,9 +95,12 @@ def _run_params(fixed_algo: str | None) -> list[click.Parameter]:
         click.Option(["--config"], metavar="YAML",
                      help="Flat YAML recipe of flag: value (snake_case or kebab-case keys); "
                           "command-line flags override it."),
-        click.Option(["--dry-run"], is_flag=True,
+        AlignOption(["--dry-run", "--dry_run"], "dry_run", is_flag=True,
                      help="Resolve the config, validate data and flags, print the plan, "
                           "and exit without loading any model."),
+        click.Option(["--verbose"], is_flag=True,
+                     help="Print what the libraries print (TRL's metrics dict every logged "
+                          "step, loading bars, deprecation warnings); align is quiet by default."),
     ]
     return params + click_options(classes)
 
@@ -100,6 +111,7 @@ def _run(fixed_algo: str | None, kwargs: dict[str, Any]) -> None:
 
     yaml_path = kwargs.pop("config", None)
     dry_run = kwargs.pop("dry_run", False)
+    kwargs.pop("verbose", None)  # read by main() before any library is imported
     yaml_values = load_yaml(yaml_path) if yaml_path else {}
     algo = fixed_algo or kwargs.pop("algo", None) or yaml_values.get("algo")
     if not algo:
@@ -110,6 +122,10 @@ def _run(fixed_algo: str | None, kwargs: dict[str, Any]) -> None:
     spec = get_algo(str(algo))
     cli_values = {k: v for k, v in kwargs.items() if v is not None}
     cfg = resolve(spec.name, spec.groups(), cli_values, yaml_values, flag_owners(), yaml_path)
+    if not dry_run:
+        from align.console import quiet_libraries
+
+        quiet_libraries()
     execute(cfg, spec, dry_run=dry_run)
 
 
@@ -204,9 +220,14 @@ def merge_lora_cmd(adapter_dir: str, output_dir: str, base: str | None, dtype: s
               help="Also run PPO without KL for longer: the RM score rises, the gold falls.")
 @click.option("--scale", default=1.0, show_default=True, hidden=True,
               help="Multiply data sizes and step counts (tests use less).")
+@click.option("--threads", type=click.IntRange(min=1), metavar="N",
+              help="CPU threads for torch [default: 1 for the tiny model, whose small matrices "
+                   "gain little from more and slow down many times over on busy cores; "
+                   "torch's own with --model].")
 @click.option("--verbose", is_flag=True, help="Show every stage's output, not only its log.")
 def quickstart_cmd(out: str, algos: str | None, seed: int, device: str, model: str | None,
-                   overoptimization: bool, scale: float, verbose: bool) -> None:
+                   overoptimization: bool, scale: float, threads: int | None,
+                   verbose: bool) -> None:
     """The whole pipeline on an embedded task, no download: a tiny model is trained from
     scratch into an SFT policy, a reward model learns noisy preferences, every algorithm
     aligns the SFT policy, and a hidden gold reward judges them on held-out prompts."""
@@ -232,8 +253,12 @@ def quickstart_cmd(out: str, algos: str | None, seed: int, device: str, model: s
         from align.models import check_model_path
 
         check_model_path("--model", model)
+    from align.console import quiet_libraries
+
+    quiet_libraries()
     run(Options(out=Path(out), algos=chosen, seed=seed, device=device, model=model,
-                scale=scale, overoptimization=overoptimization, verbose=verbose))
+                scale=scale, overoptimization=overoptimization, verbose=verbose,
+                threads=threads))
 
 
 @cli.group("data")
@@ -409,17 +434,113 @@ def convert_cmd(path: str, output: str, target: str | None, mode: str, pairs: st
 
 
 @cli.command("plot")
-@click.argument("output_dir")
-@click.option("-o", "--output", metavar="PNG", help="Where to write the image "
-              "[default: OUTPUT_DIR/metrics.png].")
+@click.argument("run_dirs", nargs=-1, required=True, metavar="RUN_DIR...")
+@click.option("-o", "--output", metavar="PNG", help="Where to write the image [default: "
+              "RUN_DIR/metrics.png; with several runs, compare.png beside the first].")
 @click.option("--metrics", metavar="A,B", help="Metrics to draw, one panel each, e.g. "
-              "reward/raw,objective/kl [default: chosen from the keys the run logged].")
-def plot_cmd(output_dir: str, output: str | None, metrics: str | None) -> None:
-    """Draw a run's training curves (reward, KL, length, losses, entropy...) to a PNG."""
+              "reward/raw,objective/kl [default: chosen from the keys the runs logged].")
+@click.option("--smoothing", default=DEFAULT_SMOOTHING, show_default=True, metavar="W",
+              help="EMA weight in [0, 1) of the smoothed curves, drawn over the faint raw "
+                   "values; 0 draws the raw values only (source: TensorBoard's default).")
+def plot_cmd(run_dirs: tuple[str, ...], output: str | None, metrics: str | None,
+             smoothing: float) -> None:
+    """Draw runs' training curves (reward, KL, length, losses, entropy...) to a PNG; several
+    RUN_DIRs are overlaid in one figure. Runs too short for curves get a table."""
     from align.config import parse_list
-    from align.plot import plot_run
+    from align.plot import plot_runs
 
-    click.echo(f"wrote {plot_run(output_dir, output, parse_list(metrics) or None)}")
+    path, table = plot_runs(run_dirs, output, parse_list(metrics) or None, smoothing)
+    if table:
+        click.echo(table)
+    click.echo(f"wrote {path}")
+
+
+def _load_options(f: Any) -> Any:
+    """Options shared by `align chat` and `align generate`: how the models are loaded."""
+    for option in reversed([
+        click.option("--base", metavar="PATH", help="Base model of a LoRA adapter directory "
+                     "(default: the one named in its adapter_config.json)."),
+        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+                     show_default=True, help="Where to run (auto: a GPU when there is one)."),
+        click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
+                     default="auto", show_default=True,
+                     help="Weights dtype (auto: bfloat16 on a GPU that has it, else float32)."),
+        click.option("--trust-remote-code", is_flag=True,
+                     help="Allow the model repo's own Python code."),
+        click.option("--max-new-tokens", default=256, show_default=True,
+                     help="Longest answer in tokens."),
+        click.option("--top-p", default=1.0, show_default=True,
+                     help="Nucleus sampling threshold (with --temperature > 0)."),
+        click.option("--seed", default=0, show_default=True, help="Seed of the sampling."),
+    ]):
+        f = option(f)
+    return f
+
+
+@cli.command("chat")
+@click.argument("model_dir")
+@_load_options
+@click.option("--temperature", default=0.7, show_default=True,
+              help="Sampling temperature; 0 is greedy decoding.")
+@click.option("--system", metavar="TEXT", help="A system message to start the conversation.")
+def chat_cmd(model_dir: str, base: str | None, device: str, dtype: str, trust_remote_code: bool,
+             max_new_tokens: int, top_p: float, seed: int, temperature: float,
+             system: str | None) -> None:
+    """Talk to a model: a trained run's output dir (a LoRA adapter is loaded on its base), a
+    model directory, a hub id or a .gguf file. Each line you type is a user turn, rendered
+    with the model's chat template; the answer is streamed as it is generated.
+    /reset starts over, /exit or Ctrl-D quits."""
+    from align.chat import chat
+    from align.infer import load, sampling
+
+    sampling(temperature, top_p)  # bad values fail before the model loads
+    loaded = load(model_dir, base=base, device=device, dtype=dtype,
+                  trust_remote_code=trust_remote_code)
+    chat(loaded, system=system, max_new_tokens=max_new_tokens, temperature=temperature,
+         top_p=top_p, seed=seed)
+
+
+@cli.command("generate")
+@click.option("--model", "model", required=True, metavar="DIR",
+              help="The model to answer with (a LoRA adapter dir is loaded on its base).")
+@click.option("--prompts", required=True, metavar="FILE",
+              help="Prompts: a .txt file (one per line) or a prompt-format dataset "
+                   "(.jsonl/.json/.csv/.parquet; strings or chat messages).")
+@_load_options
+@click.option("--temperature", default=0.0, show_default=True,
+              help="0 is greedy decoding (the same answers every time); > 0 samples.")
+@click.option("--compare", metavar="DIR", help="A second model (e.g. the one training "
+              "started from) whose answers are set beside the first's.")
+@click.option("--reward-model", metavar="DIR", help="Score every answer with this reward "
+              "model (a sequence classifier, e.g. from `align rlhf --algo rm`).")
+@click.option("-o", "--output", metavar="JSONL", help="Write one JSON object per prompt "
+              "(prompt, response, score, compare_response, compare_score, settings).")
+@click.option("--columns", metavar="MAP", help="Map column names: prompt=question.")
+@click.option("--limit", type=int, metavar="N", help="Answer only the first N prompts.")
+@click.option("--batch-size", default=8, show_default=True, help="Prompts per generate call.")
+@click.option("--raw", is_flag=True, help="Give text prompts to the model as they are instead "
+              "of as a user turn of its chat template (as TRL trains on text prompts).")
+def generate_cmd(model: str, prompts: str, base: str | None, device: str, dtype: str,
+                 trust_remote_code: bool, max_new_tokens: int, top_p: float, seed: int,
+                 temperature: float, compare: str | None, reward_model: str | None,
+                 output: str | None, columns: str | None, limit: int | None, batch_size: int,
+                 raw: bool) -> None:
+    """Answer every prompt of a file with a model (and with --compare, a second model), score
+    the answers with --reward-model, print a readable table and write --output JSONL."""
+    from align.chat import answer_file, table
+    from align.infer import sampling
+
+    sampling(temperature, top_p)
+    if batch_size <= 0 or max_new_tokens <= 0 or (limit is not None and limit <= 0):
+        raise AlignError("--batch-size, --max-new-tokens and --limit must be positive")
+    gen = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p,
+           "seed": seed, "batch_size": batch_size, "use_template": not raw}
+    load_options = {"device": device, "dtype": dtype, "trust_remote_code": trust_remote_code}
+    rows, runs = answer_file(model, prompts, compare=compare, reward_model=reward_model,
+                             output=output, columns=columns, limit=limit,
+                             load_options=load_options, gen_options=gen, base=base)
+    click.echo(table(rows, runs))
+    click.echo(f"\nwrote {output}" if output else "\n(--output FILE.jsonl saves the answers)")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -427,6 +548,9 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = os.environ.get("ALIGN_DEBUG") == "1" or "--debug" in args
     args = [a for a in args if a != "--debug"]
+    from align import console
+
+    console.configure(verbose="--verbose" in args)
     try:
         cli.main(args=args, prog_name="align", standalone_mode=False)
     except click.exceptions.Abort:

@@ -100,6 +100,22 @@ def parse_list(value: Any) -> list[str]:
     return [part.strip() for part in str(value).split(",") if part.strip()]
 
 
+REPORT_TO = ("tensorboard", "wandb", "all", "none")
+EVAL_STRATEGIES = ("auto", "no", "steps", "epoch")
+# transformers' OptimizerNames (a test checks that they match the installed transformers).
+OPTIMIZERS = (
+    "adamw_torch", "adamw_torch_fused", "adamw_torch_xla", "adamw_torch_npu_fused", "adafactor",
+    "adamw_anyprecision", "adamw_torch_4bit", "adamw_torch_8bit", "ademamix", "sgd", "adagrad",
+    "adamw_bnb_8bit", "adamw_8bit", "ademamix_8bit", "lion_8bit", "lion_32bit",
+    "paged_adamw_32bit", "paged_adamw_8bit", "paged_ademamix_32bit", "paged_ademamix_8bit",
+    "paged_lion_32bit", "paged_lion_8bit", "rmsprop", "rmsprop_bnb", "rmsprop_bnb_8bit",
+    "rmsprop_bnb_32bit", "galore_adamw", "galore_adamw_8bit", "galore_adafactor",
+    "galore_adamw_layerwise", "galore_adamw_8bit_layerwise", "galore_adafactor_layerwise",
+    "lomo", "adalomo", "grokadamw", "schedule_free_radam", "schedule_free_adamw",
+    "schedule_free_sgd", "apollo_adamw", "apollo_adamw_layerwise", "stable_adamw",
+)
+
+
 @dataclass
 class ModelArgs:
     model: str | None = arg(
@@ -279,14 +295,47 @@ class TrainArgs:
         "deleted first). Without it, a directory holding a run is refused.",
         source="TrainingArguments' name")
     report_to: str = arg(
-        "tensorboard", "Extra loggers besides metrics.jsonl: tensorboard, none.",
-        choices=("tensorboard", "none"),
+        "tensorboard", "Loggers besides metrics.jsonl, comma-separated: tensorboard, wandb "
+        "(Weights & Biases; WANDB_PROJECT names the project, default align), all (each of "
+        "these that is installed), none.", source="align default (TRL's: all)", metavar="LIST",
     )
+    run_name: str | None = arg(
+        None, "The run's name in Weights & Biases (default: the output directory's name).",
+        source="TrainingArguments", metavar="NAME")
+    warmup_steps: int | None = arg(
+        None, "Warm-up steps from 0 to the peak learning rate; overrides --warmup-ratio.",
+        source="TrainingArguments", bounds="[0, inf)")
+    eval_strategy: str = arg(
+        "auto", "When to evaluate on the held-out data (--eval-dataset, --eval-split): steps "
+        "(every --eval-steps), epoch, or no; auto is steps when there is held-out data.",
+        source="TrainingArguments (default no)", choices=EVAL_STRATEGIES)
+    eval_steps: int | None = arg(
+        None, "Evaluate every N steps (default: --save-steps).", source="TrainingArguments",
+        bounds="[1, inf)")
+    optim: str | None = arg(
+        None, "Optimizer, by transformers' name: adamw_torch, adamw_torch_fused, adafactor, "
+        "sgd, adamw_8bit and paged_adamw_8bit (bitsandbytes), ... (default: transformers' own, "
+        "adamw_torch_fused; PPO's engine: AdamW).", source="TrainingArguments",
+        choices=OPTIMIZERS, metavar="NAME")
+    push_to_hub: bool = arg(
+        False, "At the end, upload the output directory (model, tokenizer, model card, metrics; "
+        "not the checkpoints) to the Hugging Face Hub as --hub-model-id.",
+        source="TrainingArguments")
+    hub_model_id: str | None = arg(
+        None, "Hub repository for --push-to-hub, e.g. you/my-dpo (default: the output "
+        "directory's name under your account).", source="TrainingArguments", metavar="ID")
+    hub_private_repo: bool = arg(
+        True, "Create the --push-to-hub repository as private (--no-hub-private-repo: public).",
+        source="align default (TrainingArguments: the account's default)")
 
     def __post_init__(self) -> None:
         validate_fields(self)
         if self.bf16 and self.fp16:
             raise ValueError("--bf16 and --fp16 exclude each other; choose one")
+        self.loggers()  # checks --report-to
+        if self.hub_model_id and not self.push_to_hub:
+            raise ValueError("--hub-model-id names the repository of --push-to-hub; add "
+                             "--push-to-hub")
         if self.max_steps == 0 or self.max_steps < -1:
             raise ValueError("--max-steps must be positive (or -1 to use --num-train-epochs)")
         if self.resume and self.overwrite_output_dir:
@@ -294,6 +343,19 @@ class TrainArgs:
                              "--overwrite-output-dir deletes it; choose one")
         if self.resume_allow_change and not self.resume:
             raise ValueError("--resume-allow-change applies only with --resume")
+
+    def loggers(self) -> set[str]:
+        """--report-to as a set of tensorboard/wandb ("all": both, where installed)."""
+        names = set(parse_list(self.report_to))
+        unknown = names - set(REPORT_TO)
+        if unknown or not names:
+            raise ValueError(f"--report-to {self.report_to!r}: choose from "
+                             f"[{', '.join(REPORT_TO)}], comma-separated")
+        if "none" in names and len(names) > 1:
+            raise ValueError("--report-to none excludes the other loggers")
+        if "all" in names:
+            return {"tensorboard", "wandb"}
+        return names - {"none"}
 
 
 SHARED_GROUPS: dict[str, type] = {

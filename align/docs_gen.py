@@ -86,6 +86,10 @@ def flag_table(cls: type) -> str:
     return "\n".join(lines) + "\n"
 
 
+# TRL's names of align's flags (align.aliases), in docs/cli.md
+ALIAS_REGION = re.compile(r"(<!-- aliases:start -->\n).*?(<!-- aliases:end -->)", re.S)
+
+
 def render(text: str, groups: dict[str, type] | None = None) -> str:
     """``text`` with every flags and cli region regenerated; unknown names are an error."""
     groups = flag_groups() if groups is None else groups
@@ -95,6 +99,8 @@ def render(text: str, groups: dict[str, type] | None = None) -> str:
         if name not in groups:
             raise KeyError(f"flags region names unknown group {name!r}; known: {', '.join(groups)}")
         return m.group(1) + flag_table(groups[name]) + m.group(4)
+
+    from align.aliases import table_markdown
 
     text = REGION.sub(fill, text)
     if CLI_REGION.search(text):
@@ -108,7 +114,7 @@ def render(text: str, groups: dict[str, type] | None = None) -> str:
             return m.group(1) + command_reference(*cmds[name]) + m.group(4)
 
         text = CLI_REGION.sub(fill_cli, text)
-    return text
+    return ALIAS_REGION.sub(lambda m: m.group(1) + table_markdown() + "\n" + m.group(2), text)
 
 
 # --- the command reference ------------------------------------------------------------------

@@ -41,13 +41,15 @@ class MetricsLogger:
     """
 
     def __init__(self, output_dir: str | Path, *, tensorboard: bool = True,
-                 resume_step: int | None = None) -> None:
+                 resume_step: int | None = None, wandb: dict[str, Any] | None = None) -> None:
         self.dir = Path(output_dir)
         self.path = self.dir / METRICS_FILE
         self.tensorboard = tensorboard
         self.resume_step = resume_step
         self._fh: Any = None
         self._tb: Any = None
+        self.wandb = wandb  # wandb.init options (run_logger), or None
+        self._wandb: Any = None
         self._counted: dict[str, float] = {}  # counter -> its value at the resumed step
         self._offset: dict[str, float] = {}
 
@@ -79,6 +81,8 @@ class MetricsLogger:
                 self._tb = SummaryWriter(str(self.dir / "tensorboard"), purge_step=purge)
             except ImportError:
                 self._tb = None  # tensorboard not installed: metrics.jsonl alone
+        if self.wandb is not None:
+            self._wandb = wandb_run(self.wandb)
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
         self.open()
@@ -97,12 +101,46 @@ class MetricsLogger:
                 if key not in ("step", "time") and isinstance(value, (int, float)) \
                         and not isinstance(value, bool):
                     self._tb.add_scalar(key, value, step)
+        if self._wandb is not None:
+            self._wandb.log({k: v for k, v in row.items() if k not in ("step", "time")
+                             and isinstance(v, (int, float)) and not isinstance(v, bool)},
+                            step=int(step))
 
     def close(self) -> None:
         if self._fh is not None:
             self._fh.close()
         if self._tb is not None:
             self._tb.close()
+        if self._wandb is not None:
+            self._wandb.finish()
+            self._wandb = None
+
+
+def wandb_run(options: dict[str, Any]) -> Any:
+    """A Weights & Biases run (``wandb.init(**options)``); WANDB_MODE=offline keeps it local."""
+    import wandb
+
+    return wandb.init(**options)
+
+
+def run_logger(cfg: Any, output_dir: str | Path, resume_step: int | None = None
+               ) -> MetricsLogger:
+    """The MetricsLogger of a training run: metrics.jsonl, and TensorBoard and Weights & Biases
+    as --report-to says (``all``: those installed). The W&B run is named --run-name (default:
+    the output directory's name), in project $WANDB_PROJECT (default ``align``), with the
+    resolved config; its files go to $WANDB_DIR or the output directory."""
+    import importlib.util
+
+    loggers = cfg.train.loggers()
+    wandb = None
+    wanted = "wandb" in loggers and ("all" not in cfg.train.report_to
+                                     or importlib.util.find_spec("wandb") is not None)
+    if wanted:
+        wandb = {"project": os.environ.get("WANDB_PROJECT", "align"),
+                 "name": cfg.train.run_name or Path(output_dir).resolve().name,
+                 "config": cfg.to_dict(), "dir": os.environ.get("WANDB_DIR") or str(output_dir)}
+    return MetricsLogger(output_dir, tensorboard="tensorboard" in loggers,
+                         resume_step=resume_step, wandb=wandb)
 
 
 def _after_earlier_event_files(directory: Path) -> None:

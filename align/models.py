@@ -257,11 +257,33 @@ def load_sequence_classifier(path: str, model: ModelArgs, lora: LoraArgs, train:
 
     kwargs = model_kwargs(model, lora, train, quantize)
     kwargs["num_labels"] = 1
-    clf = _from_pretrained(AutoModelForSequenceClassification, path, kwargs)
+    if is_sequence_classifier(path):
+        clf = _from_pretrained(AutoModelForSequenceClassification, path, kwargs)
+    else:
+        # a causal LM becoming a reward model: transformers' table of the missing head
+        # becomes one line
+        from align.console import quiet_logger
+
+        with quiet_logger("transformers.modeling_utils"):
+            clf = _from_pretrained(AutoModelForSequenceClassification, path, kwargs)
+        print(f"{path}: a new score head (one output) is initialised at random on top of it")
     if clf.config.pad_token_id is None:
         tok = load_tokenizer(path, model)
         clf.config.pad_token_id = tok.pad_token_id
     return clf
+
+
+def is_sequence_classifier(path: str) -> bool:
+    """Whether the checkpoint at ``path`` already is a sequence classifier (has a score head),
+    from its config.json; False when that cannot be read."""
+    import json
+
+    config = Path(gguf_directory(path)).expanduser() / "config.json"
+    try:
+        architectures = json.loads(config.read_text(encoding="utf-8")).get("architectures") or []
+    except (OSError, ValueError):
+        return False
+    return any(a.endswith("ForSequenceClassification") for a in architectures)
 
 
 def lora_config(lora: LoraArgs, task_type: str = "CAUSAL_LM") -> Any:

@@ -18,6 +18,7 @@ from typing import Any, Iterable
 
 import click
 
+from align.aliases import spellings, yaml_keys
 from align.config import PATH_METAVARS, RunConfig, validate_fields
 from align.errors import AlignError
 
@@ -80,16 +81,35 @@ def click_options(classes: Iterable[tuple[str, type]]) -> list[click.Option]:
         help_text = _help_text(f, defaults)
         choices = f.metadata.get("choices")
         metavar = f.metadata.get("metavar")
+        # TRL's spellings (--lora_r, --use_peft): second names that --help leaves out
+        others = spellings(name)
         if tp is bool:
-            decl = f"{flag_name(name)}/--no-{name.replace('_', '-')}"
-            options.append(click.Option([decl], default=None, help=help_text))
+            decls = [f"{flag_name(name)}/--no-{name.replace('_', '-')}", f" /--no_{name}"]
+            decls += [f"{o}/--no{'_' if '_' in o else '-'}{o[2:]}" for o in others]
+            options.append(AlignOption(decls, name, default=None, help=help_text))
             continue
         click_type: Any = {int: int, float: float}.get(tp, str)
         if choices:
             click_type = click.Choice(choices)
-        options.append(click.Option([flag_name(name)], type=click_type, default=None,
-                                    help=help_text, metavar=metavar))
+        options.append(AlignOption([flag_name(name), *others], name, type=click_type,
+                                   default=None, help=help_text, metavar=metavar))
     return options
+
+
+class AlignOption(click.Option):
+    """A flag whose help shows only align's own name (and its --no- form), not the second
+    names it also answers to (align.aliases)."""
+
+    def __init__(self, decls: list[str], name: str, **kwargs: Any) -> None:
+        super().__init__([*decls, name], **kwargs)
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        opts, secondary = self.opts, self.secondary_opts
+        self.opts, self.secondary_opts = opts[:1], secondary[:1]
+        try:
+            return super().get_help_record(ctx)
+        finally:
+            self.opts, self.secondary_opts = opts, secondary
 
 
 def _unique_key_loader() -> type:
@@ -129,7 +149,11 @@ def load_yaml(path: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise AlignError(f"--config {path}: expected a mapping of flag: value, found "
                          f"{type(data).__name__}")
-    return {str(k).replace("-", "_"): v for k, v in data.items()}
+    values, notes = yaml_keys({str(k).replace("-", "_"): v for k, v in data.items()},
+                              f"--config {path}")
+    for note in notes:
+        click.echo(note, err=True)
+    return values
 
 
 def _coerce(value: Any, tp: Any, key: str, origin: str) -> Any:

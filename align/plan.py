@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass, field
+from typing import Any
 
 from align.errors import AlignError
 
@@ -69,3 +70,99 @@ def cuda_available() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def optimizer_steps(cfg: Any, spec: Any, n_rows: int) -> tuple[int, int, str]:
+    """(optimizer steps, warm-up steps, how the steps were counted) of a run on ``n_rows``
+    training records, counted as the trainers count them (transformers' Trainer: whole
+    micro-batches per process, then whole accumulation rounds; PPO: rollout batches times
+    --ppo-epochs x --num-mini-batches). For GRPO/RLOO each prompt counts --num-generations
+    completions."""
+    import math
+    import os
+
+    t, a = cfg.train, cfg.algo
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if spec.name == "ppo":
+        rollouts = t.max_steps if t.max_steps > 0 else \
+            max(1, math.ceil(t.num_train_epochs * n_rows / a.rollout_batch_size))
+        steps = rollouts * a.ppo_epochs * a.num_mini_batches
+        how = (f"{rollouts} PPO step(s) of {a.rollout_batch_size} prompts x {a.ppo_epochs} "
+               f"epochs x {a.num_mini_batches} mini-batch(es)")
+    else:
+        unit = "completions" if spec.online else \
+            "pairs" if spec.data_format == "pairwise" else "examples"
+        items = n_rows * (a.num_generations * a.num_iterations if spec.online else 1)
+        batches = math.ceil(items / (t.per_device_train_batch_size * world))
+        per_epoch = max(1, math.ceil(batches / t.gradient_accumulation_steps))
+        steps = t.max_steps if t.max_steps > 0 else \
+            max(1, math.ceil(t.num_train_epochs * per_epoch))
+        how = (f"--max-steps {t.max_steps}" if t.max_steps > 0 else
+               f"{items} {unit} / ({t.per_device_train_batch_size} per device x "
+               f"{t.gradient_accumulation_steps} accumulation x {world} process"
+               f"{'es' if world > 1 else ''}) x {t.num_train_epochs:g} epoch(s)")
+    fixed = getattr(t, "warmup_steps", None)
+    warmup = fixed if fixed is not None else math.ceil(t.warmup_ratio * steps)
+    return steps, warmup, how
+
+
+MIN_STEPS = 3  # fewer optimizer steps than this is a run too small to train
+
+
+def short_run_warnings(cfg: Any, spec: Any, n_rows: int) -> list[str]:
+    """Warnings, with the numbers, for a run too small to train: fewer optimizer steps than
+    warm-up steps (the learning rate never leaves its climb from 0), or fewer than
+    :data:`MIN_STEPS` at all."""
+    steps, warmup, how = optimizer_steps(cfg, spec, n_rows)
+    t = cfg.train
+    if steps >= MIN_STEPS and steps > warmup:
+        return []
+    plural = "s" if steps != 1 else ""
+    text = f"warning: this run takes only {steps} optimizer step{plural} ({how})"
+    if warmup >= steps and warmup > 0:
+        why = (f"--warmup-steps {warmup}" if getattr(t, "warmup_steps", None) is not None else
+               f"--warmup-ratio {t.warmup_ratio:g} of {steps}, rounded up")
+        text += (f" and {warmup} of warm-up ({why}): the learning rate is still climbing "
+                 "from 0 when training ends, so the model barely changes (a LoRA adapter "
+                 "stays all zeros)")
+    else:
+        text += f": fewer than {MIN_STEPS} steps train very little"
+    text += (". Train longer (more data, --num-train-epochs, --max-steps, a smaller "
+             "--per-device-train-batch-size)")
+    if warmup > 0:
+        flag = "--warmup-steps" if getattr(t, "warmup_steps", None) is not None else \
+            "--warmup-ratio"
+        text += f" or drop the warm-up ({flag} 0)"
+    return [text]
+
+
+# Optimizers (transformers' names) that need a package beyond torch:
+# (name prefixes, module to import, what to pip install).
+OPTIMIZER_PACKAGES = (
+    (("adamw_bnb", "adamw_8bit", "ademamix_8bit", "lion", "paged_", "rmsprop_bnb"),
+     "bitsandbytes", "bitsandbytes"),
+    (("galore_",), "galore_torch", "galore-torch"),
+    (("apollo_",), "apollo_torch", "apollo-torch"),
+    (("lomo", "adalomo"), "lomo_optim", "lomo-optim"),
+    (("grokadamw",), "grokadamw", "grokadamw"),
+    (("schedule_free_",), "schedulefree", "schedulefree"),
+    (("adamw_torch_4bit", "adamw_torch_8bit"), "torchao", "torchao"),
+    (("stable_adamw",), "optimi", "torch-optimi"),
+    (("adamw_anyprecision",), "torchdistx", "torchdistx"),
+    (("adamw_torch_xla",), "torch_xla", "torch-xla"),
+    (("adamw_torch_npu_fused",), "torch_npu", "torch-npu"),
+)
+
+
+def optimizer_issue(name: str, cuda: Any = cuda_available) -> str | None:
+    """What this machine lacks for the optimizer ``name`` (transformers' name), or None."""
+    for prefixes, module, pip_name in OPTIMIZER_PACKAGES:
+        if not name.startswith(prefixes):
+            continue
+        if not has_package(module):
+            return f"--optim {name} needs {pip_name}: pip install {pip_name}"
+        if name.startswith("paged_") and not cuda():
+            return (f"--optim {name}: paged optimizers page their state to CUDA memory and "
+                    "need a CUDA GPU; use adamw_torch here")
+        return None
+    return None

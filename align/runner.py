@@ -28,14 +28,15 @@ from typing import Any
 import click
 
 from align import checkpoints, output_dir
-from align.config import RunConfig
+from align.config import RunConfig, parse_list
 from align.data import Validated, load_valid, skip_report, write_skipped
 from align.data.store import content_digest, select
 from align.errors import AlignError
 from align.models import check_model_path
 from align.options import format_config
 from align.output_dir import CONFIG_FILE, FINAL_FILE
-from align.plan import PlanReport, cuda_available, has_package
+from align.plan import (PlanReport, cuda_available, has_package, optimizer_issue,
+                        short_run_warnings)
 from align.registry import AlgoSpec
 
 
@@ -61,6 +62,12 @@ def check_plan(cfg: RunConfig, spec: AlgoSpec) -> PlanReport:
     for flag, path in (("--model", cfg.model.model), ("--ref-model", cfg.model.ref_model),
                        ("--reward-model", cfg.model.reward_model)):
         check_model_path(flag, path)
+    t = cfg.train
+    if t.eval_strategy in ("steps", "epoch") and not (
+            cfg.data.eval_dataset or cfg.data.eval_dataset_split or cfg.data.eval_split):
+        raise AlignError(f"--eval-strategy {t.eval_strategy} needs held-out data: "
+                         "--eval-dataset PATH, --eval-split 0.05, or --eval-dataset-split "
+                         "SPLIT of --dataset")
     if cfg.lora.lora and cfg.lora.qlora:
         raise AlignError("--lora and --qlora exclude each other (--qlora already trains LoRA "
                          "adapters, on a 4-bit base)")
@@ -118,9 +125,29 @@ def machine_issues(cfg: RunConfig) -> list[str]:
     if attn == "flash_attention_2" and not has_package("flash_attn"):
         issues.append("--attn-implementation flash_attention_2 needs flash-attn: "
                       "pip install flash-attn --no-build-isolation")
+    if t.optim and (issue := optimizer_issue(t.optim, cuda_available)):
+        issues.append(issue)
+    if "wandb" in parse_list(t.report_to) and not has_package("wandb"):
+        issues.append("--report-to wandb needs the wandb package: pip install wandb")
+    if t.push_to_hub and (issue := hub_issue()):
+        issues.append(issue)
     if t.deepspeed and not has_package("deepspeed"):
         issues.append("--deepspeed needs the deepspeed package: pip install 'align[deepspeed]'")
     return issues
+
+
+def hub_issue() -> str | None:
+    """What keeps --push-to-hub from uploading on this machine (offline, not logged in)."""
+    import os
+
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return "--push-to-hub: HF_HUB_OFFLINE=1 is set, so nothing can be uploaded"
+    from huggingface_hub import get_token
+
+    if not get_token():
+        return ("--push-to-hub needs a Hugging Face login: `huggingface-cli login`, or set "
+                "HF_TOKEN")
+    return None
 
 
 def load_data(cfg: RunConfig, spec: AlgoSpec) -> tuple[Validated, Validated | None]:
@@ -131,8 +158,9 @@ def load_data(cfg: RunConfig, spec: AlgoSpec) -> tuple[Validated, Validated | No
     train = load_valid(d.dataset, spec.data_format, d.columns, split=d.dataset_split,
                        **options)
     evaluation = None
-    if d.eval_dataset:
-        evaluation = load_valid(d.eval_dataset, spec.data_format, d.columns,
+    if d.eval_dataset or d.eval_dataset_split:
+        # --eval-dataset-split alone: that split of --dataset (TRL's --dataset_test_split)
+        evaluation = load_valid(d.eval_dataset or d.dataset, spec.data_format, d.columns,
                                 split=d.eval_dataset_split, flag="--eval-dataset", **options)
     elif d.eval_split > 0:
         order = list(range(len(train.rows)))
@@ -278,6 +306,7 @@ def execute(cfg: RunConfig, spec: AlgoSpec, dry_run: bool = False) -> dict[str, 
     train, evaluation = load_data(cfg, spec)
     if spec.check is not None:
         spec.check(cfg, train, report)
+    report.notes += short_run_warnings(cfg, spec, len(train.rows))
     if not dry_run:
         report.raise_machine_issues()
     click.echo(format_config(cfg))
@@ -321,9 +350,22 @@ def execute(cfg: RunConfig, spec: AlgoSpec, dry_run: bool = False) -> dict[str, 
             with checkpoints.writing(out, FINAL_FILE):
                 (out / FINAL_FILE).write_text(
                     json.dumps(result, indent=2, default=float), encoding="utf-8")
+        with checkpoints.writing(out, "the model card"):
+            finish_output(cfg, spec, train.summary(), result or {})
     except BaseException:
         out_dir.discard_if_unstarted()
         raise
     finally:
         out_dir.release()
     return result
+
+
+def finish_output(cfg: RunConfig, spec: AlgoSpec, data_summary: str,
+                  result: dict[str, Any]) -> None:
+    """The model card in the output directory, and the upload with --push-to-hub."""
+    from align import hub
+
+    hub.write_card(cfg, spec, data_summary, result)
+    if cfg.train.push_to_hub:
+        click.echo(f"pushing {cfg.train.output_dir} to the Hub as {hub.repo_id(cfg)} ...")
+        click.echo(f"pushed: {hub.push(cfg)}")

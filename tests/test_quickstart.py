@@ -67,3 +67,25 @@ def test_overoptimization_run_is_reported(tmp_path, capsys):
 def test_quickstart_rejects_unknown_or_internal_algorithms(tmp_path, capsys, bad):
     code, _, err = run_cli(["quickstart", "--out", tmp_path, "--algos", bad], capsys)
     assert code == 2 and err.startswith("error:")
+
+
+def test_a_health_alarm_is_explained_with_the_algorithms_hint():
+    from align.quickstart import report
+
+    event = ("[health] step 60: likelihood_displacement: chosen log-prob fell from -8.21 to "
+             "-12.34 while the margin rose from 0.10 to 0.81: both answers are being pushed "
+             "down. Try: lower --learning-rate or raise --beta")
+    summary = {"sft": {"gold_reward": -0.1, "rm_reward": 0.5, "kl": 0.0, "mean_length": 11.0},
+               "algos": {"kto": {"gold_reward": 0.8, "rm_reward": 3.9, "kl": 3.5,
+                                 "mean_length": 19.0, "collapsed": True, "seconds": 9.0,
+                                 "health_events": [event, event.replace("step 60", "step 70")]},
+                         "dpo": {"gold_reward": 0.5, "rm_reward": 3.3, "kl": 1.2,
+                                 "mean_length": 14.0, "collapsed": False, "seconds": 5.0}}}
+    table = report.leaderboard(summary)
+    assert "alarm: displacement" in table and " ok " in table
+    (line,) = report.alarms(summary)  # one line per detector, not per firing
+    assert line.startswith("kto: the likelihood displacement detector fired at step 60.")
+    assert "less likely, not more" in line  # in words
+    assert "fell from -8.21 to -12.34" in line  # the numbers
+    assert "What to try with kto: lower --learning-rate or raise --beta." in line
+    assert "+0.800 against the SFT policy's -0.100" in line

@@ -57,7 +57,8 @@ def trl_config(cfg: RunConfig, config_cls: type, has_eval: bool = False, **field
         save_total_limit=None,  # align rotates complete checkpoints (align.checkpoints)
         seed=t.seed,
         lr_scheduler_type=t.lr_scheduler_type,
-        warmup_steps=t.warmup_ratio,  # a float in [0, 1) is a ratio in transformers 5
+        # a float in [0, 1) is a ratio in transformers 5
+        warmup_steps=t.warmup_steps if t.warmup_steps is not None else t.warmup_ratio,
         weight_decay=t.weight_decay,
         max_grad_norm=t.max_grad_norm,
         bf16=bf16,
@@ -68,14 +69,30 @@ def trl_config(cfg: RunConfig, config_cls: type, has_eval: bool = False, **field
         report_to="none",  # align writes metrics.jsonl and TensorBoard itself
         logging_nan_inf_filter=False,  # a NaN loss must reach the NaN detector, not become 0
         use_cpu=not on_gpu(),
-        eval_strategy="steps" if has_eval else "no",
-        eval_steps=t.save_steps if has_eval else None,
+        eval_strategy=eval_strategy(cfg, has_eval),
+        eval_steps=(t.eval_steps or t.save_steps) if has_eval else None,
+        run_name=t.run_name,
         trust_remote_code=cfg.model.trust_remote_code,
     )
+    if t.optim:
+        kwargs["optim"] = t.optim
     if "max_length" in config_cls.__dataclass_fields__:
         kwargs["max_length"] = cfg.data.max_length
+    if "activation_checkpointing" in config_cls.__dataclass_fields__:
+        # transformers >= 5.24's name; the old one (which TRL's configs default to True)
+        # would warn on every run that it is deprecated
+        kwargs["activation_checkpointing"] = kwargs.pop("gradient_checkpointing")
     kwargs.update(fields)
     return config_cls(**kwargs)
+
+
+def eval_strategy(cfg: RunConfig, has_eval: bool) -> str:
+    """--eval-strategy for TRL: auto is steps with held-out data, else no (the runner has
+    refused steps or epoch without held-out data)."""
+    chosen = cfg.train.eval_strategy
+    if chosen == "auto" or not has_eval:
+        return "steps" if has_eval and chosen == "auto" else "no"
+    return chosen
 
 
 def load_tokenizer(cfg: RunConfig, data: Any = None) -> Any:

@@ -15,10 +15,10 @@ from typing import Any, Callable, Sequence
 
 import click
 
-from align import checkpoints
+from align import checkpoints, console
 from align.config import RunConfig
 from align.errors import AlignError
-from align.metrics import MetricsLogger, trainer_callback
+from align.metrics import MetricsLogger, run_logger, trainer_callback
 
 
 def resume_checkpoint(cfg: RunConfig) -> tuple[str | None, int | None]:
@@ -32,13 +32,13 @@ def resume_checkpoint(cfg: RunConfig) -> tuple[str | None, int | None]:
 
 
 def metrics_logger(cfg: RunConfig, resume_step: int | None) -> MetricsLogger:
-    return MetricsLogger(cfg.train.output_dir, tensorboard=cfg.train.report_to == "tensorboard",
-                         resume_step=resume_step)
+    return run_logger(cfg, cfg.train.output_dir, resume_step)
 
 
 def train(trainer: Any, cfg: RunConfig, resume_from: str | None) -> dict[str, Any]:
     """Train (resuming if asked); return the run's metrics with the first and last loss. A
     full disk or a read-only directory met while saving a checkpoint is an AlignError."""
+    console.replace_progress_bar(trainer)  # align's bar instead of a metrics dict per step
     try:
         with checkpoints.writing(cfg.train.output_dir, "checkpoints and metrics"):
             result = trainer.train(resume_from_checkpoint=resume_from)

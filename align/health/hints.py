@@ -1,4 +1,5 @@
-"""What to try when a detector fires, in the flags of the algorithm that is running.
+"""What to try when a detector fires, in the flags of the algorithm that is running, and what
+each detector saw, in words (for reports that explain an alarm, such as the quickstart's).
 
 A hint names only flags the algorithm takes: KTO has no ``--rpo-alpha``, GRPO no
 ``--missing-eos-penalty``, PPO's policy rate is ``--actor-lr``.
@@ -64,3 +65,20 @@ def hint(detector: str, algo: str | None) -> str:
     """The hint for ``detector`` in ``algo``'s flags (the generic one for other algorithms)."""
     table = _HINTS[detector]
     return table.get(algo or "*", table["*"])
+
+
+# detector -> what it saw, in words; the event's message has the numbers, hint() what to try
+MEANING = {
+    "repeater": "most answers ran to the token limit without ending, repeating themselves: "
+                "the policy learnt that long answers score well, or forgot how to stop",
+    "mute": "the answers shrank towards nothing: the policy found that saying little scores "
+            "well",
+    "kl_blowup": "the policy moved far from its reference model: its answers no longer look "
+                 "like those of the model it started from, which is where a reward model is "
+                 "most easily fooled",
+    "nan": "a loss became NaN or infinite: training broke numerically",
+    "likelihood_displacement": "the chosen answers became less likely, not more: the loss "
+                               "widened the margin by pushing both answers of a pair down, which "
+                               "moves probability to answers that are in neither (Razin et al. "
+                               "2024)",
+}

@@ -220,6 +220,13 @@ def check_supported(cfg: Any, world: int = 1) -> None:
                          "optimizer step takes one mini-batch (--rollout-batch-size / "
                          "--num-mini-batches), accumulated over micro-batches of "
                          "--per-device-train-batch-size")
+    if t.optim not in (None, "adamw_torch"):
+        raise AlignError(f"--optim {t.optim}: align's PPO engine trains actor and critic with "
+                         "torch's AdamW (--optim adamw_torch); the other optimizers apply to "
+                         "the TRL-backed algorithms")
+    if t.eval_strategy == "epoch" or t.eval_steps is not None:
+        raise AlignError("--eval-strategy epoch / --eval-steps: PPO evaluates its held-out "
+                         "prompts at the start, at every --save-steps and at the end")
     if t.learning_rate is not None and a.actor_lr is not None:
         raise AlignError("give --actor-lr or --learning-rate (its alias for PPO), not both")
     if lo.enabled and a.offload_ref_model and not cfg.model.ref_model:

@@ -50,16 +50,20 @@ def build_optim(cfg: RunConfig, model: Any, steps: int) -> Optim:
     optimizer = torch.optim.AdamW(groups, lr=critic_lr, weight_decay=t.weight_decay)
     kind, ratio = t.lr_scheduler_type, t.warmup_ratio
     critic_total = max(steps * per_step, 1)
+
+    def warmup(n: int) -> int:  # --warmup-steps (optimizer updates), else --warmup-ratio
+        return t.warmup_steps if t.warmup_steps is not None else math.ceil(ratio * n)
+
     held = a.critic_warmup_steps * per_step  # updates before the actor moves
     actor_total = max((steps - a.critic_warmup_steps) * per_step, 1)
 
     def critic_factor(u: int) -> float:
-        return lr_factor(kind, u, math.ceil(ratio * critic_total), critic_total)
+        return lr_factor(kind, u, warmup(critic_total), critic_total)
 
     def actor_factor(u: int) -> float:
         if u < held:
             return 0.0
-        return lr_factor(kind, u - held, math.ceil(ratio * actor_total), actor_total)
+        return lr_factor(kind, u - held, warmup(actor_total), actor_total)
 
     return Optim(optimizer, LambdaLR(optimizer, [actor_factor, critic_factor]))
 

@@ -24,7 +24,7 @@ def run(cfg: RunConfig, data: Any, eval_data: Any = None) -> dict[str, Any]:
     The runner has already called :func:`align.ppo.plan.check` (unsupported flags refused).
     Launched as several processes, each one runs this; rank 0 writes the files."""
     from align.checkpoints import latest
-    from align.metrics import MetricsLogger
+    from align.metrics import run_logger
     from align.ppo.plan import describe
 
     ppo = PPORun.create(cfg, data, eval_data)
@@ -37,8 +37,7 @@ def run(cfg: RunConfig, data: Any, eval_data: Any = None) -> dict[str, Any]:
         resume_step = ppo.step
         ppo.latest_eval = logged_eval(ppo)
         say(ppo, f"resumed from {ckpt} (step {ppo.step} of {ppo.total_steps})")
-    logger = MetricsLogger(ppo.out, tensorboard=cfg.train.report_to == "tensorboard",
-                           resume_step=resume_step) if ppo.dist.is_main else NullLogger()
+    logger = run_logger(cfg, ppo.out, resume_step) if ppo.dist.is_main else NullLogger()
     try:
         return train(ppo, logger)
     finally:
@@ -325,12 +324,15 @@ def log_eval(ppo: PPORun, logger: Any) -> dict[str, float]:
 def report(ppo: PPORun, bar: Any, m: dict[str, Any] | None, events: list[Any]) -> None:
     """Console (rank 0): a compact progress-bar postfix and one line per logged step, then
     any alarms."""
+    from align.console import report as report_progress
+
     monitor = ppo.monitor
     if not ppo.dist.is_main:
         monitor.notes.clear()
         return
     step = ppo.step
     bar.update(step - bar.n)
+    report_progress(step, bar.total)
     if m is not None:
         bar.set_postfix(reward=f"{m['reward/raw']:.3f}", kl=f"{m['objective/kl']:.3f}",
                         len=f"{m['rollout/response_len']:.1f}")

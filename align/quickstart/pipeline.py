@@ -7,7 +7,6 @@ Every training stage goes through ``align.runner.execute`` with a config resolve
 
 from __future__ import annotations
 
-import contextlib
 import random
 import time
 from dataclasses import dataclass, field
@@ -30,6 +29,10 @@ CURVE_POINTS = 4  # checkpoints evaluated along each run for curves.png
 OVEROPTIMIZATION = {"preset": "vanilla", "max_steps": 120, "actor_lr": 1e-3,
                     "temperature": 1.5, "max_new_tokens": 32}
 EVAL_SAMPLES = 8  # samples per held-out prompt for the leaderboard (4 for curve points)
+# The tiny model's matrices (hidden size 64) are too small to split across threads: a second
+# thread saves little on idle cores, and on cores shared with other work its spin-waiting
+# slows every step many times over (measured in docs/quickstart.md, "Speed").
+TINY_MODEL_THREADS = 1
 RECIPES: dict[str, dict[str, Any]] = {
     "sft": {"learning_rate": 3e-3, "num_train_epochs": 5.0, "per_device_train_batch_size": 32},
     "rm": {"learning_rate": 2e-3, "num_train_epochs": 3.0},
@@ -72,6 +75,7 @@ class Options:
     scale: float = 1.0  # multiplies data sizes and step counts (CI uses a smaller one)
     overoptimization: bool = False
     verbose: bool = False
+    threads: int | None = None  # torch CPU threads; None: TINY_MODEL_THREADS or torch's own
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -79,26 +83,11 @@ def _scaled(n: int, opts: Options, minimum: int = 1) -> int:
     return max(minimum, int(round(n * opts.scale)))
 
 
-@contextlib.contextmanager
-def stage(name: str, opts: Options):
-    """Time a stage, send its output to logs/<name>.log, print one line for it."""
-    log = opts.out / "logs" / f"{name}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    start = time.time()
-    click.echo(f"  {name:<16}", nl=False)
-    with log.open("w", encoding="utf-8") as fh:
-        redirect = contextlib.nullcontext() if opts.verbose else contextlib.ExitStack()
-        if not opts.verbose:
-            redirect.enter_context(contextlib.redirect_stdout(fh))  # type: ignore[union-attr]
-            redirect.enter_context(contextlib.redirect_stderr(fh))  # type: ignore[union-attr]
-        try:
-            with redirect:
-                yield log
-        except BaseException:
-            click.echo(f"failed after {time.time() - start:.1f} s (log: {log})")
-            raise
-    opts.timings[name] = time.time() - start
-    click.echo(f"done in {opts.timings[name]:5.1f} s")
+def stage(name: str, opts: Options) -> Any:
+    """Time a stage, send its output to logs/<name>.log, keep one console line for it."""
+    from align.quickstart.stages import stage as console_stage
+
+    return console_stage(name, opts.out, opts.timings, opts.verbose)
 
 
 def train(algo: str, model: str, dataset: Path, output: Path, opts: Options,
@@ -148,10 +137,12 @@ def label_pairs(policy: Any, tokenizer: Any, prompts: list[task.Prompt], rounds:
                 rng: random.Random, seed: int, noisy: bool = True) -> list[dict[str, Any]]:
     """Sample two answers per prompt from ``policy`` and label them with the gold reward
     (with rater noise unless ``noisy`` is False); identical or tied answers are skipped."""
+    from align.console import report
     from align.quickstart.evaluate import sample
 
     pairs = []
     for r in range(rounds):
+        report(r, rounds)
         s = sample(policy, tokenizer, prompts, 2, 24, seed=seed + r)
         for i in range(0, len(s.texts), 2):
             p, a, b = s.prompts[i], s.texts[i], s.texts[i + 1]
@@ -218,10 +209,13 @@ def steps_of(algo: str, n_rows: int, opts: Options) -> int:
 def curve(run_dir: Path, sft: Any, rm: Any, tokenizer: Any, prompts: list[task.Prompt],
           start: dict[str, float], total: int) -> list[dict[str, float]]:
     """Held-out metrics at each saved checkpoint, from the SFT starting point to the end."""
+    from align.console import report
     from align.quickstart.evaluate import evaluate
 
     points = [{"progress": 0.0, **{k: v for k, v in start.items() if k != "example"}}]
-    for step, path in checkpoints(run_dir):
+    saved = checkpoints(run_dir)
+    for i, (step, path) in enumerate(saved):
+        report(i, len(saved))
         model_dir = path / "actor" if (path / "actor" / "config.json").exists() else path
         if not (model_dir / "config.json").exists():
             continue
@@ -278,18 +272,21 @@ def run(opts: Options) -> dict[str, Any]:
 
     hf_logging.disable_progress_bar()  # model loading bars, once per checkpoint evaluated
     start = time.time()
+    threads = opts.threads or (torch.get_num_threads() if opts.model else TINY_MODEL_THREADS)
+    torch.set_num_threads(threads)
     torch.manual_seed(opts.seed)
     rng = random.Random(opts.seed)
     train_prompts, held_out = task.split_prompts(opts.seed)
     click.echo(f"align quickstart: seed {opts.seed}, algorithms {', '.join(opts.algos)}, "
-               f"output {opts.out}")
+               f"{threads} CPU thread{'s' if threads > 1 else ''}, output {opts.out}")
     sft_dir = prepare_policy(opts, train_prompts, rng)
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(sft_dir))
     sft = load(sft_dir)
     # 3. pairs from the SFT policy, labelled by the gold reward with rater noise; a reward model
-    with stage("preference data", opts):
+    with stage("preference data", opts) as line:
+        line.set_phase("labelling", "rounds")
         pairs = label_pairs(sft, tokenizer, train_prompts, _scaled(24, opts, 4), rng, opts.seed)
         agreement = sum(p.pop("gold_agrees") for p in pairs) / max(1, len(pairs))
         files = {
@@ -299,6 +296,7 @@ def run(opts: Options) -> dict[str, Any]:
             "prompts": write_prompts(opts.out / "data" / "prompts.jsonl", train_prompts,
                                      _scaled(8, opts, 2)),
         }
+        line.set_phase("held-out pairs", "rounds")
         gold_pairs = label_pairs(sft, tokenizer, held_out, 8, random.Random(opts.seed + 1),
                                  opts.seed + 10_000, noisy=False)
     with stage("reward model", opts):
@@ -315,19 +313,23 @@ def run(opts: Options) -> dict[str, Any]:
     for algo in opts.algos:
         data = dataset_for(algo, files)
         n_rows = sum(1 for _ in data.open(encoding="utf-8"))
-        with stage(algo, opts):
+        with stage(algo, opts) as line:
+            began = time.time()
             final = train(algo, str(sft_dir), data, opts.out / algo, opts,
                           **algo_flags(algo, opts.out / "rm", n_rows, opts))
-        policy = load(opts.out / algo)
-        ev = evaluate(policy, sft, rm, tokenizer, held_out, n=EVAL_SAMPLES)
+            seconds = time.time() - began
+            line.set_phase("evaluating", "checkpoints")
+            policy = load(opts.out / algo)
+            ev = evaluate(policy, sft, rm, tokenizer, held_out, n=EVAL_SAMPLES)
+            curves[algo] = curve(opts.out / algo, sft, rm, tokenizer, held_out, sft_eval,
+                                 steps_of(algo, n_rows, opts))
         algos[algo] = {**ev, "collapsed": bool(final.get("collapsed", False)),
-                       "seconds": round(opts.timings[algo], 1)}
-        curves[algo] = curve(opts.out / algo, sft, rm, tokenizer, held_out, sft_eval,
-                             steps_of(algo, n_rows, opts))
+                       "health_events": list(final.get("health_events", [])),
+                       "seconds": round(seconds, 1)}
     over = overoptimization(opts, sft_dir, files["prompts"], sft, rm, tokenizer, held_out,
                             sft_eval) if opts.overoptimization else None
     summary = {
-        "seconds": round(time.time() - start, 1), "seed": opts.seed,
+        "seconds": round(time.time() - start, 1), "seed": opts.seed, "threads": threads,
         "sft": {k: v for k, v in sft_eval.items()},
         "reward_model": {"accuracy": rm_acc, "pairs": len(pairs),
                          "rater_agreement_with_gold": agreement},

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -10,13 +12,15 @@ import click
 
 COLUMNS = (("gold_reward", "gold", "{:+.3f}"), ("rm_reward", "RM score", "{:+.3f}"),
            ("kl", "KL to SFT", "{:.2f}"), ("mean_length", "length", "{:.1f}"),
-           ("collapsed", "collapsed", "{}"), ("seconds", "seconds", "{:.0f}"))
+           ("health", "health", "{}"), ("seconds", "seconds", "{:.0f}"))
+EVENT = re.compile(r"^\[health\] step (\d+): (\w+): (.*?)(?:\. Try: (.*))?$", re.S)
 
 
 def leaderboard(summary: dict[str, Any]) -> str:
     """The table printed at the end: one row per algorithm, best gold first, SFT last."""
-    rows = sorted(summary["algos"].items(), key=lambda kv: -kv[1]["gold_reward"])
-    rows.append(("sft (start)", {**summary["sft"], "collapsed": False, "seconds": 0.0}))
+    rows = [(name, {**r, "health": health_cell(r)}) for name, r in
+            sorted(summary["algos"].items(), key=lambda kv: -kv[1]["gold_reward"])]
+    rows.append(("sft (start)", {**summary["sft"], "health": "", "seconds": 0.0}))
     header = ["algorithm"] + [title for _, title, _ in COLUMNS]
     body = [[name] + [fmt.format(r.get(key)) for key, _, fmt in COLUMNS] for name, r in rows]
     widths = [max(len(str(x)) for x in col) for col in zip(header, *body)]
@@ -24,6 +28,38 @@ def leaderboard(summary: dict[str, Any]) -> str:
              "  ".join("-" * w for w in widths)]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in body]
     return "\n".join(lines)
+
+
+def health_cell(result: dict[str, Any]) -> str:
+    """The leaderboard's health column: ok, or the detectors that fired (see alarms())."""
+    fired = [m.group(2) for e in result.get("health_events", []) if (m := EVENT.match(e))]
+    if not fired and result.get("collapsed"):
+        return "alarm"
+    short = {"likelihood_displacement": "displacement", "kl_blowup": "KL blow-up"}
+    return "alarm: " + ", ".join(dict.fromkeys(short.get(f, f) for f in fired)) if fired \
+        else "ok"
+
+
+def alarms(summary: dict[str, Any]) -> list[str]:
+    """Each health alarm explained: what the detector saw in words, the numbers, what to try
+    in the flags of the algorithm that raised it, and what the held-out gold reward says."""
+    from align.health.hints import MEANING
+
+    lines = []
+    sft_gold = summary["sft"]["gold_reward"]
+    for algo, r in summary["algos"].items():
+        events = [m for e in r.get("health_events", []) if (m := EVENT.match(e))]
+        for m in events[:1] + [e for e in events[1:] if e.group(2) != events[0].group(2)]:
+            step, detector, numbers, hint = m.groups()
+            meaning = MEANING.get(detector, "")
+            lines.append(
+                f"{algo}: the {detector.replace('_', ' ')} detector fired at step {step}. "
+                f"{meaning[:1].upper() + meaning[1:]}. Here: {numbers}. "
+                + (f"What to try with {algo}: {hint.rstrip('.')}. " if hint else "")
+                + f"(A warning about where training was heading: the held-out gold reward, "
+                f"{r['gold_reward']:+.3f} against the SFT policy's {sft_gold:+.3f}, is the "
+                "verdict.)")
+    return lines
 
 
 def plot(path: Path, curves: dict[str, list[dict[str, float]]],
@@ -91,6 +127,8 @@ def write(out: Path, summary: dict[str, Any], curves: dict[str, list[dict[str, f
         summary["overoptimization"] = over
     (out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     click.echo("\n" + leaderboard(summary))
+    for line in alarms(summary):
+        click.echo("\n" + textwrap.fill(line, 100, subsequent_indent="  "))
     if over:
         click.echo(overoptimization_note(summary))
     drawn = plot(out / "curves.png", curves, over["curve"] if over else None)

@@ -43,7 +43,7 @@ def _completion_ids(out: Any, prompt_len: int, eos_ids: set[int], pad_id: int | 
     return result
 
 
-def _score_model(model: Any, tokenizer: Any, prompts: list[Any], completions: list[Any]
+def model_scores(model: Any, tokenizer: Any, prompts: list[Any], completions: list[Any]
                  ) -> list[float]:
     """A reward model's score for prompt + completion (its last non-padding token)."""
     import torch
@@ -68,7 +68,7 @@ def score(sources: Sequence[Any], weights: Sequence[float], prompts: list[Any],
     per_source: dict[str, list[float | None]] = {}
     for source in sources:
         if source.kind == "model":
-            values: list[Any] = _score_model(source.func, source.tokenizer, prompts, completions)
+            values: list[Any] = model_scores(source.func, source.tokenizer, prompts, completions)
         else:
             values = source.func(prompts=prompts, completions=completions,
                                  completion_ids=completion_ids, **columns)

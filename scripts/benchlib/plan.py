@@ -13,14 +13,14 @@ def prepare(argv: list[str]) -> tuple[Any, Any, list[str]]:
     ``check`` hook). A machine issue (no CUDA for --qlora, a missing package) is returned, not
     raised, so the benchmark can skip that measurement and say why.
     """
-    from align.cli import cli
+    from align.cli import RUN_OPTIONS, cli
     from align.options import resolve
     from align.registry import flag_owners, get_algo
     from align.runner import check_plan, load_data
 
     ctx = cli.commands["rlhf"].make_context("align rlhf", list(argv))
     values = {k: v for k, v in ctx.params.items()
-              if v is not None and k not in ("config", "dry_run", "algo")}
+              if v is not None and k not in RUN_OPTIONS}
     spec = get_algo(ctx.params["algo"])
     cfg = resolve(spec.name, spec.groups(), values, {}, flag_owners())
     report = check_plan(cfg, spec)

@@ -26,14 +26,18 @@ def arg(
     source: str = "",
     choices: tuple[str, ...] | None = None,
     metavar: str | None = None,
+    presets: dict[str, Any] | None = None,
     bounds: str | None = None,
 ) -> Any:
     """Declare a config field with its CLI help, the source of its default, allowed choices and,
-    for a number, its allowed range as an interval: ``"[0, 1)"``, ``"(0, inf)"``."""
+    for a number, its allowed range as an interval: ``"[0, 1)"``, ``"(0, inf)"``.
+
+    ``presets`` maps preset names to the value the field takes under each (PPO's --preset),
+    for fields whose ``default`` is None until a preset fills it in."""
     if bounds is not None:
         parse_bounds(bounds)  # a typo in a declaration fails at import, not in a user's run
     meta = {"help": help, "source": source, "choices": choices, "metavar": metavar,
-            "bounds": bounds}
+            "bounds": bounds, "presets": presets}
     if isinstance(default, (list, dict, set)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -404,4 +408,5 @@ def field_doc(f: dataclasses.Field) -> dict[str, Any]:
         "source": f.metadata.get("source", ""),
         "choices": f.metadata.get("choices"),
         "bounds": f.metadata.get("bounds"),
+        "presets": f.metadata.get("presets"),
     }

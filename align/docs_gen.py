@@ -74,7 +74,14 @@ def flag_table(cls: type) -> str:
             meaning += f" One of: {', '.join(doc['choices'])}."
         if doc["bounds"]:
             meaning += f" Range: {doc['bounds']}."
-        lines.append(f"| {flag} | {_default(doc['default'], is_bool)} | {_cell(meaning)} | "
+        default = _default(doc["default"], is_bool)
+        if doc["presets"]:  # the default preset's value, and the others' where they differ
+            presets = doc["presets"]
+            first = next(iter(presets.values()))
+            others = [f"{name}: {_default(v, is_bool)}" for name, v in presets.items()
+                      if v != first]
+            default = _default(first, is_bool) + (f" ({'; '.join(others)})" if others else "")
+        lines.append(f"| {flag} | {default} | {_cell(meaning)} | "
                      f"{_cell(doc['source']) or 'align default'} |")
     return "\n".join(lines) + "\n"
 

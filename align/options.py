@@ -256,6 +256,7 @@ def fill_learning_rates(cfg: RunConfig) -> None:
     if spec is None:
         return
     filled = []
+    computed = spec.default_lrs_for(cfg) if spec.default_lrs_for else None
     for i, name in enumerate(spec.default_lrs):
         group = cfg.train if name == "learning_rate" else cfg.algo
         if name != "learning_rate" and i == 0 and cfg.train.learning_rate is not None:
@@ -265,7 +266,8 @@ def fill_learning_rates(cfg: RunConfig) -> None:
             setattr(group, name, cfg.train.learning_rate)
             cfg.train.learning_rate = None
         if getattr(group, name) is None:
-            setattr(group, name, default_learning_rate(spec, name, cfg.lora.enabled))
+            setattr(group, name, computed[name] if computed else
+                    default_learning_rate(spec, name, cfg.lora.enabled))
             filled.append(name)
     cfg.lr_defaults = tuple(filled)
 

@@ -28,6 +28,18 @@ class Stopwatch:
     def __init__(self, device: Any) -> None:
         self.device = device
         self.times: dict[str, float] = {}
+        synchronize(device)
+        self.start = time.perf_counter()
+
+    def call(self, key: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)``, its seconds added to ``key``."""
+        with self(key):
+            return fn(*args, **kwargs)
+
+    def elapsed(self) -> float:
+        """Seconds since the stopwatch was made (after the device's queued work)."""
+        synchronize(self.device)
+        return time.perf_counter() - self.start
 
     @contextmanager
     def __call__(self, key: str) -> Iterator[None]:

@@ -51,6 +51,10 @@ class AlgoSpec:
     # config by align.options.fill_learning_rates, so the saved config holds the rates used.
     default_lrs: dict[str, float] = field(default_factory=lambda: dict(FULL_FT_LR))
     lr_source: str = "ms-swift defaults (1e-5 full fine-tuning, 1e-4 LoRA)"
+    # Computes the defaults from the config instead (the training mode's factor included), for
+    # an algorithm whose defaults depend on the model: PPO's on the policy's size
+    # (align.ppo.plan.default_lrs). ``default_lrs`` still names the fields, in order.
+    default_lrs_for: Callable[[Any], dict[str, float]] | None = None
 
     def __post_init__(self) -> None:
         if self.reward_model not in REWARD_MODEL_USE:
@@ -105,7 +109,7 @@ def flag_owners() -> dict[str, list[str]]:
 def _register_builtins() -> None:
     from align.algos import cpo, dpo, grpo, kto, online, orpo, rloo, rm, sft, simpo
     from align.ppo import config as ppo_config
-    from align.ppo import state as ppo_state
+    from align.ppo import plan as ppo_plan
 
     def ppo_run(cfg: Any, data: Any, eval_data: Any = None) -> Any:
         from align.ppo.trainer import run
@@ -115,8 +119,10 @@ def _register_builtins() -> None:
     for spec in (
         AlgoSpec("ppo", "prompt", ppo_config.PPOConfig, ppo_run, needs_ref=True,
                  reward_model="required", online=True, extra_groups=("health",),
-                 check=ppo_state.check, default_lrs={"actor_lr": 5e-7, "critic_lr": 9e-6},
-                 lr_source="OpenRLHF train_ppo_llama.sh (7B); x10 for LoRA",
+                 check=ppo_plan.check, default_lrs={"actor_lr": 5e-7, "critic_lr": 9e-6},
+                 default_lrs_for=ppo_plan.default_lrs,
+                 lr_source="by the policy's size (align/ppo/plan.py LR_BANDS: OpenRLHF for 7B, "
+                           "TRL for 1B, SmolLM2-135M runs below); x10 for LoRA",
                  summary="Actor-critic RLHF with a reward model, token-level KL and GAE",
                  paper="https://arxiv.org/abs/1707.06347"),
         AlgoSpec("dpo", "pairwise", dpo.DPOArgs, dpo.run, needs_ref=True, reward_model="no",

@@ -213,6 +213,13 @@ def describe_plan(cfg: RunConfig, spec: AlgoSpec, report: PlanReport | None = No
     return lines
 
 
+def world_rank() -> int:
+    """This process's global rank in a multi-process launch (0 otherwise)."""
+    import os
+
+    return int(os.environ.get("RANK", "0"))
+
+
 def world_size() -> int:
     """Processes in this launch (set by accelerate launch / torchrun; 1 otherwise)."""
     import os
@@ -325,19 +332,21 @@ def execute(cfg: RunConfig, spec: AlgoSpec, dry_run: bool = False) -> dict[str, 
     cfg.data_hash = content_digest(train.rows)
     out_dir = output_dir.open_output_dir(cfg, input_paths(cfg))
     out = out_dir.path
+    writer = world_rank() == 0  # in a multi-process launch, rank 0 writes the run's files
     try:
-        if out_dir.resume_from is None:
+        if writer and out_dir.resume_from is None:
             save_config(cfg, out)
-        else:
+        elif writer:
             output_dir.note_resume(out, out_dir.resume_from, out_dir.changes)
             click.echo(f"resuming from {out_dir.resume_from.path}")
-        click.echo(f"output: {out}")
-        for data, append in ((train, False), (evaluation, True)):
-            if data is not None and (path := write_skipped(data, out, append)):
-                click.echo(f"--skip-invalid: the dropped records are in {path}", err=True)
+        if writer:
+            click.echo(f"output: {out}")
+            for data, append in ((train, False), (evaluation, True)):
+                if data is not None and (path := write_skipped(data, out, append)):
+                    click.echo(f"--skip-invalid: the dropped records are in {path}", err=True)
         seed_everything(cfg.train.seed)
         result = spec.run(cfg, train, evaluation)
-        if result:
+        if result and writer:
             with checkpoints.writing(out, FINAL_FILE):
                 (out / FINAL_FILE).write_text(
                     json.dumps(result, indent=2, default=float), encoding="utf-8")

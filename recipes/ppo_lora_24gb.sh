@@ -13,7 +13,8 @@
 # The reward model is a 1.5B one: a 7B policy and a 7B reward model do not both fit
 # 24 GB in bf16 (~31 GB of weights). Train it first, on the policy's tokenizer:
 #   MODEL=Qwen/Qwen2.5-1.5B-Instruct OUTPUT_DIR=runs/rm-1.5b bash recipes/rm_lora_24gb.sh
-# PPO runs in one process (no DeepSpeed/multi-GPU); see docs/ppo.md.
+# Several GPUs: LAUNCH="accelerate launch --num_processes N" (each samples 1/N of every
+# rollout batch; docs/ppo.md).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 MODEL="${MODEL:-Qwen/Qwen2.5-7B-Instruct}"

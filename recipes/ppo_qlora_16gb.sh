@@ -15,7 +15,8 @@
 #
 # Policy and reward model (the critic's start) are both 7B and both 4-bit. Train the
 # reward model first: bash recipes/rm_qlora_16gb.sh (writes runs/rm_qlora_16gb).
-# PPO runs in one process (no DeepSpeed/multi-GPU); see docs/ppo.md.
+# Several GPUs: LAUNCH="accelerate launch --num_processes N" (each samples 1/N of every
+# rollout batch; docs/ppo.md).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 MODEL="${MODEL:-Qwen/Qwen2.5-7B-Instruct}"

@@ -190,18 +190,20 @@ def test_ppo_hints_name_ppo_flags():
 def test_ppo_skips_a_non_finite_update():
     import torch
 
+    from align.ppo.state import Optim
     from align.ppo.update import optimizer_step
 
     model = torch.nn.Linear(3, 1)
     opt = torch.optim.AdamW(model.parameters(), lr=0.1)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    optim = Optim(opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0))
+    params = [list(model.parameters())]
     before = [p.detach().clone() for p in model.parameters()]
     (model(torch.tensor([[1.0, math.nan, 0.0]])).sum()).backward()
-    assert math.isnan(optimizer_step(model, opt, sched, max_grad_norm=1.0))
+    assert math.isnan(optimizer_step(optim, params, max_grad_norm=1.0)[0])
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
     assert all(p.grad is None for p in model.parameters())
     model(torch.ones(1, 3)).sum().backward()
-    assert math.isfinite(optimizer_step(model, opt, sched, max_grad_norm=1.0))
+    assert math.isfinite(optimizer_step(optim, params, max_grad_norm=1.0)[0])
     assert not all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
 
@@ -215,3 +217,71 @@ def test_rollback_rule_returns_to_the_newest_healthy_checkpoint(tmp_path):
     make_checkpoint(tmp_path, 6, healthy=False)  # saved while a streak ran
     assert rollback_target(tmp_path).step == 4
     assert rollback_lr_scale(0.5, 1) == 0.5 and rollback_lr_scale(0.5, 3) == 0.125
+
+
+# --- online detectors of issue 19: drift without gain, a critic that does not learn, responses
+# that never end (pure functions, then through the monitor) ---------------------------------
+
+def test_kl_drift_by_hand():
+    from align.health.detectors import kl_drift
+
+    # KL halves 0.5, 0.5 | 2.5, 2.5 -> rise 2.0; reward 1, 0, | 1, 0 -> gain 0, spread 0.58
+    assert "rose by 2.00 nats" in kl_drift([0.5, 0.5, 2.5, 2.5], [1, 0, 1, 0], 4, 1.0)
+    # the same KL with the reward rising by 1.0 (> half its spread 0.58): earned, quiet
+    assert kl_drift([0.5, 0.5, 2.5, 2.5], [0, 0, 1, 1], 4, 1.0) is None
+    assert kl_drift([0.5, 0.5, 1.0, 1.0], [1, 0, 1, 0], 4, 1.0) is None  # rose by 0.5 only
+    assert kl_drift([0.5, 2.5, 2.5], [1, 0, 1], 4, 1.0) is None  # not enough steps yet
+
+
+def test_critic_stuck_and_never_ends_by_hand():
+    from align.health.detectors import critic_stuck, never_ends
+
+    assert critic_stuck([0.3, -0.1, 0.0, -0.4], 3) is not None
+    assert critic_stuck([-0.1, 0.05, -0.4], 3) is None  # one step explained something
+    assert critic_stuck([-0.1, -0.2], 3) is None
+    assert "0% of responses ended" in never_ends([0.5, 0.0, 0.0, 0.0], 3, 0.05)
+    assert never_ends([0.0, 0.1, 0.0], 3, 0.05) is None
+
+
+def test_issue_19_run_is_reported_once_with_hints_and_never_rolled_back():
+    """The run of issue 19: KL rising to 3.7 nats, reward flat and noisy, explained variance
+    around 0, no response ending. Each advisory detector speaks once, with its hint, and
+    --on-collapse rollback does not act on them."""
+    monitor = HealthMonitor(HealthArgs(on_collapse="rollback"), "ppo")
+    rewards = [0.6, 0.3, 0.9, 0.5, 1.0, 0.4, 0.7, 0.3, 0.8, 0.5, 0.6, 0.4]
+    events = []
+    for step, reward in enumerate(rewards, start=1):
+        row = {"objective/kl": 0.3 * step, "reward/raw": reward, "rollout/eos_frac": 0.0,
+               "value/explained_var": -0.05 if step % 2 else 0.0, "loss/policy": 0.1}
+        fired = monitor.check(step, row)
+        assert monitor.decide(fired) == "continue"
+        events += fired
+    names = [e.detector for e in events]
+    assert sorted(names) == ["critic_stuck", "kl_drift", "no_eos"]
+    by_name = {e.detector: e for e in events}
+    assert by_name["no_eos"].step == 3 and "--missing-eos-penalty" in str(by_name["no_eos"])
+    assert by_name["critic_stuck"].step == 5 and "--critic-warmup-steps" in str(
+        by_name["critic_stuck"])
+    assert by_name["kl_drift"].step == 8 and "--kl-coef" in str(by_name["kl_drift"])
+    # the state round-trips (exact resume): no repeat after reloading
+    again = HealthMonitor(HealthArgs(), "ppo")
+    again.load_state_dict(monitor.state_dict())
+    assert again.check(13, {"objective/kl": 4.0, "reward/raw": 0.5, "rollout/eos_frac": 0.0,
+                            "value/explained_var": -0.1}) == []
+
+
+def test_online_detectors_quiet_on_a_learning_run():
+    monitor = HealthMonitor(HealthArgs())
+    events = []
+    for step in range(1, 13):
+        events += monitor.check(step, {"objective/kl": 0.3 * step, "reward/raw": 0.2 * step,
+                                       "rollout/eos_frac": 0.8, "value/explained_var": 0.3})
+    assert events == []
+
+
+def test_advisory_events_are_listed_but_are_no_collapse():
+    monitor = HealthMonitor(HealthArgs())
+    for step in range(1, 4):
+        monitor.check(step, {"rollout/eos_frac": 0.0})
+    summary = monitor.summary()
+    assert summary["collapsed"] is False and "no_eos" in summary["health_events"][0]

@@ -100,8 +100,8 @@ def test_bad_deepspeed_config_is_a_config_error(capsys, pairs_file, ds_json, con
 
 
 @pytest.mark.parametrize("flags, env, message", [
-    (["--deepspeed", "{ds}"], {}, "--deepspeed is not supported by --algo ppo"),
-    ([], {"WORLD_SIZE": "2"}, "PPO runs in one process"),
+    (["--deepspeed", "{ds3}"], {}, "ZeRO stage 3 is not supported by --algo ppo"),
+    (["--rollout-batch-size", "6"], {"WORLD_SIZE": "4"}, "must be divisible by the 4 processes"),
     (["--gradient-accumulation-steps", "4"], {}, "--gradient-accumulation-steps is not used"),
     (["--value-model", "./no/such/critic"], {}, "--value-model ./no/such/critic: no such file"),
 ])
@@ -109,8 +109,8 @@ def test_ppo_refusals_stop_a_dry_run(capsys, monkeypatch, prompts, ds_json, flag
                                      message):
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    ds = ds_json({"zero_optimization": {"stage": 2}})
-    flags = [f.format(ds=ds) for f in flags]
+    ds3 = ds_json({"zero_optimization": {"stage": 3}})
+    flags = [f.format(ds3=ds3) for f in flags]
     code, _, err = dry(["--algo", "ppo", "--model", HUB_MODEL, "--reward-model", HUB_MODEL,
                         "--dataset", prompts, *flags], capsys)
     assert code == 2 and message in err, err
@@ -120,9 +120,24 @@ def test_ppo_plan_names_the_critic_and_the_batch(capsys, prompts):
     code, out, err = dry(["--algo", "ppo", "--model", HUB_MODEL, "--reward-model", "org/rm",
                           "--dataset", prompts, "--lora", "--rollout-batch-size", "2"], capsys)
     assert code == 0, err
+    assert f"critic: a LoRA adapter on the policy's base ({HUB_MODEL}) with a value head" in out
+    assert "reward model: org/rm (frozen, its own copy)" in out
+    assert "ppo: 1 steps of 2 prompts (2 in the data)" in out
+    assert "actor lr 5e-06, critic lr 9e-05 (size unknown: OpenRLHF" in out
+    code, out, err = dry(["--algo", "ppo", "--model", HUB_MODEL, "--reward-model", "org/rm",
+                          "--dataset", prompts, "--lora", "--critic-base", "reward-model",
+                          "--rollout-batch-size", "2"], capsys)
     assert "critic: a LoRA adapter on org/rm" in out
     assert "reward model: org/rm: the critic's base with its adapter disabled" in out
-    assert "ppo: 1 steps of 2 prompts (2 in the data)" in out
+
+
+def test_ppo_plan_over_several_processes(capsys, monkeypatch, prompts):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    code, out, err = dry(["--algo", "ppo", "--model", HUB_MODEL, "--reward-model", "org/rm",
+                          "--dataset", prompts, "--rollout-batch-size", "2"], capsys)
+    assert code == 0, err
+    assert "ppo: 1 steps of 2 prompts over 2 processes (1 each)" in out
+    assert "rollouts: 1 generate call of up to 1 prompts per process (1 prompts each)" in out
 
 
 def test_ppo_plan_describes_rollout_generation(capsys, no_gpu_no_packages, prompts):

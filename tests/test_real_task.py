@@ -72,3 +72,10 @@ def test_the_suite_and_the_scripts_share_their_default_paths(monkeypatch, tmp_pa
     monkeypatch.delenv("ALIGN_REAL_RESULTS", raising=False)
     assert harness.model_dir() == tmp_path / "model"
     assert harness.results_file() == tmp_path / "cache" / "real" / "results.jsonl"
+
+
+def test_dev_prompts_are_new_advice_prompts_with_full_gold_answers():
+    assert len(task.DEV) >= 16
+    assert not {h.prompt for h in task.DEV} & {h.prompt for h in task.HELD_OUT}
+    for item in task.DEV:
+        assert task.concise(item.answer, True, item.keywords, item.prompt), item.prompt

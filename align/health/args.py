@@ -42,6 +42,18 @@ class HealthArgs:
         0.5, "Likelihood displacement (DPO family): chosen log-prob falls by this fraction "
         "of its starting magnitude while the margin grows.", source="Razin et al. 2024",
         bounds="(0, inf)")
+    drift_window: int = arg(
+        8, "KL drift (online RL): logged steps compared, older half against newer half.",
+        source="issue 19: KL rose to 3.7 nats while the reward stayed flat", bounds="[4, inf)")
+    drift_kl_rise: float = arg(
+        1.0, "KL drift: KL to the reference rising by this many nats per response (newer half "
+        "of the window against the older) while the reward does not rise.", bounds="(0, inf)")
+    critic_patience: int = arg(
+        5, "Critic not learning (PPO): explained variance <= 0 for this many logged steps.",
+        bounds="[1, inf)")
+    no_eos_frac: float = arg(
+        0.05, "Responses never end: EOS fraction at or below this for --health-patience "
+        "logged steps.", bounds="[0, 1]")
     rollback_lr_factor: float = arg(0.5, "On rollback, multiply the learning rate by this.",
                                     bounds="(0, 1)")
     max_rollbacks: int = arg(3, "Stop after this many rollbacks in one run.", bounds="[0, inf)")

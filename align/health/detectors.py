@@ -159,3 +159,53 @@ def rollout_stats(responses: Sequence[Sequence[int]], ended: Sequence[bool],
         "rollout/truncated_frac": sum(truncated) / count,
         "rollout/repeat_frac": sum(repeated_ngram_frac(list(r), n) for r in responses) / count,
     }
+
+
+# Detectors that advise rather than report a collapse: --on-collapse stop/rollback ignores
+# them (rolling back would not change what they see).
+ADVISORY = frozenset({"kl_drift", "critic_stuck", "no_eos"})
+
+
+def kl_drift(kls: Sequence[float], rewards: Sequence[float], window: int, kl_rise: float
+             ) -> str | None:
+    """KL rising while the reward stays flat: the older and newer halves of the last
+    ``window`` logged steps are compared; fires when the mean KL rose by at least ``kl_rise``
+    nats and the mean reward rose by less than half the window's reward spread (its standard
+    deviation over steps). Returns the message, or None."""
+    if len(kls) < window or len(rewards) < window:
+        return None
+    k, r = list(kls)[-window:], list(rewards)[-window:]
+    half = window // 2
+    kl_up = sum(k[half:]) / (window - half) - sum(k[:half]) / half
+    gain = sum(r[half:]) / (window - half) - sum(r[:half]) / half
+    mean = sum(r) / window
+    spread = math.sqrt(sum((x - mean) ** 2 for x in r) / (window - 1))
+    if kl_up >= kl_rise and gain < 0.5 * spread:
+        return (f"KL to the reference rose by {kl_up:.2f} nats over the last {window} logged "
+                f"steps (to {k[-1]:.2f}) while the reward moved by {gain:+.3f} (spread "
+                f"{spread:.3f}): drift without gain")
+    return None
+
+
+def critic_stuck(explained: Sequence[float], patience: int) -> str | None:
+    """The critic does not learn: explained variance <= 0 in each of the last ``patience``
+    logged steps. Returns the message, or None."""
+    last = list(explained)[-patience:]
+    if len(last) < patience or any(v > 0 for v in last):
+        return None
+    return (f"value explained variance <= 0 for {patience} logged steps (last {last[-1]:.2f}): "
+            "the critic's values explain none of the returns")
+
+
+def never_ends(eos_fracs: Sequence[float], patience: int, threshold: float) -> str | None:
+    """Responses that never end: EOS fraction <= ``threshold`` in each of the last
+    ``patience`` logged steps. Returns the message, or None."""
+    last = list(eos_fracs)[-patience:]
+    if len(last) < patience or any(v > threshold for v in last):
+        return None
+    return (f"{last[-1]:.0%} of responses ended with EOS in each of the last {patience} logged "
+            "steps: every other one was cut at the token limit")
+
+
+# Metrics whose recent values the online detectors (kl_drift, critic_stuck, no_eos) read.
+HISTORY_KEYS = ("objective/kl", "reward/raw", "value/explained_var", "rollout/eos_frac")

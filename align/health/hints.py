@@ -41,6 +41,23 @@ _HINTS: dict[str, dict[str, str]] = {
         "kto": "lower --learning-rate or raise --beta (KTO has no SFT term to mix in)",
         "*": "lower --learning-rate",
     },
+    "kl_drift": {
+        "ppo": "the policy moves away from the reference without earning reward: check that "
+               "the reward separates good from bad answers (its spread per batch), raise "
+               "--kl-coef, lower --actor-lr, or give the critic --critic-warmup-steps",
+        "*": "the policy moves away from the reference without earning reward: check the "
+             "reward's spread per batch, raise --beta, lower --learning-rate",
+    },
+    "critic_stuck": {
+        "*": "raise --critic-lr, add --critic-warmup-steps, or check where the value head "
+             "starts (docs/ppo.md)",
+    },
+    "no_eos": {
+        "ppo": "add --missing-eos-penalty 1.0 (the reward model only ever scores cut-off "
+               "text), raise --max-new-tokens, or start from an SFT model that stops",
+        "*": "raise --max-completion-length, pass --mask-truncated-completions, or start from "
+             "an SFT model that stops",
+    },
 }
 
 

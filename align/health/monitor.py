@@ -48,17 +48,23 @@ class HealthMonitor:
         self.rollbacks = 0
         self.notes: list[str] = []  # one-time remarks (e.g. truncation before training)
         self._fired_last = False
+        self.history: dict[str, list[float]] = {}  # recent values of det.HISTORY_KEYS
+        self.advising: list[str] = []  # advisory detectors whose condition holds now
 
     # --- persistence (exact resume) -------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {"baseline": dict(self.baseline.__dict__), "streaks": dict(self.streaks),
-                "events": [e.__dict__ for e in self.events], "rollbacks": self.rollbacks}
+                "events": [e.__dict__ for e in self.events], "rollbacks": self.rollbacks,
+                "history": {k: list(v) for k, v in self.history.items()},
+                "advising": list(self.advising)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.baseline = det.Baseline(**state["baseline"])
         self.streaks = dict(state["streaks"])
         self.events = [HealthEvent(**e) for e in state["events"]]
         self.rollbacks = int(state["rollbacks"])
+        self.history = {k: list(v) for k, v in state.get("history", {}).items()}
+        self.advising = list(state.get("advising", []))
 
     # --- detection ------------------------------------------------------------------------
     def healthy(self) -> bool:
@@ -106,16 +112,45 @@ class HealthMonitor:
             finding = detector(metrics, self.baseline, a)
             if finding is not None and self._streak(name, finding.bad, a.health_patience):
                 fired.append((name, finding.message))
+        advice = self._online_checks(metrics)
         events = [HealthEvent(name, step, f"{msg}. Try: {hint(name, self.algo)}")
-                  for name, msg in fired]
+                  for name, msg in fired + advice]
         self.events.extend(events)
-        self._fired_last = bool(events)
+        self._fired_last = bool(fired)
         return events
+
+    def _online_checks(self, m: dict[str, Any]) -> list[tuple[str, str]]:
+        """KL drift, a critic that does not learn, responses that never end (online runs;
+        advisory): each fires once, then again only after it has been quiet."""
+        a = self.args
+        keep = max(a.drift_window, a.critic_patience, a.health_patience)
+        for key in det.HISTORY_KEYS:
+            if key in m and det.is_finite(m[key]):
+                values = self.history.setdefault(key, [])
+                values.append(float(m[key]))
+                del values[:-keep]
+        h = self.history
+        found = {
+            "kl_drift": det.kl_drift(h.get("objective/kl", []), h.get("reward/raw", []),
+                                     a.drift_window, a.drift_kl_rise)
+            if "objective/kl" in m else None,
+            "critic_stuck": det.critic_stuck(h.get("value/explained_var", []),
+                                             a.critic_patience)
+            if "value/explained_var" in m else None,
+            "no_eos": det.never_ends(h.get("rollout/eos_frac", []), a.health_patience,
+                                     a.no_eos_frac)
+            if "rollout/eos_frac" in m else None,
+        }
+        fired = [(name, msg) for name, msg in found.items() if msg and name not in self.advising]
+        self.advising = [name for name, msg in found.items() if msg]
+        return fired
 
     def decide(self, events: list[HealthEvent]) -> str:
         """The action for these events: continue, warn, stop or rollback (bounded).
 
-        Non-finite values (the ``nan`` detector) stop the run under ``--on-collapse warn``."""
+        Non-finite values (the ``nan`` detector) stop the run under ``--on-collapse warn``.
+        Advisory detectors (KL drift, critic, EOS) only warn."""
+        events = [e for e in events if e.detector not in det.ADVISORY]
         if not events:
             return "continue"
         action = self.args.on_collapse
@@ -130,8 +165,10 @@ class HealthMonitor:
         return action
 
     def summary(self) -> dict[str, Any]:
-        """For final metrics: did anything fire, and what."""
-        return {"collapsed": bool(self.events),
+        """For final metrics: did a collapse detector fire (advisory ones do not count), and
+        what fired."""
+        collapses = [e for e in self.events if e.detector not in det.ADVISORY]
+        return {"collapsed": bool(collapses),
                 "health_events": [str(e) for e in self.events],
                 "rollbacks": self.rollbacks}
 

@@ -1,12 +1,21 @@
 """Atomic checkpoints of everything a PPO run needs to continue exactly where it stopped.
 
 ``checkpoint-N/`` holds:
-- ``actor/``, ``critic/``: ``save_pretrained`` output (a full model, or a LoRA adapter with the
-  value head), loadable on their own; the actor directory carries the tokenizer;
-- ``optim.pt``: both optimizers and LR schedulers, and the torch RNG states (tensors only, read
-  back with ``torch.load(weights_only=True)``);
-- ``state.json``: step, data positions, KL controller, reward statistics, health monitor, the
-  Python and NumPy RNG states and the rest of the trainer's state.
+- ``actor/``, ``critic/``: ``save_pretrained`` output (a full model, or a LoRA adapter; on the
+  shared LoRA base the critic adapter with ``value_head.safetensors``), loadable on their own;
+  the actor directory carries the tokenizer;
+- ``optim.pt``: the optimizer (actor and critic groups) and the LR schedule (read back with
+  ``torch.load(weights_only=True)``);
+- ``state.json``: step, number of processes, prompt position, KL controller, reward statistics,
+  health monitor and the rest of the trainer's state;
+- ``deepspeed/`` under ``--deepspeed``: the engine's own checkpoint (each process's optimizer
+  partition) in place of the optimizer in ``optim.pt``;
+- ``rank-R.pt``, one per process: that process's torch/CUDA, Python and NumPy RNG states and
+  data positions (weights-only as well).
+
+In a run of several processes, rank 0 writes everything but the ``rank-R.pt`` files, every
+process writes its own, and rank 0 renames the directory into place once all are written.
+
 
 A checkpoint is written to ``checkpoint-N.tmp``, marked complete (``align.checkpoints``: files
 fsync'd, then the marker with the run's config) and renamed into place (``os.replace``), so a
@@ -30,31 +39,66 @@ from align import checkpoints
 from align.errors import AlignError
 from align.ppo.models import Roles
 
-STATE_FILE, OPTIM_FILE = "state.json", "optim.pt"
+STATE_FILE, OPTIM_FILE, DEEPSPEED_DIR = "state.json", "optim.pt", "deepspeed"
 
 
-def rng_state() -> tuple[dict[str, Any], dict[str, Any]]:
-    """(JSON-able Python/NumPy RNG states, tensor torch/CUDA RNG states)."""
+def rng_state() -> dict[str, Any]:
+    """This process's Python, NumPy, torch and CUDA RNG states (loadable with weights_only)."""
+    version, internal, gauss = random.getstate()
     name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
-    plain = {"python": random.getstate(), "numpy": [name, keys.tolist(), pos, has_gauss, cached]}
-    tensors = {"torch": torch.get_rng_state()}
+    state = {"python": [version, list(internal), gauss],
+             "numpy": [name, keys.tolist(), pos, has_gauss, cached],
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
-        tensors["cuda"] = torch.cuda.get_rng_state_all()
-    return plain, tensors
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
-def set_rng_state(plain: dict[str, Any], tensors: dict[str, Any]) -> None:
-    version, internal, gauss = plain["python"]
+def set_rng_state(state: dict[str, Any]) -> None:
+    version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
-    name, keys, pos, has_gauss, cached = plain["numpy"]
+    name, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(tensors["torch"])
-    if "cuda" in tensors and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(tensors["cuda"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_model(model: Any, directory: Path) -> None:
-    model.save_pretrained(str(directory))
+def save_models(model: Any, directory: Path) -> None:
+    """``actor/`` and ``critic/`` of an ActorCritic under ``directory`` (see the docstring)."""
+    from align.ppo.models import ACTOR, CRITIC, VALUE_HEAD_FILE
+
+    if not model.shared:
+        model.actor.save_pretrained(str(directory / "actor"))
+        model.critic.save_pretrained(str(directory / "critic"))
+        return
+    from safetensors.torch import save_file
+
+    model.actor.save_pretrained(str(directory / "actor"), selected_adapters=[ACTOR])
+    model.actor.save_pretrained(str(directory), selected_adapters=[CRITIC])  # -> critic/
+    head = {k: v.detach().cpu().contiguous() for k, v in model.value_head.state_dict().items()}
+    save_file(head, str(directory / CRITIC / VALUE_HEAD_FILE))
+
+
+def load_models(model: Any, directory: Path) -> None:
+    """Overwrite the trainable weights of an ActorCritic from :func:`save_models` output."""
+    from safetensors.torch import load_file
+
+    from align.ppo.models import ACTOR, CRITIC, VALUE_HEAD_FILE
+
+    if not model.shared:
+        load_model_weights(model.actor, directory / "actor")
+        load_model_weights(model.critic, directory / "critic")
+        return
+    from peft import set_peft_model_state_dict
+
+    for name, sub in ((ACTOR, "actor"), (CRITIC, "critic")):
+        set_peft_model_state_dict(model.actor, load_file(str(directory / sub /
+                                                             "adapter_model.safetensors")),
+                                  adapter_name=name)
+    head = load_file(str(directory / CRITIC / VALUE_HEAD_FILE))
+    model.value_head.load_state_dict({k: v.to(model.value_head.weight.device)
+                                      for k, v in head.items()})
 
 
 def load_model_weights(model: Any, directory: Path) -> None:
@@ -85,38 +129,64 @@ class NonFiniteWeights(AlignError):
 
 
 def save_checkpoint(out: Path, step: int, roles: Roles, state: dict[str, Any],
-                    tensors: dict[str, Any], run: dict[str, Any] | None = None,
-                    healthy: bool = True) -> Path:
-    """Write checkpoint-``step`` atomically; ``state`` is JSON-able, ``tensors`` for torch.save,
-    ``run`` the record its marker keeps (align.checkpoints.run_record)."""
+                    tensors: dict[str, Any], own: dict[str, Any], dist: Any,
+                    run: dict[str, Any] | None = None, healthy: bool = True) -> Path:
+    """Write checkpoint-``step`` atomically: ``state`` (JSON-able) and ``tensors`` from rank 0,
+    ``own`` (this process's RNG and data positions) and, under DeepSpeed, its optimizer
+    partition from every process; ``run`` is the record its marker keeps
+    (align.checkpoints.run_record)."""
     from align.health.nonfinite import describe, nonfinite_parameters
 
-    bad = nonfinite_parameters(roles.actor, roles.critic)
+    bad = nonfinite_parameters(roles.model)
     if bad:
         raise NonFiniteWeights(f"{len(bad)} weight tensors are not finite ({describe(bad)}); "
                                f"checkpoint-{step} was not written")
     final, tmp = out / f"checkpoint-{step}", out / f"checkpoint-{step}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)  # left by a run killed while saving
-    with checkpoints.writing(out, f"checkpoint-{step}"):
-        tmp.mkdir(parents=True)
-        save_model(roles.actor, tmp / "actor")
-        roles.tokenizer.save_pretrained(str(tmp / "actor"))
-        save_model(roles.critic, tmp / "critic")
-        torch.save(tensors, tmp / OPTIM_FILE)
-        (tmp / STATE_FILE).write_text(json.dumps(state), encoding="utf-8")
-        checkpoints.mark_complete(tmp, step, run or {}, healthy=healthy)
-        if final.exists():  # saving a step again: the old one goes first, at once
-            checkpoints.remove(final)
-        os.replace(tmp, final)
-        checkpoints.fsync_dir(out)
+    if dist.is_main:
+        if tmp.exists():
+            shutil.rmtree(tmp)  # left by a run killed while saving
+        with checkpoints.writing(out, f"checkpoint-{step}"):
+            tmp.mkdir(parents=True)
+            save_models(roles.model, tmp)
+            roles.tokenizer.save_pretrained(str(tmp / "actor"))
+            torch.save(tensors, tmp / OPTIM_FILE)
+            (tmp / STATE_FILE).write_text(json.dumps(state), encoding="utf-8")
+    dist.barrier()
+    if dist.engine is not None:  # every process writes its part of the optimizer
+        dist.engine.save_checkpoint(str(tmp / DEEPSPEED_DIR), tag="state",
+                                    exclude_frozen_parameters=True)
+    torch.save(own, tmp / f"rank-{dist.rank}.pt")
+    dist.barrier()
+    if dist.is_main:
+        with checkpoints.writing(out, f"checkpoint-{step}"):
+            checkpoints.mark_complete(tmp, step, run or {}, healthy=healthy)
+            if final.exists():  # saving a step again: the old one goes first, at once
+                checkpoints.remove(final)
+            os.replace(tmp, final)
+            checkpoints.fsync_dir(out)
+    dist.barrier()
     return final
 
 
-def load_checkpoint(ckpt: Path, roles: Roles) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Load actor and critic weights into ``roles``; return (state, tensors) of the checkpoint."""
-    load_model_weights(roles.actor, ckpt / "actor")
-    load_model_weights(roles.critic, ckpt / "critic")
+def load_checkpoint(ckpt: Path, roles: Roles, dist: Any
+                    ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Load actor and critic weights into ``roles``; return (state, tensors, this process's
+    state). A run saved by another number of processes continues, though not bit for bit:
+    each process then takes the RNG state of rank ``rank % saved``."""
+    load_models(roles.model, ckpt)
+    if dist.engine is not None:
+        dist.engine.load_checkpoint(str(ckpt / DEEPSPEED_DIR), tag="state",
+                                    load_optimizer_states=True, load_lr_scheduler_states=False,
+                                    load_module_strict=False)
     state = json.loads((ckpt / STATE_FILE).read_text(encoding="utf-8"))
     tensors = torch.load(ckpt / OPTIM_FILE, weights_only=True, map_location="cpu")
-    return state, tensors
+    saved = int(state.get("world", 1))
+    if saved != dist.world and dist.is_main:
+        import click
+
+        click.echo(f"warning: {ckpt} was saved by {saved} process(es), this run has "
+                   f"{dist.world}: it continues, but not exactly as the saved run would have",
+                   err=True)
+    own = torch.load(ckpt / f"rank-{dist.rank % saved}.pt", weights_only=True,
+                     map_location="cpu")
+    return state, tensors, own

@@ -5,14 +5,15 @@ PPOTrainer defaults), ``--preset ppo-max`` turns on the set from "Secrets of RLH
 2023) and ``--preset vanilla`` turns the tricks off (plain PPO of Schulman et al. 2017 on the
 RM score). The fields a preset decides default to ``None``; ``__post_init__`` fills in the
 preset's value only where the field is still ``None``, so a flag the user passed always wins
-over the preset (the CLI builds this dataclass with the passed flags only).
+over the preset (the CLI builds this dataclass with the passed flags only). Each such field
+declares its value under every preset next to its help (``presets=``), which the docs show.
 
 This module imports nothing heavy (no torch): ``align --help`` reads it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from align.config import arg, validate_choices
@@ -20,16 +21,8 @@ from align.config import arg, validate_choices
 PRESETS = ("default", "ppo-max", "vanilla")
 KL_ESTIMATORS = ("k1", "k2", "k3")
 ROLLOUT_ENGINES = ("hf", "vllm")
+CRITIC_BASES = ("policy", "reward-model")
 
-# The fields a preset decides, and their value under each preset.
-PRESET_VALUES: dict[str, dict[str, Any]] = {
-    "default": {"kl_coef": 0.05, "reward_norm": False, "reward_clip": 0.0,
-                "cliprange_value": 0.2, "whiten_advantages": True},
-    "ppo-max": {"kl_coef": 0.05, "reward_norm": True, "reward_clip": 10.0,
-                "cliprange_value": 0.2, "whiten_advantages": True},
-    "vanilla": {"kl_coef": 0.0, "reward_norm": False, "reward_clip": 0.0,
-                "cliprange_value": 0.0, "whiten_advantages": False},
-}
 DEFAULT_PTX_COEF = 0.05  # OpenRLHF --ptx_coef default
 
 
@@ -46,11 +39,19 @@ class PPOConfig:
         "its score head becomes the per-token value head).",
         source="Secrets of RLHF: critic from the RM", metavar="PATH")
     actor_lr: float | None = arg(
-        None, "Actor learning rate (default: --learning-rate if given, else 5e-7 for full "
-        "fine-tuning, 5e-6 with LoRA).", source="OpenRLHF train_ppo_llama.sh (7B); x10 for LoRA")
+        None, "Actor learning rate (default: --learning-rate if given, else by the policy's "
+        "size: 5e-7 from 5B parameters, 3e-6 from 1B, 1e-5 below; x10 with LoRA).",
+        source="OpenRLHF (7B), TRL (1B), measured on SmolLM2-135M; see align/ppo/plan.py")
     critic_lr: float | None = arg(
-        None, "Critic learning rate (default: 9e-6 full, 9e-5 with LoRA).",
-        source="OpenRLHF train_ppo_llama.sh (7B); x10 for LoRA")
+        None, "Critic learning rate (default by the policy's size: 9e-6 from 1B parameters, "
+        "2e-5 below; x10 with LoRA).", source="OpenRLHF (7B); measured on SmolLM2-135M")
+    critic_base: str | None = arg(
+        None, "With --lora/--qlora, the base the critic's adapter sits on: policy (one base "
+        "for actor, critic and reference; the reward model is its own copy, which "
+        "--offload-reward-model can keep on CPU) or reward-model (the critic starts from the "
+        "reward model's backbone, which doubles as the reward model with the adapter off). "
+        "Default: policy.", source="align default (single-base layout)",
+        choices=CRITIC_BASES)
     # --- rollout ------------------------------------------------------------------------------
     rollout_batch_size: int = arg(64, "Prompts sampled per PPO step (one rollout batch).",
                                   source="align default")
@@ -86,16 +87,19 @@ class PPOConfig:
         source="TRL / ms-swift (off by default)")
     reward_norm: bool | None = arg(
         None, "Running mean/std normalisation of RM scores (default: off; on with --preset "
-        "ppo-max).", source="Secrets of RLHF, sec. 5.3")
+        "ppo-max).", source="Secrets of RLHF, sec. 5.3",
+        presets={"default": False, "ppo-max": True, "vanilla": False})
     reward_clip: float | None = arg(
         None, "Clip (normalised) scores to [-c, c]; 0 is off (default: off; 10 with --preset "
-        "ppo-max).", source="MOSS-RLHF --reward_clip")
+        "ppo-max).", source="MOSS-RLHF --reward_clip",
+        presets={"default": 0.0, "ppo-max": 10.0, "vanilla": 0.0})
     whiten_rewards: bool = arg(False, "Whiten the token rewards of each rollout batch "
                                "(scale only, mean kept).", source="ms-swift RLHF guide")
     # --- KL -----------------------------------------------------------------------------------
     kl_coef: float | None = arg(
         None, "Token-level KL penalty β against the reference (default: 0.05; 0 with --preset "
-        "vanilla). With --target-kl, the starting β.", source="ms-swift RLHF guide")
+        "vanilla). With --target-kl, the starting β.", source="ms-swift RLHF guide",
+        presets={"default": 0.05, "ppo-max": 0.05, "vanilla": 0.0})
     kl_estimator: str = arg(
         "k1", "KL estimator of the token penalty: k1 log-ratio, k2 squared, k3 exp-based.",
         source="Schulman 2020, 'Approximating KL divergence'", choices=KL_ESTIMATORS)
@@ -109,7 +113,8 @@ class PPOConfig:
     lam: float = arg(0.95, "GAE λ.", source="ms-swift RLHF guide")
     whiten_advantages: bool | None = arg(
         None, "Whiten advantages over the rollout batch (default: on; off with --preset "
-        "vanilla).", source="TRL PPOTrainer; Secrets of RLHF")
+        "vanilla).", source="TRL PPOTrainer; Secrets of RLHF",
+        presets={"default": True, "ppo-max": True, "vanilla": False})
     advantage_clip: float = arg(0.0, "Clip advantages to [-c, c] after whitening; 0 is off.",
                                 source="MOSS-RLHF --advantage_clip (0.5 when used)")
     # --- losses -------------------------------------------------------------------------------
@@ -119,7 +124,8 @@ class PPOConfig:
         source="Ye et al. 2020")
     cliprange_value: float | None = arg(
         None, "Clip range of the value update; 0 is off (default: 0.2; off with --preset "
-        "vanilla).", source="ms-swift RLHF guide")
+        "vanilla).", source="ms-swift RLHF guide",
+        presets={"default": 0.2, "ppo-max": 0.2, "vanilla": 0.0})
     vf_coef: float = arg(0.1, "Value-loss weight (the critic has its own optimizer, so this "
                          "scales its gradients before clipping).", source="ms-swift RLHF guide")
     entropy_coef: float = arg(0.0, "Entropy bonus weight.", source="Secrets of RLHF (off)")
@@ -146,7 +152,7 @@ class PPOConfig:
 
     def __post_init__(self) -> None:
         validate_choices(self)
-        for name, value in PRESET_VALUES[self.preset].items():
+        for name, value in preset_values(self.preset).items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
         if self.ptx_coef is None:
@@ -194,3 +200,10 @@ class PPOConfig:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be > 0")
+
+
+def preset_values(preset: str) -> dict[str, Any]:
+    """The fields a preset decides and their values under ``preset`` (from the fields'
+    ``presets`` metadata: one place per default)."""
+    return {f.name: f.metadata["presets"][preset] for f in fields(PPOConfig)
+            if f.metadata.get("presets")}

@@ -187,7 +187,11 @@ def value_loss(values: Tensor, old_values: Tensor, returns: Tensor, mask: Tensor
     """
     unclipped = (values - returns) ** 2
     if clip:
-        v_clipped = old_values + (values - old_values).clamp(-clip, clip)
+        # only values that moved beyond the range are replaced: V_old + (V - V_old) may differ
+        # from V in the last bit, which would count unclipped values as clipped
+        outside = (values - old_values).abs() > clip
+        v_clipped = torch.where(outside, old_values + (values - old_values).clamp(-clip, clip),
+                                values)
         clipped = (v_clipped - returns) ** 2
         losses = torch.maximum(unclipped, clipped)
         clipfrac = masked_mean((clipped > unclipped).float(), mask).detach()

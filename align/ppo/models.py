@@ -4,10 +4,12 @@
 - reference: frozen, from ``--ref-model`` or ``--model``. With LoRA and no ``--ref-model`` it is
   the actor with its adapter disabled, so no copy is loaded.
 - reward model: a frozen sequence classifier from ``--reward-model``.
-- critic: the reward model's backbone with its score head applied at every position as the
-  per-token value head (Secrets of RLHF: initialise the critic from the RM), or
-  ``--value-model``. With LoRA it is an adapter plus a trainable copy of the score head; when
-  it starts from the reward model, the reward model *is* the critic with its adapter disabled.
+- critic: in full fine-tuning, the reward model's backbone with its score head applied at every
+  position as the per-token value head (Secrets of RLHF: initialise the critic from the RM),
+  or ``--value-model``. With LoRA/QLoRA (``--critic-base policy``, the default) it is a
+  second adapter on the policy's base plus a value head (see :class:`ActorCritic`), so one
+  base serves actor, critic and reference; with ``--critic-base reward-model`` it is an
+  adapter on the reward model, which is then the critic with its adapter disabled.
 
 Dropout is turned off in every model, as TRL and OpenRLHF do for PPO, so that log-probs and
 values at rollout time and at update time agree.
@@ -31,25 +33,143 @@ from align.models import (load_causal_lm, load_sequence_classifier, load_tokeniz
 VALUE_HEAD_FILE = "value_head.safetensors"
 
 
+ACTOR, CRITIC = "default", "critic"  # adapter names on the shared base (single-base layout)
+
+
+class ActorCritic(torch.nn.Module):
+    """The trained part of a PPO run as one module, so that one DDP or DeepSpeed engine wraps
+    it (accelerate prepares one model per engine under DeepSpeed).
+
+    Two layouts:
+    - *own critic* (full fine-tuning, ``--value-model``, or LoRA with ``--critic-base
+      reward-model``): ``actor`` is a causal LM, ``critic`` a sequence classifier whose score
+      head is applied at every position;
+    - *shared base* (the LoRA/QLoRA default): ``actor`` is one peft model holding two adapters
+      on the policy's frozen base, ``default`` (the actor) and ``critic``, and ``value_head``
+      maps its hidden states to values; ``critic`` is None. With the adapters disabled the same
+      base is the reference.
+
+    In the shared layout the caller picks the adapter around each pass (:meth:`adapter`) and
+    runs the backward pass inside the same block: gradient checkpointing recomputes a layer's
+    forward during backward, with whichever adapter is active then.
+    """
+
+    def __init__(self, actor: Any, critic: Any = None, value_head: Any = None) -> None:
+        super().__init__()
+        self.actor = actor
+        self.critic = critic
+        self.value_head = value_head
+        self.trainable = [p for p in self.parameters() if p.requires_grad]
+
+    @property
+    def shared(self) -> bool:
+        return self.critic is None
+
+    def actor_params(self) -> list[torch.nn.Parameter]:
+        named = dict(self.named_parameters())
+        if self.shared:
+            return [p for n, p in named.items() if p.requires_grad and n.startswith("actor.")
+                    and f".{CRITIC}." not in n]
+        return [p for n, p in named.items() if p.requires_grad and n.startswith("actor.")]
+
+    def critic_params(self) -> list[torch.nn.Parameter]:
+        actor = {id(p) for p in self.actor_params()}
+        return [p for p in self.trainable if id(p) not in actor]
+
+    @contextmanager
+    def adapter(self, name: str | None) -> Iterator[Any]:
+        """Run the shared base with adapter ``name`` (None: adapters off, the reference).
+
+        peft's ``set_adapter`` and ``disable_adapter`` also switch ``requires_grad`` of the
+        adapters they deactivate; both adapters train, so their flags are restored after."""
+        if not self.shared:
+            yield self.actor
+            return
+        try:
+            if name is None:
+                with self.actor.disable_adapter():
+                    yield self.actor
+            else:
+                self.actor.base_model.set_adapter(name)
+                for p in self.trainable:  # the other adapter's gradients are still to come
+                    p.requires_grad_(True)
+                yield self.actor
+        finally:
+            if name is not None and name != ACTOR:
+                self.actor.base_model.set_adapter(ACTOR)
+            for p in self.trainable:
+                p.requires_grad_(True)
+
+    def policy_logits(self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor,
+                      T: int, temperature: float) -> Tensor:
+        """Temperature-scaled logits that predict the last T tokens (the active adapter's
+        policy: the actor, or the reference with adapters off).  Returns (B, T, V)."""
+        out = self.actor(input_ids=input_ids, attention_mask=attention_mask,
+                         position_ids=position_ids, use_cache=False, logits_to_keep=T + 1)
+        return out.logits[:, :-1] / temperature
+
+    def values(self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor) -> Tensor:
+        """V(s) at every position (shared layout: with the critic adapter active).
+        Returns (B, L) float32."""
+        if not self.shared:
+            return token_scores(self.critic, input_ids, attention_mask, position_ids)
+        hf = _hf_model(self.actor)
+        hidden = getattr(hf, hf.base_model_prefix)(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+            use_cache=False).last_hidden_state
+        head_dtype = self.value_head.weight.dtype
+        return self.value_head(hidden.to(head_dtype)).squeeze(-1).float()
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor | None,
+                *, T: int = 0, temperature: float | None = None, lm: bool = False) -> Tensor:
+        """With ``temperature``: logits (B, T, V) of the last T tokens. With ``lm``: the
+        logits (B, L, V) of every position (the PTX loss). Else: the critic's values (B, T)
+        before each of the last T tokens. (One entry point, so that a DeepSpeed engine's
+        forward sees every pass.)"""
+        if lm:
+            return self.actor(input_ids=input_ids, attention_mask=attention_mask,
+                              use_cache=False).logits
+        if temperature is not None:
+            return self.policy_logits(input_ids, attention_mask, position_ids, T, temperature)
+        P = input_ids.shape[1] - T
+        return self.values(input_ids, attention_mask, position_ids)[:, P - 1:P - 1 + T]
+
+
 @dataclass
 class Roles:
     """The models of one PPO run and where they compute."""
 
-    actor: Any  # causal LM (a peft model with LoRA), trainable
-    critic: Any  # sequence classifier (a peft model with LoRA), trainable
-    ref: Any | None  # frozen causal LM; None: the actor with its adapter disabled
+    model: ActorCritic  # actor and critic (trainable), unwrapped
+    ref: Any | None  # frozen causal LM; None: the policy's base with its adapters disabled
     reward: Any | None  # frozen sequence classifier; None: the critic with its adapter disabled
     tokenizer: Any
     device: torch.device
     offload_ref: bool = False
     offload_reward: bool = False
+    engine: Any = None  # the trainable module as prepared by accelerate (DDP / DeepSpeed)
+
+    @property
+    def actor(self) -> Any:
+        return self.model.actor
+
+    @property
+    def critic(self) -> Any:
+        return self.model.critic
+
+    @property
+    def train_module(self) -> Any:
+        return self.engine if self.engine is not None else self.model
 
     @contextmanager
     def reference(self) -> Iterator[Any]:
         """The reference policy, ready to call (adapter disabled or moved onto the device)."""
         if self.ref is None:
-            with self.actor.disable_adapter():
-                yield self.actor
+            if self.model.shared:
+                with self.model.adapter(None) as ref:
+                    yield ref
+            else:
+                with self.actor.disable_adapter():
+                    yield self.actor
         else:
             with _on_device(self.ref, self.device, self.offload_ref):
                 yield self.ref
@@ -148,11 +268,11 @@ def _check_tokenizer(path: str, tokenizer: Any, cfg: RunConfig, flag: str) -> No
 
 
 def _device(cfg: RunConfig) -> torch.device:
-    if cfg.lora.qlora:
-        import os
+    import os
 
+    if torch.cuda.is_available():
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device("cpu")
 
 
 def _adapt(model: Any, cfg: RunConfig, task_type: str) -> Any:
@@ -165,42 +285,85 @@ def _adapt(model: Any, cfg: RunConfig, task_type: str) -> Any:
     return get_peft_model(model, lora_config(cfg.lora, task_type))
 
 
+def value_head(actor: Any, reward: Any) -> torch.nn.Linear:
+    """The shared layout's value head (float32): the reward model's score head when its
+    hidden size matches the policy's (its scale and direction are a better start than
+    noise), else zeros (every value starts at 0 and --critic-warmup-steps trains it)."""
+    hidden = _hf_model(actor).config.hidden_size
+    score = _hf_model(reward).score if reward is not None else None
+    head = torch.nn.Linear(hidden, 1, bias=score is not None and score.bias is not None)
+    head.to(torch.float32)
+    with torch.no_grad():
+        if score is not None and tuple(score.weight.shape) == (1, hidden):
+            head.weight.copy_(score.weight.float())
+            if head.bias is not None:
+                head.bias.copy_(score.bias.float())
+        else:
+            head.weight.zero_()
+            if head.bias is not None:
+                head.bias.zero_()
+    return head
+
+
+def value_head_from_rm(head: torch.nn.Linear) -> bool:
+    """Whether ``head`` (see :func:`value_head`) started from a reward model (not zeros)."""
+    return bool(head.weight.detach().abs().sum() > 0)
+
+
 def load_roles(cfg: RunConfig) -> Roles:
     """Load actor, reference, reward model and critic for ``cfg`` (see the module docstring)."""
+    from align.ppo.plan import critic_base
+
     m, lora, t, a = cfg.model, cfg.lora, cfg.train, cfg.algo
     tokenizer = load_tokenizer(m.model, m)
+    layout = critic_base(cfg)
     critic_path = a.value_model or m.reward_model
     for flag, path in (("--reward-model", m.reward_model), ("--value-model", a.value_model)):
         if path:
             _check_tokenizer(path, tokenizer, cfg, flag)
     q = lora.qlora
     actor = load_causal_lm(m.model, m, lora, t, quantize=q)
-    critic = load_sequence_classifier(critic_path, m, lora, t, quantize=q)
-    load_value_head(critic, critic_path)
-    ref = reward = None
+    ref = reward = critic = head = None
     if not lora.enabled or m.ref_model:
         ref = _freeze(load_causal_lm(m.ref_model or m.model, m, lora, t, quantize=q))
-    if not lora.enabled or a.value_model:
+    if layout != "reward-model":  # the reward model is its own frozen copy
         reward = _freeze(load_sequence_classifier(m.reward_model, m, lora, t, quantize=q))
         load_value_head(reward, m.reward_model)
+    if layout != "policy":
+        critic = load_sequence_classifier(critic_path, m, lora, t, quantize=q)
+        load_value_head(critic, critic_path)
     if lora.enabled:
-        actor, critic = _adapt(actor, cfg, "CAUSAL_LM"), _adapt(critic, cfg, "SEQ_CLS")
+        actor = _adapt(actor, cfg, "CAUSAL_LM")
+        if layout == "policy":
+            actor.add_adapter(CRITIC, lora_config(lora, "CAUSAL_LM"))
+            head = value_head(actor, reward)
+        else:
+            critic = _adapt(critic, cfg, "SEQ_CLS")
+    model = ActorCritic(actor, critic, head)
+    if layout == "policy":  # add_adapter leaves the new adapter frozen until it is active
+        for name, p in model.named_parameters():
+            if f".{CRITIC}." in name or name.startswith("value_head."):
+                p.requires_grad_(True)
+        model.trainable = [p for p in model.parameters() if p.requires_grad]
     device = _device(cfg)
-    for model in (actor, critic, ref, reward):
-        if model is None:
-            continue
-        disable_dropout(model)
-        offloaded = (model is ref and a.offload_ref_model) or \
-            (model is reward and a.offload_reward_model)
-        if not q and not offloaded:
-            model.to(device)
+    disable_dropout(model)
+    for frozen in (ref, reward):
+        if frozen is not None:
+            disable_dropout(frozen)
+    if not q:
+        model.to(device)
+    elif head is not None:
+        head.to(device)
+    for frozen, offloaded in ((ref, a.offload_ref_model), (reward, a.offload_reward_model)):
+        if frozen is not None and not q and not offloaded:
+            frozen.to(device)
     if t.gradient_checkpointing:
-        for model in (actor, critic):
-            model.gradient_checkpointing_enable(
-                gradient_checkpointing_kwargs={"use_reentrant": False})
-    return Roles(actor=actor, critic=critic, ref=ref, reward=reward, tokenizer=tokenizer,
-                 device=device, offload_ref=a.offload_ref_model,
-                 offload_reward=a.offload_reward_model)
+        for net in (actor, critic):
+            if net is not None:
+                net.gradient_checkpointing_enable(
+                    gradient_checkpointing_kwargs={"use_reentrant": False})
+    return Roles(model=model, ref=ref, reward=reward, tokenizer=tokenizer, device=device,
+                 offload_ref=a.offload_ref_model, offload_reward=a.offload_reward_model)
 
 
 def trainable(model: Any) -> list[torch.nn.Parameter]:

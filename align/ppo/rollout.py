@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from align.ppo.losses import entropy_from_logits, gather_logprobs
-from align.ppo.models import Roles, eos_token_ids, token_scores
+from align.ppo.models import ACTOR, CRITIC, Roles, eos_token_ids, token_scores
 
 
 @dataclass
@@ -37,7 +37,6 @@ class Experience:
     values: Tensor  # (B, T) V_old(s_t): the critic's value before token t
     scores: Tensor  # (B,) raw reward-model score of prompt + response
     entropy: Tensor  # (B, T) entropy of π_old(·|s_t)
-    rewards: Tensor | None = None  # (B, T) per-token reward: -β·KL_t, + score on the last token
     advantages: Tensor | None = None  # (B, T) GAE advantages (whitened / clipped if asked)
     returns: Tensor | None = None  # (B, T) value targets A_t + V_old(s_t)
 
@@ -94,7 +93,8 @@ def _chunks(B: int, size: int) -> list[slice]:
 def generate(model: Any, prompt_ids: Tensor, prompt_mask: Tensor, *, max_new_tokens: int,
              temperature: float, top_p: float, eos_ids: list[int], pad_id: int, chunk: int,
              sort_by_length: bool = False, static_cache: bool = False,
-             cache_len: int | None = None, greedy: bool = False) -> Tensor:
+             cache_len: int | None = None, greedy: bool = False,
+             seed: int | None = None, first_row: int = 0) -> Tensor:
     """Sample responses, ``chunk`` prompts per ``generate`` call.  Returns response_ids (B, T),
     right-padded with pad_id, in the order of the prompts.
 
@@ -107,6 +107,12 @@ def generate(model: Any, prompt_ids: Tensor, prompt_mask: Tensor, *, max_new_tok
     (``cache_len`` positions, default P + max_new_tokens) so that, on CUDA, transformers
     compiles the decoding step with torch.compile and replays it as a CUDA graph; one fixed
     ``cache_len`` across calls lets every call reuse the compiled step.
+
+    With ``seed``, each call samples from its own random stream, seeded from ``seed`` and the
+    global index of the call's first prompt (``first_row`` + its offset here), inside a forked
+    RNG: what a prompt gets then depends on the calls, not on how many processes share the
+    batch (with one call per process's share, two processes sample what one process sampling
+    both shares would), and the global RNG stream is untouched.
     """
     from transformers import GenerationConfig
 
@@ -125,12 +131,16 @@ def generate(model: Any, prompt_ids: Tensor, prompt_mask: Tensor, *, max_new_tok
     if sort_by_length and B > chunk:  # one call pads to the longest prompt whatever the order
         order = torch.argsort(lengths, descending=True, stable=True)
     parts = []
+    cuda = [prompt_ids.device] if prompt_ids.device.type == "cuda" else []
     for s in _chunks(B, chunk):
         rows = order[s]
         width = max(int(lengths[rows].max()), 1)
-        out = model.generate(input_ids=prompt_ids[rows, P - width:],
-                             attention_mask=prompt_mask[rows, P - width:].long(),
-                             generation_config=config)
+        with torch.random.fork_rng(devices=cuda, enabled=seed is not None):
+            if seed is not None:
+                torch.manual_seed(call_seed(seed, first_row + s.start))
+            out = model.generate(input_ids=prompt_ids[rows, P - width:],
+                                 attention_mask=prompt_mask[rows, P - width:].long(),
+                                 generation_config=config)
         parts.append(out[:, width:])
     T = max(p.shape[1] for p in parts)
     ordered = torch.cat([torch.nn.functional.pad(p, (0, T - p.shape[1]), value=pad_id)
@@ -138,6 +148,11 @@ def generate(model: Any, prompt_ids: Tensor, prompt_mask: Tensor, *, max_new_tok
     response_ids = torch.empty_like(ordered)
     response_ids[order] = ordered
     return response_ids
+
+
+def call_seed(seed: int, first_row: int) -> int:
+    """The seed of a generate call from the step's seed and its first prompt's global row."""
+    return (seed * 1_000_003 + first_row) % (2 ** 63)
 
 
 @torch.no_grad()
@@ -177,14 +192,14 @@ def logprobs_and_entropy(model: Any, prompt_ids: Tensor, prompt_mask: Tensor,
 
 
 @torch.no_grad()
-def critic_values(critic: Any, prompt_ids: Tensor, prompt_mask: Tensor, response_ids: Tensor,
+def critic_values(model: Any, prompt_ids: Tensor, prompt_mask: Tensor, response_ids: Tensor,
                   mask: Tensor, chunk: int) -> Tensor:
     """V(s_t) before each response token t.  Returns (B, T)."""
     P, T = prompt_ids.shape[1], response_ids.shape[1]
     out = []
     for s in _chunks(prompt_ids.shape[0], chunk):
         ids, attn, pos = sequence_inputs(prompt_ids[s], prompt_mask[s], response_ids[s], mask[s])
-        out.append(token_scores(critic, ids, attn, pos)[:, P - 1:P - 1 + T])
+        out.append(model.values(ids, attn, pos)[:, P - 1:P - 1 + T])
     return torch.cat(out)
 
 
@@ -208,10 +223,11 @@ def sample(roles: Roles, prompt_ids: Tensor, prompt_mask: Tensor, *, max_new_tok
     dev = roles.device
     prompt_ids, prompt_mask = prompt_ids.to(dev), prompt_mask.to(dev)
     eos_ids, pad_id = eos_token_ids(roles), roles.tokenizer.pad_token_id
-    roles.actor.eval()
-    response_ids = generate(roles.actor, prompt_ids, prompt_mask, max_new_tokens=max_new_tokens,
-                            temperature=temperature, top_p=top_p, eos_ids=eos_ids,
-                            pad_id=pad_id, chunk=chunk, **batching)
+    roles.model.eval()
+    with roles.model.adapter(ACTOR) as actor:
+        response_ids = generate(actor, prompt_ids, prompt_mask, max_new_tokens=max_new_tokens,
+                                temperature=temperature, top_p=top_p, eos_ids=eos_ids,
+                                pad_id=pad_id, chunk=chunk, **batching)
     mask, ended = response_mask(response_ids, eos_ids)
     response_ids = torch.where(mask, response_ids, torch.full_like(response_ids, pad_id))
     return Samples(prompt_ids, prompt_mask, response_ids, mask, ended)
@@ -222,14 +238,16 @@ def score(roles: Roles, s: Samples, *, temperature: float, chunk: int) -> Experi
     """Everything PPO needs about sampled responses: log-probs of actor and reference, the
     actor's entropy, the critic's values and the reward model's scores, ``chunk`` sequences
     per forward pass."""
-    for model in (roles.actor, roles.critic):
-        model.eval()
+    model = roles.model
+    model.eval()
     args = (s.prompt_ids, s.prompt_mask, s.response_ids, s.mask)
-    logprobs, entropy = logprobs_and_entropy(roles.actor, *args, temperature, chunk,
-                                             with_entropy=True)
+    with model.adapter(ACTOR) as actor:
+        logprobs, entropy = logprobs_and_entropy(actor, *args, temperature, chunk,
+                                                 with_entropy=True)
     with roles.reference() as ref:
         ref_logprobs, _ = logprobs_and_entropy(ref, *args, temperature, chunk)
-    values = critic_values(roles.critic, *args, chunk)
+    with model.adapter(CRITIC):
+        values = critic_values(model, *args, chunk)
     with roles.reward_model() as rm:
         scores = score_responses(rm, *args, chunk)
     return Experience(prompt_ids=s.prompt_ids, prompt_mask=s.prompt_mask,

@@ -21,12 +21,14 @@ from align.ppo.state import PPORun, scale_lr
 def run(cfg: RunConfig, data: Any, eval_data: Any = None) -> dict[str, Any]:
     """Train PPO on the validated prompts in ``data``; return the final metrics.
 
-    The runner has already called :func:`align.ppo.state.check` (unsupported flags refused)."""
+    The runner has already called :func:`align.ppo.plan.check` (unsupported flags refused).
+    Launched as several processes, each one runs this; rank 0 writes the files."""
     from align.checkpoints import latest
     from align.metrics import run_logger
+    from align.ppo.plan import describe
 
     ppo = PPORun.create(cfg, data, eval_data)
-    click.echo(describe(ppo))
+    say(ppo, describe(cfg, len(ppo.prompts), ppo.dist.world) + f"; device {ppo.roles.device}")
     resume_step = None
     if cfg.train.resume:
         ckpt = latest(ppo.out).path
@@ -34,8 +36,8 @@ def run(cfg: RunConfig, data: Any, eval_data: Any = None) -> dict[str, Any]:
         rebase_learning_rates(ppo)
         resume_step = ppo.step
         ppo.latest_eval = logged_eval(ppo)
-        click.echo(f"resumed from {ckpt} (step {ppo.step} of {ppo.total_steps})")
-    logger = run_logger(cfg, ppo.out, resume_step)
+        say(ppo, f"resumed from {ckpt} (step {ppo.step} of {ppo.total_steps})")
+    logger = run_logger(cfg, ppo.out, resume_step) if ppo.dist.is_main else NullLogger()
     try:
         return train(ppo, logger)
     finally:
@@ -57,48 +59,55 @@ def logged_eval(ppo: PPORun) -> tuple[int, dict[str, float]] | None:
 def rebase_learning_rates(ppo: PPORun) -> None:
     """Train a resumed run at this run's --actor-lr/--critic-lr (changed with
     --resume-allow-change): the restored schedules keep their position and rollback factor."""
-    from align.ppo.state import learning_rates
+    from align.ppo.plan import learning_rates
 
     o = ppo.optim
     actor_lr, critic_lr = learning_rates(ppo.cfg)
-    for opt, schedule, base in ((o.actor, o.actor_scheduler, actor_lr * ppo.lr_scale),
-                                (o.critic, o.critic_scheduler, critic_lr)):
-        if schedule.base_lrs[0] != base:
-            scale_lr(opt, schedule, base / schedule.base_lrs[0])
+    for i, base in enumerate((actor_lr * ppo.lr_scale, critic_lr)):
+        old = o.scheduler.base_lrs[i]
+        if old != base:
+            o.scheduler.base_lrs[i] = base
+            group = o.optimizer.param_groups[i]
+            group["lr"] *= base / old
+            if "initial_lr" in group:
+                group["initial_lr"] *= base / old
 
 
-def describe(ppo: PPORun) -> str:
-    """The batch arithmetic of this run in one line (what a "step" means here)."""
-    from align.ppo.state import learning_rates
+class NullLogger:
+    """The metrics logger of the processes other than rank 0: they log nothing."""
 
-    a, t = ppo.a, ppo.cfg.train
-    actor_lr, critic_lr = learning_rates(ppo.cfg)
-    return (f"ppo: {ppo.total_steps} steps of {a.rollout_batch_size} prompts "
-            f"({len(ppo.prompts)} in the data); each step {a.ppo_epochs} epochs x "
-            f"{a.num_mini_batches} mini-batches of {a.rollout_batch_size // a.num_mini_batches} "
-            f"(micro-batches of {t.per_device_train_batch_size}); actor lr {actor_lr:g}, "
-            f"critic lr {critic_lr:g}; device {ppo.roles.device}")
+    def log(self, step: int, metrics: dict[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def say(ppo: PPORun, text: str, err: bool = False) -> None:
+    """Print on rank 0 only (every process knows the same things)."""
+    if ppo.dist.is_main:
+        click.echo(text, err=err)
 
 
 def train(ppo: PPORun, logger: Any) -> dict[str, Any]:
     """The driver: one PPO step per loop, numbered as in STYLE.md."""
     from tqdm import tqdm
 
-    a, t = ppo.a, ppo.cfg.train
+    t = ppo.cfg.train
     if ppo.step == 0 and ppo.eval_prompts:
         ppo.eval_before = log_eval(ppo, logger)
-    bar = tqdm(total=ppo.total_steps, initial=ppo.step, desc="ppo", dynamic_ncols=True)
+    bar = tqdm(total=ppo.total_steps, initial=ppo.step, desc="ppo", dynamic_ncols=True,
+               disable=not ppo.dist.is_main)
     while ppo.step < ppo.total_steps:
         ppo.step += 1
         # 1-4. rollout, rewards, advantages, PPO update (see ppo_step)
-        metrics, exp = checked_step(ppo)
+        metrics = checked_step(ppo)
         # 5. log, check health (warn / stop / roll back), evaluate and save
-        metrics |= rollout_metrics(exp, a.max_new_tokens, ppo)
         logged = ppo.step % t.logging_steps == 0 or ppo.step == ppo.total_steps
         events = ppo.monitor.check(ppo.step, metrics) if logged else []
         if logged:
             logger.log(ppo.step, metrics | health_metrics(events))
-        report(bar, ppo.step, metrics if logged else None, events, ppo.monitor)
+        report(ppo, bar, metrics if logged else None, events)
         if act_on_health(ppo, events, logger, bar) == "rolled_back":
             continue
         if ppo.step % t.save_steps == 0:
@@ -109,24 +118,24 @@ def train(ppo: PPORun, logger: Any) -> dict[str, Any]:
     return finish(ppo, logger)
 
 
-def checked_step(ppo: PPORun) -> tuple[dict[str, float], Any]:
+def checked_step(ppo: PPORun) -> dict[str, float]:
     """:func:`ppo_step`, stopped (exit 3, nothing saved) when the weights or the sampling
     probabilities are no longer finite: an update skipped for a non-finite gradient keeps
     them finite, a finite but huge one may not."""
     from align.health.nonfinite import describe, is_sampling_error, nonfinite_parameters
 
     try:
-        metrics, exp = ppo_step(ppo)
+        metrics = ppo_step(ppo)
     except RuntimeError as e:
         if not is_sampling_error(e):
             raise
         raise nan_stop(ppo, f"sampling at step {ppo.step} met NaN/inf probabilities "
                             "(the policy's logits are not finite)") from None
-    bad = nonfinite_parameters(ppo.roles.actor, ppo.roles.critic)
+    bad = nonfinite_parameters(ppo.roles.model)
     if bad:
         raise nan_stop(ppo, f"the weights became NaN/inf: {len(bad)} tensors are not finite "
                             f"after the update of step {ppo.step} ({describe(bad)})")
-    return metrics, exp
+    return metrics
 
 
 def nan_stop(ppo: PPORun, what: str) -> Exception:
@@ -135,60 +144,111 @@ def nan_stop(ppo: PPORun, what: str) -> Exception:
     return nonfinite_stop(ppo.out, "ppo", what, "--actor-lr", ppo.cfg.algo.actor_lr)
 
 
-def ppo_step(ppo: PPORun) -> tuple[dict[str, float], Any]:
-    """Steps 1-4 of one PPO iteration; returns its metrics (with the ``perf/*`` timings and,
-    on CUDA, the step's peak memory) and the rollout batch."""
+def ppo_step(ppo: PPORun) -> dict[str, float]:
+    """Steps 1-4 of one PPO iteration; returns its metrics (the whole batch's, over all
+    processes), with the ``perf/*`` timings and, on CUDA, the step's peak memory."""
     from align.perf import Stopwatch, peak_memory_gb, reset_peak_memory
-    from align.ppo.rollout import sample, score
+    from align.ppo.rollout import score
     from align.ppo.update import compute_advantages, compute_rewards, ppo_update
 
     a, t, dev = ppo.a, ppo.cfg.train, ppo.roles.device
     clock = Stopwatch(dev)
     reset_peak_memory(dev)
-    with clock("perf/step_s"):
-        # 1. rollout: sample responses; log-probs of actor and reference, values, RM scores
-        prompt_ids, prompt_mask = next_prompts(ppo)
-        with clock("perf/rollout_s"):
-            samples = sample(ppo.roles, prompt_ids, prompt_mask, **generation_options(ppo))
-        with clock("perf/score_s"):
-            exp = score(ppo.roles, samples, temperature=a.temperature,
-                        chunk=a.local_rollout_forward_batch_size)
-        with clock("perf/train_s"):
-            # 2. rewards: shaped RM score on the last token, token-level KL penalty per token
-            metrics = compute_rewards(a, exp, ppo.kl_ctl, ppo.reward_stats)
-            # 3. advantages: GAE over response tokens, whitening and clipping
-            metrics |= compute_advantages(a, exp)
-            # 4. PPO update: ppo_epochs x num_mini_batches steps on critic (and actor after
-            # warm-up)
-            metrics |= ppo_update(ppo.roles, ppo.optim, exp, a, t.per_device_train_batch_size,
-                                  t.max_grad_norm, ppo.step > a.critic_warmup_steps,
-                                  next_ptx_batch(ppo) if ppo.ptx else None)
-        ppo.kl_ctl.update(metrics["objective/kl"], exp.batch_size)
-    times = clock.times
-    tokens = float(exp.mask.sum())
+    timed = clock.call
+    # 1. rollout: this process's share of the prompts, sampled, then scored by every role
+    ids, mask, first_row = next_prompts(ppo)
+    samples = timed("perf/rollout_s", generate_share, ppo, ids, mask,
+                    generation_options(ppo, ppo.step, first_row))
+    mine = timed("perf/score_s", score, ppo.roles, samples, temperature=a.temperature,
+                 chunk=a.local_rollout_forward_batch_size)
+    batch = gather_experience(ppo.dist, mine)  # the whole rollout batch, on every process
+    # 2. rewards: shaped RM score on the last token, token-level KL penalty on every token
+    rewards, metrics = timed("perf/train_s", compute_rewards, a, batch, ppo.kl_ctl.value,
+                             ppo.reward_stats)
+    # 3. advantages: GAE over response tokens, whitening and clipping (over the whole batch)
+    advantages, returns, m = timed("perf/train_s", compute_advantages, a, batch, rewards)
+    metrics |= m
+    # 4. PPO update: ppo_epochs x num_mini_batches optimizer steps on this process's rows,
+    # gradients averaged over the processes (critic only during --critic-warmup-steps)
+    metrics |= timed("perf/train_s", ppo_update, ppo.roles, ppo.optim,
+                     own_rows(ppo.dist, mine, advantages, returns), a,
+                     t.per_device_train_batch_size, t.max_grad_norm,
+                     ppo.step > a.critic_warmup_steps, ppo.dist,
+                     next_ptx_batch(ppo) if ppo.ptx else None)
+    ppo.kl_ctl.update(metrics["objective/kl"], batch.batch_size)
+    metrics |= rollout_metrics(batch, a.max_new_tokens, ppo)
+    clock.times["perf/step_s"] = clock.elapsed()
+    times = {k: ppo.dist.max_float(v, dev) for k, v in sorted(clock.times.items())}
+    tokens = float(batch.mask.sum())
     metrics |= times | {"perf/tokens_per_s": tokens / max(times["perf/step_s"], 1e-9),
                         "perf/rollout_tokens_per_s": tokens / max(times["perf/rollout_s"], 1e-9)}
     peak = peak_memory_gb(dev)
     if peak is not None:
         metrics["perf/max_memory_gb"] = peak
-    return metrics, exp
+    return metrics
 
 
-def generation_options(ppo: PPORun) -> dict[str, Any]:
-    """How rollouts sample (the distribution) and batch their generate calls (the speed)."""
+def generate_share(ppo: PPORun, ids: Any, mask: Any, options: dict[str, Any]) -> Any:
+    """Sample this process's responses."""
+    from align.ppo.rollout import sample
+
+    return sample(ppo.roles, ids, mask, **options)
+
+
+def gather_experience(dist: Any, exp: Any) -> Any:
+    """Every process's rollout rows in one Experience (rank order), prompts left-padded and
+    responses right-padded to the widest process's (the identity in one process)."""
+    from align.ppo.rollout import Experience
+
+    if dist.world == 1:
+        return exp
+    P = dist.max_int(exp.prompt_ids.shape[1], exp.mask.device)
+    T = dist.max_int(exp.response_ids.shape[1], exp.mask.device)
+    left = {"prompt_ids", "prompt_mask"}
+    fields = {}
+    for name in ("prompt_ids", "prompt_mask", "response_ids", "mask", "ended", "logprobs",
+                 "ref_logprobs", "values", "scores", "entropy"):
+        x = getattr(exp, name)
+        width = P if name in left else T
+        fields[name] = dist.gather_rows(x, width, left=name in left)
+    return Experience(**fields)
+
+
+def own_rows(dist: Any, mine: Any, advantages: Any, returns: Any) -> Any:
+    """This process's rollout rows with their advantages and returns (computed over the whole
+    batch), cut back to its own response width."""
+    import dataclasses
+
+    from align.ppo.dist import row_slice
+
+    rows, T = row_slice(dist.rank, mine.batch_size), mine.response_ids.shape[1]
+    return dataclasses.replace(mine, advantages=advantages[rows, :T], returns=returns[rows, :T])
+
+
+def generation_options(ppo: PPORun, step: int, first_row: int = 0) -> dict[str, Any]:
+    """How rollouts sample (the distribution and its random streams: one per generate call,
+    seeded from --seed, the step and the call's first prompt) and batch their generate calls
+    (the speed)."""
     a = ppo.a
     cache_len = ppo.prompt_limit + a.max_new_tokens if ppo.prompt_limit else None
     return dict(max_new_tokens=a.max_new_tokens, temperature=a.temperature, top_p=a.top_p,
                 chunk=a.rollout_generate_batch_size or a.local_rollout_forward_batch_size,
                 sort_by_length=a.sort_by_length, static_cache=a.compile_rollout,
-                cache_len=cache_len)
+                cache_len=cache_len, seed=ppo.cfg.train.seed * 100_003 + step,
+                first_row=first_row)
 
 
-def next_prompts(ppo: PPORun) -> tuple[Any, Any]:
+def next_prompts(ppo: PPORun) -> tuple[Any, Any, int]:
+    """This process's share of the next rollout batch: ids and mask (left-padded) and the
+    global row of its first prompt."""
     from align.ppo.data import left_pad
+    from align.ppo.dist import row_slice
 
-    batch = [ppo.prompts[i] for i in ppo.sampler.next()]
-    return left_pad(batch, ppo.roles.tokenizer.pad_token_id)
+    share = ppo.a.rollout_batch_size // ppo.dist.world
+    rows = row_slice(ppo.dist.rank, share)
+    batch = [ppo.prompts[i] for i in ppo.sampler.next()[rows]]
+    ids, mask = left_pad(batch, ppo.roles.tokenizer.pad_token_id)
+    return ids, mask, rows.start
 
 
 def next_ptx_batch(ppo: PPORun) -> Any:
@@ -216,37 +276,42 @@ def rollout_metrics(exp: Any, max_new_tokens: int, ppo: PPORun) -> dict[str, flo
     stats = rollout_stats(responses, exp.ended.tolist(), max_new_tokens)
     stats["policy/entropy"] = masked_mean(exp.entropy, exp.mask).item()
     stats["ref/perplexity"] = torch.exp(-masked_mean(exp.ref_logprobs, exp.mask)).item()
-    o = ppo.optim
-    stats["lr/actor"] = o.actor.param_groups[0]["lr"]
-    stats["lr/critic"] = o.critic.param_groups[0]["lr"]
+    stats["lr/actor"], stats["lr/critic"] = ppo.optim.lrs
     return stats
 
 
 def evaluate(ppo: PPORun) -> dict[str, float]:
     """Sampled responses to the held-out prompts: mean RM score, KL to the reference, length.
 
-    Sampling (at --temperature) measures the policy PPO optimises, not one greedy answer; the
-    generator is seeded from --seed inside a forked RNG, so every evaluation draws with the
-    same random numbers and training's RNG stream is untouched (exact resume).
+    Sampling (at --temperature) measures the policy PPO optimises, not one greedy answer; each
+    generate call draws from a random stream seeded from --seed and its first prompt, inside a
+    forked RNG, so every evaluation draws with the same random numbers and training's RNG
+    stream is untouched (exact resume). Several processes split the prompts between them.
     """
-    import torch
-
     from align.ppo.data import left_pad
     from align.ppo.losses import kl_penalty, masked_sum
-    from align.ppo.rollout import sample, score
+    from align.ppo.rollout import score
 
-    a = ppo.a
-    ids, mask = left_pad(ppo.eval_prompts, ppo.roles.tokenizer.pad_token_id)
-    cuda = [torch.cuda.current_device()] if ppo.roles.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda):
-        torch.manual_seed(ppo.cfg.train.seed)
-        samples = sample(ppo.roles, ids, mask, **generation_options(ppo))
-        exp = score(ppo.roles, samples, temperature=a.temperature,
-                    chunk=a.local_rollout_forward_batch_size)
+    a, d = ppo.a, ppo.dist
+    share = -(-len(ppo.eval_prompts) // d.world)
+    first = d.rank * share
+    mine = ppo.eval_prompts[first:first + share]
+    # every process answers `share` prompts (the last ones padded with repeats, dropped after),
+    # so that all take the same number of steps
+    n_mine = len(mine)
+    mine = mine + [ppo.eval_prompts[0]] * (share - n_mine)
+    ids, mask = left_pad(mine, ppo.roles.tokenizer.pad_token_id)
+    options = generation_options(ppo, 0, first) | {"seed": ppo.cfg.train.seed}
+    exp = score(ppo.roles, generate_share(ppo, ids, mask, options),
+                temperature=a.temperature, chunk=a.local_rollout_forward_batch_size)
     kl = masked_sum(kl_penalty(exp.logprobs, exp.ref_logprobs, "k1"), exp.mask, dim=1)
-    return {"eval/reward": exp.scores.mean().item(), "eval/kl": kl.mean().item(),
-            "eval/response_len": exp.mask.sum(1).float().mean().item(),
-            "eval/eos_frac": exp.ended.float().mean().item()}
+    rows = list(zip(exp.scores.tolist(), kl.tolist(), exp.mask.sum(1).float().tolist(),
+                    exp.ended.float().tolist()))[:n_mine]
+    rows = d.gather_objects(rows)
+    n = len(rows)
+    reward, kl, length, eos = (sum(r[i] for r in rows) / n for i in range(4))
+    return {"eval/reward": reward, "eval/kl": kl, "eval/response_len": length,
+            "eval/eos_frac": eos}
 
 
 def log_eval(ppo: PPORun, logger: Any) -> dict[str, float]:
@@ -256,11 +321,16 @@ def log_eval(ppo: PPORun, logger: Any) -> dict[str, float]:
     return metrics
 
 
-def report(bar: Any, step: int, m: dict[str, Any] | None, events: list[Any], monitor: Any
-           ) -> None:
-    """Console: a compact progress-bar postfix and one line per logged step, then any alarms."""
+def report(ppo: PPORun, bar: Any, m: dict[str, Any] | None, events: list[Any]) -> None:
+    """Console (rank 0): a compact progress-bar postfix and one line per logged step, then
+    any alarms."""
     from align.console import report as report_progress
 
+    monitor = ppo.monitor
+    if not ppo.dist.is_main:
+        monitor.notes.clear()
+        return
+    step = ppo.step
     bar.update(step - bar.n)
     report_progress(step, bar.total)
     if m is not None:
@@ -278,10 +348,11 @@ def report(bar: Any, step: int, m: dict[str, Any] | None, events: list[Any], mon
 
 
 def act_on_health(ppo: PPORun, events: list[Any], logger: Any, bar: Any) -> str:
-    """Apply --on-collapse to the detectors that fired: warn, stop (save, exit 3) or roll back."""
+    """Apply --on-collapse to the detectors that fired: warn, stop (save, exit 3) or roll back.
+    Every process sees the same metrics, so every process decides the same."""
     action = ppo.monitor.decide(events)
     for note in ppo.monitor.notes:  # e.g. "--max-rollbacks reached; stopping instead"
-        click.echo(f"[health] {note}", err=True)
+        say(ppo, f"[health] {note}", err=True)
     ppo.monitor.notes.clear()
     if action in ("continue", "warn"):
         return action
@@ -289,7 +360,9 @@ def act_on_health(ppo: PPORun, events: list[Any], logger: Any, bar: Any) -> str:
     if nan:
         from align.health.rollback import set_aside_broken
 
-        set_aside_broken(ppo.out, ppo.step, ppo.cfg.train.logging_steps)
+        if ppo.dist.is_main:
+            set_aside_broken(ppo.out, ppo.step, ppo.cfg.train.logging_steps)
+        ppo.dist.barrier()
     if action == "rollback":
         from align.health.rollback import rollback_target
 
@@ -313,13 +386,15 @@ def roll_back(ppo: PPORun, step: int, logger: Any, bar: Any) -> str:
     fired_at, events, rollbacks = ppo.step, list(ppo.monitor.events), ppo.monitor.rollbacks
     target_scale = rollback_lr_scale(factor, rollbacks)
     ppo.restore(step)
-    roll_back_checkpoints(ppo.out, step)
+    if ppo.dist.is_main:
+        roll_back_checkpoints(ppo.out, step)
+    ppo.dist.barrier()
     ppo.monitor.events, ppo.monitor.rollbacks = events, rollbacks  # remember what happened
-    scale_lr(ppo.optim.actor, ppo.optim.actor_scheduler, target_scale / ppo.lr_scale)
+    scale_lr(ppo.optim, target_scale / ppo.lr_scale)
     ppo.lr_scale = target_scale
-    lr = ppo.optim.actor.param_groups[0]["lr"]
-    click.echo(f"[health] rolled back from step {fired_at} to checkpoint-{ppo.step}; actor LR "
-               f"x{factor:g} (now {lr:.3g})", err=True)
+    lr = ppo.optim.lrs[0]
+    say(ppo, f"[health] rolled back from step {fired_at} to checkpoint-{ppo.step}; actor LR "
+        f"x{factor:g} (now {lr:.3g})", err=True)
     logger.log(fired_at, {"health/rollback": 1.0, "health/rollback_to": ppo.step,
                           "lr/actor": lr})
     bar.reset(total=ppo.total_steps)
@@ -330,6 +405,7 @@ def roll_back(ppo: PPORun, step: int, logger: Any, bar: Any) -> str:
 def finish(ppo: PPORun, logger: Any) -> dict[str, Any]:
     """Final evaluation, the trained actor (and critic) in --output-dir, and the summary."""
     from align.metrics import read_metrics
+    from align.ppo.checkpoint import save_models
 
     result: dict[str, Any] = {"steps": ppo.step}
     if ppo.eval_prompts:
@@ -340,21 +416,26 @@ def finish(ppo: PPORun, logger: Any) -> dict[str, Any]:
                    "eval_kl_before": ppo.eval_before.get("eval/kl"),
                    "eval_kl_after": after["eval/kl"],
                    "eval_response_len_after": after["eval/response_len"]}
-    rows = [r for r in read_metrics(ppo.out) if "reward/raw" in r]
+    rows = [r for r in read_metrics(ppo.out) if "reward/raw" in r] if ppo.dist.is_main else []
     if rows:
         last = rows[-1]
-        result |= {"reward_raw_first": rows[0]["reward/raw"], "reward_raw_last": last["reward/raw"],
-                   "kl_last": last["objective/kl"]}
+        result |= {"reward_raw_first": rows[0]["reward/raw"],
+                   "reward_raw_last": last["reward/raw"], "kl_last": last["objective/kl"]}
     from align.checkpoints import writing
     from align.health.nonfinite import describe, nonfinite_parameters
 
-    bad = nonfinite_parameters(ppo.roles.actor, ppo.roles.critic)
+    bad = nonfinite_parameters(ppo.roles.model)
     if bad:
         raise nan_stop(ppo, f"the weights became NaN/inf: {len(bad)} tensors are not finite "
                             f"at the end of training ({describe(bad)})")
-    with writing(ppo.out, "the final actor and critic"):
-        ppo.roles.actor.save_pretrained(str(ppo.out))
-        ppo.roles.tokenizer.save_pretrained(str(ppo.out))
-        ppo.roles.critic.save_pretrained(str(ppo.out / "critic"))
-    click.echo(f"saved the actor to {ppo.out} and the critic to {ppo.out / 'critic'}")
+    if ppo.dist.is_main:
+        with writing(ppo.out, "the final actor and critic"):
+            save_models(ppo.roles.model, ppo.out)
+            # the actor's files at the top of the output dir, as every other algorithm saves
+            for f in (ppo.out / "actor").iterdir():
+                f.replace(ppo.out / f.name)
+            (ppo.out / "actor").rmdir()
+            ppo.roles.tokenizer.save_pretrained(str(ppo.out))
+        click.echo(f"saved the actor to {ppo.out} and the critic to {ppo.out / 'critic'}")
+    ppo.dist.barrier()
     return result | ppo.monitor.summary()

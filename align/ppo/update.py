@@ -15,20 +15,20 @@ from torch import Tensor
 
 from align.health.detectors import SKIPPED
 from align.ppo.config import PPOConfig
-from align.ppo.kl_control import KLController
 from align.ppo.losses import (clip_advantages, entropy_from_logits, explained_variance, gae,
                               gather_logprobs, kl_penalty, masked_mean, masked_sum,
                               masked_whiten, policy_loss, token_rewards, value_loss)
-from align.ppo.models import token_scores, trainable
+from align.ppo.models import ACTOR, CRITIC
 from align.ppo.reward_norm import RunningMoments
-from align.ppo.rollout import Experience, policy_logits
+from align.ppo.rollout import Experience
 
 
-def compute_rewards(a: PPOConfig, exp: Experience, kl_ctl: KLController,
-                    reward_stats: RunningMoments) -> dict[str, float]:
+def compute_rewards(a: PPOConfig, exp: Experience, kl_coef: float,
+                    reward_stats: RunningMoments) -> tuple[Tensor, dict[str, float]]:
     """Shape the RM score (EOS penalty, normalisation, clip) and add the token-level KL penalty.
 
-    Sets ``exp.rewards`` (B, T); returns reward and KL metrics.
+    ``exp`` is the whole rollout batch (gathered over all processes). Returns the per-token
+    rewards (B, T) and the reward and KL metrics; updates ``reward_stats`` with the scores.
     """
     scores = exp.scores.clone()
     if a.missing_eos_penalty:
@@ -39,38 +39,42 @@ def compute_rewards(a: PPOConfig, exp: Experience, kl_ctl: KLController,
     if a.reward_clip:
         scores = scores.clamp(-a.reward_clip, a.reward_clip)
     kl = kl_penalty(exp.logprobs, exp.ref_logprobs, a.kl_estimator)  # (B, T)
-    exp.rewards = token_rewards(scores, kl, exp.mask, kl_ctl.value)
+    rewards = token_rewards(scores, kl, exp.mask, kl_coef)
     if a.whiten_rewards:
-        exp.rewards = masked_whiten(exp.rewards, exp.mask, shift_mean=False)
+        rewards = masked_whiten(rewards, exp.mask, shift_mean=False)
     kl_per_response = masked_sum(kl, exp.mask, dim=1)  # (B,) nats per response
-    return {
+    return rewards, {
         "reward/raw": exp.scores.mean().item(),
+        "reward/raw_std": exp.scores.std().item() if exp.batch_size > 1 else 0.0,
         "reward/normalized": scores.mean().item(),
         "objective/kl": kl_per_response.mean().item(),
-        "objective/kl_coef": kl_ctl.value,
-        "objective/rlhf_reward": (scores - kl_ctl.value * kl_per_response).mean().item(),
+        "objective/kl_coef": kl_coef,
+        "objective/rlhf_reward": (scores - kl_coef * kl_per_response).mean().item(),
     }
 
 
-def compute_advantages(a: PPOConfig, exp: Experience) -> dict[str, float]:
-    """GAE over response tokens, then whitening and clipping; sets advantages and returns."""
-    advantages, returns = gae(exp.rewards, exp.values, exp.mask, a.gamma, a.lam)
+def compute_advantages(a: PPOConfig, exp: Experience, rewards: Tensor
+                       ) -> tuple[Tensor, Tensor, dict[str, float]]:
+    """GAE over response tokens, then whitening and clipping.
+
+    Returns advantages and returns (B, T) and the critic's metrics."""
+    advantages, returns = gae(rewards, exp.values, exp.mask, a.gamma, a.lam)
     if a.whiten_advantages:
         advantages = masked_whiten(advantages, exp.mask)
     if a.advantage_clip:
         advantages = clip_advantages(advantages, a.advantage_clip)
-    exp.advantages, exp.returns = advantages, returns
-    return {
+    return advantages, returns, {
         "value/explained_var": explained_variance(exp.values, returns, exp.mask).item(),
         "value/mean": masked_mean(exp.values, exp.mask).item(),
         "value/returns": masked_mean(returns, exp.mask).item(),
     }
 
 
-def actor_loss(actor: Any, mb: Experience, a: PPOConfig) -> tuple[Tensor, dict[str, Tensor]]:
-    """Clipped policy loss on a micro-batch, minus the entropy bonus if asked."""
+def actor_loss(model: Any, mb: Experience, a: PPOConfig) -> tuple[Tensor, dict[str, Tensor]]:
+    """Clipped policy loss on a micro-batch, minus the entropy bonus if asked (the actor's
+    adapter active)."""
     ids, attn, pos = mb.sequences()
-    logits = policy_logits(actor, ids, attn, pos, mb.response_ids.shape[1], a.temperature)
+    logits = model(ids, attn, pos, T=mb.response_ids.shape[1], temperature=a.temperature)
     logprobs = gather_logprobs(logits, mb.response_ids)
     loss, m = policy_loss(logprobs, mb.logprobs, mb.advantages, mb.mask, clip_low=a.cliprange,
                           clip_high=a.cliprange, dual_clip=a.dual_clip)
@@ -83,105 +87,137 @@ def actor_loss(actor: Any, mb: Experience, a: PPOConfig) -> tuple[Tensor, dict[s
     return loss, metrics
 
 
-def critic_loss(critic: Any, mb: Experience, a: PPOConfig) -> tuple[Tensor, dict[str, Tensor]]:
-    """Value loss on a micro-batch (clipped around the rollout values if asked), times vf_coef."""
+def critic_loss(model: Any, mb: Experience, a: PPOConfig) -> tuple[Tensor, dict[str, Tensor]]:
+    """Value loss on a micro-batch (clipped around the rollout values if asked), times vf_coef
+    (the critic's adapter active)."""
     ids, attn, pos = mb.sequences()
-    P, T = mb.prompt_ids.shape[1], mb.response_ids.shape[1]
-    values = token_scores(critic, ids, attn, pos)[:, P - 1:P - 1 + T]
+    values = model(ids, attn, pos, T=mb.response_ids.shape[1])
     loss, m = value_loss(values, mb.values, mb.returns, mb.mask, clip=a.cliprange_value)
     return a.vf_coef * loss, {"loss/value": loss.detach(), "value/clipfrac": m["clipfrac"]}
 
 
-def ptx_loss(actor: Any, ids: Tensor, mask: Tensor) -> Tensor:
+def ptx_loss(model: Any, ids: Tensor, mask: Tensor) -> Tensor:
     """Next-token loss on a batch of SFT/pretraining text (InstructGPT's PPO-ptx term).
 
     Shapes: ids, mask (B, L), right-padded. Returns a scalar.
     """
-    logits = actor(input_ids=ids, attention_mask=mask.long(), use_cache=False).logits
+    logits = model(ids, mask.long(), None, lm=True)
     logprobs = gather_logprobs(logits[:, :-1], ids[:, 1:])
     return -masked_mean(logprobs, mask[:, 1:])
 
 
-def optimizer_step(model: Any, optimizer: Any, scheduler: Any, max_grad_norm: float) -> float:
-    """Clip the global gradient norm (Secrets of RLHF), step, and return the pre-clip norm.
-    A non-finite norm (a NaN/inf loss or gradient) skips the update, schedule included, so
-    the weights stay finite."""
+def optimizer_step(optim: Any, groups: list[list[torch.nn.Parameter]], max_grad_norm: float
+                   ) -> list[float]:
+    """Clip each group's global gradient norm (Secrets of RLHF; actor and critic apart), then
+    step the optimizer and its schedule; return the pre-clip norms. A non-finite norm (a
+    NaN/inf loss or gradient) skips the update, schedule included, so the weights stay
+    finite (align.health's NaN detector stops a run that keeps skipping)."""
     limit = max_grad_norm if max_grad_norm > 0 else float("inf")
-    norm = float(torch.nn.utils.clip_grad_norm_(trainable(model), limit))
-    if math.isfinite(norm):
-        optimizer.step()
-        scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
-    return norm
+    norms = [float(torch.nn.utils.clip_grad_norm_(params, limit)) for params in groups]
+    if all(math.isfinite(n) for n in norms):
+        optim.step()
+    else:
+        optim.optimizer.zero_grad(set_to_none=True)
+    return norms
 
 
-def accumulate(actor: Any, critic: Any, mini: Experience, micro_size: int, a: PPOConfig,
-               train_actor: bool, ptx_batches: Any = None) -> dict[str, list[float]]:
-    """Backward passes over one mini-batch in micro-batches of ``micro_size`` sequences.
+def accumulate(model: Any, mini: Experience, micro_size: int, a: PPOConfig, train_actor: bool,
+               scale: Tensor, ptx_batches: Any = None, dist: Any = None
+               ) -> dict[str, list[float]]:
+    """Backward passes over this process's share of one mini-batch, in micro-batches of
+    ``micro_size`` sequences.
 
-    Each micro-batch's token-mean loss is weighted by its share of the mini-batch's tokens, so
-    the accumulated gradient equals that of the whole mini-batch at once (whatever
-    ``micro_size``). ``ptx_batches()`` returns the next (ids, mask) PTX batch.
+    Each micro-batch's token-mean loss is weighted by ``tokens / scale``, where ``scale`` is
+    the mini-batch's token count over all processes divided by the number of processes (whose
+    gradients are averaged afterwards): the accumulated gradient then equals that of the whole
+    mini-batch at once, whatever ``micro_size`` and however many processes share it. Returns
+    each metric as (value x tokens) sums and the token count under ``"tokens"``, so that means
+    over micro-batches and processes can be weighted the same way.
     """
     stats: dict[str, list[float]] = defaultdict(list)
-    tokens = mini.mask.sum().clamp(min=1)
     starts = range(0, mini.batch_size, micro_size)
+    # forward passes go through the DeepSpeed engine when there is one (it counts them)
+    forward = dist.engine if dist is not None and dist.engine is not None else model
+
+    def backward(loss: Tensor, last: bool) -> None:
+        if dist is None:
+            loss.backward()
+        else:
+            dist.backward(loss, last)
+
     for start in starts:
         mb = mini.select(torch.arange(start, min(start + micro_size, mini.batch_size),
                                       device=mini.mask.device))
-        weight = mb.mask.sum() / tokens
+        tokens = mb.mask.sum()
+        weight = tokens / scale
         parts = []
         if train_actor:
-            loss, metrics = actor_loss(actor, mb, a)
-            loss = loss * weight
-            if a.ptx_coef and ptx_batches is not None:
-                ptx = ptx_loss(actor, *ptx_batches())
-                loss = loss + a.ptx_coef * ptx / len(starts)
-                metrics["loss/ptx"] = ptx.detach()
-            loss.backward()
+            with model.adapter(ACTOR):
+                loss, metrics = actor_loss(forward, mb, a)
+                loss = loss * weight
+                if a.ptx_coef and ptx_batches is not None:
+                    ptx = ptx_loss(forward, *ptx_batches())
+                    loss = loss + a.ptx_coef * ptx / len(starts)
+                    metrics["loss/ptx"] = ptx.detach()
+                backward(loss, False)
             parts.append(metrics)
-        loss, metrics = critic_loss(critic, mb, a)
-        (loss * weight).backward()
+        with model.adapter(CRITIC):
+            loss, metrics = critic_loss(forward, mb, a)
+            backward(loss * weight, start == starts[-1])
         parts.append(metrics)
+        n = float(tokens)
+        stats["tokens"].append(n)
         for m in parts:
             for k, v in m.items():
-                stats[k].append(float(v))
+                stats[k].append(float(v) * n)
     return stats
 
 
 def ppo_update(roles: Any, optim: Any, exp: Experience, a: PPOConfig, micro_size: int,
-               max_grad_norm: float, train_actor: bool, ptx_batches: Any = None
+               max_grad_norm: float, train_actor: bool, dist: Any, ptx_batches: Any = None
                ) -> dict[str, float]:
-    """``ppo_epochs`` passes over the rollout, each shuffled into ``num_mini_batches`` steps.
+    """``ppo_epochs`` passes over this process's rows of the rollout, each shuffled into
+    ``num_mini_batches`` optimizer steps (every process takes the same steps together).
 
-    Returns the mean of each loss and statistic over all micro-batches and optimizer steps.
+    Returns the token-weighted mean of each loss and statistic over all micro-batches, epochs
+    and processes, and the mean gradient norms.
     """
-    actor, critic = roles.actor, roles.critic
-    actor.train()
-    critic.train()
-    stats: dict[str, list[float]] = defaultdict(list)
+    model = roles.model
+    model.train()
+    sums: dict[str, float] = defaultdict(float)
+    norms: dict[str, list[float]] = defaultdict(list)
+    skipped = 0
     B = exp.batch_size
     mini_size = B // a.num_mini_batches
     for _ in range(a.ppo_epochs):
         order = torch.randperm(B).to(exp.mask.device)
         for start in range(0, B, mini_size):
             mini = exp.select(order[start:start + mini_size])
-            for k, v in accumulate(actor, critic, mini, micro_size, a, train_actor,
-                                   ptx_batches).items():
-                stats[k] += v
+            scale = dist.sum(mini.mask.sum().float()).clamp(min=1) / dist.world
+            for k, v in accumulate(model, mini, micro_size, a, train_actor, scale,
+                                   ptx_batches, dist).items():
+                sums[k] += sum(v)
+            if dist.engine is not None:  # DeepSpeed reduces, clips (jointly) and steps
+                dist.engine.step()
+                norms["grad/norm"].append(float(dist.engine.get_global_grad_norm() or 0.0))
+                optim.scheduler.step()
+                continue
+            dist.average_gradients(model.trainable)
+            groups = {"grad/critic_norm": model.critic_params()}
             if train_actor:
-                stats["grad/actor_norm"].append(optimizer_step(
-                    actor, optim.actor, optim.actor_scheduler, max_grad_norm))
-            stats["grad/critic_norm"].append(optimizer_step(
-                critic, optim.critic, optim.critic_scheduler, max_grad_norm))
-    actor.eval()
-    critic.eval()
-    # means over the finite values; the skipped updates are counted (align.health's NaN
-    # detector stops a run that keeps skipping)
-    skipped = sum(not math.isfinite(n) for k in ("grad/actor_norm", "grad/critic_norm")
-                  for n in stats.get(k, []))
-    out = {}
-    for k, v in stats.items():
+                groups = {"grad/actor_norm": model.actor_params()} | groups
+            step_norms = optimizer_step(optim, list(groups.values()), max_grad_norm)
+            for key, norm in zip(groups, step_norms):
+                norms[key].append(norm)
+            skipped += not all(math.isfinite(n) for n in step_norms)
+    model.eval()
+    keys = sorted(sums)
+    totals = dist.sum(torch.tensor([sums[k] for k in keys], dtype=torch.float64,
+                                   device=exp.mask.device)).tolist()
+    total = dict(zip(keys, totals))
+    tokens = max(total.pop("tokens"), 1.0)
+    out = {k: v / tokens for k, v in total.items()}
+    for k, v in norms.items():
         finite = [x for x in v if math.isfinite(x)]
         out[k] = sum(finite) / len(finite) if finite else float("nan")
     return out | {SKIPPED: float(skipped)}

@@ -2,7 +2,7 @@
 rollout, scoring and training, in each memory mode.
 
 Everything runs on the roles `align rlhf --algo ppo` loads (``PPORun.create``), so the LoRA
-modes share one base between actor and reference, and one between critic and reward model.
+modes hold one base for actor, critic and reference, and the reward model beside it.
 Rollout engines generate the same batch of prompts with the same number of new tokens; their
 tokens are the generated positions (batch x new columns), counted alike for every engine.
 """
@@ -15,6 +15,13 @@ from typing import Any, Callable
 
 from benchlib.dpo import MODE_FLAGS
 
+# PPO's memory layouts besides full/lora/qlora: LoRA with the critic on the reward model's base
+# (the layout before the single-base one) and the single base with the reward model on CPU.
+PPO_MODE_FLAGS = MODE_FLAGS | {
+    "lora-rm-base": ["--lora", "--critic-base", "reward-model"],
+    "lora-offload": ["--lora", "--offload-reward-model"],
+}
+
 
 def argv(mode: str, env: dict[str, Any]) -> list[str]:
     """The `align rlhf --algo ppo` flags of one mode; generation takes the whole rollout
@@ -25,7 +32,7 @@ def argv(mode: str, env: dict[str, Any]) -> list[str]:
             "--rollout-batch-size", str(env["batch"]), "--max-new-tokens", str(env["new_tokens"]),
             "--rollout-generate-batch-size", str(env["batch"]),
             "--max-steps", str(env["warmup"] + env["steps"]), "--save-steps", "100000",
-            "--report-to", "none", *MODE_FLAGS[mode]]
+            "--report-to", "none", *PPO_MODE_FLAGS[mode]]
     if env["device"]["kind"] == "cuda":
         args.append("--bf16")
     return args + env["ppo_flags"]
@@ -61,7 +68,7 @@ def engines(ppo: Any, ids: Any, mask: Any, env: dict[str, Any]
     from align.ppo.rollout import sample
     from align.ppo.trainer import generation_options
 
-    actor, pad = ppo.roles.actor, ppo.roles.tokenizer.pad_token_id
+    actor, pad = ppo.roles.actor, ppo.roles.tokenizer.pad_token_id  # the actor adapter is active
     B, P = ids.shape
 
     def plain(new_tokens: int = env["new_tokens"]) -> int:
@@ -71,7 +78,7 @@ def engines(ppo: Any, ids: Any, mask: Any, env: dict[str, Any]
 
     def align(**extra: Any) -> Callable[..., int]:
         def run(new_tokens: int = env["new_tokens"]) -> int:
-            s = sample(ppo.roles, ids, mask, **(generation_options(ppo) | extra
+            s = sample(ppo.roles, ids, mask, **(generation_options(ppo, 1) | extra
                                                 | {"max_new_tokens": new_tokens}))
             return B * s.response_ids.shape[1]
         return run
@@ -99,7 +106,7 @@ def run(cell: dict[str, Any], env: dict[str, Any]) -> dict[str, Any]:
     seed_everything(cfg.train.seed)
     ppo = PPORun.create(cfg, data, None)
     result["load_memory_gb"] = torch.cuda.memory_allocated() / 1e9 if device == "cuda" else None
-    ids, mask = next_prompts(ppo)
+    ids, mask, _ = next_prompts(ppo)
     ids, mask = ids.to(ppo.roles.device), mask.to(ppo.roles.device)
     gens = engines(ppo, ids, mask, env)
     parts = env.get("parts", ["rollout", "step"])
@@ -115,6 +122,7 @@ def run(cell: dict[str, Any], env: dict[str, Any]) -> dict[str, Any]:
             partial(env, result | {"rollout": ratios(rollout)})
     if "step" in parts:
         result["step"] = _attempt(lambda: steps(ppo, env))
+        result["update"] = _attempt(lambda: update_cost(ppo, env))
         partial(env, result | ({"rollout": ratios(rollout)} if rollout else {}))
     # last: a compiled generator keeps its CUDA graphs, which would count in the steps' peak
     if "rollout" in parts:
@@ -122,7 +130,8 @@ def run(cell: dict[str, Any], env: dict[str, Any]) -> dict[str, Any]:
             time_engine("align_hf_compiled") if device == "cuda" else
             {"status": "skipped", "reason": "--compile-rollout needs CUDA (torch.compile + "
                                             "CUDA graphs)"})
-    result |= {"status": "ok"} | ({"rollout": ratios(rollout)} if rollout else {})
+    result |= {"status": "ok", "memory": memory(ppo)} | \
+        ({"rollout": ratios(rollout)} if rollout else {})
     ppo = gens = None  # free the models before the next measurement (in-process runs)
     return result
 
@@ -134,6 +143,33 @@ def ratios(rollout: dict[str, Any]) -> dict[str, Any]:
         if r.get("status") == "ok" and plain.get("status") == "ok":
             r["speedup_vs_plain"] = r["tokens_per_s"] / plain["tokens_per_s"]
     return rollout
+
+
+def memory(ppo: Any) -> dict[str, Any]:
+    """Bytes of parameters on the training device and elsewhere (offloaded models), of the
+    optimizer's state, and this process's peak resident memory (meaningful with --isolate)."""
+    import resource
+
+    import torch
+
+    r = ppo.roles
+    offloaded = {id(r.reward): r.offload_reward, id(r.ref): r.offload_ref}
+    seen, on_device, host = set(), 0, 0
+    for m in (m for m in (r.model, r.ref, r.reward) if m is not None):
+        for p in m.parameters():
+            if id(p) not in seen:
+                seen.add(id(p))
+                size = p.numel() * p.element_size()
+                if offloaded.get(id(m)):
+                    host += size
+                else:
+                    on_device += size
+    optim = sum(t.numel() * t.element_size() for state in ppo.optim.optimizer.state.values()
+                for t in state.values() if torch.is_tensor(t))
+    trainable = sum(p.numel() * p.element_size() for p in r.model.trainable)
+    return {"param_bytes_device": on_device, "param_bytes_offloaded": host,
+            "trainable_bytes": trainable, "optimizer_bytes": optim,
+            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9}
 
 
 def _attempt(fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
@@ -154,9 +190,10 @@ def steps(ppo: Any, env: dict[str, Any]) -> dict[str, Any]:
     rows = []
     for i in range(env["warmup"] + env["steps"]):
         ppo.step += 1
-        metrics, exp = ppo_step(ppo)
+        metrics = ppo_step(ppo)
         if i >= env["warmup"]:
-            rows.append(metrics | {"response_tokens": float(exp.mask.sum())})
+            tokens = metrics["perf/tokens_per_s"] * metrics["perf/step_s"]
+            rows.append(metrics | {"response_tokens": tokens})
     mean = {k: sum(r[k] for r in rows) / len(rows)
             for k in ("perf/rollout_s", "perf/score_s", "perf/train_s", "perf/step_s",
                       "response_tokens")}
@@ -165,6 +202,54 @@ def steps(ppo: Any, env: dict[str, Any]) -> dict[str, Any]:
             "score_s": mean["perf/score_s"], "train_s": mean["perf/train_s"],
             "step_s": mean["perf/step_s"], "response_tokens": mean["response_tokens"],
             "peak_memory_gb": max(peaks) if peaks else None}
+
+
+def update_cost(ppo: Any, env: dict[str, Any]) -> dict[str, Any]:
+    """The PPO update of one rollout batch against one plain forward+backward of the actor on
+    the same tokens (a causal-LM loss over every position, no PPO bookkeeping).
+
+    The update runs ``ppo_epochs`` x (actor pass + critic pass) over the batch, so a ratio per
+    pass near 1 means the bookkeeping (log-probs, masks, losses, micro-batching, adapter
+    switches, the optimizer step) costs little; the optimizer steps are included."""
+    from align.perf import synchronize
+    from align.ppo.rollout import score
+    from align.ppo.trainer import generate_share, generation_options, next_prompts, own_rows
+    from align.ppo.update import compute_advantages, compute_rewards, ppo_update
+
+    a, t, device = ppo.a, ppo.cfg.train, env["device"]["kind"]
+    ids, mask, first = next_prompts(ppo)
+    exp = score(ppo.roles, generate_share(ppo, ids, mask, generation_options(ppo, 1, first)),
+                temperature=a.temperature, chunk=a.local_rollout_forward_batch_size)
+    rewards, _ = compute_rewards(a, exp, ppo.kl_ctl.value, ppo.reward_stats)
+    advantages, returns, _ = compute_advantages(a, exp, rewards)
+    batch = own_rows(ppo.dist, exp, advantages, returns)
+    synchronize(device)
+    started = time.perf_counter()
+    ppo_update(ppo.roles, ppo.optim, batch, a, t.per_device_train_batch_size,
+               t.max_grad_norm, True, ppo.dist)
+    synchronize(device)
+    update_s = time.perf_counter() - started
+    model = ppo.roles.model
+    model.train()
+    input_ids, attention, positions = batch.sequences()
+    plain = []
+    for _ in range(2):  # the first warms up
+        synchronize(device)
+        started = time.perf_counter()
+        for s in range(0, batch.batch_size, t.per_device_train_batch_size):
+            rows = slice(s, s + t.per_device_train_batch_size)
+            out = model.actor(input_ids=input_ids[rows], attention_mask=attention[rows],
+                              position_ids=positions[rows], labels=input_ids[rows],
+                              use_cache=False)
+            out.loss.backward()
+        synchronize(device)
+        plain.append(time.perf_counter() - started)
+        model.zero_grad(set_to_none=True)
+    model.eval()
+    passes = a.ppo_epochs * 2
+    return {"status": "ok", "update_s": update_s, "plain_forward_backward_s": plain[-1],
+            "passes": passes, "ratio_per_pass": update_s / (plain[-1] * passes),
+            "tokens": int(attention.sum())}
 
 
 def cells(modes: list[str]) -> list[dict[str, Any]]:

@@ -69,7 +69,44 @@ def render(result: dict[str, Any]) -> str:
         lines += [f"PPO step ({s['ppo_steps']} timed after {s['ppo_warmup']}; "
                   f"extra flags: {' '.join(s['ppo_flags']) or 'none'})", ""]
         lines += step_table(result["ppo"]) + [""]
+        lines += ["PPO update against one plain forward+backward of the actor on the same "
+                  "tokens (ratio per pass: update / (plain x ppo_epochs x 2 models))", ""]
+        lines += update_table(result["ppo"]) + [""]
+        lines += ["PPO memory by layout (GB; peak RSS per process: run with --isolate)", ""]
+        lines += memory_table(result["ppo"]) + [""]
     return "\n".join(lines)
+
+
+def update_table(cells: list[dict[str, Any]]) -> list[str]:
+    out = ["| mode | update s | plain fwd+bwd s | passes | ratio per pass | status |",
+           "| --- | --- | --- | --- | --- | --- |"]
+    for c in cells:
+        u = c.get("update") or {}
+        if u.get("status") == "ok":
+            out.append(f"| {c['mode']} | {u['update_s']:.2f} | "
+                       f"{u['plain_forward_backward_s']:.2f} | {u['passes']} | "
+                       f"{u['ratio_per_pass']:.2f} | ok |")
+        elif u:
+            out.append(f"| {c['mode']} | — | — | — | — | {u.get('status')}: "
+                       f"{u.get('reason', u.get('error', ''))} |")
+    return out
+
+
+def memory_table(cells: list[dict[str, Any]]) -> list[str]:
+    """Parameter bytes on the training device and offloaded, trainable and optimizer bytes,
+    peak resident memory and the step's peak CUDA memory, per PPO layout."""
+    out = ["| mode | weights on device | weights offloaded | trainable | optimizer state | "
+           "peak RSS | step peak CUDA |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for c in cells:
+        m = c.get("memory")
+        if not m:
+            continue
+        cuda = (c.get("step") or {}).get("peak_memory_gb")
+        out.append(f"| {c['mode']} | {m['param_bytes_device'] / 1e9:.3f} | "
+                   f"{m['param_bytes_offloaded'] / 1e9:.3f} | {m['trainable_bytes'] / 1e9:.3f} | "
+                   f"{m['optimizer_bytes'] / 1e9:.3f} | {m['peak_rss_gb']:.2f} | "
+                   f"{'—' if cuda is None else f'{cuda:.2f}'} |")
+    return out
 
 
 if __name__ == "__main__":  # python scripts/benchlib/report.py RESULT.json ...: the tables again

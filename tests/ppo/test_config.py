@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import statistics
 
 import pytest
 
-from align.ppo.config import PRESET_VALUES, PPOConfig
+from align.ppo.config import PPOConfig, preset_values
 from align.ppo.data import Sampler
 from align.ppo.kl_control import KLController
 from align.ppo.reward_norm import RunningMoments
@@ -24,7 +26,7 @@ def test_default_preset_is_the_ms_swift_guide():
 @pytest.mark.parametrize("preset", ["ppo-max", "vanilla"])
 def test_preset_sets_its_fields(preset):
     c = PPOConfig(preset=preset)
-    for name, value in PRESET_VALUES[preset].items():
+    for name, value in preset_values(preset).items():
         assert getattr(c, name) == value
 
 
@@ -106,34 +108,77 @@ def test_sampler_covers_each_epoch_and_resumes():
     assert [t.next() for _ in range(3)] == rest
 
 
-@pytest.mark.parametrize("flags,env,message", [
-    ({}, {"WORLD_SIZE": "2"}, "runs in one process"),
-    ({"deepspeed": "ds.json"}, {}, "--deepspeed is not supported"),
-    ({"gradient_accumulation_steps": 2}, {}, "--gradient-accumulation-steps is not used"),
-    ({"learning_rate": 1e-5, "actor_lr": 2e-5}, {}, "not both"),
-    ({"lora": True, "offload_ref_model": True}, {}, "no separate copy"),
-    ({"lora": True, "offload_reward_model": True}, {}, "no separate copy"),
-    ({"max_length": 64, "max_new_tokens": 64}, {}, "leaves no room"),
-    ({"use_liger_kernel": True}, {}, "--use-liger-kernel applies to the TRL-backed"),
+@pytest.mark.parametrize("flags,world,message", [
+    ({"rollout_batch_size": 6}, 4, "divisible by the 4 processes"),
+    ({"rollout_batch_size": 8, "num_mini_batches": 4}, 4, "divisible by the 4 processes"),
+    ({"gradient_accumulation_steps": 2}, 1, "--gradient-accumulation-steps is not used"),
+    ({"learning_rate": 1e-5, "actor_lr": 2e-5}, 1, "not both"),
+    ({"lora": True, "offload_ref_model": True}, 1, "no separate copy"),
+    ({"lora": True, "critic_base": "reward-model", "offload_reward_model": True}, 1,
+     "no separate copy"),
+    ({"lora": True, "critic_base": "policy", "value_model": "v"}, 1, "choose one"),
+    ({"max_length": 64, "max_new_tokens": 64}, 1, "leaves no room"),
+    ({"use_liger_kernel": True}, 1, "--use-liger-kernel applies to the TRL-backed"),
 ])
-def test_unsupported_combinations_are_refused(tmp_path, monkeypatch, flags, env, message):
+def test_unsupported_combinations_are_refused(tmp_path, flags, world, message):
     from align.errors import AlignError
-    from align.ppo.state import check_supported
+    from align.ppo.plan import check_supported
     from tests.ppo.conftest import ppo_config
 
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
     with pytest.raises(AlignError, match=message):
-        check_supported(ppo_config("m", "rm", tmp_path, **flags))
+        check_supported(ppo_config("m", "rm", tmp_path, **flags), world)
 
 
-def test_learning_rates_defaults_and_alias(tmp_path):
-    from align.ppo.state import learning_rates
+def test_offloading_the_reward_model_is_allowed_on_the_shared_lora_base(tmp_path):
+    from align.ppo.plan import check_supported, critic_base
     from tests.ppo.conftest import ppo_config
 
-    assert learning_rates(ppo_config("m", "rm", tmp_path)) == (5e-7, 9e-6)
-    assert learning_rates(ppo_config("m", "rm", tmp_path, lora=True)) == \
+    cfg = ppo_config("m", "rm", tmp_path, lora=True, offload_reward_model=True)
+    check_supported(cfg, 2)
+    assert critic_base(cfg) == "policy"
+    assert critic_base(ppo_config("m", "rm", tmp_path)) == "own"
+    assert critic_base(ppo_config("m", "rm", tmp_path, lora=True, value_model="v")) == "own"
+
+
+def test_learning_rate_defaults_follow_the_policys_size(tmp_path):
+    from align.ppo.plan import learning_rates, model_params
+    from tests.ppo.conftest import ppo_config
+
+    def model(name, hidden, layers, vocab=49152, inter=None):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "config.json").write_text(json.dumps({
+            "hidden_size": hidden, "num_hidden_layers": layers, "vocab_size": vocab,
+            "intermediate_size": inter or 4 * hidden, "num_attention_heads": 8,
+            "num_key_value_heads": 8, "tie_word_embeddings": True}))
+        return d
+
+    small = model("small", 576, 30, inter=1536)  # SmolLM2-135M's shape
+    assert model_params(str(small)) == pytest.approx(135e6, rel=0.1)
+    big = model("big", 4096, 32, vocab=32000, inter=11008)  # a Llama-2-7B-like shape
+    assert model_params(str(big)) == pytest.approx(6.7e9, rel=0.1)
+    assert learning_rates(ppo_config(small, "rm", tmp_path)) == (1e-5, 2e-5)
+    assert learning_rates(ppo_config(big, "rm", tmp_path)) == (5e-7, 9e-6)
+    # no config.json (a hub id, a .gguf file): the 7B-class rates
+    assert learning_rates(ppo_config("org/model", "rm", tmp_path)) == (5e-7, 9e-6)
+    assert learning_rates(ppo_config(big, "rm", tmp_path, lora=True)) == \
         pytest.approx((5e-6, 9e-5))
-    assert learning_rates(ppo_config("m", "rm", tmp_path, learning_rate=1e-4))[0] == 1e-4
-    assert learning_rates(ppo_config("m", "rm", tmp_path, actor_lr=2e-6, critic_lr=3e-6)) == \
+    assert learning_rates(ppo_config(big, "rm", tmp_path, learning_rate=1e-4))[0] == 1e-4
+    assert learning_rates(ppo_config(big, "rm", tmp_path, actor_lr=2e-6, critic_lr=3e-6)) == \
         (2e-6, 3e-6)
+
+
+def test_lr_factor_matches_transformers_schedules():
+    import torch
+    from transformers import get_scheduler
+
+    from align.ppo.plan import lr_factor
+
+    for kind in ("linear", "cosine", "constant", "constant_with_warmup"):
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        sched = get_scheduler(kind, opt, num_warmup_steps=3, num_training_steps=20)
+        for update in range(25):
+            assert lr_factor(kind, update, 3, 20) == pytest.approx(opt.param_groups[0]["lr"]), \
+                (kind, update)
+            opt.step()
+            sched.step()

@@ -95,15 +95,67 @@ def test_critic_starts_as_the_reward_model_per_token(roles, batch):
     assert batch.scores == pytest.approx(rm_tokens[torch.arange(len(last)), P + last], abs=1e-5)
 
 
-def test_lora_reference_and_reward_are_the_bases_with_adapters_disabled(
-        tiny_sft, tiny_rm, tmp_path, batch, roles):
+def _nudge_adapters(model):
+    """Move every trainable weight (adapters, value head) away from its starting value."""
+    with torch.no_grad():
+        for p in model.trainable:
+            p.add_(0.05 * torch.randn_like(p))
+
+
+def test_lora_shares_one_base_for_actor_critic_and_reference(tiny_sft, tiny_rm, tmp_path,
+                                                              batch, roles):
+    """The default LoRA layout: actor and critic adapters on the policy's base, reference =
+    adapters off, reward model its own frozen copy."""
+    from align.ppo.models import ACTOR, CRITIC
+    from align.ppo.rollout import critic_values
+
     lora = load_roles(ppo_config(tiny_sft, tiny_rm, tmp_path, lora=True))
+    assert lora.ref is None and lora.reward is not None and lora.critic is None
+    assert lora.model.shared and set(lora.actor.peft_config) == {ACTOR, CRITIC}
+    bases = {id(m) for m in lora.actor.get_base_model().modules()}
+    assert all(id(m) not in bases for m in lora.reward.modules())
+    # the two groups are disjoint and cover every trainable weight
+    actor, critic = lora.model.actor_params(), lora.model.critic_params()
+    assert actor and critic and not {id(p) for p in actor} & {id(p) for p in critic}
+    assert len(actor) + len(critic) == len(lora.model.trainable)
+    _nudge_adapters(lora.model)
+    args = (batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.mask)
+    with lora.model.adapter(ACTOR) as a:
+        actor_lp, _ = logprobs_and_entropy(a, *args, 1.0, 8)
+    with lora.reference() as ref:
+        ref_lp, _ = logprobs_and_entropy(ref, *args, 1.0, 8)
+    assert not torch.allclose(actor_lp, ref_lp, atol=1e-3)
+    # adapters off is the SFT model the full-mode fixture holds as its reference copy
+    assert ref_lp[batch.mask] == pytest.approx(batch.ref_logprobs[batch.mask], abs=1e-4)
+    with lora.model.adapter(CRITIC):
+        values = critic_values(lora.model, *args, 8)
+        critic_lp, _ = logprobs_and_entropy(lora.actor, *args, 1.0, 8)
+    assert not torch.allclose(critic_lp, actor_lp, atol=1e-3)  # another adapter is active
+    assert values.shape == batch.values.shape
+    assert all(p.requires_grad for p in lora.model.trainable)  # switching left them trainable
+
+
+def test_value_head_starts_from_the_rm_head_when_the_hidden_sizes_match(tiny_sft, tiny_rm,
+                                                                         tmp_path):
+    from align.ppo.models import value_head_from_rm
+    from align.tiny import build_tiny_rm
+
+    lora = load_roles(ppo_config(tiny_sft, tiny_rm, tmp_path / "a", lora=True))
+    assert torch.equal(lora.model.value_head.weight, lora.reward.score.weight.float())
+    assert value_head_from_rm(lora.model.value_head)
+    wide = build_tiny_rm(tmp_path / "wide", lora.tokenizer, hidden_size=96)
+    other = load_roles(ppo_config(tiny_sft, wide, tmp_path / "b", lora=True))
+    assert not value_head_from_rm(other.model.value_head)  # 96 != 64: zeros, warm-up needed
+    assert other.model.value_head.weight.abs().sum() == 0
+
+
+def test_lora_on_the_reward_models_base_keeps_the_two_base_layout(tiny_sft, tiny_rm, tmp_path,
+                                                                  batch, roles):
+    lora = load_roles(ppo_config(tiny_sft, tiny_rm, tmp_path, lora=True,
+                                 critic_base="reward-model"))
     assert lora.ref is None and lora.reward is None  # no extra copies
-    with torch.no_grad():  # move the adapters away from the identity
-        for model in (lora.actor, lora.critic):
-            for name, p in model.named_parameters():
-                if p.requires_grad:
-                    p.add_(0.05 * torch.randn_like(p))
+    assert not lora.model.shared
+    _nudge_adapters(lora.model)
     args = (batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.mask)
     actor_lp, _ = logprobs_and_entropy(lora.actor, *args, 1.0, 8)
     with lora.reference() as ref:
@@ -137,27 +189,24 @@ def test_value_head_file_overrides_the_score_head(tiny_rm, tmp_path):
 def test_micro_batches_accumulate_to_the_full_mini_batch_gradient(roles, batch):
     """TRL's invariant: 1 micro-batch of 8 and 8 micro-batches of 1 give the same gradient."""
     from align.ppo.config import PPOConfig
-    from align.ppo.models import trainable
-    from align.ppo.update import accumulate, compute_advantages, compute_rewards
-    from align.ppo.kl_control import KLController
     from align.ppo.reward_norm import RunningMoments
+    from align.ppo.update import accumulate, compute_advantages, compute_rewards
 
     a = PPOConfig(entropy_coef=0.01)
-    exp = dataclasses.replace(batch)  # a copy: the fields set below stay out of the fixture
-    compute_rewards(a, exp, KLController(0.05), RunningMoments())
-    compute_advantages(a, exp)
+    rewards, _ = compute_rewards(a, batch, 0.05, RunningMoments())
+    advantages, returns, _ = compute_advantages(a, batch, rewards)
     # perturb the old log-probs so that some ratios clip
-    exp.logprobs = exp.logprobs + 0.3 * torch.randn_like(exp.logprobs)
+    exp = dataclasses.replace(batch, advantages=advantages, returns=returns,
+                              logprobs=batch.logprobs + 0.3 * torch.randn_like(batch.logprobs))
+    model = roles.model
     grads = []
     for micro in (exp.batch_size, 1):
-        for model in (roles.actor, roles.critic):
-            model.zero_grad(set_to_none=True)
-        accumulate(roles.actor, roles.critic, exp, micro, a, train_actor=True)
-        grads.append([p.grad.clone() for m in (roles.actor, roles.critic) for p in trainable(m)])
+        model.zero_grad(set_to_none=True)
+        accumulate(model, exp, micro, a, True, exp.mask.sum().float())
+        grads.append([p.grad.clone() for p in model.trainable])
     for whole, parts in zip(*grads):
         assert torch.allclose(whole, parts, atol=1e-6, rtol=1e-4)
-    for model in (roles.actor, roles.critic):
-        model.zero_grad(set_to_none=True)
+    model.zero_grad(set_to_none=True)
 
 
 def test_reward_model_with_another_tokenizer_is_refused(tiny_sft, tmp_path):

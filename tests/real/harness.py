@@ -81,10 +81,99 @@ def score(answers: Answers, items: tuple[task.HeldOut, ...] = task.HELD_OUT) -> 
                         for h, t, e, g in zip(items, answers.texts, answers.ended, golds)]}
 
 
-def evaluate(path: str | Path, base: str | Path | None = None) -> dict[str, Any]:
-    """Greedy answers of the model at ``path`` to the held-out prompts, scored."""
+SPLITS = {"held_out": task.HELD_OUT, "dev": task.DEV}
+
+
+def evaluate(path: str | Path, base: str | Path | None = None, split: str = "held_out"
+             ) -> dict[str, Any]:
+    """Greedy answers of the model at ``path`` to the prompts of ``split`` (held_out, or dev
+    while choosing settings), scored."""
     model, tokenizer = load_policy(path, base)
-    return score(greedy(model, tokenizer, [h.prompt for h in task.HELD_OUT], EVAL_TOKENS))
+    items = SPLITS[split]
+    return score(greedy(model, tokenizer, [h.prompt for h in items], EVAL_TOKENS), items)
+
+
+def model_hash(path: Path) -> str:
+    """Content hash of the weights and tokenizer (cache key of the base model's answers)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in ("model.safetensors", "tokenizer.json", "config.json"):
+        with open(path / name, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()[:16]
+
+
+def _cached(name: str, key: str, compute: Any) -> Any:
+    from align.cache import cache_dir
+
+    path = cache_dir() / "real" / f"{name}-{key}.json"
+    if path.exists():
+        return json.loads(path.read_text(encoding="utf-8"))
+    value = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(value, indent=1), encoding="utf-8")
+    tmp.replace(path)
+    return value
+
+
+def base_answers(real_model: Path) -> dict[str, Any]:
+    """The base model's greedy answers: 'train' to the fact prompts; 'held_out' and 'dev' to
+    the advice prompts, scored. Cached under the model's content hash (a few minutes on 2
+    cores to compute)."""
+    key = f"{model_hash(real_model)}-t{REJECTED_TOKENS}-e{EVAL_TOKENS}"
+    loaded: list[Any] = []
+
+    def answers(prompts: list[str], tokens: int) -> dict[str, Any]:
+        if not loaded:
+            loaded.extend(load_policy(real_model))
+        a = greedy(*loaded, prompts, tokens)
+        return {"texts": a.texts, "ended": a.ended}
+
+    train = _cached("base", key, lambda: {
+        "train": answers([q for q, _ in task.FACTS], REJECTED_TOKENS),
+        "held_out": score(Answers(**answers([h.prompt for h in task.HELD_OUT], EVAL_TOKENS)))})
+    dev = _cached("base-dev", key, lambda: answers([h.prompt for h in task.DEV], EVAL_TOKENS))
+    # the answers are cached, their scores are not: the gold measure may have changed since
+    held = train["held_out"]["answers"]
+    return {"train": train["train"],
+            "held_out": score(Answers([a["answer"] for a in held], [a["ended"] for a in held])),
+            "dev": score(Answers(dev["texts"], dev["ended"]), task.DEV)}
+
+
+def write_data(base: dict[str, Any], root: Path) -> dict[str, Path]:
+    """The task's datasets under ``root``, one file per format (see task.py for the design)."""
+    from tests.conftest import write_jsonl
+
+    root.mkdir(parents=True, exist_ok=True)
+    pairs = []
+    for (prompt, good), bad, ended in zip(task.FACTS, base["train"]["texts"],
+                                          base["train"]["ended"]):
+        if task.gold(bad, ended) < 1.0:  # keep pairs whose rejected side really is worse
+            pairs.append({"prompt": task.chat(prompt),
+                          "chosen": [{"role": "assistant", "content": good}],
+                          "rejected": [{"role": "assistant", "content": bad}]})
+    unpaired = []
+    for p in pairs:
+        unpaired.append({"prompt": p["prompt"], "completion": p["chosen"], "label": True})
+        unpaired.append({"prompt": p["prompt"], "completion": p["rejected"], "label": False})
+    held = base["held_out"]["answers"]
+    held_pairs = [{"prompt": task.chat(h.prompt),
+                   "chosen": [{"role": "assistant", "content": h.answer}],
+                   "rejected": [{"role": "assistant", "content": a["answer"]}]}
+                  for h, a in zip(task.HELD_OUT, held) if a["gold"] < 1.0]
+    return {
+        "pairwise": write_jsonl(root / "pairwise.jsonl", pairs),
+        "unpaired": write_jsonl(root / "unpaired.jsonl", unpaired),
+        "sft": write_jsonl(root / "sft.jsonl", [
+            {"prompt": task.chat(q), "completion": [{"role": "assistant", "content": a}]}
+            for q, a in task.FACTS]),
+        "prompts": write_jsonl(root / "prompts.jsonl",
+                               [{"prompt": task.chat(q)} for q, _ in task.FACTS]),
+        "held_out_pairs": write_jsonl(root / "held_out_pairs.jsonl", held_pairs),
+    }
 
 
 def machine() -> str:

@@ -11,6 +11,9 @@ sentence and stop.
 - **Held-out prompts** are of another kind: practical instructions and requests for advice
   ("How do I boil an egg?", "Give me a tip for sleeping better."). No training prompt asks for
   advice, so a gain on them means the model learned *how* to answer, not *what*.
+- **Development prompts** (``DEV``) are more advice requests, none of them held out: settings
+  are chosen on them (``python -m tests.real.ppo_dev``), and the held-out prompts are scored
+  once, with the settings chosen.
 
 The gold measure is computed by code, per answer, and cannot be gamed by saying nothing:
 
@@ -252,6 +255,62 @@ HELD_OUT: tuple[HeldOut, ...] = (
     HeldOut("How can I read more books?", ("read", "book", "page", "minute", "day", "library",
                                            "time", "habit", "bed"),
             "Read for twenty minutes every night before bed."),
+)
+
+# Development prompts: advice requests of the same kind as HELD_OUT, for choosing settings
+# (learning rates, KL coefficients, step counts). A run's settings are tuned on DEV and its
+# gain is reported on HELD_OUT once, so that the held-out number is not a tuned one.
+DEV: tuple[HeldOut, ...] = (
+    HeldOut("How do I make toast?", ("bread", "toaster", "slice", "butter", "minute", "brown",
+                                     "heat", "pan"),
+            "Put a slice of bread in the toaster for two minutes, then spread butter on it."),
+    HeldOut("Give me a tip for waking up early.", ("alarm", "bed", "sleep", "night", "light",
+                                                  "routine", "clock", "morning"),
+            "Go to bed at the same time every night and put your alarm across the room."),
+    HeldOut("How can I eat more vegetables?", ("salad", "soup", "meal", "snack", "cook", "add",
+                                              "plate", "fruit", "carrot", "raw"),
+            "Add a handful of vegetables to every meal, for example in soups and salads."),
+    HeldOut("How do I wash a wool sweater?", ("cold", "water", "hand", "soap", "detergent",
+                                             "dry", "flat", "gentle", "rins"),
+            "Hand wash it in cold water with a mild soap and dry it flat."),
+    HeldOut("Give me a tip for studying for an exam.", ("note", "practi", "review", "test",
+                                                       "break", "schedule", "question",
+                                                       "sleep", "read"),
+            "Test yourself with practice questions instead of rereading your notes."),
+    HeldOut("How can I sleep on a long flight?", ("pillow", "mask", "ear", "seat", "window",
+                                                 "blanket", "caffeine", "music", "rest"),
+            "Bring a neck pillow and an eye mask, and pick a window seat."),
+    HeldOut("How do I make a paper airplane?", ("fold", "paper", "sheet", "wing", "crease",
+                                               "nose", "half", "edge"),
+            "Fold a sheet of paper in half, fold the corners to a point, then fold the wings."),
+    HeldOut("Give me a tip for saving water at home.", ("shower", "tap", "leak", "toilet",
+                                                       "short", "turn", "off", "fix",
+                                                       "dishwasher"),
+            "Take shorter showers and turn off the tap while you brush your teeth."),
+    HeldOut("How can I improve my handwriting?", ("practi", "slow", "letter", "pen", "grip",
+                                                 "write", "copy", "paper"),
+            "Write slowly and practise one letter shape at a time every day."),
+    HeldOut("How do I keep bread fresh?", ("bag", "freez", "wrap", "box", "cool", "dry",
+                                          "cloth", "paper", "store", "air"),
+            "Keep it in a paper bag at room temperature, or slice and freeze it."),
+    HeldOut("Give me a tip for cooking pasta.", ("water", "salt", "boil", "pot", "minute",
+                                                "stir", "al", "dente", "sauce"),
+            "Cook it in plenty of salted boiling water and stir it in the first minute."),
+    HeldOut("How can I stop procrastinating?", ("task", "start", "minute", "small", "timer",
+                                               "goal", "phone", "step", "list", "break"),
+            "Start with a small task and work on it for just five minutes."),
+    HeldOut("How do I calm down before a test?", ("breath", "relax", "prepar", "sleep",
+                                                 "slow", "calm", "deep", "confiden"),
+            "Take a few slow, deep breaths and remind yourself that you prepared."),
+    HeldOut("Give me a tip for painting a room.", ("tape", "roller", "brush", "coat", "wall",
+                                                  "primer", "dry", "edge", "cover"),
+            "Tape the edges, use a roller, and let each coat dry before the next."),
+    HeldOut("How can I be kinder to myself?", ("self", "yourself", "friend", "mistake",
+                                              "forgiv", "rest", "talk", "gentle", "praise"),
+            "Talk to yourself the way you would talk to a good friend."),
+    HeldOut("How do I care for a cat?", ("food", "water", "litter", "vet", "play", "brush",
+                                        "feed", "fresh", "clean"),
+            "Give it fresh food and water every day and keep its litter box clean."),
 )
 
 MIN_WORDS, FULL_WORDS, ZERO_WORDS = 3, 25, 60

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.real
 HERE = Path(__file__).parent
 COMMON = ["--lr-scheduler-type", "constant", "--warmup-ratio", "0", "--save-steps", "1000",
           "--report-to", "none", "--logging-steps", "2", "--seed", "0"]
-RM_STEPS, PPO_STEPS = 30, 8
+RM_STEPS = 30
 # GRPO steps per reward source: the length reward moved the greedy answers in 12 steps, the
 # sparser gold-based reward function needed 20.
 GRPO_STEPS = {"reward-fn": 20, "builtin-length": 12}
@@ -46,27 +46,45 @@ def test_rm_ranks_held_out_pairs(real_model, data, trained_rm):
     assert after >= 0.9 and after > before, (before, after)
 
 
-def test_ppo_from_sft_with_the_trained_rm(data, sft_model, sft_eval, trained_rm, base_answers,
-                                          tmp_path, capsys):
-    """The RLHF pipeline: actor (and reference) from the SFT stage, critic from the reward model.
-    PPO must keep the SFT stage's gain over the base model (no collapse, no drift back)."""
+# PPO's settings, chosen on the dev prompts (tests/real/task.py DEV; runs logged by
+# `python -m tests.real.ppo_dev`, docs/real-model.md has what was tried): LoRA on the one
+# shared base, 16 prompts per step, lam 1.0 (the reward reaches every token without leaning on
+# a critic that has not learned yet), one critic warm-up step, the EOS penalty.
+PPO_FLAGS = ["--lora", "--rollout-batch-size", "16", "--per-device-train-batch-size", "16",
+             "--num-mini-batches", "2", "--max-new-tokens", "64", "--ppo-epochs", "2",
+             "--lam", "1.0", "--missing-eos-penalty", "1.0", "--critic-warmup-steps", "1",
+             "--actor-lr", "1e-4", "--critic-lr", "2e-4", "--rollout-generate-batch-size",
+             "16", "--local-rollout-forward-batch-size", "16"]
+PPO_STEPS = {"sft": 10, "base": 12}
+
+
+def _ppo(start_model, rm, data, out, steps, capsys):
+    _, wall = harness.train(["rlhf", "--algo", "ppo", "--model", start_model, "--reward-model",
+                             rm, "--dataset", data["prompts"], "--output-dir", out,
+                             "--max-steps", steps, *PPO_FLAGS, *COMMON], capsys)
+    return harness.evaluate(out), wall
+
+
+def test_ppo_from_sft_adds_to_sft(data, sft_model, sft_eval, trained_rm, base_answers,
+                                  tmp_path, capsys):
+    """The RLHF pipeline: actor (and reference) from the SFT stage, the trained reward model.
+    PPO must add at least 0.1 gold to the SFT stage's."""
     rm, _ = trained_rm
-    sft, _ = sft_model
-    out = tmp_path / "ppo"
-    # From the base model instead of SFT, 10-12 steps moved nothing on this CPU budget (gold
-    # 0.02 -> 0.00 at --actor-lr 5e-6; at 2e-5 answers grew longer): the reward model's scores
-    # of eight rambling samples barely differ and the fresh critic explains little. The EOS
-    # penalty (TRL's missing_eos_penalty) makes samples that end stand out.
-    extra = ["--rollout-batch-size", "8", "--per-device-train-batch-size", "8",
-             "--max-new-tokens", BUDGET, "--ppo-epochs", "2", "--actor-lr", "2e-5",
-             "--critic-lr", "2e-5", "--missing-eos-penalty", "1.0"]
-    _, wall = harness.train(["rlhf", "--algo", "ppo", "--model", sft, "--reward-model", rm,
-                             "--dataset", data["prompts"], "--output-dir", out, "--max-steps",
-                             PPO_STEPS, *extra, *COMMON], capsys)
-    after = harness.evaluate(out)
-    harness.check_beats_base("ppo (from sft)", after, base_answers, PPO_STEPS, wall,
-                             flags=extra, gold_sft=sft_eval["gold"])
-    assert after["gold"] >= sft_eval["gold"] - 0.1, (sft_eval["gold"], after["gold"])
+    after, wall = _ppo(sft_model[0], rm, data, tmp_path / "ppo", PPO_STEPS["sft"], capsys)
+    harness.check_beats_base("ppo (from sft)", after, base_answers, PPO_STEPS["sft"], wall,
+                             flags=PPO_FLAGS, gold_sft=sft_eval["gold"])
+    assert after["gold"] >= sft_eval["gold"] + 0.1, (sft_eval["gold"], after["gold"])
+
+
+@pytest.mark.xfail(reason="issue 19, open: 12 steps from the base model with these settings "
+                   "left the answers rambling past 64 tokens (dev gold 0.01 -> 0.00, none "
+                   "ended; the samples' EOS share rose only from 6% to 12%)", strict=False)
+def test_ppo_from_base_with_the_trained_rm(real_model, data, trained_rm, base_answers,
+                                           tmp_path, capsys):
+    rm, _ = trained_rm
+    after, wall = _ppo(real_model, rm, data, tmp_path / "ppo", PPO_STEPS["base"], capsys)
+    harness.check_beats_base("ppo (from base)", after, base_answers, PPO_STEPS["base"], wall,
+                             flags=PPO_FLAGS)
 
 
 @pytest.mark.parametrize("reward", ["reward-fn", "builtin-length"])

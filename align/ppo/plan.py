@@ -1,0 +1,348 @@
+"""PPO worked out before any model loads: checks, rollout plan, step counts, learning rates.
+
+Shared by the registry (``AlgoSpec.check``), the dry run and the trainer's one-line
+description, so that what a dry run prints is what a real run does. Nothing here imports torch.
+
+Learning-rate defaults depend on the policy's size: OpenRLHF's 5e-7 (for 7B models) left a
+135M model where it was, so the default is read from a table of size bands, each with its
+source, after the model's parameter count from its ``config.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from align.errors import AlignError
+
+
+@dataclass(frozen=True)
+class LRBand:
+    """Default learning rates for policies of at least ``min_params`` parameters."""
+
+    min_params: float
+    actor: float  # full fine-tuning
+    critic: float
+    source: str
+
+
+# Largest band first. LoRA/QLoRA adapters use LORA_LR_FACTOR times these (the ratio of
+# ms-swift's LoRA and full fine-tuning defaults).
+LR_BANDS: tuple[LRBand, ...] = (
+    LRBand(5e9, 5e-7, 9e-6, "OpenRLHF train_ppo_llama.sh (7B)"),
+    LRBand(1e9, 3e-6, 9e-6, "TRL's PPO example on Pythia-1B (3e-6); critic as OpenRLHF"),
+    LRBand(0, 1e-5, 2e-5, "SmolLM2-135M: LoRA at 10x these added 0.13 gold to SFT "
+           "(docs/real-model.md)"),
+)
+LORA_LR_FACTOR = 10.0
+UNKNOWN_SIZE_BAND = LR_BANDS[0]  # a hub id or a .gguf file: assume a 7B-class model
+
+
+def model_params(path: str | None) -> int | None:
+    """Parameters of the causal LM at ``path``, estimated from its config.json (embeddings +
+    12·L·h² for the layers, the classic estimate); None when there is no local config."""
+    if not path:
+        return None
+    config = Path(path).expanduser() / "config.json"
+    if not config.is_file():
+        return None
+    try:
+        c = json.loads(config.read_text(encoding="utf-8"))
+        h, layers, vocab = c["hidden_size"], c["num_hidden_layers"], c["vocab_size"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    inter = c.get("intermediate_size") or 4 * h
+    heads, kv = c.get("num_attention_heads") or 1, c.get("num_key_value_heads")
+    kv_frac = (kv / heads) if kv else 1.0
+    per_layer = (2 + 2 * kv_frac) * h * h + 3 * h * inter
+    embeddings = vocab * h * (1 if c.get("tie_word_embeddings", True) else 2)
+    return int(layers * per_layer + embeddings)
+
+
+def lr_band(cfg: Any) -> tuple[LRBand, int | None]:
+    """The size band of the policy (``--model``) and its estimated parameter count."""
+    params = model_params(cfg.model.model)
+    if params is None:
+        return UNKNOWN_SIZE_BAND, None
+    return next(b for b in LR_BANDS if params >= b.min_params), params
+
+
+def default_lrs(cfg: Any) -> dict[str, float]:
+    """PPO's default learning rates for ``cfg`` (the registry record's ``default_lrs_for``):
+    the policy's size band, times LORA_LR_FACTOR with LoRA/QLoRA."""
+    band, _ = lr_band(cfg)
+    scale = LORA_LR_FACTOR if cfg.lora.enabled else 1.0
+    return {"actor_lr": band.actor * scale, "critic_lr": band.critic * scale}
+
+
+def learning_rates(cfg: Any) -> tuple[float, float]:
+    """(actor, critic) learning rates: the resolved config's (align.options fills the unset
+    ones from :func:`default_lrs`), else the flags and defaults here."""
+    a, default = cfg.algo, default_lrs(cfg)
+    actor = a.actor_lr or cfg.train.learning_rate or default["actor_lr"]
+    return actor, a.critic_lr or default["critic_lr"]
+
+
+def lr_source(cfg: Any) -> str:
+    """Where the learning rates come from, for the plan line."""
+    band, params = lr_band(cfg)
+    filled = getattr(cfg, "lr_defaults", None)
+    if filled is not None and "actor_lr" not in filled or \
+            filled is None and (cfg.algo.actor_lr or cfg.train.learning_rate):
+        given = "actor from the flags"
+    else:
+        size = f"{params / 1e9:.2g}B parameters" if params else "size unknown"
+        given = f"{size}: {band.source}" + (", x10 for LoRA" if cfg.lora.enabled else "")
+    return given
+
+
+def total_steps(cfg: Any, num_prompts: int) -> int:
+    """PPO steps of the run: --max-steps, else --num-train-epochs passes over the prompts."""
+    if cfg.train.max_steps > 0:
+        return cfg.train.max_steps
+    return max(1, math.ceil(cfg.train.num_train_epochs * num_prompts / cfg.algo.rollout_batch_size))
+
+
+def lr_factor(kind: str, update: int, warmup: int, total: int) -> float:
+    """The LR multiplier after ``update`` optimizer updates, as transformers' schedules of the
+    same names compute it (linear / cosine decay to 0, constant, constant with warm-up)."""
+    if kind == "constant":  # no warm-up, as in transformers
+        return 1.0
+    if update < warmup:
+        return update / max(1, warmup)
+    if kind == "constant_with_warmup":
+        return 1.0
+    progress = (update - warmup) / max(1, total - warmup)
+    if kind == "linear":
+        return max(0.0, 1.0 - progress)
+    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+@dataclass(frozen=True)
+class Batches:
+    """The batch arithmetic of one PPO step over ``world`` processes."""
+
+    rollout: int  # prompts per PPO step, over all processes
+    world: int
+    mini_batches: int  # optimizer steps per epoch
+    micro: int  # sequences per forward/backward pass on one process
+
+    @property
+    def per_process(self) -> int:
+        return self.rollout // self.world
+
+    @property
+    def mini(self) -> int:
+        """Sequences per optimizer step, over all processes."""
+        return self.rollout // self.mini_batches
+
+    @property
+    def mini_per_process(self) -> int:
+        return self.per_process // self.mini_batches
+
+    @property
+    def micro_per_mini(self) -> int:
+        """Forward/backward passes per optimizer step on one process."""
+        return math.ceil(self.mini_per_process / self.micro)
+
+
+def batches(cfg: Any, world: int = 1) -> Batches:
+    a = cfg.algo
+    return Batches(a.rollout_batch_size, world, a.num_mini_batches,
+                   cfg.train.per_device_train_batch_size)
+
+
+def deepspeed_config(cfg: Any, world: int, hidden_size: int) -> dict[str, Any]:
+    """The --deepspeed JSON with its "auto" values filled from align's flags (as the HF
+    Trainer fills them for the TRL-backed algorithms): micro-batch, accumulation, clipping,
+    precision and the bucket sizes that depend on the model's hidden size."""
+    from align.runner import deepspeed_config as read
+
+    c = json.loads(json.dumps(read(cfg.train.deepspeed)))
+    t, b = cfg.train, batches(cfg, world)
+    fill = {"train_micro_batch_size_per_gpu": b.micro,
+            "gradient_accumulation_steps": b.micro_per_mini,
+            "train_batch_size": b.micro * b.micro_per_mini * world,
+            "gradient_clipping": t.max_grad_norm}
+    for key, value in fill.items():
+        if c.get(key, "auto") == "auto":
+            c[key] = value
+    for key, value in (("bf16", t.bf16), ("fp16", False)):
+        section = c.setdefault(key, {})
+        if section.get("enabled", "auto") == "auto":
+            section["enabled"] = value
+    zero = c.setdefault("zero_optimization", {})
+    for key, value in (("reduce_bucket_size", hidden_size * hidden_size),
+                       ("stage3_prefetch_bucket_size", int(0.9 * hidden_size * hidden_size)),
+                       ("stage3_param_persistence_threshold", 10 * hidden_size)):
+        if zero.get(key) == "auto":
+            zero[key] = value
+    # align's AdamW (actor and critic groups) runs inside the engine
+    c.setdefault("zero_allow_untested_optimizer", True)
+    c.setdefault("zero_force_ds_cpu_optimizer", False)
+    left = [k for k, v in _flat(c) if v == "auto"]
+    if left:
+        raise AlignError(f"--deepspeed {cfg.train.deepspeed}: align's PPO cannot fill "
+                         f"{', '.join(left)} (\"auto\"); give them a value in the JSON")
+    return c
+
+
+def zero_stage(path: str) -> int:
+    from align.runner import deepspeed_config as read
+
+    return int(read(path).get("zero_optimization", {}).get("stage", 0))
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    out = []
+    for k, v in d.items():
+        out += _flat(v, f"{prefix}{k}.") if isinstance(v, dict) else [(prefix + k, v)]
+    return out
+
+
+def check_supported(cfg: Any, world: int = 1) -> None:
+    """Refuse flag combinations this engine would get silently wrong."""
+    t, a, lo = cfg.train, cfg.algo, cfg.lora
+    if a.rollout_batch_size % (world * a.num_mini_batches):
+        raise AlignError(f"--rollout-batch-size {a.rollout_batch_size} must be divisible by the "
+                         f"{world} processes x --num-mini-batches {a.num_mini_batches}: every "
+                         "process samples an equal share and takes the same optimizer steps")
+    if t.use_liger_kernel:
+        raise AlignError("--use-liger-kernel applies to the TRL-backed algorithms; align's PPO "
+                         "engine does not patch its models with Liger kernels")
+    if t.fp16:
+        raise AlignError("--fp16 is not supported by --algo ppo (no loss scaling); use --bf16")
+    if t.gradient_accumulation_steps != 1:
+        raise AlignError("--gradient-accumulation-steps is not used by --algo ppo: each "
+                         "optimizer step takes one mini-batch (--rollout-batch-size / "
+                         "--num-mini-batches), accumulated over micro-batches of "
+                         "--per-device-train-batch-size")
+    if t.optim not in (None, "adamw_torch"):
+        raise AlignError(f"--optim {t.optim}: align's PPO engine trains actor and critic with "
+                         "torch's AdamW (--optim adamw_torch); the other optimizers apply to "
+                         "the TRL-backed algorithms")
+    if t.eval_strategy == "epoch" or t.eval_steps is not None:
+        raise AlignError("--eval-strategy epoch / --eval-steps: PPO evaluates its held-out "
+                         "prompts at the start, at every --save-steps and at the end")
+    if t.learning_rate is not None and a.actor_lr is not None:
+        raise AlignError("give --actor-lr or --learning-rate (its alias for PPO), not both")
+    if lo.enabled and a.offload_ref_model and not cfg.model.ref_model:
+        raise AlignError("--offload-ref-model: with LoRA the reference is the policy's base with "
+                         "its adapters disabled, so there is no separate copy to offload")
+    if lo.enabled and a.offload_reward_model and critic_base(cfg) == "reward-model":
+        raise AlignError("--offload-reward-model: with --critic-base reward-model the reward "
+                         "model is the critic with its adapter disabled, so there is no separate "
+                         "copy to offload (the default --critic-base policy keeps it separate)")
+    if a.value_model and lo.enabled and a.critic_base == "policy":
+        raise AlignError("--value-model gives the critic its own model; --critic-base policy "
+                         "puts it on the policy's base: choose one")
+    if t.deepspeed and zero_stage(t.deepspeed) == 3:
+        raise AlignError("--deepspeed with ZeRO stage 3 is not supported by --algo ppo yet: on "
+                         "two processes its critic updates did not match one process's, while "
+                         "ZeRO-2 matches exactly. Use a ZeRO-2 config (recipes/deepspeed/"
+                         "zero2.json, recipes/ppo_zero2_8gpu.sh), with --lora/--qlora and "
+                         "--gradient-checkpointing for models that do not fit")
+    if t.deepspeed and a.offload_reward_model | a.offload_ref_model:
+        raise AlignError("--offload-reward-model/--offload-ref-model move whole models between "
+                         "CPU and GPU, which DeepSpeed does not allow for models it manages; use "
+                         "ZeRO-3 (it shards the frozen models too) or the JSON's offload_param")
+    if cfg.data.max_length and cfg.data.max_length <= a.max_new_tokens:
+        raise AlignError(f"--max-length {cfg.data.max_length} leaves no room for a prompt "
+                         f"before --max-new-tokens {a.max_new_tokens}")
+
+
+def critic_base(cfg: Any) -> str:
+    """Where the critic lives: 'policy' (an adapter on the policy's base, the LoRA default),
+    'reward-model' (an adapter on the reward model's base) or 'own' (a full model: full
+    fine-tuning, or --value-model)."""
+    a = cfg.algo
+    if not cfg.lora.enabled or a.value_model:
+        return "own"
+    return a.critic_base or "policy"
+
+
+def rollout_plan(a: Any, world: int = 1) -> str:
+    """How rollouts are generated and scored, in one plan line."""
+    share = a.rollout_batch_size // world
+    gen = min(a.rollout_generate_batch_size or a.local_rollout_forward_batch_size, share)
+    calls = math.ceil(share / gen)
+    how = [f"{calls} generate call{'s' if calls > 1 else ''} of up to {gen} prompts"]
+    if calls > 1 and a.sort_by_length:
+        how.append("prompts sorted by length")
+    if a.compile_rollout:
+        how.append("static KV cache + torch.compile")
+    each = f" per process ({share} prompts each)" if world > 1 else ""
+    return (f"rollouts: {', '.join(how)}{each} (transformers generate); scoring passes of "
+            f"{a.local_rollout_forward_batch_size} sequences")
+
+
+def describe(cfg: Any, num_prompts: int, world: int = 1) -> str:
+    """The batch arithmetic of a run in one line (what a "step" means here)."""
+    a, b = cfg.algo, batches(cfg, world)
+    actor_lr, critic_lr = learning_rates(cfg)
+    procs = f" over {world} processes ({b.per_process} each)" if world > 1 else ""
+    return (f"ppo: {total_steps(cfg, num_prompts)} steps of {a.rollout_batch_size} prompts"
+            f"{procs} ({num_prompts} in the data); each step {a.ppo_epochs} epochs x "
+            f"{a.num_mini_batches} mini-batches of {b.mini} (micro-batches of {b.micro}); "
+            f"actor lr {actor_lr:g}, critic lr {critic_lr:g} ({lr_source(cfg)})")
+
+
+def roles(cfg: Any) -> dict[str, str]:
+    """Which model plays which role, and how it is held (for the printed plan)."""
+    a, m = cfg.algo, cfg.model
+    where = critic_base(cfg)
+    out = {}
+    if where == "policy":
+        out["critic"] = (f"a LoRA adapter on the policy's base ({m.model}) with a value head "
+                         f"({value_head_start(cfg)})")
+        out["reward model"] = f"{m.reward_model} (frozen, its own copy" + \
+            (", kept on CPU between scoring passes)" if a.offload_reward_model else ")")
+    elif where == "reward-model":
+        out["critic"] = (f"a LoRA adapter on {m.reward_model}; its score head becomes the "
+                         "per-token value head (trainable)")
+        out["reward model"] = f"{m.reward_model}: the critic's base with its adapter disabled " \
+            "(one copy serves both)"
+    else:
+        critic = a.value_model or m.reward_model
+        kind = "a LoRA adapter on" if cfg.lora.enabled else "a trainable copy of"
+        out["critic"] = f"{kind} {critic}; its score head becomes the per-token value head"
+    return out
+
+
+def value_head_start(cfg: Any) -> str:
+    return ("the reward model's score head when its hidden size matches the policy's, else "
+            "zeros; --critic-warmup-steps trains it before the actor moves")
+
+
+def check(cfg: Any, data: Any, report: Any) -> None:
+    """PPO's pre-training checks (``AlgoSpec.check``), for dry runs and real runs alike:
+    the refused flag combinations, the critic's and the PTX data's paths, and the plan."""
+    from align.data import load_valid
+    from align.models import check_model_path
+    from align.runner import world_size
+
+    world = world_size()
+    check_supported(cfg, world)
+    a = cfg.algo
+    check_model_path("--value-model", a.value_model)
+    for role, text in roles(cfg).items():
+        report.role(role, text)
+    for role, offloaded in (("reference", a.offload_ref_model),
+                            ("reward model", a.offload_reward_model)):
+        if offloaded:
+            report.plan(f"offload: the {role} stays on CPU and moves to the GPU only for its "
+                        "forward pass")
+    report.plan(rollout_plan(a, world))
+    if a.compile_rollout:
+        from align.plan import cuda_available
+
+        if not cuda_available():
+            report.machine_issue("--compile-rollout needs a CUDA GPU (torch.compile replays the "
+                                 "decoding step as a CUDA graph); drop it on this machine")
+    if a.ptx_dataset:
+        ptx = load_valid(a.ptx_dataset, "sft")
+        report.plan(f"ptx data: {ptx.summary()} (loss weight {a.ptx_coef:g})")
+    report.plan(describe(cfg, len(data.rows), world))

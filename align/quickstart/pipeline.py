@@ -25,9 +25,12 @@ COMMON = {"per_device_train_batch_size": 16, "lr_scheduler_type": "constant",
           "warmup_ratio": 0.0, "logging_steps": 2, "report_to": "none", "save_total_limit": 20}
 CURVE_POINTS = 4  # checkpoints evaluated along each run for curves.png
 # --overoptimization: PPO with the KL penalty and the other tricks off, run four times longer,
-# sampling hotter so that it wanders into answers the reward model never saw.
+# sampling hotter so that it wanders into answers the reward model never saw. Temperature 2.0
+# (1.5 before) was chosen on seeds 3 and 4, which the documented table does not use: at 1.5
+# the run without KL stayed within 0.2 gold of PPO there; at 2.0 it lost 0.35 and 0.89 gold at
+# as high a reward-model score (docs/quickstart.md).
 OVEROPTIMIZATION = {"preset": "vanilla", "max_steps": 120, "actor_lr": 1e-3,
-                    "temperature": 1.5, "max_new_tokens": 32}
+                    "temperature": 2.0, "max_new_tokens": 32}
 EVAL_SAMPLES = 8  # samples per held-out prompt for the leaderboard (4 for curve points)
 # The tiny model's matrices (hidden size 64) are too small to split across threads: a second
 # thread saves little on idle cores, and on cores shared with other work its spin-waiting

@@ -110,6 +110,20 @@ section ppo-7b-qlora 150 300 --only ppo --modes qlora --ppo-parts step \
 section dpo-0.5b-lora 45 120 --only dpo --modes lora,qlora --dpo-variants defaults,precompute \
   $(big --shape 0.5b --steps 10 --warmup 3)
 
+# Sections run only when named in SECTIONS (issue 19's and 20's follow-up measurements):
+# peak memory of one PPO step in each PPO layout (full, LoRA with the critic on the reward
+# model's base, LoRA on one shared base, the same with the reward model offloaded to CPU);
+# QLoRA DPO at 0.5B; rollouts again with full-length warm-ups.
+# shellcheck disable=SC2046
+section ppo-layouts-0.5b 120 150 --only ppo --modes full,lora-rm-base,lora,lora-offload \
+  --ppo-parts step $(big --shape 0.5b --ppo-batch 64 --new-tokens 128 --ppo-steps 1 --ppo-warmup 0)
+# shellcheck disable=SC2046
+section dpo-0.5b-qlora 45 120 --only dpo --modes qlora --dpo-variants defaults,precompute \
+  $(big --shape 0.5b --steps 10 --warmup 3)
+# shellcheck disable=SC2046
+section rollout-0.5b 90 240 --only ppo --modes full --ppo-parts rollout \
+  $(big --shape 0.5b --ppo-batch 128 --new-tokens 256)
+
 # 3. the tables
 log "done"
 "$PY" scripts/benchlib/report.py "$OUT"/*.json 2>&1 | tee "$OUT/tables.md"

@@ -13,8 +13,8 @@
 #
 # Every process samples 1/8 of each rollout batch and scores it with its own reference and
 # reward model; rewards, advantages and metrics use the whole batch (docs/ppo.md). One engine
-# holds actor and critic: --max-grad-norm clips their joint gradient norm. ZeRO-3 is not
-# supported by align's PPO yet; for larger models use --lora (recipes/ppo_lora_24gb.sh) here.
+# holds actor and critic: --max-grad-norm clips their joint gradient norm. For larger models
+# use --lora (recipes/ppo_lora_24gb.sh) here, or ZeRO-3 (recipes/zero3_8gpu_ppo.sh).
 # Train the reward model first, on the policy's tokenizer:
 #   MODEL=Qwen/Qwen2.5-1.5B-Instruct bash recipes/zero2_8gpu_rm.sh
 set -euo pipefail

@@ -100,7 +100,9 @@ def test_bad_deepspeed_config_is_a_config_error(capsys, pairs_file, ds_json, con
 
 
 @pytest.mark.parametrize("flags, env, message", [
-    (["--deepspeed", "{ds3}"], {}, "ZeRO stage 3 is not supported by --algo ppo"),
+    (["--deepspeed", "{ds3}", "--offload-ref-model"], {}, "which DeepSpeed does not allow"),
+    (["--deepspeed", "{ds3}", "--critic-warmup-steps", "2"], {},
+     "leave --critic-warmup-steps 0 under --deepspeed"),
     (["--rollout-batch-size", "6"], {"WORLD_SIZE": "4"}, "must be divisible by the 4 processes"),
     (["--gradient-accumulation-steps", "4"], {}, "--gradient-accumulation-steps is not used"),
     (["--value-model", "./no/such/critic"], {}, "--value-model ./no/such/critic: no such file"),

@@ -128,10 +128,9 @@ def test_every_algorithm_has_a_24gb_lora_and_a_16gb_qlora_recipe():
         for recipe in (f"{algo}_lora_24gb", f"{algo}_qlora_16gb"):
             assert recipe in names, recipe
             assert (RECIPES / "yaml" / f"{recipe}.yaml").is_file(), recipe
-    for algo in ("dpo", "sft", "rm", "grpo"):
+    for algo in ("dpo", "sft", "rm", "grpo", "ppo"):
         assert {f"zero2_8gpu_{algo}", f"zero3_8gpu_{algo}"} <= names
-    # PPO: ZeRO-2 on one machine and over several; ZeRO-3 is refused by align's PPO
-    assert {"zero2_8gpu_ppo", "multinode_ppo"} <= names and "zero3_8gpu_ppo" not in names
+    assert "multinode_ppo" in names
 
 
 HEADER = ("# Hardware:", "# Tested:", "# Memory:", "# Time:", "# Launch:")

@@ -20,7 +20,9 @@ def nonfinite_parameters(*models: Any) -> list[str]:
             continue
         params = [(n, p) for n, p in model.named_parameters() if p.requires_grad] or \
             list(model.named_parameters())
-        params = [(n, p) for n, p in params if p.numel()]  # ZeRO-3 leaves empty shards
+        # under ZeRO-3 a parameter's data is empty and this process's shard is its ds_tensor
+        params = [(n, getattr(p, "ds_tensor", p)) for n, p in params]
+        params = [(n, p) for n, p in params if p.numel()]  # a shard may be empty
         if not params:
             continue
         finite = torch.stack([torch.isfinite(p.detach()).all() for _, p in params]).cpu()

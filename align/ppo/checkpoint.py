@@ -64,20 +64,52 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_models(model: Any, directory: Path) -> None:
-    """``actor/`` and ``critic/`` of an ActorCritic under ``directory`` (see the docstring)."""
+def save_models(model: Any, directory: Path, weights: dict[str, Any] | None = None) -> None:
+    """``actor/`` and ``critic/`` of an ActorCritic under ``directory`` (see the docstring);
+    ``weights`` (:func:`gathered_weights`, under ZeRO-3) in place of the module's own."""
     from align.ppo.models import ACTOR, CRITIC, VALUE_HEAD_FILE
 
+    def part(prefix: str) -> dict[str, Any] | None:
+        if weights is None:
+            return None
+        return {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
+
     if not model.shared:
-        model.actor.save_pretrained(str(directory / "actor"))
-        model.critic.save_pretrained(str(directory / "critic"))
+        model.actor.save_pretrained(str(directory / "actor"), state_dict=part("actor."))
+        model.critic.save_pretrained(str(directory / "critic"), state_dict=part("critic."))
         return
     from safetensors.torch import save_file
 
-    model.actor.save_pretrained(str(directory / "actor"), selected_adapters=[ACTOR])
-    model.actor.save_pretrained(str(directory), selected_adapters=[CRITIC])  # -> critic/
-    head = {k: v.detach().cpu().contiguous() for k, v in model.value_head.state_dict().items()}
-    save_file(head, str(directory / CRITIC / VALUE_HEAD_FILE))
+    actor = part("actor.")
+    model.actor.save_pretrained(str(directory / "actor"), selected_adapters=[ACTOR],
+                                state_dict=actor)
+    model.actor.save_pretrained(str(directory), selected_adapters=[CRITIC],  # -> critic/
+                                state_dict=actor)
+    head = part("value_head.") or model.value_head.state_dict()
+    save_file({k: v.detach().cpu().contiguous() for k, v in head.items()},
+              str(directory / CRITIC / VALUE_HEAD_FILE))
+
+
+def gathered_weights(model: Any, dist: Any) -> dict[str, Any] | None:
+    """Under ZeRO-3, where each process holds a shard of every weight: the trained weights
+    (with LoRA the adapters and the value head, else the whole actor and critic), gathered
+    one layer at a time into rank 0's CPU memory and keyed as in ``model.state_dict()``;
+    None on the other ranks and without ZeRO-3. Every process must call it."""
+    if not dist.zero3:
+        return None
+    lora = hasattr(model.actor, "peft_config")
+    return dist.engine._zero3_consolidated_16bit_state_dict(exclude_frozen_parameters=lora)
+
+
+def nonfinite_weights(model: Any, dist: Any) -> list[str]:
+    """Names of the trained weights holding NaN/inf, the same on every process (under ZeRO-3
+    each process checks its own shards)."""
+    from align.health.nonfinite import nonfinite_parameters
+
+    bad = nonfinite_parameters(model)
+    if dist.zero3:
+        bad = list(dict.fromkeys(dist.gather_objects(bad)))
+    return bad
 
 
 def load_models(model: Any, directory: Path) -> None:
@@ -135,19 +167,20 @@ def save_checkpoint(out: Path, step: int, roles: Roles, state: dict[str, Any],
     ``own`` (this process's RNG and data positions) and, under DeepSpeed, its optimizer
     partition from every process; ``run`` is the record its marker keeps
     (align.checkpoints.run_record)."""
-    from align.health.nonfinite import describe, nonfinite_parameters
+    from align.health.nonfinite import describe
 
-    bad = nonfinite_parameters(roles.model)
+    bad = nonfinite_weights(roles.model, dist)
     if bad:
         raise NonFiniteWeights(f"{len(bad)} weight tensors are not finite ({describe(bad)}); "
                                f"checkpoint-{step} was not written")
     final, tmp = out / f"checkpoint-{step}", out / f"checkpoint-{step}.tmp"
+    weights = gathered_weights(roles.model, dist)
     if dist.is_main:
         if tmp.exists():
             shutil.rmtree(tmp)  # left by a run killed while saving
         with checkpoints.writing(out, f"checkpoint-{step}"):
             tmp.mkdir(parents=True)
-            save_models(roles.model, tmp)
+            save_models(roles.model, tmp, weights)
             roles.tokenizer.save_pretrained(str(tmp / "actor"))
             torch.save(tensors, tmp / OPTIM_FILE)
             (tmp / STATE_FILE).write_text(json.dumps(state), encoding="utf-8")
@@ -173,7 +206,8 @@ def load_checkpoint(ckpt: Path, roles: Roles, dist: Any
     """Load actor and critic weights into ``roles``; return (state, tensors, this process's
     state). A run saved by another number of processes continues, though not bit for bit:
     each process then takes the RNG state of rank ``rank % saved``."""
-    load_models(roles.model, ckpt)
+    if not dist.zero3:  # ZeRO-3's shards come back with the engine's checkpoint
+        load_models(roles.model, ckpt)
     if dist.engine is not None:
         dist.engine.load_checkpoint(str(ckpt / DEEPSPEED_DIR), tag="state",
                                     load_optimizer_states=True, load_lr_scheduler_states=False,

@@ -13,12 +13,14 @@ process group (NCCL on GPUs, gloo on CPU) and each process:
   (:meth:`Dist.average_gradients`; under DeepSpeed the engine does it);
 - writes files only on rank 0, except its own RNG state in a checkpoint.
 
-Under ``--deepspeed`` (ZeRO stage 0-2) the actor-critic module and its optimizer go into one
+Under ``--deepspeed`` (ZeRO stage 0-3) the actor-critic module and its optimizer go into one
 DeepSpeed engine (:meth:`Dist.deepspeed`): the engine partitions the optimizer state (and with
 ZeRO-2 the gradients), reduces and clips the gradients (``gradient_clipping``: one norm over
 actor and critic together) and steps the optimizer; every forward pass of the update goes
-through the engine, which counts them for its gradient accumulation. ZeRO-3 is refused (see
-:func:`align.ppo.plan.check_supported`).
+through the engine, which counts them for its gradient accumulation. ZeRO-3 also shards the
+actor's and critic's weights (each forward pass gathers them, so every process samples with
+``synced_gpus`` and clears the gradient buffer before each mini-batch,
+:meth:`Dist.start_accumulation`); the saved models are gathered onto rank 0 layer by layer.
 
 Gradients are averaged explicitly rather than through DistributedDataParallel: one PPO
 micro-batch runs several forward passes (actor, critic, PTX), each with its own backward pass
@@ -43,6 +45,7 @@ class Dist:
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.ds_config: dict[str, Any] | None = None  # set (resolved) before the models load
         self.engine: Any = None  # the DeepSpeed engine, once made
+        self.frozen_engines: list[Any] = []  # ZeRO-3: the engines that shard the frozen models
         self.accelerator = None
         if deepspeed:
             import deepspeed
@@ -62,6 +65,46 @@ class Dist:
         self.engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer,
                                                     config=self.ds_config)
         return self.engine
+
+    def shard_frozen(self, model: Any) -> Any:
+        """ZeRO-3: shard a frozen model (reference, reward model) over the processes as well,
+        in an engine without optimizer (as OpenRLHF does); returns the module, whose forward
+        passes gather its weights layer by layer."""
+        import deepspeed
+
+        zero = {k: v for k, v in self.ds_config["zero_optimization"].items()
+                if k != "offload_optimizer"}
+        config = {"train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": 1,
+                  "zero_optimization": zero, "bf16": self.ds_config.get("bf16", {}),
+                  "steps_per_print": self.ds_config.get("steps_per_print", 1_000_000)}
+        engine, _, _, _ = deepspeed.initialize(model=model, config=config)
+        self.frozen_engines.append(engine)
+        return engine.module
+
+    @property
+    def zero3(self) -> bool:
+        """Whether the engine shards the weights themselves (ZeRO stage 3)."""
+        return self.engine is not None and self.engine.zero_optimization_stage() == 3
+
+    def start_accumulation(self) -> None:
+        """Begin a mini-batch's gradients from zero (call before its first backward pass).
+
+        ZeRO-3 keeps each process's gradient shards in one flat buffer that it *overwrites*
+        at the first micro-step of an accumulation window and *adds to* after it, counting a
+        micro-step at every forward pass through the engine that follows a backward pass. A
+        PPO micro-batch makes two such passes over disjoint parameters (actor, then critic),
+        so the critic's first gradient of a window arrives at micro-step 1 and would be added
+        to the previous window's (engine.step() does not clear the buffer; ZeRO-1/2 clear
+        theirs). Zeroing the buffer makes "overwrite" and "add" agree."""
+        if self.zero3:
+            buffer = getattr(self.engine.optimizer, "grad_partitions_flat_buffer", None)
+            if buffer is None:
+                import deepspeed
+
+                raise RuntimeError(f"deepspeed {deepspeed.__version__}: ZeRO-3's optimizer has "
+                                   "no grad_partitions_flat_buffer, which align's PPO clears "
+                                   "before each mini-batch (tested with deepspeed 0.19)")
+            buffer.zero_()
 
     def backward(self, loss: Tensor, last: bool) -> None:
         """Backward pass of one part of a mini-batch; ``last`` is the mini-batch's final one

@@ -239,12 +239,12 @@ def check_supported(cfg: Any, world: int = 1) -> None:
     if a.value_model and lo.enabled and a.critic_base == "policy":
         raise AlignError("--value-model gives the critic its own model; --critic-base policy "
                          "puts it on the policy's base: choose one")
-    if t.deepspeed and zero_stage(t.deepspeed) == 3:
-        raise AlignError("--deepspeed with ZeRO stage 3 is not supported by --algo ppo yet: on "
-                         "two processes its critic updates did not match one process's, while "
-                         "ZeRO-2 matches exactly. Use a ZeRO-2 config (recipes/deepspeed/"
-                         "zero2.json, recipes/ppo_zero2_8gpu.sh), with --lora/--qlora and "
-                         "--gradient-checkpointing for models that do not fit")
+    if t.deepspeed and a.critic_warmup_steps:
+        raise AlignError("--critic-warmup-steps with --deepspeed: the engine steps the actor's "
+                         "AdamW with zero gradients while only the critic trains, so the "
+                         "actor's first updates after the warm-up come out smaller than "
+                         "without DeepSpeed (Adam's bias correction counts those steps); "
+                         "leave --critic-warmup-steps 0 under --deepspeed")
     if t.deepspeed and a.offload_reward_model | a.offload_ref_model:
         raise AlignError("--offload-reward-model/--offload-ref-model move whole models between "
                          "CPU and GPU, which DeepSpeed does not allow for models it manages; use "

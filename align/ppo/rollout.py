@@ -94,7 +94,7 @@ def generate(model: Any, prompt_ids: Tensor, prompt_mask: Tensor, *, max_new_tok
              temperature: float, top_p: float, eos_ids: list[int], pad_id: int, chunk: int,
              sort_by_length: bool = False, static_cache: bool = False,
              cache_len: int | None = None, greedy: bool = False,
-             seed: int | None = None, first_row: int = 0) -> Tensor:
+             seed: int | None = None, first_row: int = 0, synced_gpus: bool = False) -> Tensor:
     """Sample responses, ``chunk`` prompts per ``generate`` call.  Returns response_ids (B, T),
     right-padded with pad_id, in the order of the prompts.
 
@@ -113,6 +113,10 @@ def generate(model: Any, prompt_ids: Tensor, prompt_mask: Tensor, *, max_new_tok
     RNG: what a prompt gets then depends on the calls, not on how many processes share the
     batch (with one call per process's share, two processes sample what one process sampling
     both shares would), and the global RNG stream is untouched.
+
+    ``synced_gpus`` (ZeRO-3 over several processes, where every forward pass gathers the
+    weights' shards from all processes) keeps each process stepping until every process's
+    call has finished, so that no process waits for a shard another no longer sends.
     """
     from transformers import GenerationConfig
 
@@ -140,7 +144,7 @@ def generate(model: Any, prompt_ids: Tensor, prompt_mask: Tensor, *, max_new_tok
                 torch.manual_seed(call_seed(seed, first_row + s.start))
             out = model.generate(input_ids=prompt_ids[rows, P - width:],
                                  attention_mask=prompt_mask[rows, P - width:].long(),
-                                 generation_config=config)
+                                 generation_config=config, synced_gpus=synced_gpus)
         parts.append(out[:, width:])
     T = max(p.shape[1] for p in parts)
     ordered = torch.cat([torch.nn.functional.pad(p, (0, T - p.shape[1]), value=pad_id)

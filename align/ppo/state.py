@@ -79,13 +79,19 @@ def scale_lr(optim: Optim, factor: float) -> None:
 
 def deepspeed_roles(cfg: RunConfig, dist: Any, roles: Any, optim: Optim) -> None:
     """Under --deepspeed: the trainable module and the optimizer into one engine (its JSON's
-    "auto" values filled from the flags)."""
+    "auto" values filled from the flags); under ZeRO-3 the separate frozen models (reference,
+    reward model) are sharded too."""
     from align.ppo.models import _hf_model
     from align.ppo.plan import deepspeed_config
 
     hidden = _hf_model(roles.actor).config.hidden_size
     dist.ds_config = deepspeed_config(cfg, dist.world, hidden)
     roles.engine = dist.deepspeed(roles.model, optim.optimizer)
+    if dist.zero3:
+        if roles.ref is not None:
+            roles.ref = dist.shard_frozen(roles.ref)
+        if roles.reward is not None:
+            roles.reward = dist.shard_frozen(roles.reward)
 
 
 @dataclass

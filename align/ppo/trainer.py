@@ -122,7 +122,8 @@ def checked_step(ppo: PPORun) -> dict[str, float]:
     """:func:`ppo_step`, stopped (exit 3, nothing saved) when the weights or the sampling
     probabilities are no longer finite: an update skipped for a non-finite gradient keeps
     them finite, a finite but huge one may not."""
-    from align.health.nonfinite import describe, is_sampling_error, nonfinite_parameters
+    from align.health.nonfinite import describe, is_sampling_error
+    from align.ppo.checkpoint import nonfinite_weights
 
     try:
         metrics = ppo_step(ppo)
@@ -131,7 +132,7 @@ def checked_step(ppo: PPORun) -> dict[str, float]:
             raise
         raise nan_stop(ppo, f"sampling at step {ppo.step} met NaN/inf probabilities "
                             "(the policy's logits are not finite)") from None
-    bad = nonfinite_parameters(ppo.roles.model)
+    bad = nonfinite_weights(ppo.roles.model, ppo.dist)
     if bad:
         raise nan_stop(ppo, f"the weights became NaN/inf: {len(bad)} tensors are not finite "
                             f"after the update of step {ppo.step} ({describe(bad)})")
@@ -235,7 +236,7 @@ def generation_options(ppo: PPORun, step: int, first_row: int = 0) -> dict[str, 
                 chunk=a.rollout_generate_batch_size or a.local_rollout_forward_batch_size,
                 sort_by_length=a.sort_by_length, static_cache=a.compile_rollout,
                 cache_len=cache_len, seed=ppo.cfg.train.seed * 100_003 + step,
-                first_row=first_row)
+                first_row=first_row, synced_gpus=ppo.dist.zero3 and ppo.dist.world > 1)
 
 
 def next_prompts(ppo: PPORun) -> tuple[Any, Any, int]:
@@ -406,7 +407,7 @@ def roll_back(ppo: PPORun, step: int, logger: Any, bar: Any) -> str:
 def finish(ppo: PPORun, logger: Any) -> dict[str, Any]:
     """Final evaluation, the trained actor (and critic) in --output-dir, and the summary."""
     from align.metrics import read_metrics
-    from align.ppo.checkpoint import save_models
+    from align.ppo.checkpoint import gathered_weights, nonfinite_weights, save_models
 
     result: dict[str, Any] = {"steps": ppo.step}
     if ppo.eval_prompts:
@@ -423,15 +424,16 @@ def finish(ppo: PPORun, logger: Any) -> dict[str, Any]:
         result |= {"reward_raw_first": rows[0]["reward/raw"],
                    "reward_raw_last": last["reward/raw"], "kl_last": last["objective/kl"]}
     from align.checkpoints import writing
-    from align.health.nonfinite import describe, nonfinite_parameters
+    from align.health.nonfinite import describe
 
-    bad = nonfinite_parameters(ppo.roles.model)
+    bad = nonfinite_weights(ppo.roles.model, ppo.dist)
     if bad:
         raise nan_stop(ppo, f"the weights became NaN/inf: {len(bad)} tensors are not finite "
                             f"at the end of training ({describe(bad)})")
+    weights = gathered_weights(ppo.roles.model, ppo.dist)
     if ppo.dist.is_main:
         with writing(ppo.out, "the final actor and critic"):
-            save_models(ppo.roles.model, ppo.out)
+            save_models(ppo.roles.model, ppo.out, weights)
             # the actor's files at the top of the output dir, as every other algorithm saves
             for f in (ppo.out / "actor").iterdir():
                 f.replace(ppo.out / f.name)

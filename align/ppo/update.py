@@ -194,6 +194,7 @@ def ppo_update(roles: Any, optim: Any, exp: Experience, a: PPOConfig, micro_size
         for start in range(0, B, mini_size):
             mini = exp.select(order[start:start + mini_size])
             scale = dist.sum(mini.mask.sum().float()).clamp(min=1) / dist.world
+            dist.start_accumulation()
             for k, v in accumulate(model, mini, micro_size, a, train_actor, scale,
                                    ptx_batches, dist).items():
                 sums[k] += sum(v)

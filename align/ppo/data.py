@@ -31,6 +31,23 @@ def prompt_ids(rows: list[dict[str, Any]], tokenizer: Any, max_tokens: int | Non
     return out
 
 
+def turn_end_ids(tokenizer: Any, chat: bool) -> list[int]:
+    """The tokens that close an answer in the reward model's training data: with chat prompts,
+    what the chat template writes after an assistant message's text (ChatML:
+    ``<|im_end|>`` and a newline); with plain-text prompts, or a template that writes nothing
+    after the text, the EOS token (TRL's RewardTrainer appends it to plain text)."""
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    if not chat or not getattr(tokenizer, "chat_template", None):
+        return eos
+    mark = "Xq7Zp"  # a text no template writes on its own
+    text = tokenizer.apply_chat_template([{"role": "user", "content": "hi"},
+                                          {"role": "assistant", "content": mark}],
+                                         tokenize=False)
+    tail = text[text.rindex(mark) + len(mark):] if mark in text else ""
+    ids = tokenizer(tail, add_special_tokens=False)["input_ids"] if tail else []
+    return ids or eos
+
+
 def ptx_ids(rows: list[dict[str, Any]], tokenizer: Any, max_tokens: int | None
             ) -> list[list[int]]:
     """Token ids of each sft-format row (messages, prompt + completion, or text), truncated."""

@@ -159,6 +159,28 @@ def call_seed(seed: int, first_row: int) -> int:
     return (seed * 1_000_003 + first_row) % (2 ** 63)
 
 
+def close_turns(response_ids: Tensor, mask: Tensor, ended: Tensor, turn_end: list[int],
+                pad_id: int) -> tuple[Tensor, Tensor]:
+    """Each response's text followed by the tokens that close a turn (``turn_end``): an ended
+    response's EOS gives way to them, a response cut at the token limit gets them after its
+    last token. This is how the reward model saw every answer in training, so its score is
+    read where it learned to give one.
+
+    Shapes: response_ids, mask (B, T); ended (B,). Returns ids and mask (B, T + len(turn_end)),
+    right-padded with ``pad_id``.
+    """
+    B, T = response_ids.shape
+    k = len(turn_end)
+    text = mask.long().sum(1) - ended.long()  # (B,) tokens before the EOS (all if cut)
+    cols = torch.arange(T + k, device=response_ids.device)[None, :]
+    ids = torch.nn.functional.pad(response_ids, (0, k), value=pad_id)
+    ids = torch.where(cols < text[:, None], ids, torch.full_like(ids, pad_id))
+    rows = torch.arange(B, device=ids.device)
+    for j, token in enumerate(turn_end):
+        ids[rows, text + j] = token
+    return ids, cols < (text + k)[:, None]
+
+
 @torch.no_grad()
 def score_responses(reward_model: Any, prompt_ids: Tensor, prompt_mask: Tensor,
                     response_ids: Tensor, mask: Tensor, chunk: int) -> Tensor:
@@ -238,10 +260,12 @@ def sample(roles: Roles, prompt_ids: Tensor, prompt_mask: Tensor, *, max_new_tok
 
 
 @torch.no_grad()
-def score(roles: Roles, s: Samples, *, temperature: float, chunk: int) -> Experience:
+def score(roles: Roles, s: Samples, *, temperature: float, chunk: int,
+          turn_end: list[int] | None = None) -> Experience:
     """Everything PPO needs about sampled responses: log-probs of actor and reference, the
     actor's entropy, the critic's values and the reward model's scores, ``chunk`` sequences
-    per forward pass."""
+    per forward pass. With ``turn_end``, the reward model scores each response closed by
+    those tokens (:func:`close_turns`); without, at the response's last token."""
     model = roles.model
     model.eval()
     args = (s.prompt_ids, s.prompt_mask, s.response_ids, s.mask)
@@ -252,8 +276,13 @@ def score(roles: Roles, s: Samples, *, temperature: float, chunk: int) -> Experi
         ref_logprobs, _ = logprobs_and_entropy(ref, *args, temperature, chunk)
     with model.adapter(CRITIC):
         values = critic_values(model, *args, chunk)
+    rm_args = args
+    if turn_end:
+        rm_args = (s.prompt_ids, s.prompt_mask,
+                   *close_turns(s.response_ids, s.mask, s.ended, turn_end,
+                                roles.tokenizer.pad_token_id))
     with roles.reward_model() as rm:
-        scores = score_responses(rm, *args, chunk)
+        scores = score_responses(rm, *rm_args, chunk)
     return Experience(prompt_ids=s.prompt_ids, prompt_mask=s.prompt_mask,
                       response_ids=s.response_ids, mask=s.mask, ended=s.ended,
                       logprobs=logprobs, ref_logprobs=ref_logprobs, values=values,
@@ -262,10 +291,10 @@ def score(roles: Roles, s: Samples, *, temperature: float, chunk: int) -> Experi
 
 def rollout(roles: Roles, prompt_ids: Tensor, prompt_mask: Tensor, *, max_new_tokens: int,
             temperature: float, top_p: float, chunk: int, generate_batch: int | None = None,
-            **batching: Any) -> Experience:
+            turn_end: list[int] | None = None, **batching: Any) -> Experience:
     """Generate responses to a batch of prompts and compute everything PPO needs about them:
     :func:`sample` (``generate_batch`` prompts per call, default ``chunk``), then
     :func:`score` (``chunk`` sequences per forward pass)."""
     s = sample(roles, prompt_ids, prompt_mask, max_new_tokens=max_new_tokens,
                temperature=temperature, top_p=top_p, chunk=generate_batch or chunk, **batching)
-    return score(roles, s, temperature=temperature, chunk=chunk)
+    return score(roles, s, temperature=temperature, chunk=chunk, turn_end=turn_end)

@@ -112,6 +112,7 @@ class PPORun:
     out: Path
     total_steps: int
     prompt_limit: int | None = None  # longest prompt in tokens (longer ones keep their end)
+    turn_end: list[int] | None = None  # tokens that close a response for the reward model
     step: int = 0
     lr_scale: float = 1.0  # product of the rollback LR factors applied so far
     eval_before: dict[str, float] = field(default_factory=dict)
@@ -126,7 +127,7 @@ class PPORun:
     def create(cls, cfg: RunConfig, data: Any, eval_data: Any, dist: Any = None) -> "PPORun":
         from align.data import load_valid
         from align.health import HealthMonitor
-        from align.ppo.data import Sampler, prompt_ids, ptx_ids
+        from align.ppo.data import Sampler, prompt_ids, ptx_ids, turn_end_ids
         from align.ppo.dist import Dist
         from align.ppo.kl_control import KLController
         from align.ppo.models import load_roles
@@ -147,6 +148,8 @@ class PPORun:
             # each process draws its own PTX records
             ptx_sampler = Sampler(len(ptx), t.per_device_train_batch_size,
                                   t.seed + 1 + 7919 * dist.rank)
+        chat = any(isinstance(row["prompt"], list) for row in data.rows)
+        turn_end = turn_end_ids(roles.tokenizer, chat) if a.reward_at_turn_end else None
         steps = total_steps(cfg, len(prompts))
         optim = build_optim(cfg, roles.model, steps)
         if t.deepspeed:
@@ -156,7 +159,8 @@ class PPORun:
                    ptx_sampler=ptx_sampler,
                    kl_ctl=KLController(a.kl_coef, a.target_kl, a.kl_horizon),
                    reward_stats=RunningMoments(), monitor=HealthMonitor(cfg.health, "ppo"),
-                   out=Path(t.output_dir), total_steps=steps, prompt_limit=limit, dist=dist)
+                   out=Path(t.output_dir), total_steps=steps, prompt_limit=limit,
+                   turn_end=turn_end, dist=dist)
 
     # --- exact resume -------------------------------------------------------------------------
     def state_dict(self) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:

@@ -161,7 +161,7 @@ def ppo_step(ppo: PPORun) -> dict[str, float]:
     samples = timed("perf/rollout_s", generate_share, ppo, ids, mask,
                     generation_options(ppo, ppo.step, first_row))
     mine = timed("perf/score_s", score, ppo.roles, samples, temperature=a.temperature,
-                 chunk=a.local_rollout_forward_batch_size)
+                 chunk=a.local_rollout_forward_batch_size, turn_end=ppo.turn_end)
     batch = gather_experience(ppo.dist, mine)  # the whole rollout batch, on every process
     # 2. rewards: shaped RM score on the last token, token-level KL penalty on every token
     rewards, metrics = timed("perf/train_s", compute_rewards, a, batch, ppo.kl_ctl.value,
@@ -304,7 +304,8 @@ def evaluate(ppo: PPORun) -> dict[str, float]:
     ids, mask = left_pad(mine, ppo.roles.tokenizer.pad_token_id)
     options = generation_options(ppo, 0, first) | {"seed": ppo.cfg.train.seed}
     exp = score(ppo.roles, generate_share(ppo, ids, mask, options),
-                temperature=a.temperature, chunk=a.local_rollout_forward_batch_size)
+                temperature=a.temperature, chunk=a.local_rollout_forward_batch_size,
+                turn_end=ppo.turn_end)
     kl = masked_sum(kl_penalty(exp.logprobs, exp.ref_logprobs, "k1"), exp.mask, dim=1)
     rows = list(zip(exp.scores.tolist(), kl.tolist(), exp.mask.sum(1).float().tolist(),
                     exp.ended.float().tolist()))[:n_mine]

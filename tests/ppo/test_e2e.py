@@ -88,6 +88,23 @@ def _check_saved_actor(out: Path, base: Path, lora: bool) -> None:
     assert changed
 
 
+def test_reward_at_turn_end_rescores_the_same_samples(tmp_path, capsys, tiny_sft, tiny_pref_rm,
+                                                     prompt_files):
+    """--reward-at-turn-end changes what the reward model is shown, not what is sampled: the
+    first step's responses are the same, their scores are not (some are cut at 12 tokens)."""
+    runs = {}
+    for name, extra in (("last", []), ("closed", ["--reward-at-turn-end"])):
+        out = tmp_path / name
+        code, stdout, err = run_cli(ppo_args(tiny_sft, tiny_pref_rm, prompt_files[0], out,
+                                             "--max-steps", "1", *extra), capsys)
+        assert code == 0, err
+        runs[name] = [r for r in read_rows(out) if "reward/raw" in r][0]
+    last, closed = runs["last"], runs["closed"]
+    assert last["rollout/response_len"] == closed["rollout/response_len"]
+    assert last["rollout/eos_frac"] == closed["rollout/eos_frac"] < 1.0
+    assert closed["reward/raw"] != pytest.approx(last["reward/raw"], abs=1e-3)
+
+
 def test_sigkill_mid_save_and_mid_step_then_resume_logs_the_same_metrics(
         tmp_path, capsys, tiny_sft, tiny_pref_rm, prompt_files):
     """Every resumable state at once: preset ppo-max (running reward statistics), adaptive KL,

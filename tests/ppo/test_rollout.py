@@ -272,3 +272,51 @@ def test_batched_sorted_generation_gives_each_prompt_its_own_greedy_response(
         a, b = getattr(one, field), getattr(grouped, field)
         assert a[one.mask] == pytest.approx(b[grouped.mask], abs=1e-5), field
     assert one.scores == pytest.approx(grouped.scores, abs=1e-5)
+
+
+def test_close_turns_by_hand():
+    """An ended response's EOS gives way to the turn-closing tokens; a cut one gets them after
+    its last token; an empty ended response is the closing tokens alone."""
+    from align.ppo.rollout import close_turns
+
+    ids = torch.tensor([[5, 6, EOS, PAD], [5, 6, 7, 8], [EOS, PAD, PAD, PAD]])
+    mask, ended = response_mask(ids, [EOS])
+    closed, closed_mask = close_turns(ids, mask, ended, [EOS, 9], PAD)
+    assert closed.tolist() == [[5, 6, EOS, 9, PAD, PAD], [5, 6, 7, 8, EOS, 9],
+                               [EOS, 9, PAD, PAD, PAD, PAD]]
+    assert closed_mask.int().tolist() == [[1, 1, 1, 1, 0, 0], [1] * 6, [1, 1, 0, 0, 0, 0]]
+
+
+def test_turn_end_is_what_the_chat_template_writes_after_an_answer(roles):
+    from align.ppo.data import turn_end_ids
+
+    tok = roles.tokenizer
+    closing = turn_end_ids(tok, chat=True)
+    text = tok.apply_chat_template([{"role": "user", "content": "q"},
+                                    {"role": "assistant", "content": "a"}], tokenize=False)
+    assert text.endswith(tok.decode(closing)) and closing[0] == tok.eos_token_id
+    assert turn_end_ids(tok, chat=False) == [tok.eos_token_id]
+
+
+def test_reward_at_turn_end_scores_the_answer_as_the_rm_was_trained(roles, batch, tiny_rm):
+    """With turn_end, the score is the RM's at the end of prompt + answer text + the closing
+    tokens (what TRL's RewardTrainer scores for a templated answer), cut responses included."""
+    from transformers import AutoModelForSequenceClassification
+
+    from align.ppo.data import turn_end_ids
+    from align.ppo.rollout import Samples, score
+
+    closing = turn_end_ids(roles.tokenizer, chat=True)
+    s = Samples(prompt_ids=batch.prompt_ids, prompt_mask=batch.prompt_mask,
+                response_ids=batch.response_ids, mask=batch.mask, ended=batch.ended)
+    exp = score(roles, s, temperature=1.0, chunk=4, turn_end=closing)
+    assert exp.logprobs == pytest.approx(batch.logprobs, abs=1e-5)  # only the score changes
+    rm = AutoModelForSequenceClassification.from_pretrained(tiny_rm)
+    assert not batch.ended.all(), "need a response cut at the token limit"
+    for b in range(batch.batch_size):
+        prompt, response = _unpadded(batch, b)
+        text = response[:-1] if batch.ended[b] else response
+        ids = torch.cat([prompt, text, torch.tensor(closing)])[None]
+        with torch.no_grad():
+            expected = rm(input_ids=ids).logits[0, 0]
+        assert exp.scores[b].item() == pytest.approx(expected.item(), abs=1e-4)

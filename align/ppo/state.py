@@ -148,8 +148,8 @@ class PPORun:
             # each process draws its own PTX records
             ptx_sampler = Sampler(len(ptx), t.per_device_train_batch_size,
                                   t.seed + 1 + 7919 * dist.rank)
-        chat = any(isinstance(row["prompt"], list) for row in data.rows)
-        turn_end = turn_end_ids(roles.tokenizer, chat) if a.reward_at_turn_end else None
+        turn_end = turn_end_ids(roles.tokenizer, data.form == "conversational") \
+            if a.reward_at_turn_end else None
         steps = total_steps(cfg, len(prompts))
         optim = build_optim(cfg, roles.model, steps)
         if t.deepspeed:

@@ -38,7 +38,8 @@ from typing import Any, Iterator
 
 from align.errors import AlignError, os_problem
 
-CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)(\.tmp)?$")
+PREFIX = "checkpoint-"  # checkpoint-N, as transformers' Trainer names them too
+CHECKPOINT_RE = re.compile(rf"^{PREFIX}(\d+)(\.tmp)?$")
 MARKER = "align_checkpoint.json"
 _ASIDE, DELETING = "incomplete-", ".deleting-"  # moved aside; being deleted
 
@@ -57,6 +58,16 @@ class Checkpoint:
 
 
 # --- complete or ignored --------------------------------------------------------------------
+def checkpoint_name(step: int) -> str:
+    """``checkpoint-{step}``: the one place the name is built."""
+    return f"{PREFIX}{step}"
+
+
+def checkpoint_dir(out: str | Path, step: int) -> Path:
+    """The directory of checkpoint ``step`` in the output dir ``out``."""
+    return Path(out) / checkpoint_name(step)
+
+
 def step_of(path: Path) -> int | None:
     m = CHECKPOINT_RE.match(path.name)
     return int(m.group(1)) if m else None
@@ -169,7 +180,7 @@ def drop_after(out: Path, step: int) -> list[int]:
     ones behind, and --resume must not pick them up). Returns their steps."""
     dropped = [c.step for c in scan(out)[0] if c.step > step]
     for s in dropped:
-        remove(out / f"checkpoint-{s}")
+        remove(checkpoint_dir(out, s))
     return dropped
 
 
@@ -337,7 +348,7 @@ def trainer_callback(cfg: Any, state_files: Any = None, healthy: Any = None) -> 
                     control.should_training_stop = True
 
         def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            ckpt = checkpoint_dir(args.output_dir, state.global_step)
             if not state.is_world_process_zero or not ckpt.is_dir():
                 return
             for name, text in (state_files() if state_files else {}).items():

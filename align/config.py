@@ -378,9 +378,12 @@ class RunConfig:
     algo: Any  # the algorithm's own dataclass (DPOArgs, PPOConfig, ...)
     health: Any = None  # HealthArgs for algorithms with collapse detectors, else None
     # Set while resolving, not flags: the learning-rate fields filled from the registry's
-    # defaults, and the content hash of the validated data (align.checkpoints.data_hash).
+    # defaults, the content hash of the validated data (align.data.store.content_digest) and,
+    # with --resume, the checkpoint the run continues from (align.checkpoints.Checkpoint,
+    # picked once by align.output_dir and handed to the algorithm by align.runner).
     lr_defaults: tuple[str, ...] = ()
     data_hash: str | None = None
+    resume_from: Any = None
 
     def groups(self) -> dict[str, Any]:
         groups = {"model": self.model, "lora": self.lora, "data": self.data, "train": self.train}

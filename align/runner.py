@@ -332,6 +332,7 @@ def execute(cfg: RunConfig, spec: AlgoSpec, dry_run: bool = False) -> dict[str, 
     cfg.data_hash = content_digest(train.rows)
     out_dir = output_dir.open_output_dir(cfg, input_paths(cfg))
     out = out_dir.path
+    cfg.resume_from = out_dir.resume_from  # chosen once, there; the algorithm starts from it
     writer = world_rank() == 0  # in a multi-process launch, rank 0 writes the run's files
     try:
         if writer and out_dir.resume_from is None:

@@ -17,18 +17,14 @@ import click
 
 from align import checkpoints, console
 from align.config import RunConfig
-from align.errors import AlignError
 from align.metrics import MetricsLogger, run_logger, trainer_callback
 
 
 def resume_checkpoint(cfg: RunConfig) -> tuple[str | None, int | None]:
-    """The checkpoint to resume from (with --resume: the newest complete one) and its step."""
-    if not cfg.train.resume:
-        return None, None
-    ckpt = checkpoints.latest(Path(cfg.train.output_dir))
-    if ckpt is None:
-        raise AlignError(f"--resume: no complete checkpoint in {cfg.train.output_dir}")
-    return str(ckpt.path), ckpt.step
+    """The checkpoint --resume continues from (picked once by align.output_dir, handed on by
+    the runner as ``cfg.resume_from``) and its step; (None, None) for a new run."""
+    ckpt = cfg.resume_from
+    return (str(ckpt.path), ckpt.step) if ckpt is not None else (None, None)
 
 
 def metrics_logger(cfg: RunConfig, resume_step: int | None) -> MetricsLogger:
@@ -64,7 +60,8 @@ def check_finite(model: Any, cfg: RunConfig, when: str) -> None:
 
 
 def nonfinite_stop(cfg: RunConfig, what: str) -> Exception:
-    from align.health.nonfinite import nonfinite_stop as stop
+    """The NaN stop (align.health.rollback.nonfinite_stop) of a TRL-backed run."""
+    from align.health.rollback import nonfinite_stop as stop
 
     return stop(cfg.train.output_dir, cfg.algo_name, what, "--learning-rate",
                 cfg.train.learning_rate)
@@ -129,6 +126,7 @@ class Watch:
     metrics_cb: Any
     new_metrics_cb: Callable[[int | None], Any]  # step -> a fresh writer (after a rollback)
     lr_cb: Any
+    restart: Any = None  # the checkpoint a rollback trains on from (align.checkpoints.Checkpoint)
 
     def callbacks(self) -> list[Any]:
         """In the order they must run (the checkpoint callback's end-of-run check comes before
@@ -160,105 +158,83 @@ def watch(cfg: RunConfig, resume_from: str | None, resume_step: int | None,
     return Watch(ckpt_cb, health, new_metrics_cb(resume_step), new_metrics_cb, lr_cb)
 
 
-def _outcome(w: Watch, cfg: RunConfig) -> str:
-    """continue, stop or rollback after trainer.train returned (weights broken at a save
-    count as a NaN event of the health monitor)."""
-    if w.ckpt_cb.broken is None:
-        return w.health.health_cb.action if w.health else "continue"
+def _outcome(w: Watch) -> tuple[str, list[Any], int | None]:
+    """(action, the events behind it, the step) after trainer.train returned: weights that
+    broke before a save count as a NaN event of the health monitor (without one: a stop)."""
+    broken = w.ckpt_cb.broken
     if w.health is None:
-        return "stop"
+        return ("continue", [], None) if broken is None else ("stop", [], broken[0])
+    cb = w.health.health_cb
+    if broken is None:
+        return cb.action, cb.events, cb.fired_at
     from align.health.monitor import HealthEvent
     from align.health.nonfinite import describe
 
-    step, names = w.ckpt_cb.broken
+    step, names = broken
     event = HealthEvent("nan", step, f"the weights became NaN/inf: {len(names)} tensors are "
                                      f"not finite ({describe(names)}) before the save")
     click.echo(str(event), err=True)
-    cb = w.health.health_cb
     w.health.monitor.events.append(event)
     if cb.action in ("stop", "rollback") and cb.fired_at == step:
         cb.events = [*cb.events, event]  # the step's metrics had fired already
-        return cb.action
-    action = w.health.monitor.decide([event])
-    cb.action, cb.fired_at, cb.events = action, step, [event]
-    return action
+    else:
+        cb.action, cb.fired_at, cb.events = w.health.monitor.decide([event]), step, [event]
+    return cb.action, cb.events, step
+
+
+def health_hooks(trainer: Any, cfg: RunConfig, tokenizer: Any, w: Watch,
+                 save_model: Callable[..., None]) -> Any:
+    """The adapter through which the health driver (align.health.driver) acts on a TRL run:
+    a rollback resets the callbacks and leaves the checkpoint to train from in
+    ``w.restart``; a stop saves the model as it is."""
+    from align.health.driver import RunHooks
+
+    def roll_back(target: Any, lr_scale: float) -> None:
+        w.lr_cb.scale = lr_scale
+        w.health.health_cb.action, w.health.monitor.streaks, w.ckpt_cb.broken = \
+            "continue", {}, None
+        trainer.remove_callback(w.metrics_cb)  # it closed its file at train end
+        w.metrics_cb = w.new_metrics_cb(target.step)
+        trainer.add_callback(w.metrics_cb)
+        w.restart = target
+
+    def save_stopped() -> str:
+        save_model(trainer, cfg, tokenizer)
+        return f"The model as it was then is saved in {cfg.train.output_dir}"
+
+    return RunHooks(out=Path(cfg.train.output_dir), algo=cfg.algo_name,
+                    lr_flag="--learning-rate", lr=cfg.train.learning_rate,
+                    logging_steps=cfg.train.logging_steps, roll_back=roll_back,
+                    save_stopped=save_stopped)
 
 
 def train_watched(trainer: Any, cfg: RunConfig, tokenizer: Any, resume_from: str | None,
                   w: Watch, save_model: Callable[..., None] = save) -> dict[str, Any]:
-    """Train and save; roll back (align.health.rollback) or stop as the detectors and
-    --on-collapse say. A stop raises CollapseStop (exit 3) after saving the model, except
-    when its numbers broke (NaN/inf): then nothing is saved and the last finite checkpoint
-    stays the newest."""
-    from align.health.rollback import (roll_back_checkpoints, rollback_lr_scale,
-                                       rollback_target)
+    """Train and save; roll back or stop as the detectors and --on-collapse say (the health
+    driver, align.health.driver, decides how). A stop raises CollapseStop (exit 3) after
+    saving the model, except when its numbers broke (NaN/inf): then nothing is saved and the
+    last finite checkpoint stays the newest."""
+    from align.health.driver import act
 
-    out = cfg.train.output_dir
+    hooks = health_hooks(trainer, cfg, tokenizer, w, save_model)
     metrics = train(trainer, cfg, resume_from)
-    action = _outcome(w, cfg)
-    while action == "rollback":
-        monitor, health_cb = w.health.monitor, w.health.health_cb
-        _set_aside_broken(w, cfg)
-        target = rollback_target(out)
-        if target is None:
-            action = "stop"
-            monitor.notes.append("rollback: no checkpoint saved before the collapse began; "
-                                 "stopping instead (save more often with --save-steps)")
+    while True:
+        action, events, step = _outcome(w)
+        if w.health is None:  # no detectors (RM, SFT): only broken weights stop the run
+            if action == "stop":
+                names = w.ckpt_cb.broken[1]
+                raise nonfinite_stop(cfg, f"the weights became NaN/inf: {len(names)} tensors "
+                                          f"are not finite before the save at step {step}")
             break
-        dropped = roll_back_checkpoints(out, target.step)
-        w.lr_cb.scale = rollback_lr_scale(cfg.health.rollback_lr_factor, monitor.rollbacks)
-        click.echo(f"[health] rollback {monitor.rollbacks}/{cfg.health.max_rollbacks}: "
-                   f"resuming from {target.path.name} at {w.lr_cb.scale:g} x the "
-                   f"learning rate" + (f" (deleted checkpoint-{', checkpoint-'.join(map(str, dropped))})"
-                                       if dropped else ""), err=True)
-        health_cb.action, monitor.streaks, w.ckpt_cb.broken = "continue", {}, None
-        trainer.remove_callback(w.metrics_cb)  # it closed its file at train end
-        w.metrics_cb = w.new_metrics_cb(target.step)
-        trainer.add_callback(w.metrics_cb)
-        metrics = train(trainer, cfg, str(target.path))
-        action = _outcome(w, cfg)
-    if w.health:
-        for note in w.health.monitor.notes:
-            click.echo(f"[health] {note}", err=True)
-    if action == "stop":
-        raise _stop(trainer, cfg, tokenizer, w, save_model)
+        cb = w.health.health_cb
+        nan_at, cb.nan_logged_at = cb.nan_logged_at, None
+        if act(hooks, w.health.monitor, action, events, step, nan_at) != "rolled_back":
+            break
+        metrics = train(trainer, cfg, str(w.restart.path))
     save_model(trainer, cfg, tokenizer)
     if w.health:
         metrics.update(w.health.monitor.summary())
     return metrics
-
-
-def _set_aside_broken(w: Watch, cfg: RunConfig) -> None:
-    """After a NaN in the logged metrics, the checkpoints that produced it go aside."""
-    from align.health.rollback import set_aside_broken
-
-    at = w.health.health_cb.nan_logged_at
-    if at is not None:
-        set_aside_broken(cfg.train.output_dir, at, cfg.train.logging_steps)
-        w.health.health_cb.nan_logged_at = None
-
-
-def _stop(trainer: Any, cfg: RunConfig, tokenizer: Any, w: Watch,
-          save_model: Callable[..., None]) -> Exception:
-    from align.health.monitor import CollapseStop
-
-    events = w.health.health_cb.events if w.health else []
-    fired_at = w.health.health_cb.fired_at if w.health else w.ckpt_cb.broken[0]
-    if w.ckpt_cb.broken is not None and not events:
-        names = w.ckpt_cb.broken[1]
-        return nonfinite_stop(cfg, f"the weights became NaN/inf: {len(names)} tensors are not "
-                                   f"finite before the save at step {fired_at}")
-    nan = [e for e in events if e.detector == "nan"]
-    if nan:
-        _set_aside_broken(w, cfg)
-        return nonfinite_stop(cfg, f"at step {fired_at}, {nan[0].message.split('. Try:')[0]}")
-    save_model(trainer, cfg, tokenizer)
-    listed = "; ".join(f"{e.detector} at step {e.step}" for e in w.health.monitor.events)
-    return CollapseStop(
-        f"training stopped by --on-collapse {cfg.health.on_collapse} at step {fired_at} "
-        f"({listed}). The model as it was then is saved in {cfg.train.output_dir}; "
-        "metrics.jsonl shows the run up to the collapse. See the [health] lines above "
-        "for what to change.")
 
 
 Builder = Callable[..., tuple[Any, Any]]

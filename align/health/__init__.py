@@ -10,7 +10,10 @@ likelihood falling while the margin grows (*likelihood displacement*, Razin et a
 - :mod:`~align.health.detectors`: the detectors as pure functions of one step's metrics;
 - :mod:`~align.health.monitor`: streaks, events, the action (warn, stop, rollback);
 - :mod:`~align.health.hints`: what to try, in the running algorithm's flags;
-- :mod:`~align.health.rollback`: the one rollback rule (which checkpoint, which LR);
+- :mod:`~align.health.rollback`: the one rollback rule (which checkpoint, which LR) and the
+  NaN stop;
+- :mod:`~align.health.driver`: the one driver that carries out the action (set broken
+  checkpoints aside, roll back or stop) for PPO and the TRL trainers, through a small adapter;
 - :mod:`~align.health.nonfinite`: NaN/inf weights, checked before every save;
 - :mod:`~align.health.trainer`, :mod:`~align.health.online`: the TRL trainers' callbacks and
   GRPO/RLOO's canonical metric names.

@@ -39,26 +39,3 @@ def describe(names: list[str]) -> str:
 def is_sampling_error(error: BaseException) -> bool:
     """Whether ``error`` is torch refusing to sample from non-finite probabilities."""
     return isinstance(error, RuntimeError) and _SAMPLING_MESSAGE in str(error)
-
-
-def nonfinite_stop(out: Any, algo: str, what: str, lr_flag: str, lr: float | None) -> Exception:
-    """The NaN stop (exit 3): what broke, the last finite checkpoint, how to continue from it.
-    Nothing is saved from the broken state, so the newest checkpoint stays the last finite one."""
-    from pathlib import Path
-
-    from align.checkpoints import latest
-    from align.health.hints import hint
-    from align.health.monitor import CollapseStop
-
-    last = latest(Path(out))
-    if last is not None:
-        lower = f" {lr_flag} {lr / 10:g}" if lr else ""
-        flag = lr_flag.lstrip("-")
-        keep = (f"the last finite checkpoint is {last.path}; continue from it with --resume"
-                f"{lower} --resume-allow-change {flag}")
-    else:
-        keep = ("no finite checkpoint from before it is left to continue from; start again "
-                "(--overwrite-output-dir) with a lower learning rate, saving more often "
-                "(--save-steps)")
-    return CollapseStop(f"training stopped: {what}. No model was saved from this state; "
-                        f"{keep}. Try: {hint('nan', algo)}")

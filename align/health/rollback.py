@@ -8,7 +8,8 @@ far times the learning rate. Without such a checkpoint, or after ``--max-rollbac
 
 A NaN in the metrics of logged step k was computed with the weights of step k -
 ``--logging-steps`` or later: checkpoints from then on are finite but broken, so they are set
-aside (``nan-checkpoint-N``) before a rollback or a stop picks the last good one.
+aside (``nan-checkpoint-N``) before a rollback or a stop picks the last good one; the NaN
+stop (:func:`nonfinite_stop`) saves nothing and names that checkpoint.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from pathlib import Path
 import click
 
 from align.checkpoints import Checkpoint, drop_after, latest, move_aside, scan
+from align.health.hints import hint
+from align.health.monitor import CollapseStop
 
 
 def rollback_target(out: str | Path) -> Checkpoint | None:
@@ -43,3 +46,21 @@ def set_aside_broken(out: str | Path, fired_at: int, logging_steps: int) -> list
         click.echo(f"[health] set {old.name} aside as {new.name}: the NaN at step {fired_at} "
                    "came from its weights or later ones", err=True)
     return moved
+
+
+def nonfinite_stop(out: str | Path, algo: str, what: str, lr_flag: str, lr: float | None
+                   ) -> CollapseStop:
+    """The NaN stop (exit 3): what broke, the last finite checkpoint, how to continue from it.
+    Nothing is saved from the broken state, so the newest checkpoint stays the last finite one."""
+    last = latest(Path(out))
+    if last is not None:
+        lower = f" {lr_flag} {lr / 10:g}" if lr else ""
+        flag = lr_flag.lstrip("-")
+        keep = (f"the last finite checkpoint is {last.path}; continue from it with --resume"
+                f"{lower} --resume-allow-change {flag}")
+    else:
+        keep = ("no finite checkpoint from before it is left to continue from; start again "
+                "(--overwrite-output-dir) with a lower learning rate, saving more often "
+                "(--save-steps)")
+    return CollapseStop(f"training stopped: {what}. No model was saved from this state; "
+                        f"{keep}. Try: {hint('nan', algo)}")

@@ -169,16 +169,17 @@ def save_checkpoint(out: Path, step: int, roles: Roles, state: dict[str, Any],
     (align.checkpoints.run_record)."""
     from align.health.nonfinite import describe
 
+    final = checkpoints.checkpoint_dir(out, step)
+    tmp = final.with_name(final.name + ".tmp")
     bad = nonfinite_weights(roles.model, dist)
     if bad:
         raise NonFiniteWeights(f"{len(bad)} weight tensors are not finite ({describe(bad)}); "
-                               f"checkpoint-{step} was not written")
-    final, tmp = out / f"checkpoint-{step}", out / f"checkpoint-{step}.tmp"
+                               f"{final.name} was not written")
     weights = gathered_weights(roles.model, dist)
     if dist.is_main:
         if tmp.exists():
             shutil.rmtree(tmp)  # left by a run killed while saving
-        with checkpoints.writing(out, f"checkpoint-{step}"):
+        with checkpoints.writing(out, final.name):
             tmp.mkdir(parents=True)
             save_models(roles.model, tmp, weights)
             roles.tokenizer.save_pretrained(str(tmp / "actor"))
@@ -191,7 +192,7 @@ def save_checkpoint(out: Path, step: int, roles: Roles, state: dict[str, Any],
     torch.save(own, tmp / f"rank-{dist.rank}.pt")
     dist.barrier()
     if dist.is_main:
-        with checkpoints.writing(out, f"checkpoint-{step}"):
+        with checkpoints.writing(out, final.name):
             checkpoints.mark_complete(tmp, step, run or {}, healthy=healthy)
             if final.exists():  # saving a step again: the old one goes first, at once
                 checkpoints.remove(final)

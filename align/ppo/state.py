@@ -221,7 +221,8 @@ class PPORun:
 
     def restore(self, step: int) -> None:
         """Load checkpoint-<step>: weights, optimizer, schedules, RNG and all counters."""
+        from align.checkpoints import checkpoint_dir
         from align.ppo.checkpoint import load_checkpoint
 
-        self.load_state_dict(*load_checkpoint(self.out / f"checkpoint-{step}", self.roles,
+        self.load_state_dict(*load_checkpoint(checkpoint_dir(self.out, step), self.roles,
                                               self.dist))

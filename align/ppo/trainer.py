@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from align.config import RunConfig
-from align.health import CollapseStop, health_metrics, rollout_stats
+from align.health import health_metrics, rollout_stats
 from align.ppo.state import PPORun, scale_lr
 
 
@@ -23,20 +23,18 @@ def run(cfg: RunConfig, data: Any, eval_data: Any = None) -> dict[str, Any]:
 
     The runner has already called :func:`align.ppo.plan.check` (unsupported flags refused).
     Launched as several processes, each one runs this; rank 0 writes the files."""
-    from align.checkpoints import latest
     from align.metrics import run_logger
     from align.ppo.plan import describe
 
     ppo = PPORun.create(cfg, data, eval_data)
     say(ppo, describe(cfg, len(ppo.prompts), ppo.dist.world) + f"; device {ppo.roles.device}")
     resume_step = None
-    if cfg.train.resume:
-        ckpt = latest(ppo.out).path
-        ppo.restore(int(ckpt.name.split("-")[1]))
+    if cfg.resume_from is not None:  # picked by align.output_dir
+        ppo.restore(cfg.resume_from.step)
         rebase_learning_rates(ppo)
         resume_step = ppo.step
         ppo.latest_eval = logged_eval(ppo)
-        say(ppo, f"resumed from {ckpt} (step {ppo.step} of {ppo.total_steps})")
+        say(ppo, f"resumed from {cfg.resume_from.path} (step {ppo.step} of {ppo.total_steps})")
     logger = run_logger(cfg, ppo.out, resume_step) if ppo.dist.is_main else NullLogger()
     try:
         return train(ppo, logger)
@@ -90,7 +88,7 @@ def say(ppo: PPORun, text: str, err: bool = False) -> None:
 
 
 def train(ppo: PPORun, logger: Any) -> dict[str, Any]:
-    """The driver: one PPO step per loop, numbered as in STYLE.md."""
+    """The driver: one PPO step per loop, in numbered steps."""
     from tqdm import tqdm
 
     t = ppo.cfg.train
@@ -140,9 +138,10 @@ def checked_step(ppo: PPORun) -> dict[str, float]:
 
 
 def nan_stop(ppo: PPORun, what: str) -> Exception:
-    from align.health.nonfinite import nonfinite_stop
+    """The NaN stop (nothing saved; align.health.driver.stop_nonfinite)."""
+    from align.health.driver import stop_nonfinite
 
-    return nonfinite_stop(ppo.out, "ppo", what, "--actor-lr", ppo.cfg.algo.actor_lr)
+    return stop_nonfinite(health_hooks(ppo), what)
 
 
 def ppo_step(ppo: PPORun) -> dict[str, float]:
@@ -349,59 +348,43 @@ def report(ppo: PPORun, bar: Any, m: dict[str, Any] | None, events: list[Any]) -
         click.echo(str(event), err=True)
 
 
+def health_hooks(ppo: PPORun, logger: Any = None, bar: Any = None) -> Any:
+    """The adapter through which the health driver (align.health.driver) acts on a PPO run:
+    a rollback reloads the checkpoint on every process, keeps what the monitor learnt since,
+    lowers the actor's LR and logs the rollback; a stop saves the state as a checkpoint."""
+    from align.health.driver import RunHooks
+
+    def roll_back(target: Any, lr_scale: float) -> None:
+        fired_at, events, rollbacks = ppo.step, list(ppo.monitor.events), ppo.monitor.rollbacks
+        ppo.restore(target.step)
+        ppo.monitor.events, ppo.monitor.rollbacks = events, rollbacks  # remember what happened
+        scale_lr(ppo.optim, lr_scale / ppo.lr_scale)
+        ppo.lr_scale = lr_scale
+        logger.log(fired_at, {"health/rollback": 1.0, "health/rollback_to": ppo.step,
+                              "lr/actor": ppo.optim.lrs[0]})
+        bar.reset(total=ppo.total_steps)
+        bar.update(ppo.step)
+
+    def save_stopped() -> str:
+        path = ppo.save(healthy=False)
+        return (f"The state is saved in {path}: change the flags the hints name and continue "
+                "with --resume")
+
+    return RunHooks(out=ppo.out, algo="ppo", lr_flag="--actor-lr", lr=ppo.cfg.algo.actor_lr,
+                    logging_steps=ppo.cfg.train.logging_steps, roll_back=roll_back,
+                    save_stopped=save_stopped, say=lambda text: say(ppo, text, err=True),
+                    is_main=ppo.dist.is_main, barrier=ppo.dist.barrier)
+
+
 def act_on_health(ppo: PPORun, events: list[Any], logger: Any, bar: Any) -> str:
-    """Apply --on-collapse to the detectors that fired: warn, stop (save, exit 3) or roll back.
-    Every process sees the same metrics, so every process decides the same."""
+    """Apply --on-collapse to the detectors that fired (align.health.driver): warn, stop
+    (save, exit 3) or roll back. Every process sees the same metrics, so every process
+    decides the same."""
+    from align.health.driver import act
+
     action = ppo.monitor.decide(events)
-    for note in ppo.monitor.notes:  # e.g. "--max-rollbacks reached; stopping instead"
-        say(ppo, f"[health] {note}", err=True)
-    ppo.monitor.notes.clear()
-    if action in ("continue", "warn"):
-        return action
-    nan = [e for e in events if e.detector == "nan"]
-    if nan:
-        from align.health.rollback import set_aside_broken
-
-        if ppo.dist.is_main:
-            set_aside_broken(ppo.out, ppo.step, ppo.cfg.train.logging_steps)
-        ppo.dist.barrier()
-    if action == "rollback":
-        from align.health.rollback import rollback_target
-
-        target = rollback_target(ppo.out)
-        if target is not None:
-            return roll_back(ppo, target.step, logger, bar)
-    if nan:
-        raise nan_stop(ppo, nan[0].message.split(". Try:")[0] + f" at step {ppo.step}")
-    path = ppo.save(healthy=False)
-    why = "" if action == "stop" else " (no healthy checkpoint to roll back to)"
-    raise CollapseStop(f"training stopped at step {ppo.step}{why}: "
-                       f"{'; '.join(e.detector for e in events)}. State saved to {path}; change "
-                       "the flags the hints name and continue with --resume")
-
-
-def roll_back(ppo: PPORun, step: int, logger: Any, bar: Any) -> str:
-    """Reload checkpoint ``step`` (align.health.rollback's target) and lower the actor LR."""
-    from align.health.rollback import roll_back_checkpoints, rollback_lr_scale
-
-    factor = ppo.cfg.health.rollback_lr_factor
-    fired_at, events, rollbacks = ppo.step, list(ppo.monitor.events), ppo.monitor.rollbacks
-    target_scale = rollback_lr_scale(factor, rollbacks)
-    ppo.restore(step)
-    if ppo.dist.is_main:
-        roll_back_checkpoints(ppo.out, step)
-    ppo.dist.barrier()
-    ppo.monitor.events, ppo.monitor.rollbacks = events, rollbacks  # remember what happened
-    scale_lr(ppo.optim, target_scale / ppo.lr_scale)
-    ppo.lr_scale = target_scale
-    lr = ppo.optim.lrs[0]
-    say(ppo, f"[health] rolled back from step {fired_at} to checkpoint-{ppo.step}; actor LR "
-        f"x{factor:g} (now {lr:.3g})", err=True)
-    logger.log(fired_at, {"health/rollback": 1.0, "health/rollback_to": ppo.step,
-                          "lr/actor": lr})
-    bar.reset(total=ppo.total_steps)
-    bar.update(ppo.step)
-    return "rolled_back"
+    nan_at = ppo.step if any(e.detector == "nan" for e in events) else None
+    return act(health_hooks(ppo, logger, bar), ppo.monitor, action, events, ppo.step, nan_at)
 
 
 def finish(ppo: PPORun, logger: Any) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 
 import pytest
 
@@ -199,7 +200,8 @@ def test_forced_collapse_rolls_back_then_stops_after_max_rollbacks(tmp_path, cap
     out, code, err = _collapse(tmp_path, capsys, tiny_lm, toy, "--on-collapse", "rollback",
                                "--max-rollbacks", "1", "--save-steps", "2")
     assert code == 3, err[-3000:]
-    assert "rollback 1/1: resuming from checkpoint-" in err
+    assert re.search(r"rollback 1/1 at step \d+: resuming from checkpoint-\d+ at 0.5 x the "
+                     "learning rate", err), err[-3000:]
     assert "1 rollbacks already (--max-rollbacks); stopping instead" in err
     rows = [r for r in read_metrics(out) if "loss" in r]
     steps = [r["step"] for r in rows]

@@ -209,4 +209,6 @@ def test_mute_detector_rolls_back_then_stops(tmp_path, capsys, monkeypatch, tiny
     assert after[0]["step"] == back["health/rollback_to"] + 1
     assert all(r["lr/actor"] == pytest.approx(1e-3) for r in after if "lr/actor" in r)
     assert sum(1 for r in rows if r.get("health/mute")) == 2  # fired again: out of rollbacks
-    assert "rolled back" in err and "stopped" in err and "mute" in err
+    assert f"rollback 1/1 at step {back['step']}: resuming from checkpoint-" \
+        f"{back['health/rollback_to']} at 0.5 x the learning rate" in err
+    assert "stopped by --on-collapse rollback" in err and "mute" in err

@@ -121,7 +121,7 @@ def _run(fixed_algo: str | None, kwargs: dict[str, Any]) -> None:
                          f"but this command runs {fixed_algo}")
     spec = get_algo(str(algo))
     cli_values = {k: v for k, v in kwargs.items() if v is not None}
-    cfg = resolve(spec.name, spec.groups(), cli_values, yaml_values, flag_owners(), yaml_path)
+    cfg = resolve(spec, cli_values, yaml_values, flag_owners(), yaml_path)
     if not dry_run:
         from align.console import quiet_libraries
 

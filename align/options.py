@@ -190,16 +190,16 @@ def suggest(name: str, known: Iterable[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def resolve(algo_name: str, groups: dict[str, type], cli_values: dict[str, Any],
-            yaml_values: dict[str, Any], owners: dict[str, list[str]],
-            yaml_path: str | None = None) -> RunConfig:
-    """Build the RunConfig for ``algo_name``: dataclass defaults < YAML < command line.
+def resolve(spec: Any, cli_values: dict[str, Any], yaml_values: dict[str, Any],
+            owners: dict[str, list[str]], yaml_path: str | None = None) -> RunConfig:
+    """Build the RunConfig for the algorithm ``spec`` (its registry record,
+    :class:`align.registry.AlgoSpec`): dataclass defaults < YAML < command line.
 
-    ``groups`` are the flag groups the algorithm takes (``AlgoSpec.groups()``); ``cli_values``
-    holds only flags the user passed; ``owners`` maps algorithm-specific field names to the
-    algorithms that take them, so a flag of another algorithm is named as such. Raises
-    AlignError for unknown keys and turns ``__post_init__`` ValueErrors into AlignError.
+    ``cli_values`` holds only flags the user passed; ``owners`` maps algorithm-specific field
+    names to the algorithms that take them, so a flag of another algorithm is named as such.
+    Raises AlignError for unknown keys and turns ``__post_init__`` ValueErrors into AlignError.
     """
+    algo_name, groups = spec.name, spec.groups()
     owner_of = {f.name: g for g, cls in groups.items() for f in dataclasses.fields(cls)}
     values: dict[str, dict[str, Any]] = {g: {} for g in groups}
     for origin, source in ((f"--config {yaml_path}", yaml_values), ("command line", cli_values)):
@@ -227,7 +227,7 @@ def resolve(algo_name: str, groups: dict[str, type], cli_values: dict[str, Any],
     cfg = RunConfig(algo_name=algo_name, model=built["model"], lora=built["lora"],
                     data=built["data"], train=built["train"], algo=built[algo_name],
                     health=built.get("health"))
-    fill_learning_rates(cfg)
+    fill_learning_rates(cfg, spec)
     return cfg
 
 
@@ -245,16 +245,11 @@ def expand_home(value: Any) -> Any:
                     for part in value.split(","))
 
 
-def fill_learning_rates(cfg: RunConfig) -> None:
+def fill_learning_rates(cfg: RunConfig, spec: Any) -> None:
     """Give every learning rate the user left unset the algorithm's default, from its registry
-    record (``AlgoSpec.default_lrs``), so that the printed and saved config holds the rates
-    that train. ``--learning-rate`` is the policy's rate: for an algorithm whose first rate
-    has its own name (PPO's ``--actor-lr``) it fills that one."""
-    from align.registry import ALGOS, default_learning_rate
-
-    spec = ALGOS.get(cfg.algo_name)
-    if spec is None:
-        return
+    record ``spec`` (``AlgoSpec.default_lrs``, ``default_learning_rate``), so that the printed
+    and saved config holds the rates that train. ``--learning-rate`` is the policy's rate: for
+    an algorithm whose first rate has its own name (PPO's ``--actor-lr``) it fills that one."""
     filled = []
     computed = spec.default_lrs_for(cfg) if spec.default_lrs_for else None
     for i, name in enumerate(spec.default_lrs):
@@ -267,7 +262,7 @@ def fill_learning_rates(cfg: RunConfig) -> None:
             cfg.train.learning_rate = None
         if getattr(group, name) is None:
             setattr(group, name, computed[name] if computed else
-                    default_learning_rate(spec, name, cfg.lora.enabled))
+                    spec.default_learning_rate(name, cfg.lora.enabled))
             filled.append(name)
     cfg.lr_defaults = tuple(filled)
 

@@ -32,6 +32,7 @@ import click
 from align.checkpoints import (DELETING, Checkpoint, check_resume_config, latest, move_aside,
                                scan, writing)
 from align.errors import AlignError
+from align.plan import world_rank
 
 CONFIG_FILE = "align_config.yaml"
 FINAL_FILE = "final_metrics.json"
@@ -190,7 +191,7 @@ def open_output_dir(cfg: Any, inputs: dict[str, str]) -> OutputDir:
         t.output_dir = f"runs/{cfg.algo_name}-{time.strftime('%Y%m%d-%H%M%S')}"
     out = Path(t.output_dir).expanduser().resolve()
     t.output_dir = str(out)
-    if int(os.environ.get("RANK", "0")) != 0:
+    if world_rank() != 0:
         out.mkdir(parents=True, exist_ok=True)
         return OutputDir(out, created=False, resume_from=latest(out) if t.resume else None)
     _check_inputs(out, inputs, t.overwrite_output_dir)

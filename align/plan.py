@@ -11,13 +11,18 @@ and each algorithm's ``AlgoSpec.check`` hook):
   or in CI;
 - *plan lines* say what would be loaded and how; *notes* are advice that never stops a run.
 
+It also holds the torch-free facts about the launch that every layer may read: the processes
+(:func:`world_size`, :func:`world_rank`) and the ``--deepspeed`` JSON (:func:`deepspeed_config`).
 This module imports nothing heavy; :func:`cuda_available` imports torch only when called.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from align.errors import AlignError
@@ -72,6 +77,35 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+def world_rank() -> int:
+    """This process's global rank in a multi-process launch (0 otherwise)."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def world_size() -> int:
+    """Processes in this launch (set by accelerate launch / torchrun; 1 otherwise)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def deepspeed_config(path: str) -> dict[str, Any]:
+    """Read a DeepSpeed JSON config; a missing, unreadable or malformed file is an AlignError."""
+    p = Path(path)
+    if not p.is_file():
+        raise AlignError(f"--deepspeed {path}: no such file")
+    try:
+        config = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise AlignError(f"--deepspeed {path}: not a valid JSON file ({e})") from e
+    if not isinstance(config, dict):
+        raise AlignError(f"--deepspeed {path}: expected a JSON object, found "
+                         f"{type(config).__name__}")
+    stage = config.get("zero_optimization", {}).get("stage", 0)
+    if stage not in (0, 1, 2, 3):
+        raise AlignError(f"--deepspeed {path}: zero_optimization.stage must be 0, 1, 2 or 3, "
+                         f"found {stage!r}")
+    return config
+
+
 def optimizer_steps(cfg: Any, spec: Any, n_rows: int) -> tuple[int, int, str]:
     """(optimizer steps, warm-up steps, how the steps were counted) of a run on ``n_rows``
     training records, counted as the trainers count them (transformers' Trainer: whole
@@ -79,10 +113,9 @@ def optimizer_steps(cfg: Any, spec: Any, n_rows: int) -> tuple[int, int, str]:
     --ppo-epochs x --num-mini-batches). For GRPO/RLOO each prompt counts --num-generations
     completions."""
     import math
-    import os
 
     t, a = cfg.train, cfg.algo
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = world_size()
     if spec.name == "ppo":
         rollouts = t.max_steps if t.max_steps > 0 else \
             max(1, math.ceil(t.num_train_epochs * n_rows / a.rollout_batch_size))

@@ -68,6 +68,11 @@ class AlgoSpec:
         return {**SHARED_GROUPS, **{g: EXTRA_GROUPS[g] for g in self.extra_groups},
                 self.name: self.config_cls}
 
+    def default_learning_rate(self, name: str, lora: bool) -> float:
+        """The default of learning-rate field ``name`` in this training mode (LoRA/QLoRA:
+        x LORA_LR_FACTOR)."""
+        return self.default_lrs[name] * (LORA_LR_FACTOR if lora else 1.0)
+
 
 ALGOS: dict[str, AlgoSpec] = {}
 
@@ -78,11 +83,6 @@ def register(spec: AlgoSpec) -> AlgoSpec:
         raise ValueError(f"algorithm {spec.name!r} is already registered")
     ALGOS[spec.name] = spec
     return spec
-
-
-def default_learning_rate(spec: AlgoSpec, name: str, lora: bool) -> float:
-    """The default of learning-rate field ``name`` for ``spec`` in this training mode."""
-    return spec.default_lrs[name] * (LORA_LR_FACTOR if lora else 1.0)
 
 
 def get_algo(name: str) -> AlgoSpec:

@@ -35,8 +35,8 @@ from align.errors import AlignError
 from align.models import check_model_path
 from align.options import format_config
 from align.output_dir import CONFIG_FILE, FINAL_FILE
-from align.plan import (PlanReport, cuda_available, has_package, optimizer_issue,
-                        short_run_warnings)
+from align.plan import (PlanReport, cuda_available, deepspeed_config, has_package,
+                        optimizer_issue, short_run_warnings, world_rank, world_size)
 from align.registry import AlgoSpec
 
 
@@ -77,25 +77,6 @@ def check_plan(cfg: RunConfig, spec: AlgoSpec) -> PlanReport:
     for issue in machine_issues(cfg):
         report.machine_issue(issue)
     return report
-
-
-def deepspeed_config(path: str) -> dict[str, Any]:
-    """Read a DeepSpeed JSON config; a missing, unreadable or malformed file is an AlignError."""
-    p = Path(path)
-    if not p.is_file():
-        raise AlignError(f"--deepspeed {path}: no such file")
-    try:
-        config = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise AlignError(f"--deepspeed {path}: not a valid JSON file ({e})") from e
-    if not isinstance(config, dict):
-        raise AlignError(f"--deepspeed {path}: expected a JSON object, found "
-                         f"{type(config).__name__}")
-    stage = config.get("zero_optimization", {}).get("stage", 0)
-    if stage not in (0, 1, 2, 3):
-        raise AlignError(f"--deepspeed {path}: zero_optimization.stage must be 0, 1, 2 or 3, "
-                         f"found {stage!r}")
-    return config
 
 
 def machine_issues(cfg: RunConfig) -> list[str]:
@@ -211,20 +192,6 @@ def describe_plan(cfg: RunConfig, spec: AlgoSpec, report: PlanReport | None = No
                      "optimizer step")
     lines.append(_launch(cfg))
     return lines
-
-
-def world_rank() -> int:
-    """This process's global rank in a multi-process launch (0 otherwise)."""
-    import os
-
-    return int(os.environ.get("RANK", "0"))
-
-
-def world_size() -> int:
-    """Processes in this launch (set by accelerate launch / torchrun; 1 otherwise)."""
-    import os
-
-    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def _precision(cfg: RunConfig) -> str:

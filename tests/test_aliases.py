@@ -187,9 +187,9 @@ def test_optim_reaches_the_trainer_and_missing_packages_are_machine_issues(
     from align.registry import flag_owners, get_algo
 
     spec = get_algo("dpo")
-    cfg = resolve("dpo", spec.groups(), {"model": "m", "dataset": "d", "optim": "adafactor",
-                                         "warmup_steps": 3, "run_name": "r",
-                                         "output_dir": str(tmp_path / "c")}, {}, flag_owners())
+    cfg = resolve(spec, {"model": "m", "dataset": "d", "optim": "adafactor",
+                         "warmup_steps": 3, "run_name": "r",
+                         "output_dir": str(tmp_path / "c")}, {}, flag_owners())
     args = trl_config(cfg, DPOConfig)
     assert (args.optim, args.warmup_steps, args.run_name) == ("adafactor", 3, "r")
     monkeypatch.setattr(plan, "has_package", lambda name: name != "bitsandbytes")

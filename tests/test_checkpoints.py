@@ -143,8 +143,8 @@ def test_home_is_expanded_in_paths(tmp_path, monkeypatch, tiny_lm, pairs_file):
 
     monkeypatch.setenv("HOME", str(tmp_path))
     spec = get_algo("dpo")
-    cfg = resolve("dpo", spec.groups(), {"model": str(tiny_lm), "dataset": str(pairs_file),
-                                         "output_dir": "~/runs/x"}, {}, flag_owners())
+    cfg = resolve(spec, {"model": str(tiny_lm), "dataset": str(pairs_file),
+                         "output_dir": "~/runs/x"}, {}, flag_owners())
     assert cfg.train.output_dir == str(tmp_path / "runs" / "x")
 
 

@@ -18,7 +18,7 @@ def _cfg(algo="dpo", **flags):
 
     spec = get_algo(algo)
     values = {"model": "m", "dataset": "d.jsonl", **flags}
-    return resolve(spec.name, spec.groups(), values, {}, flag_owners()), spec
+    return resolve(spec, values, {}, flag_owners()), spec
 
 
 @pytest.mark.parametrize("rows, flags, steps, warmup", [

@@ -84,8 +84,8 @@ def test_wandb_run_gets_name_project_and_config(monkeypatch, tmp_path):
     monkeypatch.delenv("WANDB_PROJECT", raising=False)
     monkeypatch.delenv("WANDB_DIR", raising=False)
     spec = get_algo("dpo")
-    cfg = resolve("dpo", spec.groups(), {"model": "m", "dataset": "d", "report_to": "wandb",
-                                         "output_dir": str(tmp_path / "run-7")}, {},
+    cfg = resolve(spec, {"model": "m", "dataset": "d", "report_to": "wandb",
+                         "output_dir": str(tmp_path / "run-7")}, {},
                   flag_owners())
     logger = metrics.run_logger(cfg, tmp_path / "run-7")
     logger.log(3, {"loss": 0.5, "note": "text", "flag": True})

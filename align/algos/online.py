@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +25,7 @@ import click
 from align.config import arg, parse_list
 from align.data.store import Rows
 from align.errors import AlignError
+from align.plan import world_size
 from align.rewards.builtin import BUILTIN_REWARDS, DEFAULT_FORMAT_PATTERN
 
 
@@ -181,7 +181,7 @@ def check(cfg: Any, data: Any, report: Any) -> None:
         if issue:
             report.machine_issue(issue)
     lr = t.learning_rate
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = world_size()
     per_step = t.per_device_train_batch_size * t.gradient_accumulation_steps * world
     generated = generation_batch(cfg) or per_step
     engine = "vLLM (colocated)" if a.use_vllm else "transformers generate"
@@ -197,7 +197,7 @@ def generation_batch(cfg: Any) -> int | None:
     a, t = cfg.algo, cfg.train
     if a.generation_batch_size is not None:
         return a.generation_batch_size
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = world_size()
     global_batch = t.per_device_train_batch_size * world * t.gradient_accumulation_steps
     if global_batch % a.num_generations == 0:
         return None

@@ -40,9 +40,9 @@ class Dist:
     """This process's place in the launch; every method is a no-op in a single process."""
 
     def __init__(self, deepspeed: bool = False) -> None:
-        import os
+        from align.plan import world_size
 
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.world = world_size()
         self.ds_config: dict[str, Any] | None = None  # set (resolved) before the models load
         self.engine: Any = None  # the DeepSpeed engine, once made
         self.frozen_engines: list[Any] = []  # ZeRO-3: the engines that shard the frozen models

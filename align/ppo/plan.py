@@ -159,7 +159,7 @@ def deepspeed_config(cfg: Any, world: int, hidden_size: int) -> dict[str, Any]:
     """The --deepspeed JSON with its "auto" values filled from align's flags (as the HF
     Trainer fills them for the TRL-backed algorithms): micro-batch, accumulation, clipping,
     precision and the bucket sizes that depend on the model's hidden size."""
-    from align.runner import deepspeed_config as read
+    from align.plan import deepspeed_config as read
 
     c = json.loads(json.dumps(read(cfg.train.deepspeed)))
     t, b = cfg.train, batches(cfg, world)
@@ -188,12 +188,6 @@ def deepspeed_config(cfg: Any, world: int, hidden_size: int) -> dict[str, Any]:
         raise AlignError(f"--deepspeed {cfg.train.deepspeed}: align's PPO cannot fill "
                          f"{', '.join(left)} (\"auto\"); give them a value in the JSON")
     return c
-
-
-def zero_stage(path: str) -> int:
-    from align.runner import deepspeed_config as read
-
-    return int(read(path).get("zero_optimization", {}).get("stage", 0))
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
@@ -322,7 +316,7 @@ def check(cfg: Any, data: Any, report: Any) -> None:
     the refused flag combinations, the critic's and the PTX data's paths, and the plan."""
     from align.data import load_valid
     from align.models import check_model_path
-    from align.runner import world_size
+    from align.plan import world_size
 
     world = world_size()
     check_supported(cfg, world)

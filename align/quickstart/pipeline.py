@@ -106,7 +106,7 @@ def train(algo: str, model: str, dataset: Path, output: Path, opts: Options,
               "overwrite_output_dir": True}  # the quickstart's own directories: a rerun redoes them
     if "max_steps" in values:
         values["max_steps"] = _scaled(values["max_steps"], opts, minimum=4)
-    cfg = resolve(spec.name, spec.groups(), values, {}, flag_owners())
+    cfg = resolve(spec, values, {}, flag_owners())
     return execute(cfg, spec) or {}
 
 

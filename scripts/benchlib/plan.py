@@ -22,7 +22,7 @@ def prepare(argv: list[str]) -> tuple[Any, Any, list[str]]:
     values = {k: v for k, v in ctx.params.items()
               if v is not None and k not in RUN_OPTIONS}
     spec = get_algo(ctx.params["algo"])
-    cfg = resolve(spec.name, spec.groups(), values, {}, flag_owners())
+    cfg = resolve(spec, values, {}, flag_owners())
     report = check_plan(cfg, spec)
     data, _ = load_data(cfg, spec)
     if spec.check is not None:

@@ -121,7 +121,7 @@ def make_config(algo: str, model: Path, dataset: Path, output_dir: Path, *,
                     train=TrainArgs(output_dir=str(output_dir), max_steps=1,
                                     per_device_train_batch_size=batch_size, report_to="none"),
                     algo=spec.config_cls(**algo_fields))
-    fill_learning_rates(cfg)  # the registry's default, as align.options.resolve gives it
+    fill_learning_rates(cfg, spec)  # the registry's default, as align.options.resolve gives it
     return cfg, load_valid(dataset, spec.data_format)
 
 

@@ -115,7 +115,7 @@ def _session(tmp_path, model, toy, algo="grpo", **flags):
               "reward_funcs": "format", "num_generations": 4,
               "per_device_train_batch_size": 8, "report_to": "none"}
     values.update(flags)
-    cfg = resolve(algo, spec.groups(), values, {}, flag_owners())
+    cfg = resolve(spec, values, {}, flag_owners())
     from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
     classes = {"grpo": (GRPOConfig, GRPOTrainer), "rloo": (RLOOConfig, RLOOTrainer)}[algo]

@@ -153,4 +153,4 @@ def ppo_config(model: Path, reward_model: Path, output_dir: Path, **flags: Any) 
     spec = get_algo("ppo")
     values = {"model": str(model), "reward_model": str(reward_model),
               "output_dir": str(output_dir), **flags}
-    return resolve("ppo", spec.groups(), values, {}, flag_owners())
+    return resolve(spec, values, {}, flag_owners())

@@ -297,10 +297,3 @@ def lora_config(lora: LoraArgs, task_type: str = "CAUSAL_LM") -> Any:
         targets = [t.strip() for t in targets.split(",") if t.strip()]
     return LoraConfig(r=lora.lora_r, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout,
                       target_modules=targets, task_type=task_type, bias="none")
-
-
-def count_parameters(model: Any) -> tuple[int, int]:
-    """(trainable, total) parameter counts."""
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return trainable, total

@@ -312,9 +312,3 @@ def _draw_table(plt: Any, text: str, title: str, out: Path) -> None:
     fig.text(0, 0.9, text, va="top", ha="left", family="monospace", fontsize=9)
     fig.savefig(out, dpi=100, bbox_inches="tight", pad_inches=0.2)
     plt.close(fig)
-
-
-def plot_run(run_dir: str | Path, output: str | Path | None = None,
-             metrics: list[str] | None = None) -> Path:
-    """One run's curves (see :func:`plot_runs`)."""
-    return plot_runs([run_dir], output, metrics)[0]

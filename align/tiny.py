@@ -92,20 +92,3 @@ def build_tiny_lm(out_dir: str | Path, tokenizer: Any | None = None, *, arch: st
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
-
-
-def build_tiny_rm(out_dir: str | Path, tokenizer: Any | None = None, *, arch: str = "qwen2",
-                  seed: int = 0, **config_kwargs: Any) -> Path:
-    """Save a random one-output sequence classifier (a reward model) + tokenizer."""
-    import torch
-    from transformers import AutoModelForSequenceClassification
-
-    tokenizer = tokenizer or build_tokenizer()
-    torch.manual_seed(seed)
-    config = tiny_config(tokenizer, arch, **config_kwargs)
-    config.num_labels = 1
-    model = AutoModelForSequenceClassification.from_config(config)
-    out = Path(out_dir)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out

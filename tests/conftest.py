@@ -39,6 +39,26 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, s
     return code, out, err
 
 
+def build_tiny_rm(out_dir: str | Path, tokenizer: Any | None = None, *, arch: str = "qwen2",
+                  seed: int = 0, **config_kwargs: Any) -> Path:
+    """Save a random one-output sequence classifier (a reward model) and its tokenizer, the
+    tiny counterpart of align/tiny.py's build_tiny_lm (the product never needs a random RM)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from align.tiny import build_tokenizer, tiny_config
+
+    tokenizer = tokenizer or build_tokenizer()
+    torch.manual_seed(seed)
+    config = tiny_config(tokenizer, arch, **config_kwargs)
+    config.num_labels = 1
+    model = AutoModelForSequenceClassification.from_config(config)
+    out = Path(out_dir)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
 @pytest.fixture(scope="session")
 def tiny_tokenizer() -> Any:
     from align.tiny import build_tokenizer
@@ -65,8 +85,6 @@ def tiny_llama(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer: Any) ->
 @pytest.fixture(scope="session")
 def tiny_rm(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer: Any) -> Path:
     """A random one-output sequence classifier with the same tokenizer."""
-    from align.tiny import build_tiny_rm
-
     return build_tiny_rm(tmp_path_factory.mktemp("tiny_rm"), tiny_tokenizer, seed=1)
 
 

@@ -2,7 +2,7 @@
 
 RPO: ``loss = dpo_loss + rpo_alpha * NLL(chosen)``; in TRL 1.16 this is
 ``loss_type=[..., "sft"]`` with ``loss_weights=[..., rpo_alpha]``. TRL's "sft" term is the
-mean NLL over all chosen-answer tokens of the batch (see align.losses.rpo_loss).
+mean NLL over all chosen-answer tokens of the batch (see rpo_loss in tests/reference_losses.py).
 """
 
 from __future__ import annotations

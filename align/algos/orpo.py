@@ -2,8 +2,8 @@
 
 ORPOTrainer lives in ``trl.experimental`` in TRL 1.16; its import stays here. TRL computes
 the SFT term over the prompt *and* the chosen answer (the paper writes it over the answer);
-align.losses.orpo_loss documents the difference and the tests pin it. Prompts are cut to
---max-prompt-length by align (TRL has no such knob for decoder-only models).
+orpo_loss in tests/reference_losses.py documents the difference and the tests pin it. Prompts
+are cut to --max-prompt-length by align (TRL has no such knob for decoder-only models).
 """
 
 from __future__ import annotations

@@ -176,10 +176,9 @@ def _completion_score(c: Any, score_key: str | None) -> Any:
     return next((c[k] for k in SCORE_KEYS if k in c), None)
 
 
-def ranked_to_pairwise(records: Iterable[Record], file: str, pairs: str = "best-worst",
-                       score_key: str | None = None
-                       ) -> tuple[list[dict[str, Any]], list[DataError]]:
-    """Turn each ranked or rated record into preference pairs.
+def rated_pairs(data: dict[str, Any], pairs: str = "best-worst", score_key: str | None = None
+                ) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+    """Turn one ranked or rated record into preference pairs.
 
     Input: ``{"prompt" (or "instruction"), "completions": [...]}`` where completions are
     strings (list order is the rank, best first, unless ``"scores"`` gives one number per
@@ -189,20 +188,10 @@ def ranked_to_pairwise(records: Iterable[Record], file: str, pairs: str = "best-
 
     ``pairs``: ``best-worst`` (one pair: top vs bottom), ``adjacent`` (rank i vs i+1),
     ``all`` (every ordered pair, n(n-1)/2 per record). Ties give no pair. Returns
-    ``(rows, errors)``.
+    ``(rows, [(field, message), ...])``.
     """
     if pairs not in PAIRINGS:
         raise ValueError(f"--pairs {pairs!r} is not valid; choose from [{', '.join(PAIRINGS)}]")
-    rows, errors = [], []
-    for rec in records:
-        out, errs = _rated_pairs(rec.data, pairs, score_key)
-        errors += [DataError(file, rec.position, f, m) for f, m in errs]
-        rows += out
-    return rows, errors
-
-
-def _rated_pairs(data: dict[str, Any], pairs: str, score_key: str | None
-                 ) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
     completions = data.get("completions")
     if not isinstance(completions, list) or len(completions) < 2:
         return [], [("completions", f"expected a list of at least 2 completions, "
@@ -333,7 +322,7 @@ class _Converter:
             row, messages = ab_row(data, self.ab)
             rows, errors = ([row] if row else []), [(None, m) for m in messages]
         elif mode == "rated":
-            rows, errors = _rated_pairs(data, self.pairs, self.score_key)
+            rows, errors = rated_pairs(data, self.pairs, self.score_key)
         else:
             pair, bad = self.input_check.check(Record(position, data))
             rows = list(pairwise_to_unpaired([pair])) if pair else []

@@ -394,9 +394,6 @@ def _iter_parquet(source: Any, name: str) -> Iterator[Record | DataError]:
 
 # ---- CSV cells ---------------------------------------------------------------------------
 
-class CellError(ValueError):
-    """A CSV cell that looks like a structure but cannot be read as one."""
-
 
 _MESSAGE_LIKE = re.compile(r"""^\s*\[\s*\{.*['"](role|content|from|value)['"]\s*:""", re.S)
 

@@ -158,14 +158,6 @@ class Dist:
         torch.distributed.all_gather(parts, x.contiguous())
         return torch.cat(parts)
 
-    def broadcast_object(self, obj: Any) -> Any:
-        """Rank 0's ``obj`` on every process."""
-        if self.world == 1:
-            return obj
-        box = [obj]
-        torch.distributed.broadcast_object_list(box, src=0)
-        return box[0]
-
     def gather_objects(self, items: list[Any]) -> list[Any]:
         """The lists ``items`` of every process, concatenated in rank order."""
         if self.world == 1:

@@ -156,10 +156,6 @@ class Roles:
     def critic(self) -> Any:
         return self.model.critic
 
-    @property
-    def train_module(self) -> Any:
-        return self.engine if self.engine is not None else self.model
-
     @contextmanager
     def reference(self) -> Iterator[Any]:
         """The reference policy, ready to call (adapter disabled or moved onto the device)."""
@@ -303,11 +299,6 @@ def value_head(actor: Any, reward: Any) -> torch.nn.Linear:
             if head.bias is not None:
                 head.bias.zero_()
     return head
-
-
-def value_head_from_rm(head: torch.nn.Linear) -> bool:
-    """Whether ``head`` (see :func:`value_head`) started from a reward model (not zeros)."""
-    return bool(head.weight.detach().abs().sum() > 0)
 
 
 def load_roles(cfg: RunConfig) -> Roles:

@@ -8,7 +8,9 @@ merged with the parallel-variance formula of Chan et al. (1979).
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Sequence, TypeVar
+
+T = TypeVar("T")  # a float, or a tensor of scores
 
 
 class RunningMoments:
@@ -36,7 +38,9 @@ class RunningMoments:
         self.m2 += batch_m2 + delta ** 2 * self.count * n / total
         self.count = total
 
-    def normalize(self, value: float, eps: float = 1e-8) -> float:
+    def normalize(self, value: T, eps: float = 1e-8) -> T:
+        """``value`` (a number or a tensor of scores) in units of the running statistics:
+        (value - mean) / (std + eps)."""
         return (value - self.mean) / (self.std + eps)
 
     def state_dict(self) -> dict[str, Any]:

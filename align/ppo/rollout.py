@@ -287,14 +287,3 @@ def score(roles: Roles, s: Samples, *, temperature: float, chunk: int,
                       response_ids=s.response_ids, mask=s.mask, ended=s.ended,
                       logprobs=logprobs, ref_logprobs=ref_logprobs, values=values,
                       scores=scores, entropy=entropy)
-
-
-def rollout(roles: Roles, prompt_ids: Tensor, prompt_mask: Tensor, *, max_new_tokens: int,
-            temperature: float, top_p: float, chunk: int, generate_batch: int | None = None,
-            turn_end: list[int] | None = None, **batching: Any) -> Experience:
-    """Generate responses to a batch of prompts and compute everything PPO needs about them:
-    :func:`sample` (``generate_batch`` prompts per call, default ``chunk``), then
-    :func:`score` (``chunk`` sequences per forward pass)."""
-    s = sample(roles, prompt_ids, prompt_mask, max_new_tokens=max_new_tokens,
-               temperature=temperature, top_p=top_p, chunk=generate_batch or chunk, **batching)
-    return score(roles, s, temperature=temperature, chunk=chunk, turn_end=turn_end)

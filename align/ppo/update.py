@@ -35,7 +35,7 @@ def compute_rewards(a: PPOConfig, exp: Experience, kl_coef: float,
         scores = torch.where(exp.ended, scores, scores - a.missing_eos_penalty)
     if a.reward_norm:
         reward_stats.update(scores.tolist())
-        scores = (scores - reward_stats.mean) / (reward_stats.std + 1e-8)
+        scores = reward_stats.normalize(scores)
     if a.reward_clip:
         scores = scores.clamp(-a.reward_clip, a.reward_clip)
     kl = kl_penalty(exp.logprobs, exp.ref_logprobs, a.kl_estimator)  # (B, T)

@@ -1,8 +1,8 @@
 """TRL's trainers, built through align's adapters, compute the papers' losses.
 
 For each algorithm: build the trainer as `align rlhf` does, take its first training batch,
-and compare ``trainer.compute_loss`` with align.losses applied to log-probabilities computed
-here in plain torch from freshly loaded copies of the policy (and reference) — to 1e-5. A
+and compare ``trainer.compute_loss`` with tests/reference_losses.py applied to log-probabilities
+computed here in plain torch from freshly loaded copies of the policy (and reference) — to 1e-5. A
 wrong sign, a misplaced β, a missing length normalisation or a different NLL reduction in a
 TRL release fails here.
 """
@@ -12,7 +12,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from align import losses as L
+from align.ppo.losses import masked_sum
+from tests import reference_losses as L
 from tests.algos.conftest import make_config
 
 TOL = 1e-5
@@ -46,8 +47,8 @@ def dpo_inputs(batch, policy, ref):
     ids, am = batch["input_ids"], batch["attention_mask"]
     mask = batch["completion_mask"][:, 1:]
     lp, ref_lp = token_logprobs(policy, ids, am), token_logprobs(ref, ids, am)
-    c, r = L.masked_sum(lp, mask).chunk(2)  # the batch is [chosen; rejected]
-    rc, rr = L.masked_sum(ref_lp, mask).chunk(2)
+    c, r = masked_sum(lp, mask, dim=-1).chunk(2)  # the batch is [chosen; rejected]
+    rc, rr = masked_sum(ref_lp, mask, dim=-1).chunk(2)
     return c, r, rc, rr, lp.chunk(2)[0], mask.chunk(2)
 
 
@@ -106,8 +107,8 @@ def test_kto_loss_matches_paper_formula(tmp_path, tiny_lm, ref_lm, unpaired_file
 
     def logps(model, prefix):
         ids, am = batch[f"{prefix}input_ids"], batch[f"{prefix}attention_mask"]
-        return L.masked_sum(token_logprobs(model, ids, am),
-                            batch[f"{prefix}completion_mask"][:, 1:])
+        return masked_sum(token_logprobs(model, ids, am),
+                          batch[f"{prefix}completion_mask"][:, 1:], dim=-1)
 
     want, metrics = L.kto_loss(logps(policy, ""), logps(ref, ""), labels, logps(policy, "KL_"),
                                logps(ref, "KL_"), beta=0.7, desirable_weight=1.3,
@@ -145,7 +146,7 @@ def test_reference_free_losses_match_paper_formulas(tmp_path, tiny_lm, pairs_fil
         want, _ = L.simpo_loss(cl, cm, rl, rm, beta=2.0, gamma=0.7, alpha=fields["cpo_alpha"])
         # Without the length normalisation the number would differ.
         unnorm = -torch.nn.functional.logsigmoid(
-            2.0 * (L.masked_sum(cl, cm) - L.masked_sum(rl, rm)) - 0.7).mean()
+            2.0 * (masked_sum(cl, cm, dim=-1) - masked_sum(rl, rm, dim=-1)) - 0.7).mean()
         assert abs(float(unnorm) - float(want)) > 1e-3 or fields["cpo_alpha"]
     else:
         # TRL's ORPO puts the SFT term on prompt + answer tokens (the paper: answer only).

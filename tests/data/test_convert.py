@@ -4,39 +4,32 @@ import pytest
 
 from align.data import load
 from align.data.convert import PKU, SHP, ABColumns, ab_row, pairwise_to_unpaired, \
-    ranked_to_pairwise, sharegpt_row
-from align.data.io import Record
+    rated_pairs, sharegpt_row
 from tests.conftest import run_cli, write_jsonl
 
 
-def _rec(data):
-    return Record("line 1", data)
-
-
 def test_ranked_best_worst():
-    rows, errors = ranked_to_pairwise([_rec({"prompt": "p", "completions": ["a", "b", "c"]})],
-                                      "f")
+    rows, errors = rated_pairs({"prompt": "p", "completions": ["a", "b", "c"]})
     assert not errors and rows == [{"prompt": "p", "chosen": "a", "rejected": "c"}]
 
 
 def test_scored_all_pairs_skip_ties_and_record_margin():
-    rows, _ = ranked_to_pairwise([_rec({"prompt": "p", "completions": ["x", "y", "z"],
-                                        "scores": [1, 3, 1]})], "f", pairs="all")
+    rows, _ = rated_pairs({"prompt": "p", "completions": ["x", "y", "z"], "scores": [1, 3, 1]},
+                          pairs="all")
     assert {(r["chosen"], r["rejected"]) for r in rows} == {("y", "x"), ("y", "z")}
     assert all(r["margin"] == 2.0 for r in rows)
 
 
 def test_adjacent_pairs():
-    rows, _ = ranked_to_pairwise([_rec({"prompt": "p", "completions": ["a", "b", "c"]})], "f",
-                                 pairs="adjacent")
+    rows, _ = rated_pairs({"prompt": "p", "completions": ["a", "b", "c"]}, pairs="adjacent")
     assert [(r["chosen"], r["rejected"]) for r in rows] == [("a", "b"), ("b", "c")]
 
 
 def test_ranked_errors():
-    _, errors = ranked_to_pairwise([_rec({"prompt": "p", "completions": ["a"]}),
-                                    _rec({"prompt": "p", "completions": ["a", "b"],
-                                          "scores": [1]})], "f")
-    assert [e.field for e in errors] == ["completions", "scores"]
+    fields = [field for record in ({"prompt": "p", "completions": ["a"]},
+                                   {"prompt": "p", "completions": ["a", "b"], "scores": [1]})
+              for field, _ in rated_pairs(record)[1]]
+    assert fields == ["completions", "scores"]
 
 
 def test_pairwise_to_unpaired():
@@ -115,21 +108,21 @@ def test_ab_columns_of_your_own():
 
 
 def test_rated_ultrafeedback_completions_rank_by_fine_grained_score():
-    rec = _rec({"instruction": "q", "models": ["m1", "m2", "m3"], "completions": [
+    rec = {"instruction": "q", "models": ["m1", "m2", "m3"], "completions": [
         {"response": "mid", "fine-grained_score": 3.0, "overall_score": 9.0},
         {"response": "best", "fine-grained_score": 4.5, "overall_score": 5.0},
-        {"response": "worst", "fine-grained_score": 1.25, "overall_score": 7.0}]})
-    rows, errors = ranked_to_pairwise([rec], "f")
+        {"response": "worst", "fine-grained_score": 1.25, "overall_score": 7.0}]}
+    rows, errors = rated_pairs(rec)
     assert not errors and rows == [{"prompt": "q", "chosen": "best", "rejected": "worst",
                                     "margin": 3.25}]
-    rows, _ = ranked_to_pairwise([rec], "f", score_key="overall_score")
+    rows, _ = rated_pairs(rec, score_key="overall_score")
     assert (rows[0]["chosen"], rows[0]["rejected"]) == ("mid", "best")
 
 
 def test_rated_completions_without_scores_are_an_error():
-    _, errors = ranked_to_pairwise([_rec({"instruction": "q", "completions": [
-        {"response": "a"}, {"response": "b"}]})], "f")
-    assert "expected a score" in errors[0].message
+    _, errors = rated_pairs({"instruction": "q", "completions": [
+        {"response": "a"}, {"response": "b"}]})
+    assert "expected a score" in errors[0][1]
 
 
 def test_convert_shp_file_and_validate(tmp_path, capsys):

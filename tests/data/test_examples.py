@@ -38,10 +38,10 @@ def test_readme_lists_every_example():
             assert f"`{path.name}`" in readme, f"data_formats/README.md lacks {path.name}"
 
 
-def test_ranked_example_converts():
-    from align.data.convert import ranked_to_pairwise
-    from align.data.io import read_records
+def test_ranked_example_converts(tmp_path):
+    from align.data.convert import convert_source
 
-    records, errors, _ = read_records(ROOT / "ranked.jsonl")
-    rows, conv_errors = ranked_to_pairwise(records, "ranked.jsonl", "all")
-    assert not errors and not conv_errors and len(rows) >= 4
+    report = convert_source(str(ROOT / "ranked.jsonl"), str(tmp_path / "pairs.jsonl"),
+                            pairs="all")
+    assert report.mode == "rated" and not report.errors and report.rows >= 4
+    assert len((tmp_path / "pairs.jsonl").read_text().splitlines()) == report.rows

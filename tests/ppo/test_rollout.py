@@ -9,8 +9,18 @@ import torch
 
 from align.ppo.data import left_pad
 from align.ppo.models import load_roles, token_scores
-from align.ppo.rollout import logprobs_and_entropy, response_mask, rollout, sequence_inputs
+from align.ppo.rollout import (Experience, logprobs_and_entropy, response_mask, sample, score,
+                               sequence_inputs)
 from tests.ppo.conftest import ppo_config
+
+
+def rollout(roles, prompt_ids, prompt_mask, *, temperature: float, chunk: int,
+            **sampling) -> Experience:
+    """One rollout as a PPO step makes it (align/ppo/trainer.py ppo_step): sample, then score
+    with every role."""
+    samples = sample(roles, prompt_ids, prompt_mask, temperature=temperature, chunk=chunk,
+                     **sampling)
+    return score(roles, samples, temperature=temperature, chunk=chunk)
 
 EOS, PAD = 2, 0
 
@@ -137,15 +147,14 @@ def test_lora_shares_one_base_for_actor_critic_and_reference(tiny_sft, tiny_rm, 
 
 def test_value_head_starts_from_the_rm_head_when_the_hidden_sizes_match(tiny_sft, tiny_rm,
                                                                          tmp_path):
-    from align.ppo.models import value_head_from_rm
-    from align.tiny import build_tiny_rm
+    from tests.conftest import build_tiny_rm
 
     lora = load_roles(ppo_config(tiny_sft, tiny_rm, tmp_path / "a", lora=True))
     assert torch.equal(lora.model.value_head.weight, lora.reward.score.weight.float())
-    assert value_head_from_rm(lora.model.value_head)
+    assert lora.model.value_head.weight.abs().sum() > 0
     wide = build_tiny_rm(tmp_path / "wide", lora.tokenizer, hidden_size=96)
     other = load_roles(ppo_config(tiny_sft, wide, tmp_path / "b", lora=True))
-    assert not value_head_from_rm(other.model.value_head)  # 96 != 64: zeros, warm-up needed
+    # 96 != 64: the head starts at zeros (--critic-warmup-steps trains it)
     assert other.model.value_head.weight.abs().sum() == 0
 
 
@@ -211,7 +220,8 @@ def test_micro_batches_accumulate_to_the_full_mini_batch_gradient(roles, batch):
 
 def test_reward_model_with_another_tokenizer_is_refused(tiny_sft, tmp_path):
     from align.errors import AlignError
-    from align.tiny import build_tiny_rm, build_tokenizer
+    from align.tiny import build_tokenizer
+    from tests.conftest import build_tiny_rm
 
     other = build_tiny_rm(tmp_path / "rm", build_tokenizer(vocab_size=300))
     with pytest.raises(AlignError, match="different tokenizer"):

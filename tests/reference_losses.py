@@ -1,19 +1,22 @@
-"""Offline preference losses as pure tensor functions, written from the papers' equations.
+"""Offline preference losses as pure tensor functions, written from the papers' equations: the
+test oracle for the TRL-backed algorithms (it does not ship in align/).
 
-These are align's reference implementations: the TRL trainers do the training, and
-``tests/test_losses_vs_trl.py`` checks on a fixed batch that each trainer computes the same
-number as the function here (to 1e-5), so a sign, a misplaced β, a missing length
-normalisation or a different NLL reduction in a TRL release shows up as a failing test.
+The TRL trainers do the training; ``tests/algos/test_losses_vs_trl.py`` checks on a fixed batch
+that each trainer computes the same number as the function here (to 1e-5), so a sign, a
+misplaced β, a missing length normalisation or a different NLL reduction in a TRL release shows
+up as a failing test. ``tests/test_reference_losses.py`` checks these functions against numbers
+worked out by hand.
 
 Conventions:
 - ``*_logps`` are sequence-level log-probabilities, shape (B,): the sum over a completion's
   tokens of log π(y_t | x, y_<t).
 - ``*_logprobs`` are token-level log-probabilities, shape (B, T), with a ``mask`` that is 1
   (True) where a token counts. Functions that need a length normalisation take these.
+- Per-row sums and means over the masked tokens are align.ppo.losses' ``masked_sum`` and
+  ``masked_mean`` with ``dim=-1`` (one meaning per name: padding is zeroed, an empty row
+  gives 0).
 - Every function returns ``(loss, metrics)``: a scalar to minimise and a dict of detached
   scalars named with slash namespaces (``rewards/margins``).
-
-Imports only torch.
 """
 
 from __future__ import annotations
@@ -22,18 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from align.ppo.losses import masked_mean, masked_sum
+
 Metrics = dict[str, Tensor]
-
-
-def masked_sum(values: Tensor, mask: Tensor) -> Tensor:
-    """Sum over the last dim where ``mask`` is set. Shapes: values, mask (B, T) -> (B,)."""
-    return (values * mask.to(values.dtype)).sum(-1)
-
-
-def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
-    """Per-row mean over the masked tokens (0 for an empty row). Shapes: (B, T) -> (B,)."""
-    count = mask.to(values.dtype).sum(-1)
-    return masked_sum(values, mask) / count.clamp(min=1.0)
 
 
 def nll_loss(logprobs: Tensor, mask: Tensor, reduction: str = "token") -> Tensor:
@@ -47,10 +41,9 @@ def nll_loss(logprobs: Tensor, mask: Tensor, reduction: str = "token") -> Tensor
     Shapes: logprobs, mask (B, T).  Returns: scalar.
     """
     if reduction == "token":
-        m = mask.to(logprobs.dtype)
-        return -(logprobs * m).sum() / m.sum().clamp(min=1.0)
+        return -masked_mean(logprobs, mask)
     if reduction == "sequence":
-        return -masked_mean(logprobs, mask).mean()
+        return -masked_mean(logprobs, mask, dim=-1).mean()
     raise ValueError(f"reduction {reduction!r} is not valid; choose from [token, sequence]")
 
 
@@ -216,8 +209,8 @@ def cpo_loss(chosen_logprobs: Tensor, chosen_mask: Tensor, rejected_logprobs: Te
     Shapes: *_logprobs, *_mask (B, T), masks set on answer tokens.  Returns: scalar, reward
     metrics (β log π) + {loss/nll}.
     """
-    chosen_logps = masked_sum(chosen_logprobs, chosen_mask)
-    rejected_logps = masked_sum(rejected_logprobs, rejected_mask)
+    chosen_logps = masked_sum(chosen_logprobs, chosen_mask, dim=-1)
+    rejected_logps = masked_sum(rejected_logprobs, rejected_mask, dim=-1)
     prefer = _preference_terms(beta, chosen_logps - rejected_logps, label_smoothing).mean()
     nll = nll_loss(chosen_logprobs, chosen_mask) if alpha else prefer.new_zeros(())
     metrics = _reward_metrics(beta * chosen_logps, beta * rejected_logps)
@@ -237,8 +230,8 @@ def simpo_loss(chosen_logprobs: Tensor, chosen_mask: Tensor, rejected_logprobs: 
     Shapes: *_logprobs, *_mask (B, T).  Returns: scalar, reward metrics (β · mean log π) +
     {loss/nll}.
     """
-    chosen_avg = masked_mean(chosen_logprobs, chosen_mask)
-    rejected_avg = masked_mean(rejected_logprobs, rejected_mask)
+    chosen_avg = masked_mean(chosen_logprobs, chosen_mask, dim=-1)
+    rejected_avg = masked_mean(rejected_logprobs, rejected_mask, dim=-1)
     prefer = -F.logsigmoid(beta * (chosen_avg - rejected_avg) - gamma).mean()
     nll = nll_loss(chosen_logprobs, chosen_mask) if alpha else prefer.new_zeros(())
     metrics = _reward_metrics(beta * chosen_avg, beta * rejected_avg)
@@ -264,8 +257,8 @@ def orpo_loss(chosen_logprobs: Tensor, chosen_mask: Tensor, rejected_logprobs: T
     Shapes: *_logprobs, *_mask, nll_mask (B, T).  Returns: scalar, {loss/nll, loss/or,
     log_odds_ratio, rewards/...}.
     """
-    chosen_avg = masked_mean(chosen_logprobs, chosen_mask)
-    rejected_avg = masked_mean(rejected_logprobs, rejected_mask)
+    chosen_avg = masked_mean(chosen_logprobs, chosen_mask, dim=-1)
+    rejected_avg = masked_mean(rejected_logprobs, rejected_mask, dim=-1)
     log_odds = (chosen_avg - log1m_exp(chosen_avg)) - (rejected_avg - log1m_exp(rejected_avg))
     odds_ratio_loss = -F.logsigmoid(log_odds).mean()
     nll = nll_loss(chosen_logprobs, chosen_mask if nll_mask is None else nll_mask)

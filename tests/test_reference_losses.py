@@ -1,6 +1,7 @@
-"""align/losses.py against numbers worked out by hand (in the comments) and a few properties.
+"""tests/reference_losses.py (the test oracle of the offline losses) against numbers worked out
+by hand (in the comments) and a few properties.
 
-The check that TRL's trainers compute these same losses is in tests/test_losses_vs_trl.py.
+The check that TRL's trainers compute these same losses is in tests/algos/test_losses_vs_trl.py.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ import math
 import pytest
 import torch
 
-from align import losses
+from align.ppo.losses import masked_mean, masked_sum
+from tests import reference_losses as losses
 
 T = torch.tensor
 
@@ -100,8 +102,8 @@ def test_ld_logps_hand_computed_and_loop_reference():
             assert close(r[i], loop(lp_r[i], m_r[i], shared, alpha), 1e-5)
     # alpha = 1 is the plain summed log-probability
     c, r = losses.ld_logps(lp_c, m_c, lp_r, m_r, 1.0)
-    assert torch.allclose(c, losses.masked_sum(lp_c, m_c))
-    assert torch.allclose(r, losses.masked_sum(lp_r, m_r))
+    assert torch.allclose(c, masked_sum(lp_c, m_c, dim=-1))
+    assert torch.allclose(r, masked_sum(lp_r, m_r, dim=-1))
     with pytest.raises(ValueError, match="alpha"):
         losses.ld_logps(lp_c, m_c, lp_r, m_r, 1.5)
 
@@ -204,4 +206,4 @@ def test_empty_mask_gives_no_nan():
     logprobs = torch.randn(2, 3)
     mask = torch.zeros(2, 3)
     assert torch.isfinite(losses.nll_loss(logprobs, mask))
-    assert torch.isfinite(losses.masked_mean(logprobs, mask)).all()
+    assert torch.isfinite(masked_mean(logprobs, mask, dim=-1)).all()

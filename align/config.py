@@ -30,7 +30,9 @@ def arg(
     bounds: str | None = None,
 ) -> Any:
     """Declare a config field with its CLI help, the source of its default, allowed choices and,
-    for a number, its allowed range as an interval: ``"[0, 1)"``, ``"(0, inf)"``.
+    for a number, its allowed values (:func:`parse_bounds`): ``"[0, 1)"``, ``"(0, inf)"``,
+    ``"0 or (1, inf)"``. The bounds are the one check of a number's range (:func:`check_number`,
+    run by :func:`validate_fields`) and the docs print them next to the flag.
 
     ``presets`` maps preset names to the value the field takes under each (PPO's --preset),
     for fields whose ``default`` is None until a preset fills it in."""
@@ -43,13 +45,30 @@ def arg(
     return field(default=default, metadata=meta)
 
 
-def parse_bounds(text: str) -> tuple[float, bool, float, bool]:
-    """``"[0, 1)"`` -> (0.0, True, 1.0, False): low, low included, high, high included."""
-    text = text.strip()
-    if text[0] not in "[(" or text[-1] not in "])" or text.count(",") != 1:
-        raise ValueError(f"bounds {text!r}: write an interval such as [0, 1) or (0, inf)")
-    low, high = (float(part) for part in text[1:-1].split(","))
-    return low, text[0] == "[", high, text[-1] == "]"
+Interval = tuple[float, bool, float, bool]  # low, low included, high, high included
+
+
+def parse_bounds(text: str) -> list[Interval]:
+    """The allowed values of a number as intervals: ``"[0, 1)"`` -> [(0.0, True, 1.0, False)].
+
+    Several parts join with ``or``; a part is an interval or a single number:
+    ``"0 or (1, inf)"`` -> [(0.0, True, 0.0, True), (1.0, False, inf, False)]."""
+    parts = []
+    for part in text.split(" or "):
+        part = part.strip()
+        try:
+            value = float(part)
+        except ValueError:
+            pass
+        else:
+            parts.append((value, True, value, True))
+            continue
+        if not part or part[0] not in "[(" or part[-1] not in "])" or part.count(",") != 1:
+            raise ValueError(f"bounds {text!r}: write an interval such as [0, 1) or (0, inf), "
+                             "or several joined by 'or' (0 or (1, inf))")
+        low, high = (float(x) for x in part[1:-1].split(","))
+        parts.append((low, part[0] == "[", high, part[-1] == "]"))
+    return parts
 
 
 def check_number(name: str, value: Any, bounds: str | None) -> None:
@@ -61,10 +80,12 @@ def check_number(name: str, value: Any, bounds: str | None) -> None:
         raise ValueError(f"{flag} must be a finite number, got {value}")
     if bounds is None:
         return
-    low, low_in, high, high_in = parse_bounds(bounds)
-    if value < low or (value == low and not low_in) or value > high or \
-            (value == high and not high_in):
-        raise ValueError(f"{flag} must be in {bounds}, got {value:g}")
+    if not any((low < value or (value == low and low_in)) and
+               (value < high or (value == high and high_in))
+               for low, low_in, high, high_in in parse_bounds(bounds)):
+        words = " or ".join(part.strip() if part.strip()[0] not in "[(" else f"in {part.strip()}"
+                            for part in bounds.split(" or "))
+        raise ValueError(f"{flag} must be {words}, got {value:g}")
 
 
 def check_choice(name: str, value: Any, choices: tuple[str, ...] | None) -> None:
@@ -87,8 +108,6 @@ def validate_fields(obj: Any) -> None:
         check_choice(f.name, value, f.metadata.get("choices"))
         check_number(f.name, value, f.metadata.get("bounds"))
 
-
-validate_choices = validate_fields  # the older name, kept for configs that call it
 
 
 def parse_list(value: Any) -> list[str]:
@@ -251,7 +270,8 @@ class TrainArgs:
     gradient_accumulation_steps: int = arg(
         1, "Micro-batches accumulated before each optimizer step.", bounds="[1, inf)"
     )
-    max_steps: int = arg(-1, "Stop after this many optimizer steps (-1: use --num-train-epochs).")
+    max_steps: int = arg(-1, "Stop after this many optimizer steps (-1: use --num-train-epochs).",
+                         bounds="-1 or [1, inf)")
     num_train_epochs: float = arg(1.0, "Passes over the dataset.", source="ms-swift default",
                                   bounds="(0, inf)")
     logging_steps: int = arg(1, "Log metrics every N steps.", bounds="[1, inf)")
@@ -336,8 +356,6 @@ class TrainArgs:
         if self.hub_model_id and not self.push_to_hub:
             raise ValueError("--hub-model-id names the repository of --push-to-hub; add "
                              "--push-to-hub")
-        if self.max_steps == 0 or self.max_steps < -1:
-            raise ValueError("--max-steps must be positive (or -1 to use --num-train-epochs)")
         if self.resume and self.overwrite_output_dir:
             raise ValueError("--resume continues the run in --output-dir and "
                              "--overwrite-output-dir deletes it; choose one")

@@ -13,31 +13,27 @@ import os
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from align.config import arg
+from align.config import arg, validate_fields
 
 LOSS_TYPES = ("sigmoid", "hinge", "ipo")
 
 
 @dataclass
 class CPOArgs:
-    beta: float = arg(0.1, "Scale of the implicit reward β log π.", source="ms-swift RLHF guide")
+    beta: float = arg(0.1, "Scale of the implicit reward β log π.", source="ms-swift RLHF guide",
+                      bounds="(0, inf)")
     cpo_alpha: float = arg(1.0, "Weight of the NLL loss on the chosen answer.",
-                           source="ms-swift RLHF guide")
+                           source="ms-swift RLHF guide", bounds="[0, inf)")
     loss_type: str = arg("sigmoid", "Preference term: sigmoid (the CPO paper), hinge or ipo.",
                          source="TRL default")
     label_smoothing: float = arg(0.0, "Assumed label-flip rate ε (conservative sigmoid loss).",
-                                 source="TRL default")
+                                 source="TRL default", bounds="[0, 0.5)")
 
     def __post_init__(self) -> None:
         if self.loss_type not in LOSS_TYPES:
             raise ValueError(f"--loss-type {self.loss_type!r} is not valid for cpo; choose from "
                              f"[{', '.join(LOSS_TYPES)}] (SimPO is --algo simpo)")
-        if self.beta <= 0:
-            raise ValueError(f"--beta must be positive, got {self.beta}")
-        if self.cpo_alpha < 0:
-            raise ValueError(f"--cpo-alpha must be >= 0, got {self.cpo_alpha}")
-        if not 0.0 <= self.label_smoothing < 0.5:
-            raise ValueError(f"--label-smoothing must be in [0, 0.5), got {self.label_smoothing}")
+        validate_fields(self)
         if self.label_smoothing > 0 and self.loss_type != "sigmoid":
             raise ValueError(f"--label-smoothing is read only by --loss-type sigmoid, "
                              f"not {self.loss_type}")

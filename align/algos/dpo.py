@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from align.config import arg, parse_list
+from align.config import arg, parse_list, validate_fields
 
 # TRL 1.16 DPOConfig.loss_type values (besides "sft", which --rpo-alpha adds).
 LOSS_TYPES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair",
@@ -23,20 +23,23 @@ SMOOTHED = ("robust", "exo_pair", "aot", "aot_unpaired")
 @dataclass
 class DPOArgs:
     beta: float = arg(0.1, "KL strength β: larger keeps the policy closer to the reference "
-                      "(for ipo: the regulariser τ).", source="ms-swift RLHF guide")
+                      "(for ipo: the regulariser τ).", source="ms-swift RLHF guide",
+                      bounds="(0, inf)")
     loss_type: str = arg("sigmoid", "Loss variant(s), comma-separated to combine: "
                          + ", ".join(LOSS_TYPES[:-1]) + ".", source="TRL default")
     loss_weights: str | None = arg(None, "Weights for the --loss-type list, comma-separated "
                                    "(default: 1 each).", source="TRL default")
     rpo_alpha: float = arg(1.0, "Weight of the SFT (NLL) loss on the chosen answer added to "
-                           "DPO (RPO); 0 is pure DPO.", source="ms-swift RLHF guide")
+                           "DPO (RPO); 0 is pure DPO.", source="ms-swift RLHF guide",
+                           bounds="[0, inf)")
     label_smoothing: float = arg(0.0, "Assumed label-flip rate ε, read by the robust, "
-                                 "exo_pair, aot and aot_unpaired losses.", source="TRL default")
+                                 "exo_pair, aot and aot_unpaired losses.", source="TRL default",
+                                 bounds="[0, 0.5)")
     ld_alpha: float | None = arg(
         None, "LD-DPO: weight of each answer's tokens beyond the length of the shorter answer "
         "of its pair (0 drops them, 1 is plain DPO): makes the preference less about length, "
         "against DPO's drift to verbosity.",
-        source="TRL default (off)", metavar="FLOAT")
+        source="TRL default (off)", metavar="FLOAT", bounds="[0, 1]")
     precompute_ref_logps: bool = arg(
         False, "Compute the reference log-probs once before training, then free the "
         "reference (saves memory; needs a pass over the data first). Cached under "
@@ -59,14 +62,7 @@ class DPOArgs:
             [float(w) for w in weights]
         except ValueError as e:
             raise ValueError(f"--loss-weights {self.loss_weights!r}: expected numbers") from e
-        if self.beta <= 0:
-            raise ValueError(f"--beta must be positive, got {self.beta}")
-        if self.rpo_alpha < 0:
-            raise ValueError(f"--rpo-alpha must be >= 0, got {self.rpo_alpha}")
-        if not 0.0 <= self.label_smoothing < 0.5:
-            raise ValueError(f"--label-smoothing must be in [0, 0.5), got {self.label_smoothing}")
-        if self.ld_alpha is not None and not 0.0 <= self.ld_alpha <= 1.0:
-            raise ValueError(f"--ld-alpha must be in [0, 1], got {self.ld_alpha}")
+        validate_fields(self)
         # TRL 1.16's sigmoid loss no longer reads label_smoothing: refuse rather than
         # silently train something else than asked.
         if self.label_smoothing > 0 and not set(types) & set(SMOOTHED):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from align.algos.online import OnlineArgs
-from align.config import arg, validate_choices
+from align.config import arg
 
 # TRL 1.16 GRPOConfig.loss_type values that need no other setting (luspo needs sequence-level
 # importance sampling, vespo vLLM's importance-sampling correction).
@@ -35,10 +35,6 @@ class GRPOArgs(OnlineArgs):
     importance_sampling_level: str = arg(
         "token", "Policy ratio per token (GRPO) or per sequence (GSPO, Zheng et al. 2025).",
         source="TRL default", choices=("token", "sequence"))
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        validate_choices(self)
 
 
 def run(cfg: Any, data: Any, eval_data: Any = None) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from align.config import arg
+from align.config import arg, validate_fields
 from align.errors import AlignError
 
 LOSS_TYPES = ("kto", "apo_zero_unpaired")
@@ -20,11 +20,11 @@ RATIO_LOW, RATIO_HIGH = 1.0, 4.0 / 3.0
 
 @dataclass
 class KTOArgs:
-    beta: float = arg(0.1, "KL strength β.", source="ms-swift RLHF guide")
+    beta: float = arg(0.1, "KL strength β.", source="ms-swift RLHF guide", bounds="(0, inf)")
     desirable_weight: float = arg(1.0, "λ_D: loss weight of desirable (label true) examples.",
-                                  source="ms-swift RLHF guide")
+                                  source="ms-swift RLHF guide", bounds="(0, inf)")
     undesirable_weight: float = arg(1.0, "λ_U: loss weight of undesirable (label false) examples.",
-                                    source="ms-swift RLHF guide")
+                                    source="ms-swift RLHF guide", bounds="(0, inf)")
     loss_type: str = arg("kto", "kto, or apo_zero_unpaired (APO-zero, D'Oosterlinck et al. "
                          "2024; no KL estimate).", source="TRL default")
     precompute_ref_logps: bool = arg(
@@ -37,10 +37,7 @@ class KTOArgs:
         if self.loss_type not in LOSS_TYPES:
             raise ValueError(f"--loss-type {self.loss_type!r} is not valid for kto; choose from "
                              f"[{', '.join(LOSS_TYPES)}]")
-        if self.beta <= 0:
-            raise ValueError(f"--beta must be positive, got {self.beta}")
-        if self.desirable_weight <= 0 or self.undesirable_weight <= 0:
-            raise ValueError("--desirable-weight and --undesirable-weight must be positive")
+        validate_fields(self)
 
 
 def _fmt(x: float) -> str:

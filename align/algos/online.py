@@ -22,7 +22,7 @@ from typing import Any
 
 import click
 
-from align.config import arg, parse_list
+from align.config import arg, parse_list, validate_fields
 from align.data.store import Rows
 from align.errors import AlignError
 from align.plan import world_size
@@ -50,34 +50,41 @@ class OnlineArgs:
         "(re.DOTALL).", source="DeepSeek-R1 think/answer format")
     length_target: int | None = arg(
         None, "Target completion length in tokens for the length reward (required with it): "
-        "1 at the target, 0 at zero or twice the target.", source="align (no default: your task's)")
-    num_generations: int = arg(8, "Completions sampled per prompt (the group size G).",
-                               source="TRL default")
+        "1 at the target, 0 at zero or twice the target.",
+        source="align (no default: your task's)", bounds="[1, inf)")
+    num_generations: int = arg(8, "Completions sampled per prompt (the group size G; at least 2: "
+                               "advantages compare the completions of one prompt).",
+                               source="TRL default", bounds="[2, inf)")
     num_generations_eval: int | None = arg(
         None, "Completions per held-out prompt when scoring --eval-dataset / --eval-split "
-        "before and after training (default: --num-generations).", source="align default")
-    max_completion_length: int = arg(512, "Longest completion in tokens.", source="TRL default")
-    temperature: float = arg(1.0, "Sampling temperature for rollouts.", source="TRL default")
+        "before and after training (default: --num-generations).", source="align default",
+        bounds="[1, inf)")
+    max_completion_length: int = arg(512, "Longest completion in tokens.", source="TRL default",
+                                     bounds="[1, inf)")
+    temperature: float = arg(1.0, "Sampling temperature for rollouts (they are sampled: above 0).",
+                             source="TRL default", bounds="(0, inf)")
     beta: float = arg(0.04, "KL coefficient to the reference; 0 loads no reference model.",
-                      source="GRPO paper (Shao et al. 2024) and ms-swift; TRL defaults to 0")
+                      source="GRPO paper (Shao et al. 2024) and ms-swift; TRL defaults to 0",
+                      bounds="[0, inf)")
     epsilon: float = arg(0.2, "Clip range of the policy ratio (lower side, and upper unless "
-                         "--epsilon-high).", source="TRL default (PPO's 0.2)")
+                         "--epsilon-high).", source="TRL default (PPO's 0.2)", bounds="(0, inf)")
     epsilon_high: float | None = arg(
         None, "Upper clip range (asymmetric clipping, 'clip-higher'; DAPO uses 0.28).",
-        source="DAPO (Yu et al. 2025)")
+        source="DAPO (Yu et al. 2025)", bounds="(0, inf)")
     num_iterations: int = arg(1, "Policy updates per batch of rollouts (μ in the GRPO paper).",
-                              source="TRL default")
+                              source="TRL default", bounds="[1, inf)")
     mask_truncated_completions: bool = arg(
         False, "Leave completions that hit --max-completion-length out of the loss.",
         source="TRL default; DAPO recommends on")
     generation_batch_size: int | None = arg(
         None, "Completions generated per rollout (default: the global batch, raised to a "
         "multiple of --num-generations so every group is whole).",
-        source="TRL default, raised by align to whole groups")
+        source="TRL default, raised by align to whole groups", bounds="[1, inf)")
     use_vllm: bool = arg(False, "Generate with vLLM colocated on the training GPUs (needs vllm "
                          "and CUDA).", source="TRL default (off); colocate mode, as ms-swift")
     vllm_gpu_memory_utilization: float = arg(
-        0.3, "Share of GPU memory vLLM may take when colocated.", source="TRL default")
+        0.3, "Share of GPU memory vLLM may take when colocated.", source="TRL default",
+        bounds="(0, 1]")
 
     def __post_init__(self) -> None:
         from align.rewards.plugin import parse_spec
@@ -98,8 +105,6 @@ class OnlineArgs:
         self._check_format_pattern()
         if "length" in funcs and self.length_target is None:
             raise ValueError("--reward-funcs length needs --length-target N (tokens)")
-        if self.length_target is not None and self.length_target <= 0:
-            raise ValueError(f"--length-target must be positive, got {self.length_target}")
         if self.reward_fn:
             parse_spec(self.reward_fn)
         self._check_numbers()
@@ -114,27 +119,12 @@ class OnlineArgs:
                              f"{e}") from None
 
     def _check_numbers(self) -> None:
-        if self.num_generations < 2:
-            raise ValueError("--num-generations must be at least 2 (advantages compare the "
-                             "completions of one prompt)")
-        if self.num_generations_eval is not None and self.num_generations_eval < 1:
-            raise ValueError("--num-generations-eval must be positive")
-        if self.max_completion_length < 1:
-            raise ValueError("--max-completion-length must be positive")
-        if self.temperature <= 0:
-            raise ValueError("--temperature must be > 0 (rollouts are sampled)")
-        if self.beta < 0:
-            raise ValueError(f"--beta must be >= 0, got {self.beta}")
-        if self.epsilon <= 0 or (self.epsilon_high is not None and self.epsilon_high <= 0):
-            raise ValueError("--epsilon and --epsilon-high must be positive")
-        if self.num_iterations < 1:
-            raise ValueError("--num-iterations must be at least 1")
+        """Each number's own range is its ``bounds``; here the rule that ties two together."""
+        validate_fields(self)
         if self.generation_batch_size is not None and \
                 self.generation_batch_size % self.num_generations:
             raise ValueError(f"--generation-batch-size {self.generation_batch_size} must be a "
                              f"multiple of --num-generations {self.num_generations}")
-        if not 0.0 < self.vllm_gpu_memory_utilization <= 1.0:
-            raise ValueError("--vllm-gpu-memory-utilization must be in (0, 1]")
 
 
 def vllm_issue() -> str | None:

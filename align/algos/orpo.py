@@ -12,17 +12,16 @@ import os
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from align.config import arg
+from align.config import arg, validate_fields
 
 
 @dataclass
 class ORPOArgs:
     beta: float = arg(0.1, "λ: weight of the odds-ratio loss against the SFT loss.",
-                      source="TRL default; ms-swift passes λ as --beta")
+                      source="TRL default; ms-swift passes λ as --beta", bounds="(0, inf)")
 
     def __post_init__(self) -> None:
-        if self.beta <= 0:
-            raise ValueError(f"--beta must be positive, got {self.beta}")
+        validate_fields(self)
 
 
 def build_trainer(cfg: Any, data: Any, eval_data: Any = None,

@@ -18,9 +18,10 @@ from align.config import arg
 @dataclass
 class RLOOArgs(OnlineArgs):
     num_generations: int = arg(2, "Completions sampled per prompt (k; the baseline of each is "
-                               "the mean of the other k-1).", source="TRL default")
+                               "the mean of the other k-1; at least 2).", source="TRL default",
+                               bounds="[2, inf)")
     beta: float = arg(0.05, "KL coefficient, subtracted from the sequence reward; 0 loads no "
-                      "reference model.", source="TRL default")
+                      "reference model.", source="TRL default", bounds="[0, inf)")
     normalize_advantages: bool = arg(False, "Normalise advantages over the batch (mean 0, std 1).",
                                      source="TRL default")
 

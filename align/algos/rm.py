@@ -26,7 +26,7 @@ from typing import Any, Sequence
 import click
 
 from align import checkpoints
-from align.config import arg
+from align.config import arg, validate_fields
 
 # Held out for the final accuracy when neither --eval-dataset nor --eval-split is given.
 HOLDOUT_FRACTION = 0.1
@@ -38,11 +38,10 @@ ADAPTER_SUBDIR = "adapter"
 class RMArgs:
     center_rewards_coefficient: float | None = arg(
         None, "Pull mean rewards towards zero (Eisenstein et al. 2023); e.g. 0.01.",
-        source="TRL default")
+        source="TRL default", bounds="[0, inf)")
 
     def __post_init__(self) -> None:
-        if self.center_rewards_coefficient is not None and self.center_rewards_coefficient < 0:
-            raise ValueError("--center-rewards-coefficient must be >= 0")
+        validate_fields(self)
 
 
 def hold_out(cfg: Any, data: Any, eval_data: Any) -> tuple[Any, Any, str]:

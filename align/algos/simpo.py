@@ -9,21 +9,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from align.config import arg
+from align.config import arg, validate_fields
 
 
 @dataclass
 class SimPOArgs:
-    beta: float = arg(2.0, "Scale of the length-normalised reward.", source="ms-swift RLHF guide")
+    beta: float = arg(2.0, "Scale of the length-normalised reward.", source="ms-swift RLHF guide",
+                      bounds="(0, inf)")
     simpo_gamma: float = arg(1.0, "Target reward margin γ.", source="ms-swift RLHF guide")
     cpo_alpha: float = arg(1.0, "NLL loss weight mixed in for stability; 0 is the original "
-                           "SimPO.", source="ms-swift RLHF guide")
+                           "SimPO.", source="ms-swift RLHF guide", bounds="[0, inf)")
 
     def __post_init__(self) -> None:
-        if self.beta <= 0:
-            raise ValueError(f"--beta must be positive, got {self.beta}")
-        if self.cpo_alpha < 0:
-            raise ValueError(f"--cpo-alpha must be >= 0, got {self.cpo_alpha}")
+        validate_fields(self)
 
 
 def build_trainer(cfg: Any, data: Any, eval_data: Any = None,

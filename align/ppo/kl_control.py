@@ -10,20 +10,21 @@ from typing import Any
 
 
 class KLController:
-    """β for the token-level KL penalty; ``update`` is a no-op unless a target is set."""
+    """β for the token-level KL penalty; ``update`` is a no-op unless a target is set (a target
+    of 0 is off)."""
 
-    def __init__(self, kl_coef: float, target: float | None = None, horizon: int = 10000) -> None:
+    def __init__(self, kl_coef: float, target: float = 0.0, horizon: int = 10000) -> None:
         self.value = float(kl_coef)
         self.target = target
         self.horizon = horizon
 
     @property
     def adaptive(self) -> bool:
-        return self.target is not None
+        return bool(self.target)
 
     def update(self, current_kl: float, n_samples: int) -> None:
         """Move β towards the target after a batch of ``n_samples`` with mean KL ``current_kl``."""
-        if self.target is None:
+        if not self.target:
             return
         error = min(max(current_kl / self.target - 1.0, -0.2), 0.2)
         self.value *= 1.0 + error * n_samples / self.horizon

@@ -149,9 +149,10 @@ def clip_advantages(advantages: Tensor, clip: float) -> Tensor:
 
 
 def policy_loss(logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask: Tensor, *,
-                clip_low: float = 0.2, clip_high: float = 0.2, dual_clip: float | None = None
+                clip_low: float = 0.2, clip_high: float = 0.2, dual_clip: float = 0.0
                 ) -> tuple[Tensor, Metrics]:
-    """Clipped surrogate (Schulman et al. 2017, eq. 7); dual-clip (Ye et al. 2020, eq. 5) if set.
+    """Clipped surrogate (Schulman et al. 2017, eq. 7); dual-clip (Ye et al. 2020, eq. 5) when
+    ``dual_clip`` > 0 (0 is off).
 
     L = -E[min(ρ A, clip(ρ, 1-ε_low, 1+ε_high) A)] with ρ = π/π_old. Dual clip bounds the loss
     of a negative-advantage token by -c·A, so one huge ratio cannot dominate the batch.
@@ -163,7 +164,7 @@ def policy_loss(logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask
     unclipped = -advantages * ratio
     clipped = -advantages * ratio.clamp(1.0 - clip_low, 1.0 + clip_high)
     losses = torch.maximum(unclipped, clipped)
-    if dual_clip is not None:
+    if dual_clip:
         losses = torch.where(advantages < 0, torch.minimum(losses, -dual_clip * advantages),
                              losses)
     loss = masked_mean(losses, mask)
@@ -178,8 +179,8 @@ def policy_loss(logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask
 
 
 def value_loss(values: Tensor, old_values: Tensor, returns: Tensor, mask: Tensor,
-               clip: float | None = None) -> tuple[Tensor, Metrics]:
-    """Value loss ½·E[(V - R)^2], clipped like the policy when ``clip`` > 0.
+               clip: float = 0.0) -> tuple[Tensor, Metrics]:
+    """Value loss ½·E[(V - R)^2], clipped like the policy when ``clip`` > 0 (0 is off).
 
     Clipped form (Schulman et al. 2017 baselines; Secrets of RLHF eq. 14):
     ½·E[max((V - R)^2, (V_old + clip(V - V_old, -c, c) - R)^2)].

@@ -224,7 +224,8 @@ def test_forced_collapse_rolls_back_then_stops_after_max_rollbacks(tmp_path, cap
                                                              "grpo"),
     (["--reward-fn", "missing.py:f"], "--reward-fn missing.py:f: no such file"),
     (["--reward-fn", "rewards.txt"], "should look like path/to/file.py:function_name"),
-    (["--reward-funcs", "format", "--num-generations", "1"], "at least 2"),
+    (["--reward-funcs", "format", "--num-generations", "1"],
+     "--num-generations must be in [2, inf), got 1"),
 ])
 def test_clear_errors_before_training(tmp_path, capsys, tiny_lm, toy, flags, message):
     flags = [f.format(model=tiny_lm) for f in flags]

@@ -45,13 +45,19 @@ def test_ptx_coef_defaults_only_with_a_dataset():
 
 @pytest.mark.parametrize("kwargs,message", [
     ({"rollout_batch_size": 10, "num_mini_batches": 3}, "divisible"),
-    ({"dual_clip": 0.5}, "--dual-clip must be > 1"),
+    ({"dual_clip": 0.5}, r"--dual-clip must be 0 or in \(1, inf\), got 0.5"),
+    ({"dual_clip": 1.0}, "--dual-clip must be 0 or in"),
     ({"kl_estimator": "k9"}, "choose from"),
     ({"preset": "max"}, "choose from"),
     ({"temperature": 0.0}, "--temperature"),
     ({"target_kl": 6.0, "kl_coef": 0.0}, "--target-kl"),
-    ({"cliprange": -0.1}, "--cliprange must be >= 0"),
-    ({"rollout_generate_batch_size": 0}, "--rollout-generate-batch-size must be positive"),
+    ({"cliprange": -0.1}, r"--cliprange must be in \[0, inf\)"),
+    ({"rollout_generate_batch_size": 0}, r"--rollout-generate-batch-size must be in \[1, inf\)"),
+    ({"ppo_epochs": 0}, r"--ppo-epochs must be in \[1, inf\)"),
+    ({"top_p": 0.0}, r"--top-p must be in \(0, 1\]"),
+    ({"gamma": 1.5}, r"--gamma must be in \[0, 1\]"),
+    ({"actor_lr": 0.0}, r"--actor-lr must be in \(0, inf\)"),
+    ({"target_kl": -1.0}, r"--target-kl must be in \[0, inf\)"),
     ({"rollout_engine": "vllm"}, "not implemented for PPO yet"),
 ])
 def test_invalid_values_name_the_flag(kwargs, message):

@@ -171,6 +171,12 @@ class ModelArgs:
         validate_fields(self)
 
 
+# LoRA/QLoRA adapters train at this multiple of the full fine-tuning learning rate (every
+# algorithm's default, PPO's size bands included): the ratio of ms-swift's defaults (1e-4 for
+# LoRA, 1e-5 for full fine-tuning).
+LORA_LR_FACTOR = 10.0
+
+
 @dataclass
 class LoraArgs:
     lora: bool = arg(False, "Train LoRA adapters instead of all weights.")

@@ -175,7 +175,7 @@ def command_reference(path: str, cmd: Any) -> str:
     generated tables of this page and of each algorithm's page."""
     import click
 
-    from align.cli import RUN_OPTIONS, RunCommand
+    from align.cli.run import RUN_OPTIONS, RunCommand
 
     ctx = click.Context(cmd, info_name=path)
     usage = " ".join([ctx.command_path, *cmd.collect_usage_pieces(ctx)])

@@ -13,16 +13,13 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from align.config import SHARED_GROUPS
+from align.config import LORA_LR_FACTOR, SHARED_GROUPS
 from align.errors import AlignError
 from align.health.args import HealthArgs
 
 REWARD_MODEL_USE = ("required", "optional", "no")
 # Flag groups that only some algorithms take (named in AlgoSpec.extra_groups).
 EXTRA_GROUPS: dict[str, type] = {"health": HealthArgs}
-# LoRA/QLoRA adapters train at this multiple of the full fine-tuning rate: the ratio of
-# ms-swift's defaults (1e-4 for LoRA, 1e-5 for full fine-tuning).
-LORA_LR_FACTOR = 10.0
 # ms-swift's default for full fine-tuning (the offline algorithms, RM and SFT).
 FULL_FT_LR = {"learning_rate": 1e-5}
 

@@ -99,7 +99,7 @@ def test_help_shows_align_names_once(capsys):
 
 
 def test_every_flag_takes_its_underscore_spelling(capsys):
-    from align.cli import _run_params
+    from align.cli.run import _run_params
 
     for param in _run_params(None):
         names = param.opts + param.secondary_opts

@@ -194,11 +194,12 @@ def test_existing_checkpoints_need_resume(tmp_path, capsys, tiny_lm, pairs_file)
 
 def test_unexpected_error_has_no_traceback_unless_debug(monkeypatch, capsys):
     from align import cli as cli_mod
+    from align.cli import run
 
     def boom(*a, **k):
         raise RuntimeError("kaboom")
 
-    monkeypatch.setattr(cli_mod, "get_algo", boom)
+    monkeypatch.setattr(run, "get_algo", boom)
     code, _, err = run_cli(["algos", "dpo"], capsys)
     assert code == 1 and "kaboom" in err and "--debug" in err and "Traceback" not in err
     with pytest.raises(RuntimeError):

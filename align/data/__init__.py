@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from align.data.formats import FORMATS, TRL_NAMES, Validated, Validator, validate
-from align.data.io import DataError, Record, coerce_csv_cells, parse_columns, read_records, \
-    rename
+from align.data.io import parse_columns, rename
+from align.data.records import DataError, Record
 from align.errors import AlignError
 
 __all__ = ["FORMATS", "TRL_NAMES", "DataError", "DataValidationError", "Validated", "load",
-           "load_valid", "read_records", "validate"]
+           "load_valid", "validate"]
 DEFAULT_MAX_INVALID_FRAC = 0.05
 
 
@@ -55,32 +55,30 @@ def load(path: str | os.PathLike, fmt: str, columns: str | dict | None = None, *
     skipped = _SkipLog(work_dir(), source.name) if keep_invalid else None
     raw_columns = source_columns(source)
     first = True
-    for item in source.items():
+    for item in source.records(mapping):
         if isinstance(item, DataError):
             v.error(item)
             if skipped is not None and item.position is not None:
                 skipped.add(item.position, [item], None)
             continue
         if not raw_columns:
-            raw_columns = list(item.data)
-        data = rename(item.data, mapping)
-        cell_errors = coerce_csv_cells(data) if source.csv else []
+            raw_columns = list(item.raw)
         if first:
             first = False
-            hint = conversion_for(data, fmt, str(path))
-            if hint is not None and not _valid_as_is(fmt, data, source.name):
+            hint = conversion_for(item.data, fmt, str(path))
+            if hint is not None and not _valid_as_is(fmt, item.data, source.name):
                 v.error(DataError(source.name, None, None, hint))  # every record would fail
                 break
-        if cell_errors:
-            errors = [DataError(source.name, item.position, f, m) for f, m in cell_errors]
+        if item.errors:
+            errors = item.errors
             v.reject(errors)
         else:
-            row, errors = v.check(Record(item.position, data))
+            row, errors = v.check(Record(item.position, item.data))
             if row is not None:
                 writer.add(row)
                 continue
         if skipped is not None:
-            skipped.add(item.position, errors, item.data)
+            skipped.add(item.position, errors, item.raw)
     result = v.finish()
     result.rows = writer.close()
     result.columns = raw_columns

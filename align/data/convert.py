@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Any, Iterable, Iterator
 
-from align.data.io import DataError, Record, describe
+from align.data.records import DataError, Record, describe
 
 PAIRINGS = ("best-worst", "adjacent", "all")
 MODES = ("auto", "sharegpt", "ab", "rated", "pairwise")
@@ -357,7 +357,7 @@ def convert_source(path: str, output: str, *, to: str | None = None, mode: str =
 
     from align.data import DataValidationError
     from align.data.formats import Validated
-    from align.data.io import coerce_csv_cells, parse_columns, rename
+    from align.data.io import parse_columns
     from align.data.sources import open_source
     from align.errors import AlignError
 
@@ -374,13 +374,17 @@ def convert_source(path: str, output: str, *, to: str | None = None, mode: str =
     errors: list[DataError] = []
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            for item in source.items():
+            for item in source.records(mapping):
                 if isinstance(item, DataError):
                     errors.append(item)
                     continue
-                data = rename(item.data, mapping)
-                if source.csv:
-                    coerce_csv_cells(data)
+                data = item.data
+                if item.errors:  # a cell that would convert as text it is not
+                    errors += item.errors
+                    if converter is not None:
+                        converter.report.records += 1
+                        converter.report.bad += 1
+                    continue
                 if converter is None:
                     converter = _Converter(data, source.name, mode=mode, to=to, ab=ab,
                                            pairs=pairs, score_key=score_key)

@@ -24,7 +24,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from align.data.io import DataError, Record, describe
+from align.data.records import DataError, Record, describe
 from align.data.messages import Checker
 from align.data.prompts import PromptError, shared_messages, split_text_pair, \
     strip_repeated_prompt

@@ -13,7 +13,7 @@ import json
 from collections import Counter
 from typing import Any
 
-from align.data.io import DataError, describe
+from align.data.records import DataError, describe
 
 ROLES = ("system", "user", "assistant", "tool")
 SHAREGPT_ROLES = {"human": "user", "gpt": "assistant", "bot": "assistant", "model": "assistant"}

@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from align.data.io import SUFFIXES, DataError, Record, check_readable, data_suffix, iter_file
+from align.data.csv import coerce_csv_cells
+from align.data.io import SUFFIXES, check_readable, data_suffix, iter_file, rename
+from align.data.records import DataError, Record
 from align.errors import AlignError
 
 ARROW_BATCH = 1000
@@ -31,8 +33,19 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
 @dataclass
+class Read:
+    """One record as the data layer reads it (:meth:`Source.records`)."""
+
+    position: str
+    raw: dict[str, Any]  # as the source holds it (CSV cells parsed when no --columns is given)
+    data: dict[str, Any]  # columns renamed (--columns), CSV cells parsed
+    errors: list[DataError]  # CSV cells that look like chat messages but cannot be read
+
+
+@dataclass
 class Source:
-    """A resolved dataset source; :meth:`items` yields its records and read errors."""
+    """A resolved dataset source; :meth:`records` yields its records (renamed, CSV cells
+    parsed) and read errors, :meth:`items` the records as they are."""
 
     spec: str  # what the user wrote
     kind: str  # "file", "files" (a folder read file by file), "saved", "folder", "hub"
@@ -61,6 +74,20 @@ class Source:
             for values in zip(*batch.values()):
                 yield Record(f"index {index} (record {index + 1})", dict(zip(batch, values)))
                 index += 1
+
+
+    def records(self, mapping: dict[str, str]) -> Iterator[Read | DataError]:
+        """Every record read -> renamed by ``mapping`` (:func:`align.data.io.parse_columns`)
+        -> CSV cells parsed (:func:`align.data.csv.coerce_csv_cells`): the one loop that
+        loading, validating and converting data share."""
+        for item in self.items():
+            if isinstance(item, DataError):
+                yield item
+                continue
+            data = rename(item.data, mapping)
+            problems = coerce_csv_cells(data) if self.csv else []
+            yield Read(item.position, item.data, data,
+                       [DataError(self.name, item.position, f, m) for f, m in problems])
 
 
 def open_source(spec: str, split: str | None = None, config: str | None = None,

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from align.config import LORA_LR_FACTOR
 from align.errors import AlignError
 
 
@@ -29,15 +30,13 @@ class LRBand:
     source: str
 
 
-# Largest band first. LoRA/QLoRA adapters use LORA_LR_FACTOR times these (the ratio of
-# ms-swift's LoRA and full fine-tuning defaults).
+# Largest band first. LoRA/QLoRA adapters use LORA_LR_FACTOR (align/config.py) times these.
 LR_BANDS: tuple[LRBand, ...] = (
     LRBand(5e9, 5e-7, 9e-6, "OpenRLHF train_ppo_llama.sh (7B)"),
     LRBand(1e9, 3e-6, 9e-6, "TRL's PPO example on Pythia-1B (3e-6); critic as OpenRLHF"),
     LRBand(0, 1e-5, 2e-5, "SmolLM2-135M: LoRA at 10x these added 0.13 gold to SFT "
            "(docs/real-model.md)"),
 )
-LORA_LR_FACTOR = 10.0
 UNKNOWN_SIZE_BAND = LR_BANDS[0]  # a hub id or a .gguf file: assume a 7B-class model
 
 

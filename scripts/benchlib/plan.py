@@ -13,7 +13,8 @@ def prepare(argv: list[str]) -> tuple[Any, Any, list[str]]:
     ``check`` hook). A machine issue (no CUDA for --qlora, a missing package) is returned, not
     raised, so the benchmark can skip that measurement and say why.
     """
-    from align.cli import RUN_OPTIONS, cli
+    from align.cli import cli
+    from align.cli.run import RUN_OPTIONS
     from align.options import resolve
     from align.registry import flag_owners, get_algo
     from align.runner import check_plan, load_data

@@ -148,6 +148,22 @@ def test_convert_refuses_bad_records_and_writes_nothing(tmp_path, capsys):
     assert code == 0 and "left out 1 of 2 records" in err and "wrote 1 pairwise" in stdout
 
 
+def test_convert_reads_csv_cells_as_loading_does(tmp_path, capsys):
+    """The one record loop (align.data.sources.Source.records): a CSV cell that looks like
+    chat messages but cannot be read is named, as `align data validate` names it, not
+    converted as text."""
+    src = tmp_path / "chats.csv"
+    src.write_text('conversations\n'
+                   '"[{""from"": ""human"", ""value"": ""hi""}, {""from"": ""gpt"", ""value"": '
+                   '""hello""}]"\n'
+                   '"[{\'from\': \'human\', \'value\': \'hi\'} oops"\n', encoding="utf-8")
+    out = tmp_path / "sft.jsonl"
+    code, stdout, err = run_cli(["data", "convert", src, "-o", out, "--skip-invalid"], capsys)
+    assert code == 0, err
+    assert "left out 1 of 2 records" in err and "row 2 (line 3)" in err
+    assert "looks like a list of chat messages" in err and "wrote 1 sft" in stdout
+
+
 def test_convert_with_your_own_ab_columns(tmp_path, capsys):
     src = write_jsonl(tmp_path / "ab.jsonl", [
         {"question": "q", "answer_a": "A", "answer_b": "B", "preferred": "b"}])

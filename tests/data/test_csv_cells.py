@@ -9,7 +9,7 @@ import json
 import pytest
 
 from align.data import load
-from align.data.io import coerce_csv_cells, parse_cell
+from align.data.csv import coerce_csv_cells, parse_cell
 
 U = lambda text: {"role": "user", "content": text}  # noqa: E731
 A = lambda text: {"role": "assistant", "content": text}  # noqa: E731

@@ -17,7 +17,7 @@ import click
 from align.errors import AlignError
 from align.infer import Loaded
 
-COMMANDS = "/reset clears the conversation, /exit (or Ctrl-D) quits"
+COMMANDS = "/reset clears the conversation, /exit (or Ctrl-D) quits, /help lists these"
 
 
 def streamer(loaded: Loaded, echo: Callable[[str], None]) -> Any:
@@ -84,6 +84,10 @@ def chat(loaded: Loaded, *, system: str | None, max_new_tokens: int, temperature
         if line == "/reset":
             messages = list(start)
             click.echo("(conversation cleared)")
+            continue
+        if line.startswith("/") and len(line.split()) == 1:  # a command, never a message
+            known = line == "/help"
+            click.echo(f"({'' if known else f'no command {line}; '}{COMMANDS})")
             continue
         messages.append({"role": "user", "content": line})
         messages, dropped = fit_history(loaded, messages, max_new_tokens)

@@ -63,18 +63,17 @@ def os_problem(error: BaseException, path: str | Path, what: str,
     codes = {e.errno for e in _chain(error) if isinstance(e, OSError) and e.errno}
     text = " ".join(str(e) for e in _chain(error))
     free = _free_space(path)
-    full = bool(codes & {errno.ENOSPC, errno.EDQUOT}) or any(m in text for m in _DISK_FULL) or \
-        (writing and free is not None and free < max(size or 0, _NEARLY_FULL))
-    if full:
+    said_full = bool(codes & {errno.ENOSPC, errno.EDQUOT}) or any(m in text for m in _DISK_FULL)
+    if not said_full and errno.EROFS in codes:  # a read-only mount may show little free space
+        return f"cannot write {what}: {path} is on a read-only file system; choose another " \
+               "--output-dir"
+    if not said_full and codes & {errno.EACCES, errno.EPERM}:
+        return f"cannot write {what}: permission denied in {path}; choose a directory you can " \
+               "write to with --output-dir"
+    if said_full or (writing and free is not None and free < max(size or 0, _NEARLY_FULL)):
         need = f" (about {human_size(size)})" if size else ""
         left = f"; {human_size(free)} free there" if free is not None else ""
         return (f"no space left on the disk of {path} while writing {what}{need}{left}. Free "
                 "some space (old checkpoints, --save-total-limit) or choose another "
                 "--output-dir, then continue with --resume")
-    if errno.EROFS in codes:
-        return f"cannot write {what}: {path} is on a read-only file system; choose another " \
-               "--output-dir"
-    if codes & {errno.EACCES, errno.EPERM}:
-        return f"cannot write {what}: permission denied in {path}; choose a directory you can " \
-               "write to with --output-dir"
     return None

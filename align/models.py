@@ -51,10 +51,28 @@ def _looks_local(path: str) -> bool:
     return path.startswith((".", "/", "~")) or path.endswith(".gguf") or path.count("/") != 1
 
 
+GGUF_MAGIC = b"GGUF"  # the first bytes of every GGUF file
+
+
 def check_model_path(flag: str, path: str | None) -> None:
-    """A path that is clearly local must exist; ``org/name`` may be a hub id."""
+    """A path that is clearly local must exist; ``org/name`` may be a hub id. A ``.gguf`` file
+    must be one (checked here, before any model loads)."""
     if path and _looks_local(path) and not Path(path).expanduser().exists():
         raise AlignError(f"{flag} {path}: no such file or directory")
+    if path and _gguf_parts(path) is not None:
+        check_gguf(Path(path).expanduser(), f"{flag} {path}")
+
+
+def check_gguf(file: Path, name: str) -> None:
+    """Refuse a file named .gguf that does not start with the GGUF magic bytes."""
+    try:
+        with file.open("rb") as fh:
+            head = fh.read(len(GGUF_MAGIC))
+    except OSError:
+        return  # a missing file is reported where it is opened
+    if head != GGUF_MAGIC:
+        raise AlignError(f"{name}: not a GGUF file (it does not start with the GGUF magic "
+                         "bytes); give a .gguf model file, or a model directory or hub id")
 
 
 # Files that hold a tokenizer's vocabulary (fast, SentencePiece, BPE, WordPiece layouts).
@@ -205,6 +223,7 @@ def gguf_directory(path: str) -> str:
     file = Path(parts[0]) / parts[1]
     if not file.is_file():
         raise AlignError(f"{path}: no such GGUF file")
+    check_gguf(file, path)
     stat = file.stat()
     key = hashlib.sha256(f"{file.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode())
     out = cache_dir() / "gguf" / f"{file.stem}-{key.hexdigest()[:12]}"
@@ -226,8 +245,15 @@ def convert_gguf(file: Path, out: Path) -> None:
 
     directory, filename = str(file.parent), file.name
     print(f"converting {file} to a plain model in {out}")
-    loaded = AutoModelForCausalLM.from_pretrained(directory, gguf_file=filename,
-                                                  dtype=torch.float32)
+    try:
+        loaded = AutoModelForCausalLM.from_pretrained(directory, gguf_file=filename,
+                                                      dtype=torch.float32)
+    except (ValueError, KeyError, NotImplementedError) as e:  # what transformers raises for
+        # a GGUF file it cannot read (an architecture or a quantization it does not know)
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise AlignError(f"{file}: transformers cannot read this GGUF file "
+                         f"({type(e).__name__}: {first}); convert the model to a Hugging Face "
+                         "directory and pass that") from e
     config = loaded.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config

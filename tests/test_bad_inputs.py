@@ -11,6 +11,7 @@ neighbours.
 from __future__ import annotations
 
 import errno
+import os
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -184,6 +185,8 @@ CASES = {
     "model_without_weights": (lambda e, o: dpo(e, o) + ["--model", e.noweights],
                               "no .safetensors weights"),
     "model_is_a_data_file": (lambda e, o: dpo(e, o) + ["--model", e.pairs], "cannot load"),
+    "model_is_not_gguf": (lambda e, o: (e.dir / "fake.gguf").write_bytes(b"PK\x03\x04 a zip")
+                          and dpo(e, o) + ["--model", e.dir / "fake.gguf"], "not a GGUF file"),
     "missing_model": (lambda e, o: dpo(e, o) + ["--model", e.dir / "nope"],
                       "no such file or directory"),
     "missing_dataset": (lambda e, o: dpo(e, o) + ["--dataset", e.dir / "nope.jsonl"], "nope"),
@@ -210,6 +213,29 @@ def test_bad_input_is_one_clear_line_with_exit_2(case, env, tmp_path, capsys, mo
                     "resume_only_incomplete", "output_dir_is_a_file"):
         assert not out.exists() or not any(out.iterdir()), \
             f"{case}: left {sorted(p.name for p in out.iterdir())}"
+
+
+@pytest.mark.parametrize("code, words", [(errno.EROFS, "is on a read-only file system"),
+                                           (errno.EACCES, "permission denied in")])
+def test_a_refused_output_dir_on_a_small_disk_is_not_called_full(code, words, env, tmp_path,
+                                                                 capsys, monkeypatch):
+    """A read-only mount reports little free space (1 MB here): the error must say what the
+    OS said, not "no space left on the disk"."""
+    import align.errors
+
+    out, mkdir = tmp_path / "out", Path.mkdir
+
+    def refused(self, *a, **k):
+        if self == out:  # only the output dir (the data layer's work dirs are elsewhere)
+            raise OSError(code, os.strerror(code), str(self))
+        return mkdir(self, *a, **k)
+
+    monkeypatch.setattr(Path, "mkdir", refused)
+    monkeypatch.setattr(align.errors, "_free_space", lambda path: 1 << 20)
+    status, _, err = run_cli(dpo(env, out), capsys)
+    line = error_line(err)
+    assert status == 2 and words in line and "the output directory" in line, line
+    assert "no space" not in line, line
 
 
 def test_a_run_that_fails_before_training_leaves_no_directory(env, tmp_path, capsys):

@@ -172,6 +172,17 @@ def test_chat_streams_answers_keeps_history_and_resets(monkeypatch, capsys, tiny
     assert replies[1] == generate(loaded, [PROMPTS[1]], max_new_tokens=6, seed=1)[0].text
 
 
+def test_chat_lists_its_commands_instead_of_sending_them_to_the_model(monkeypatch, capsys,
+                                                                      tiny_lm):
+    monkeypatch.setattr("sys.stdin", io.StringIO("/help\n/colour\n/exit\n"))
+    code, stdout, err = run_cli(["chat", tiny_lm, "--temperature", "0", "--max-new-tokens", "6",
+                                 "--device", "cpu"], capsys)
+    assert code == 0, err
+    assert "model> " not in stdout  # nothing was sent to the model
+    assert "(/reset clears the conversation" in stdout
+    assert "(no command /colour; /reset clears the conversation" in stdout
+
+
 def test_chat_drops_the_oldest_turns_that_no_longer_fit(tiny_lm):
     from align.chat import fit_history
     from align.infer import load

@@ -113,3 +113,19 @@ def test_memory_page_shows_the_estimate_scripts_tables(capsys):
     for line in capsys.readouterr().out.splitlines():
         assert line in page, f"docs/memory.md lacks {line!r}: rerun scripts/memory_estimate.py"
     assert "computed estimates, not measurements" in page
+
+
+def test_flag_table_quotes_the_corrected_rollout_ratios():
+    """docs/benchmarks.md's flag table quotes the rollout ratios of the second lease (full
+    warm-ups), not the first lease's 3.6x that the page itself corrected."""
+    import json
+    import re
+
+    bench = json.loads((DOCS_DIR / "bench/h200-2026-11-26-b/rollout-0.5b.json").read_text())
+    engines = bench["ppo"][0]["rollout"]
+    page = (DOCS_DIR / "benchmarks.md").read_text(encoding="utf-8")
+    rows = {m.group(1): m.group(0) for m in re.finditer(r"^\| `(--[a-z-]+)`.*$", page, re.M)}
+    for flag, engine in (("--rollout-generate-batch-size", "align_hf"),
+                         ("--compile-rollout", "align_hf_compiled")):
+        quoted = re.findall(r"([\d.]+)x plain `generate`", rows[flag])
+        assert quoted == [f"{engines[engine]['speedup_vs_plain']:.2f}"], (flag, quoted)

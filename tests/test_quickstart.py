@@ -64,9 +64,12 @@ def test_overoptimization_run_is_reported(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("bad", ["nope", "rm"])
-def test_quickstart_rejects_unknown_or_internal_algorithms(tmp_path, capsys, bad):
-    code, _, err = run_cli(["quickstart", "--out", tmp_path, "--algos", bad], capsys)
-    assert code == 2 and err.startswith("error:")
+@pytest.mark.parametrize("flag", ["--output-dir", "--out"])
+def test_quickstart_rejects_unknown_or_internal_algorithms(tmp_path, capsys, bad, flag):
+    """--output-dir, as every command spells it (--out, its older name, still works)."""
+    code, _, err = run_cli(["quickstart", flag, tmp_path, "--algos", bad], capsys)
+    assert code == 2 and err.startswith("error:"), err
+    assert "unknown algorithm 'nope'" in err if bad == "nope" else "trains rm itself" in err
 
 
 def test_a_health_alarm_is_explained_with_the_algorithms_hint():

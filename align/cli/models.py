@@ -87,7 +87,7 @@ def chat_cmd(model_dir: str, base: str | None, device: str, dtype: str, trust_re
     """Talk to a model: a trained run's output dir (a LoRA adapter is loaded on its base), a
     model directory, a hub id or a .gguf file. Each line you type is a user turn, rendered
     with the model's chat template; the answer is streamed as it is generated.
-    /reset starts over, /exit or Ctrl-D quits."""
+    /reset starts over, /exit or Ctrl-D quits, /help lists the commands."""
     from align.chat import chat
     from align.infer import load, sampling
 

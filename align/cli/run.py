@@ -170,8 +170,9 @@ def algos_cmd(name: str | None) -> None:
 
 
 @click.command("quickstart")
-@click.option("--out", "out", default="runs/quickstart", show_default=True,
-              help="Output directory (summary.json, curves.png, every stage's run and log).")
+@click.option("--output-dir", "--out", "out", default="runs/quickstart", show_default=True,
+              metavar="DIR", help="Output directory (summary.json, curves.png, every stage's "
+              "run and log), as for every command; --out is its older name.")
 @click.option("--algos", default=None, metavar="LIST",
               help="Algorithms to run, comma-separated (default: ppo,dpo,kto,simpo,cpo,orpo,grpo).")
 @click.option("--seed", default=0, show_default=True, help="Seed for data, models and sampling.")

@@ -371,6 +371,7 @@ class Validator:
         self.dropped_keys: Counter = Counter()
         self._first_position: str | None = None
         self._layout: tuple[str, ...] = ()  # sft: the first valid record's fields
+        self._implicit: bool | None = None  # pairwise: the first valid record's prompt kind
 
     def error(self, error: DataError) -> None:
         """A read error (bad bytes, bad JSON): the line counts as a bad record."""
@@ -399,8 +400,13 @@ class Validator:
         if not r.columns:
             r.columns = list(record.data)
         chk = Checker(r.file, record.position, self.notes)
+        implicit_before = self.notes["implicit"]
         row, form = CHECKS[r.format](chk, record.data)
-        if form is not None and r.form is not None and form != r.form:
+        implicit = self.notes["implicit"] > implicit_before
+        if form is not None and self._implicit is not None and implicit != self._implicit:
+            self._mixed_prompts(chk, implicit)
+            form = None
+        elif form is not None and r.form is not None and form != r.form:
             chk.add(None, f"record is {form} but the first record ({self._first_position}) is "
                           f"{r.form}; use one form throughout the file")
             form = None
@@ -415,11 +421,27 @@ class Validator:
             return None, chk.errors
         if r.form is None:
             r.form, self._first_position, self._layout = form, record.position, chk.keep
+            self._implicit = implicit
         keep = chk.keep or KEEP_TRL_KEYS[r.format]
         for key in [k for k in row if k in TRL_KEYS and k not in keep]:
             self.dropped_keys[key] += 1
             del row[key]
         return row, []
+
+    def _mixed_prompts(self, chk: Checker, implicit: bool) -> None:
+        """A pair whose prompt is given when the first pair's was the shared start of its
+        answers, or the other way round: one file, one kind (a pair without a prompt in a
+        file of pairs with one would silently train on a prompt cut from its answers)."""
+        if implicit:
+            self.notes["implicit"] -= 1  # it is not read that way
+            chk.add("prompt", f"record has no prompt (it would be the start chosen and rejected "
+                              f"share) but the first record ({self._first_position}) has one; "
+                              "give every record a 'prompt', or none")
+        else:
+            chk.add("prompt", f"record has a 'prompt' but the first record "
+                              f"({self._first_position}) has none (its prompt is the start "
+                              "chosen and rejected share); give every record a 'prompt', or "
+                              "none")
 
     def finish(self) -> Validated:
         """The result without rows (the caller stores them)."""

@@ -42,6 +42,24 @@ def test_implicit_prompt_is_extracted_from_shared_messages(tmp_path):
     assert r.rows[0]["chosen"] == [A("good")] and r.rows[0]["rejected"] == [A("bad")]
 
 
+@pytest.mark.parametrize("first_has_prompt", [True, False])
+def test_mixed_explicit_and_implicit_prompts_are_an_error_naming_the_records(tmp_path,
+                                                                             first_has_prompt):
+    """A pair without a prompt among pairs with one would silently train on a prompt cut from
+    its answers ("It is" / " 4." / " 5."): one file, one kind."""
+    given = [{"prompt": "What is 2 + 2?", "chosen": "It is 4.", "rejected": "It is 5."},
+             {"prompt": "Name a colour.", "chosen": "Blue.", "rejected": "Seven."}]
+    implicit = {"chosen": "It is 4.", "rejected": "It is 5."}
+    rows = given + [implicit] if first_has_prompt else [implicit] + given
+    r = _errors(tmp_path, rows, "pairwise")
+    assert not r.ok
+    odd = ["line 3"] if first_has_prompt else ["line 2", "line 3"]
+    assert [(e.position, e.field) for e in r.errors] == [(line, "prompt") for line in odd]
+    assert "but the first record (line 1)" in r.errors[0].message
+    assert "give every record a 'prompt', or none" in r.errors[0].message
+    assert r.implicit_prompt is not first_has_prompt  # what the kept records are
+
+
 def test_implicit_prompt_multi_turn_keeps_earlier_assistant_turns(tmp_path):
     history = [U("q1"), A("a1"), U("q2")]
     r = _errors(tmp_path, [{"chosen": history + [A("good")], "rejected": history + [A("bad")]}],

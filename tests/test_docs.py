@@ -66,7 +66,7 @@ def test_cli_region_renders_usage_help_and_options():
 
 
 GUIDES = ("getting-started.md", "choosing.md", "memory.md", "troubleshooting.md", "cli.md",
-          "data-formats.md", "ppo-tricks.md", "real-model.md")
+          "data-formats.md", "ppo-tricks.md", "real-model.md", "architecture.md")
 
 
 def test_user_guides_exist_and_the_readme_links_them():
@@ -80,7 +80,7 @@ def test_relative_links_in_docs_point_to_existing_files():
     import re
 
     for page in [*DOCS_DIR.glob("*.md"), DOCS_DIR.parent / "README.md",
-                 DOCS_DIR.parent / "recipes" / "README.md"]:
+                 DOCS_DIR.parent / "recipes" / "README.md", DOCS_DIR.parent / "CONTRIBUTING.md"]:
         for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text(encoding="utf-8")):
             if "://" in target:
                 continue
@@ -129,3 +129,23 @@ def test_flag_table_quotes_the_corrected_rollout_ratios():
                          ("--compile-rollout", "align_hf_compiled")):
         quoted = re.findall(r"([\d.]+)x plain `generate`", rows[flag])
         assert quoted == [f"{engines[engine]['speedup_vs_plain']:.2f}"], (flag, quoted)
+
+
+def test_code_cites_only_files_inside_the_repo():
+    """A comment or docstring that points to a page points to one a reader of the repository
+    has (docs/..., README.md, CONTRIBUTING.md), not to notes kept elsewhere."""
+    import re
+
+    root = DOCS_DIR.parent
+    written_by_scripts = {"OUT/tables.md"}  # a script's output, named in its usage
+    missing = []
+    for folder in ("align", "scripts", "tests", "recipes"):
+        for path in (root / folder).rglob("*"):
+            if path.suffix not in (".py", ".sh") or "__pycache__" in path.parts:
+                continue
+            for cited in re.findall(r"[\w./-]+\.md\b", path.read_text(encoding="utf-8")):
+                if cited in written_by_scripts:
+                    continue
+                if not any((base / cited).exists() for base in (root, DOCS_DIR, path.parent)):
+                    missing.append(f"{path.relative_to(root)}: {cited}")
+    assert not missing, missing

@@ -1,10 +1,12 @@
-"""The import graph of align/ has no cycle: a lower layer never imports the one above it, not
-even inside a function (an import in a function body runs later, but it still ties the two
-modules together: neither can be read, moved or tested without the other)."""
+"""The import graph of align/ has no cycle, and no import goes up a layer of
+docs/architecture.md, not even inside a function (an import in a function body runs later, but
+it still ties the two modules together: neither can be read, moved or tested without the
+other)."""
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "align"
@@ -112,3 +114,34 @@ def test_align_has_no_import_cycle():
                        for m in cycle for t, line in graph[m].items() if t in cycle)
              for cycle in found]
     assert not found, "import cycles in align/:\n" + "\n".join(shown)
+
+
+def layers(page: Path = PACKAGE.parent / "docs" / "architecture.md") -> dict[str, int]:
+    """docs/architecture.md's layer table: path (``cli/``, ``ppo/losses.py``) -> layer."""
+    text = page.read_text(encoding="utf-8")
+    found = {}
+    for number, cells in re.findall(r"^\| (\d)\. [a-z ]+ \| (.+) \|$", text, re.M):
+        for path in re.findall(r"`([^`]+)`", cells):
+            found[path] = int(number)
+    return found
+
+
+def layer_of(module: str, table: dict[str, int]) -> int | None:
+    """The layer of the most specific table entry that holds ``module``."""
+    path = modules()[module].relative_to(PACKAGE).as_posix()
+    matches = [entry for entry in table
+               if path == entry or (entry.endswith("/") and path.startswith(entry))]
+    return table[max(matches, key=len)] if matches else None
+
+
+def test_imports_never_go_up_a_layer_of_docs_architecture():
+    table = layers()
+    assert len(table) > 20 and set(table.values()) == {1, 2, 3, 4, 5, 6}
+    graph = import_graph()
+    unplaced = [m for m in graph if m != "align" and layer_of(m, table) is None]
+    assert not unplaced, f"docs/architecture.md places no layer for {unplaced}"
+    up = [f"{m} (layer {layer_of(m, table)}) -> {t} (layer {layer_of(t, table)}), "
+          f"{modules()[m].relative_to(PACKAGE.parent)}:{line}"
+          for m in graph if m != "align" for t, line in graph[m].items()
+          if t != "align" and layer_of(t, table) > layer_of(m, table)]
+    assert not up, "imports that go up a layer:\n" + "\n".join(up)

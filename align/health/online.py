@@ -13,7 +13,8 @@ from typing import Any, Callable
 
 from align.health.detectors import repeated_ngram_frac
 
-# TRL GRPO/RLOO log key -> canonical name (see align.health and STYLE.md's metric names).
+# TRL GRPO/RLOO log key -> canonical name (see align.health and the metric names of
+# docs/glossary.md).
 ALIASES = {
     "completions/mean_length": "rollout/response_len",
     "completions/clipped_ratio": "rollout/truncated_frac",

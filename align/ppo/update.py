@@ -1,7 +1,8 @@
 """Steps 2-4 of a PPO iteration: shape rewards, estimate advantages, update actor and critic.
 
 Each function reads its switches from PPOConfig and calls the pure math in ``losses.py``; the
-guards here are the one-to-three-line "trick" switches of STYLE.md section 3.
+guards here are the one-to-three-line "trick" switches (one config field each, see
+CONTRIBUTING.md, "Adding a flag").
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ callbacks:
 
 The monitor's state goes into every checkpoint (``align_health.json``, listed in the checkpoint's
 marker by :mod:`align.checkpoints`), so ``--resume`` continues its baselines and streaks. The
-loop that trains, rolls back (:mod:`align.health.rollback`) or stops is
-:func:`align.algos.watched.train_watched`.
+loop that trains and then rolls back or stops is :func:`align.algos.watched.train_watched`,
+through the health driver (:mod:`align.health.driver`) that PPO uses too.
 """
 
 from __future__ import annotations

@@ -156,7 +156,8 @@ def algos_cmd(name: str | None) -> None:
         for f in dataclasses.fields(spec.config_cls):
             doc = field_doc(f)
             src = f" ({doc['source']})" if doc["source"] else ""
-            click.echo(f"{doc['flag']:<28} {str(doc['default']):<14} {doc['help']}{src}")
+            bounds = f" Range: {doc['bounds']}." if doc["bounds"] else ""
+            click.echo(f"{doc['flag']:<28} {str(doc['default']):<14} {doc['help']}{bounds}{src}")
         return
     rows = [("name", "data format", "ref model", "reward model", "online", "summary")]
     for s in ALGOS.values():

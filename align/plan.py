@@ -199,3 +199,32 @@ def optimizer_issue(name: str, cuda: Any = cuda_available) -> str | None:
                     "need a CUDA GPU; use adamw_torch here")
         return None
     return None
+
+
+# The x86 math libraries choose their code path from the CPU they find (AVX2 or AVX-512, Intel
+# or AMD), and the paths round differently, so a seeded CPU run can give other numbers on
+# another machine. Pinned to the AVX2 path, which x86-64 servers and laptops of the last decade
+# all have, the same seed gives the same numbers on any of them (MKL's "conditional numerical
+# reproducibility", oneDNN's ISA cap, PyTorch's kernel dispatch).
+AVX2_MATH = {"MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+
+
+def pin_cpu_math() -> dict[str, str]:
+    """Pin the CPU math libraries to their AVX2 code path (:data:`AVX2_MATH`), leaving any of
+    these variables the user set alone; returns what it set. Does nothing off x86-64, on a CPU
+    without AVX2, or once torch is imported (the libraries read these variables when they load).
+    """
+    import platform
+    import sys
+
+    if "torch" in sys.modules or platform.machine().lower() not in ("x86_64", "amd64"):
+        return {}
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return {}
+    if "avx2" not in flags:
+        return {}
+    pinned = {k: v for k, v in AVX2_MATH.items() if k not in os.environ}
+    os.environ.update(pinned)
+    return pinned

@@ -11,7 +11,9 @@
 ``align quickstart --seed 0`` (with the versions of constraints.txt, which scripts/setup.sh
 installs) and compares its leaderboard with the seed-0 table in the docs, every column but the
 seconds; it exits 1 with both tables when they differ. The numbers are deterministic on a
-given CPU and set of versions; another CPU may round a few sampling draws differently
+given set of versions: the quickstart pins the CPU math libraries to their AVX2 code path
+(``align.plan.pin_cpu_math``), so any x86-64 CPU with AVX2, Intel or AMD, gives the same numbers;
+on other CPUs (ARM, or without AVX2) a few sampling draws may round differently
 (``--tolerance`` then allows a difference in the last digits of each number).
 """
 
@@ -67,7 +69,8 @@ def results_block(summaries: dict[int, dict]) -> str:
     lines = [f"Measured on this project's 2-core x86-64 CPU machine (no GPU, Python "
              f"{platform.python_version()}), `align quickstart --seed N --overoptimization` with "
              f"the versions of `constraints.txt` ({_versions()}), {s0.get('threads', 1)} CPU "
-             "thread. Gold reward on the held-out prompts (best 1.0); in brackets the gain over "
+             "thread, the math libraries on their AVX2 code path (the same numbers on any "
+             "x86-64 CPU with AVX2). Gold reward on the held-out prompts (best 1.0); in brackets the gain over "
              "the SFT policy of the same seed:", "",
              "| algorithm | " + " | ".join(f"seed {s}" for s in seeds) + " | smallest gain |",
              "| --- |" + " --- |" * (len(seeds) + 1)]

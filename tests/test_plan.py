@@ -224,3 +224,38 @@ def test_plan_states_precision_learning_rate_and_batch(capsys, pairs_file):
     assert "batch: 2 per device x 8 accumulation x 1 process = 16 pairs" in out
     assert out.rstrip().endswith("dry run OK: flags, config and data are valid; no model was "
                                  "loaded")
+
+
+_PIN_PROBE = ("import json, os, sys; from align.plan import pin_cpu_math; set_ = pin_cpu_math(); "
+              "import torch; print(json.dumps({'set': set_, 'env': {k: os.environ.get(k) for k "
+              "in ('MKL_CBWR', 'ONEDNN_MAX_CPU_ISA', 'ATEN_CPU_CAPABILITY')}, "
+              "'capability': torch.backends.cpu.get_cpu_capability(), "
+              "'late': pin_cpu_math()}))")
+
+
+def _pin_probe(**env: str) -> dict:
+    import os
+    import subprocess
+    import sys
+
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("MKL_CBWR", "ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")}
+    out = subprocess.run([sys.executable, "-c", _PIN_PROBE], env={**base, **env},
+                         capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_pin_cpu_math_sets_the_avx2_path_before_torch_and_keeps_what_the_user_set():
+    import platform
+
+    if platform.machine().lower() not in ("x86_64", "amd64") or \
+            "avx2" not in Path("/proc/cpuinfo").read_text().split():
+        pytest.skip("the pin applies to x86-64 CPUs with AVX2 only")
+    probe = _pin_probe()
+    assert probe["env"] == {"MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+                            "ATEN_CPU_CAPABILITY": "avx2"}
+    assert probe["set"] == probe["env"]
+    assert probe["capability"] == "AVX2"  # torch dispatched on it
+    assert probe["late"] == {}  # once torch is loaded, setting them would change nothing
+    mine = _pin_probe(MKL_CBWR="COMPATIBLE")
+    assert mine["env"]["MKL_CBWR"] == "COMPATIBLE" and "MKL_CBWR" not in mine["set"]

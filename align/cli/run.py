@@ -199,6 +199,9 @@ def quickstart_cmd(out: str, algos: str | None, seed: int, device: str, model: s
     from pathlib import Path
 
     from align.config import parse_list
+    from align.plan import pin_cpu_math
+
+    pin_cpu_math()  # its documented numbers come back on any x86-64 CPU, not only on ours
     from align.quickstart.pipeline import DEFAULT_ALGOS, Options, run
 
     chosen = tuple(parse_list(algos)) or DEFAULT_ALGOS

@@ -124,29 +124,39 @@ def call_format(rendered_probe: str) -> str | None:
     return "hermes" if ok else None
 
 
+def tool_template_problem(tokenizer: Any) -> tuple[str | None, str]:
+    """(what is wrong, the rendered probe): whether the tokenizer's chat template renders
+    :data:`PROBE`'s tool call, its arguments and the tool's result. None when it does."""
+    if not getattr(tokenizer, "chat_template", None):
+        return "its tokenizer has no chat template to render tool calls", ""
+    try:
+        text = tokenizer.apply_chat_template(PROBE, tokenize=False)
+    except Exception as e:  # noqa: BLE001 - jinja's errors: the template refuses tool turns
+        return (f"its chat template cannot render a tool call and its result "
+                f"({type(e).__name__}: {e})"), ""
+    missing = [what for what, s in (("the tool call's name", PROBE_NAME),
+                                    ("its arguments", PROBE_VALUE),
+                                    ("the tool's result", PROBE_RESULT)) if s not in text]
+    if missing:
+        return (f"its chat template drops {', '.join(missing)} of a tool call (the model would "
+                "never see them)"), text
+    return None, text
+
+
+TEMPLATE_FIX = "pass --chat-template chatml-tools (ChatML with Hermes <tool_call> calls)"
+
+
 def require_tool_template(tokenizer: Any, model_label: str) -> str:
     """The tool-call format of the tokenizer's chat template, after checking by rendering
     :data:`PROBE` that it writes the call, its arguments and the tool's result, in a format
     align reads back. AlignError naming the model and the fix otherwise (before any model
     loads: only the tokenizer is needed)."""
-    fix = "pass --chat-template chatml-tools (ChatML with Hermes <tool_call> calls)"
-    if not getattr(tokenizer, "chat_template", None):
-        raise AlignError(f"{model_label}: its tokenizer has no chat template to render tool calls; "
-                         f"{fix}")
-    try:
-        text = tokenizer.apply_chat_template(PROBE, tokenize=False)
-    except Exception as e:  # noqa: BLE001 - jinja's errors: the template refuses tool turns
-        raise AlignError(f"{model_label}: its chat template cannot render a tool call and its "
-                         f"result ({type(e).__name__}: {e}); {fix}") from None
-    missing = [what for what, s in (("the tool call's name", PROBE_NAME),
-                                    ("its arguments", PROBE_VALUE),
-                                    ("the tool's result", PROBE_RESULT)) if s not in text]
-    if missing:
-        raise AlignError(f"{model_label}: its chat template drops {', '.join(missing)} of a tool "
-                         f"call (the model would never see them); {fix}")
+    problem, text = tool_template_problem(tokenizer)
+    if problem:
+        raise AlignError(f"{model_label}: {problem}; {TEMPLATE_FIX}")
     fmt = call_format(text)
     if fmt is None:
         raise AlignError(f"{model_label}: its chat template writes tool calls in a format align "
                          "cannot read back from generated text (it reads the Hermes format, "
-                         '<tool_call>{"name": ..., "arguments": {...}}</tool_call>); ' + fix)
+                         '<tool_call>{"name": ..., "arguments": {...}}</tool_call>); ' + TEMPLATE_FIX)
     return fmt

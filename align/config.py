@@ -163,6 +163,11 @@ class ModelArgs:
     trust_remote_code: bool = arg(
         False, "Allow model repos to run their own Python code. Off unless you pass it (safety)."
     )
+    chat_template: str | None = arg(
+        None, "Chat template to render conversations with, instead of the tokenizer's own: a "
+        "template align ships (chatml-tools: ChatML with Hermes <tool_call> tool calls, as "
+        "Qwen2.5) or a .jinja file. Saved with the trained model.",
+        source="the tokenizer's own template", metavar="NAME|FILE")
     allow_new_score_head: bool = arg(
         False, "Accept a --reward-model whose saved weights lack the score head (it would be "
         "initialised at random, so its rewards mean nothing). Off: such a model is refused.")
@@ -401,6 +406,7 @@ class RunConfig:
     train: TrainArgs
     algo: Any  # the algorithm's own dataclass (DPOArgs, PPOConfig, ...)
     health: Any = None  # HealthArgs for algorithms with collapse detectors, else None
+    agents: Any = None  # AgentArgs for algorithms that roll out with tools, else None
     # Set while resolving, not flags: the learning-rate fields filled from the registry's
     # defaults, the content hash of the validated data (align.data.store.content_digest) and,
     # with --resume, the checkpoint the run continues from (align.checkpoints.Checkpoint,
@@ -413,6 +419,8 @@ class RunConfig:
         groups = {"model": self.model, "lora": self.lora, "data": self.data, "train": self.train}
         if self.health is not None:
             groups["health"] = self.health
+        if self.agents is not None:
+            groups["agents"] = self.agents
         groups[self.algo_name] = self.algo
         return groups
 

@@ -7,6 +7,7 @@ Every training stage goes through ``align.runner.execute`` with a config resolve
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import random
 import time
@@ -34,11 +35,13 @@ OVEROPTIMIZATION = {"preset": "vanilla", "max_steps": 120, "actor_lr": 1e-3,
                     "temperature": 2.0, "max_new_tokens": 32}
 EVAL_SAMPLES = 8  # samples per held-out prompt for the leaderboard (4 for curve points)
 # The CPU threads come from the load (align.plan.choose_threads: every idle core, at least
-# one). With more than one, the tiny model's stages before the algorithms (SFT, labelling, the
-# reward model) use them all, and the algorithms then run side by side, one per idle core, in
-# worker processes of one thread each: the tiny model's matrices (hidden size 64) are too small
-# to split well across threads, but the seven runs are independent. Every stage is seeded on
-# its own, so the table is the same whichever way it ran (docs/quickstart.md, "Speed").
+# one). The tiny model's training is not thread-invariant: the weight gradients of its small
+# matrices are sums over the batch's tokens, which a second thread splits and adds in another
+# order (its forward pass is bitwise the same). So each of its runs uses one thread, whatever
+# the count, and the extra cores run the algorithms side by side instead: one worker process
+# of one thread per extra core, started while the SFT stage trains. Every stage is seeded on
+# its own, so the table is the same whichever process ran it (docs/quickstart.md, "Speed").
+TINY_MODEL_THREADS = 1
 # Expected seconds of each algorithm's stage on one core (measured, seed 0): the longest start
 # first, so that the side-by-side runs end together.
 STAGE_COST = {"ppo": 13.0, "kto": 7.0, "grpo": 6.5, "rloo": 6.5, "dpo": 5.0, "cpo": 5.0,
@@ -365,20 +368,34 @@ def _in_worker(algo: str, opts: Options, shared: Shared
     return algo_stage(algo, opts, shared)
 
 
-def run_algos(opts: Options, shared: Shared, workers: int
-              ) -> dict[str, tuple[dict[str, Any], list[dict[str, float]], float]]:
-    """Every algorithm's stage; with ``workers`` > 1, that many at once: this process and
-    ``workers - 1`` worker processes (started fresh, "spawn": torch's thread pools do not
-    survive a fork) each take the longest stage left (:data:`STAGE_COST`)."""
+def _ready() -> bool:
+    return True
+
+
+def start_workers(workers: int) -> Any:
+    """``workers - 1`` worker processes, started now ("spawn": torch's thread pools do not
+    survive a fork) so that they import their libraries while this process trains the SFT
+    policy; None for one worker."""
     if workers <= 1:
-        return {a: algo_stage(a, opts, shared) for a in opts.algos}
+        return None
     import multiprocessing
-    import threading
     from concurrent.futures import ProcessPoolExecutor
 
-    import torch
+    pool = ProcessPoolExecutor(workers - 1, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_worker_start)
+    for _ in range(workers - 1):
+        pool.submit(_ready)  # each submit starts one process (up to workers - 1)
+    return pool
 
-    torch.set_num_threads(1)
+
+def run_algos(opts: Options, shared: Shared, pool: Any = None
+              ) -> dict[str, tuple[dict[str, Any], list[dict[str, float]], float]]:
+    """Every algorithm's stage: one after the other without ``pool``; with it, this process
+    and each of the pool's processes take the longest stage left (:data:`STAGE_COST`)."""
+    if pool is None:
+        return {a: algo_stage(a, opts, shared) for a in opts.algos}
+    import threading
+
     pending = sorted(opts.algos, key=lambda a: -STAGE_COST.get(a, 6.0))
     lock = threading.Lock()
     results: dict[str, Any] = {}
@@ -390,26 +407,24 @@ def run_algos(opts: Options, shared: Shared, workers: int
         with lock:
             return pending.pop(0) if pending and not errors else None
 
-    def feed(pool: Any) -> None:
+    def feed() -> None:
         while (algo := take()) is not None:
             try:
                 results[algo] = pool.submit(_in_worker, algo, sub, shared).result()
             except BaseException as e:  # noqa: BLE001 - re-raised in the main thread below
                 errors.append(e)
 
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers - 1, mp_context=context, initializer=_worker_start) as pool:
-        feeders = [threading.Thread(target=feed, args=(pool,), daemon=True)
-                   for _ in range(workers - 1)]
-        for f in feeders:
-            f.start()
-        try:
-            while (algo := take()) is not None:
-                results[algo] = algo_stage(algo, opts, shared)
-        except BaseException as e:
-            errors.append(e)
-        for f in feeders:
-            f.join()
+    feeders = [threading.Thread(target=feed, daemon=True) for _ in range(pool._max_workers)]
+    for f in feeders:
+        f.start()
+    try:
+        while (algo := take()) is not None:
+            results[algo] = algo_stage(algo, opts, shared)
+    except BaseException as e:
+        errors.append(e)
+    for f in feeders:
+        f.join()
+    opts.live = True
     if errors:
         raise errors[0]
     return {a: results[a] for a in opts.algos}
@@ -418,25 +433,35 @@ def run_algos(opts: Options, shared: Shared, workers: int
 def run(opts: Options) -> dict[str, Any]:
     """The whole pipeline; returns (and writes) the summary."""
     import torch
-
-    from align.quickstart import report
-    from align.quickstart.evaluate import evaluate
-
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # model loading bars, once per checkpoint evaluated
     start = time.time()
     chosen = quickstart_threads(opts)
-    threads = chosen.count
-    workers = side_by_side(opts, threads)
+    workers = side_by_side(opts, chosen.count)
+    threads = chosen.count if opts.model else TINY_MODEL_THREADS  # each run's threads
     torch.set_num_threads(threads)
     opts.stage_threads = threads
+    with contextlib.ExitStack() as stack:
+        pool = start_workers(workers)
+        if pool is not None:
+            stack.callback(pool.shutdown, cancel_futures=True)
+        return _run(opts, chosen, workers, pool, start)
+
+
+def _run(opts: Options, chosen: Any, workers: int, pool: Any, start: float) -> dict[str, Any]:
+    import torch
+
+    from align.quickstart import report
+    from align.quickstart.evaluate import evaluate
+
+    threads = opts.stage_threads
     torch.manual_seed(opts.seed)
     rng = random.Random(opts.seed)
     train_prompts, held_out = task.split_prompts(opts.seed)
     click.echo(f"align quickstart: seed {opts.seed}, algorithms {', '.join(opts.algos)}, "
                f"{chosen.describe()}"
-               f"{f', {workers} algorithms at a time' if workers > 1 else ''}, "
+               f"{f', each run on {threads} thread, {workers} algorithms at a time' if workers > 1 else ''}, "
                f"output {opts.out}")
     sft_dir = prepare_policy(opts, train_prompts, rng)
     from transformers import AutoTokenizer
@@ -469,21 +494,17 @@ def run(opts: Options) -> dict[str, Any]:
     # 4-5. every algorithm from the same SFT policy, evaluated on held-out prompts
     shared = Shared(sft_dir, files, sft_eval)
     _MODELS[str(opts.out)] = (sft, rm, tokenizer)
-    if workers > 1:
-        opts.stage_threads = 1
-    done = run_algos(opts, shared, workers)
+    done = run_algos(opts, shared, pool)
     algos = {a: entry for a, (entry, _, _) in done.items()}
     curves = {a: points for a, (_, points, _) in done.items()}
     for a, (_, _, seconds) in done.items():  # in --algos order, whichever process ran it
         opts.timings.pop(a, None)
         opts.timings[a] = seconds
-    opts.live = True
-    torch.set_num_threads(threads)
-    opts.stage_threads = threads
     over = overoptimization(opts, sft_dir, files["prompts"], sft, rm, tokenizer, held_out,
                             sft_eval) if opts.overoptimization else None
     summary = {
         "seconds": round(time.time() - start, 1), "seed": opts.seed, "threads": threads,
+        "cpu_threads": chosen.count,
         "algorithms_at_a_time": workers,
         "sft": {k: v for k, v in sft_eval.items()},
         "reward_model": {"accuracy": rm_acc, "pairs": len(pairs),

@@ -360,6 +360,10 @@ def _worker_start() -> None:
     configure()
     quiet_libraries()
     hf_logging.disable_progress_bar()
+    # imported now, while the main process trains the SFT policy, not in the first stage
+    import align.runner  # noqa: F401
+    from trl import DPOTrainer, GRPOTrainer, KTOTrainer  # noqa: F401
+
     gc.freeze()
 
 
@@ -388,10 +392,11 @@ def start_workers(workers: int) -> Any:
     return pool
 
 
-def run_algos(opts: Options, shared: Shared, pool: Any = None
+def run_algos(opts: Options, shared: Shared, pool: Any = None, workers: int = 1
               ) -> dict[str, tuple[dict[str, Any], list[dict[str, float]], float]]:
     """Every algorithm's stage: one after the other without ``pool``; with it, this process
-    and each of the pool's processes take the longest stage left (:data:`STAGE_COST`)."""
+    and each of the pool's ``workers - 1`` processes take the longest stage left
+    (:data:`STAGE_COST`)."""
     if pool is None:
         return {a: algo_stage(a, opts, shared) for a in opts.algos}
     import threading
@@ -414,7 +419,7 @@ def run_algos(opts: Options, shared: Shared, pool: Any = None
             except BaseException as e:  # noqa: BLE001 - re-raised in the main thread below
                 errors.append(e)
 
-    feeders = [threading.Thread(target=feed, daemon=True) for _ in range(pool._max_workers)]
+    feeders = [threading.Thread(target=feed, daemon=True) for _ in range(workers - 1)]
     for f in feeders:
         f.start()
     try:
@@ -494,7 +499,7 @@ def _run(opts: Options, chosen: Any, workers: int, pool: Any, start: float) -> d
     # 4-5. every algorithm from the same SFT policy, evaluated on held-out prompts
     shared = Shared(sft_dir, files, sft_eval)
     _MODELS[str(opts.out)] = (sft, rm, tokenizer)
-    done = run_algos(opts, shared, pool)
+    done = run_algos(opts, shared, pool, workers)
     algos = {a: entry for a, (entry, _, _) in done.items()}
     curves = {a: points for a, (_, points, _) in done.items()}
     for a, (_, _, seconds) in done.items():  # in --algos order, whichever process ran it

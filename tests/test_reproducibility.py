@@ -36,8 +36,10 @@ def test_mismatches_name_the_packages_not_installed_as_pinned():
         f"trl {trl.__version__} (tested: 0.0.1)", "not-a-package not installed (tested: 1.0)"]
 
 
-def test_the_docs_table_is_compared_without_its_seconds(tmp_path):
+def test_the_docs_table_is_compared_without_its_seconds(tmp_path, monkeypatch):
     table = script("quickstart_table")
+    made_on = table.CPU_LINE.search((ROOT / "docs" / "quickstart.md").read_text()).group(1)
+    monkeypatch.setattr(table, "cpu_kind", lambda: made_on)  # digit for digit on that kind
     from align.quickstart import report
 
     doc = table.TABLE.search((ROOT / "docs" / "quickstart.md").read_text()).group(1)
@@ -64,3 +66,20 @@ def test_the_docs_table_is_compared_without_its_seconds(tmp_path):
     path.write_text(json.dumps(summary))
     assert table.check(path, 0.0) == 1 and table.check(path, 0.02) == 0
     assert report.leaderboard(summary)  # the table the check prints on a mismatch
+
+    # on another kind of CPU: the claim (same algorithms, each CLAIM_GAIN over SFT) is checked
+    monkeypatch.setattr(table, "cpu_kind", lambda: "AnotherVendor family 1 model 2 (other)")
+    assert table.check(path, 0.0) == 0
+    summary["algos"][first]["gold_reward"] = summary["sft"]["gold_reward"] + table.CLAIM_GAIN / 2
+    path.write_text(json.dumps(summary))
+    assert table.check(path, 0.0) == 1
+    del summary["algos"][first]
+    path.write_text(json.dumps(summary))
+    assert table.check(path, 0.0) == 1  # an algorithm missing from the run
+
+
+def test_the_cpu_kind_names_vendor_family_and_model():
+    kind = script("quickstart_table").cpu_kind()
+    assert kind
+    if Path("/proc/cpuinfo").exists():  # Linux: vendor_id, cpu family, model, model name
+        assert " family " in kind and " model " in kind and "?" not in kind.split("(")[0]

@@ -348,6 +348,11 @@ class TrainArgs:
         "sgd, adamw_8bit and paged_adamw_8bit (bitsandbytes), ... (default: transformers' own, "
         "adamw_torch_fused; PPO's engine: AdamW).", source="TrainingArguments",
         choices=OPTIMIZERS, metavar="NAME")
+    threads: int | None = arg(
+        None, "CPU threads for torch (default: chosen from the load when the run starts: "
+        "every idle core, at least 1; OMP_NUM_THREADS, when set, decides instead). The "
+        "resolved config shows the number and why.", source="align default", bounds="[1, inf)",
+        metavar="N")
     push_to_hub: bool = arg(
         False, "At the end, upload the output directory (model, tokenizer, model card, metrics; "
         "not the checkpoints) to the Hugging Face Hub as --hub-model-id.",

@@ -73,6 +73,22 @@ def base_of(adapter_dir: Path, base: str | None) -> str:
     return path
 
 
+_THREADS: list[int] = []
+
+
+def cpu_threads() -> int:
+    """Set torch's CPU threads once per process by align.plan's rule (OMP_NUM_THREADS, else
+    every idle core), as training runs do; returns the count."""
+    if not _THREADS:
+        import torch
+
+        from align.plan import choose_threads
+
+        _THREADS.append(choose_threads().count)
+        torch.set_num_threads(_THREADS[0])
+    return _THREADS[0]
+
+
 def load(path: str, *, kind: str = "lm", base: str | None = None, device: str = "auto",
          dtype: str = "auto", trust_remote_code: bool = False, chat_template: str | None = None,
          check_tokenizer: Callable[[Any], None] | None = None) -> Loaded:
@@ -92,6 +108,8 @@ def load(path: str, *, kind: str = "lm", base: str | None = None, device: str = 
     if not p.exists() and (path.startswith((".", "/", "~")) or path.count("/") != 1):
         raise AlignError(f"{path}: no such file or directory")
     dev = _device(device)
+    if str(dev) == "cpu":
+        cpu_threads()
     kwargs: dict[str, Any] = {"dtype": _dtype(dtype, dev), "use_safetensors": True,
                               "trust_remote_code": trust_remote_code}
     auto = AutoModelForCausalLM if kind == "lm" else AutoModelForSequenceClassification

@@ -228,3 +228,93 @@ def pin_cpu_math() -> dict[str, str]:
     pinned = {k: v for k, v in AVX2_MATH.items() if k not in os.environ}
     os.environ.update(pinned)
     return pinned
+
+
+# --- CPU threads chosen from the load -------------------------------------------------------
+# torch's default is one thread per core. On cores that other jobs keep busy, extra threads
+# spin-wait for each other at every matrix product and a run slows many times over; on idle
+# cores they are free speed. So align counts the idle cores when a command starts (the share
+# of CPU time the whole machine left idle over a short window, /proc/stat) and takes that many
+# threads, at least one. --threads and OMP_NUM_THREADS override it.
+IDLE_WINDOW_S = 0.25  # how long the idle share is measured at start-up
+IDLE_ROUNDING = 0.3  # 1.7 idle cores -> 2 threads, 1.6 -> 1: a thread too few costs less
+#                      on a busy machine than one too many
+
+
+def cpu_cores() -> int:
+    """The cores this process may run on (its CPU affinity, else the machine's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def _cpu_times() -> tuple[float, float] | None:
+    """(idle, total) jiffies of the whole machine from /proc/stat, or None off Linux."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu":
+        return None
+    values = [float(v) for v in fields[1:9]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0.0)  # idle + iowait
+    return idle, sum(values)
+
+
+def idle_cores(cores: int, window_s: float = IDLE_WINDOW_S) -> tuple[float, str]:
+    """How many of ``cores`` are idle now, and how that was measured: the machine's idle
+    share of CPU time over ``window_s`` seconds (/proc/stat), else the 1-minute load average
+    (cores minus load)."""
+    import time
+
+    first = _cpu_times()
+    if first is not None:
+        time.sleep(window_s)
+        second = _cpu_times()
+        if second is not None and second[1] > first[1]:
+            share = (second[0] - first[0]) / (second[1] - first[1])
+            return cores * share, f"{share:.0%} of CPU time idle over {window_s:g} s"
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return float(cores), "load unknown"
+    return max(0.0, cores - load), f"1-minute load {load:.2f}"
+
+
+def threads_for(idle: float, cores: int, processes: int = 1) -> int:
+    """The threads rule: every idle core, rounded with :data:`IDLE_ROUNDING` and shared among
+    ``processes`` processes of one launch; at least 1, at most ``cores``."""
+    per = (idle + IDLE_ROUNDING) / max(1, processes)
+    return max(1, min(cores, int(per)))
+
+
+@dataclass
+class Threads:
+    """The CPU threads a command runs torch with, and why (printed with the config)."""
+
+    count: int
+    source: str  # "--threads", "OMP_NUM_THREADS" or "load"
+    detail: str = ""
+
+    def describe(self) -> str:
+        how = {"--threads": "given with --threads", "OMP_NUM_THREADS": "from OMP_NUM_THREADS"}
+        why = how.get(self.source, f"chosen from the load: {self.detail}")
+        return f"{self.count} CPU thread{'s' if self.count != 1 else ''} ({why})"
+
+
+def choose_threads(given: int | None = None, env: Any = None, cores: int | None = None,
+                   measure: Any = idle_cores) -> Threads:
+    """The CPU threads for torch: ``given`` (--threads), else OMP_NUM_THREADS, else every idle
+    core (:func:`threads_for`), measured by ``measure(cores) -> (idle cores, how)``."""
+    env = os.environ if env is None else env
+    if given:
+        return Threads(int(given), "--threads")
+    omp = str(env.get("OMP_NUM_THREADS", "")).strip()
+    if omp.isdigit() and int(omp) >= 1:
+        return Threads(int(omp), "OMP_NUM_THREADS")
+    cores = cores or cpu_cores()
+    idle, how = measure(cores)
+    n = threads_for(idle, cores, world_size())
+    share = f", shared by {world_size()} processes" if world_size() > 1 else ""
+    return Threads(n, "load", f"{idle:.1f} of {cores} cores idle ({how}){share}")

@@ -35,8 +35,9 @@ from align.errors import AlignError
 from align.models import check_model_path
 from align.options import format_config
 from align.output_dir import CONFIG_FILE, FINAL_FILE
-from align.plan import (PlanReport, cuda_available, deepspeed_config, has_package,
-                        optimizer_issue, short_run_warnings, world_rank, world_size)
+from align.plan import (PlanReport, Threads, choose_threads, cuda_available, deepspeed_config,
+                        has_package, optimizer_issue, short_run_warnings, world_rank,
+                        world_size)
 from align.registry import AlgoSpec
 
 
@@ -256,6 +257,22 @@ def preflight(cfg: RunConfig, spec: AlgoSpec, train: Validated) -> None:
         check_score_head(cfg.model.reward_model, cfg.model)
 
 
+def resolve_threads(cfg: RunConfig) -> Threads:
+    """Fill in --threads (``cfg.train.threads``) by align.plan's rule: given, else
+    OMP_NUM_THREADS, else every idle core; returns the choice and why."""
+    chosen = choose_threads(cfg.train.threads)
+    cfg.train.threads = chosen.count
+    return chosen
+
+
+def use_threads(n: int | None) -> None:
+    """Run torch's CPU math on ``n`` threads (None: leave torch's choice)."""
+    if n:
+        import torch
+
+        torch.set_num_threads(n)
+
+
 def seed_everything(seed: int) -> None:
     import numpy as np
     import torch
@@ -276,6 +293,7 @@ def execute(cfg: RunConfig, spec: AlgoSpec, dry_run: bool = False) -> dict[str, 
     report.notes += short_run_warnings(cfg, spec, len(train.rows))
     if not dry_run:
         report.raise_machine_issues()
+    report.plan(f"threads: {resolve_threads(cfg).describe()}")
     click.echo(format_config(cfg))
     click.echo(f"data: {train.summary()}")
     if evaluation is not None:
@@ -313,6 +331,7 @@ def execute(cfg: RunConfig, spec: AlgoSpec, dry_run: bool = False) -> dict[str, 
                 if data is not None and (path := write_skipped(data, out, append)):
                     click.echo(f"--skip-invalid: the dropped records are in {path}", err=True)
         seed_everything(cfg.train.seed)
+        use_threads(cfg.train.threads)
         result = spec.run(cfg, train, evaluation)
         if result and writer:
             with checkpoints.writing(out, FINAL_FILE):

@@ -259,3 +259,63 @@ def test_pin_cpu_math_sets_the_avx2_path_before_torch_and_keeps_what_the_user_se
     assert probe["late"] == {}  # once torch is loaded, setting them would change nothing
     mine = _pin_probe(MKL_CBWR="COMPATIBLE")
     assert mine["env"]["MKL_CBWR"] == "COMPATIBLE" and "MKL_CBWR" not in mine["set"]
+
+
+# --- CPU threads from the load (align.plan.choose_threads) ----------------------------------
+
+def test_threads_rule_takes_every_idle_core_rounded_towards_fewer():
+    from align.plan import threads_for
+
+    assert threads_for(1.9, 2) == 2  # an idle 2-core machine: both cores
+    assert threads_for(1.7, 2) == 2  # 1.7 + 0.3 rounds to 2
+    assert threads_for(1.6, 2) == 1  # one busy job beside us: one thread
+    assert threads_for(1.0, 2) == 1
+    assert threads_for(0.0, 2) == 1  # every core busy: still one thread
+    assert threads_for(9.0, 8) == 8  # never more than the cores
+    assert threads_for(7.8, 8, processes=2) == 4  # a launch of 2 processes shares them
+
+
+def test_threads_given_or_from_omp_num_threads_win_over_the_load():
+    from align.plan import choose_threads
+
+    def never(cores):
+        raise AssertionError("the load must not be measured when the count is given")
+
+    given = choose_threads(3, env={"OMP_NUM_THREADS": "1"}, cores=2, measure=never)
+    assert (given.count, given.source) == (3, "--threads")
+    omp = choose_threads(None, env={"OMP_NUM_THREADS": "1"}, cores=2, measure=never)
+    assert (omp.count, omp.source) == (1, "OMP_NUM_THREADS")
+    assert "from OMP_NUM_THREADS" in omp.describe()
+
+
+def test_threads_from_the_load_say_how_they_were_chosen():
+    from align.plan import choose_threads
+
+    idle = choose_threads(None, env={}, cores=2, measure=lambda c: (1.9, "95% idle"))
+    busy = choose_threads(None, env={"OMP_NUM_THREADS": ""}, cores=2,
+                          measure=lambda c: (0.9, "45% idle"))
+    assert (idle.count, busy.count) == (2, 1)
+    assert idle.describe() == ("2 CPU threads (chosen from the load: 1.9 of 2 cores idle "
+                               "(95% idle))")
+
+
+def test_idle_cores_are_measured_from_cpu_time(monkeypatch):
+    from align import plan
+
+    samples = iter([(100.0, 400.0), (190.0, 500.0)])  # 90 of 100 jiffies idle
+    monkeypatch.setattr(plan, "_cpu_times", lambda: next(samples))
+    idle, how = plan.idle_cores(2, window_s=0)
+    assert idle == pytest.approx(1.8) and "90%" in how
+
+
+def test_resolved_config_shows_the_threads_and_why(capsys, monkeypatch, pairs_file, tiny_lm):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    code, out, err = run_cli(["rlhf", "--algo", "dpo", "--model", str(tiny_lm), "--dataset",
+                              str(pairs_file), "--dry-run"], capsys)
+    assert code == 0, err
+    assert "threads: " in out and "chosen from the load" in out
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    code, out, err = run_cli(["rlhf", "--algo", "dpo", "--model", str(tiny_lm), "--dataset",
+                              str(pairs_file), "--threads", "2", "--dry-run"], capsys)
+    assert code == 0, err
+    assert "  threads: 2" in out and "threads: 2 CPU threads (given with --threads)" in out

@@ -92,3 +92,25 @@ def test_a_health_alarm_is_explained_with_the_algorithms_hint():
     assert "fell from -8.21 to -12.34" in line  # the numbers
     assert "What to try with kto: lower --learning-rate or raise --beta." in line
     assert "+0.800 against the SFT policy's -0.100" in line
+
+
+def test_algorithms_side_by_side_give_the_table_of_one_at_a_time(tmp_path, capsys):
+    """--threads 2 runs the algorithms two at a time (this process and one worker process);
+    every number but the seconds is the one of the run that took them one after the other."""
+    runs = {}
+    for threads in (1, 2):
+        out = tmp_path / f"t{threads}"
+        code, stdout, err = run_cli(["quickstart", "--out", out, "--algos", "dpo,simpo,orpo",
+                                     "--scale", "0.2", "--threads", str(threads)], capsys)
+        assert code == 0, err
+        runs[threads] = json.loads((out / "summary.json").read_text())
+        assert ("2 algorithms at a time" in stdout) == (threads == 2)
+        assert (out / "logs" / "simpo.log").stat().st_size > 0  # a worker's stage logs too
+    one, two = runs[1], runs[2]
+    assert (one["threads"], two["threads"], two["cpu_threads"]) == (1, 1, 2)
+    assert list(two["algos"]) == ["dpo", "simpo", "orpo"]  # --algos order, whoever ran it
+    for name in one["algos"]:
+        a, b = dict(one["algos"][name]), dict(two["algos"][name])
+        a.pop("seconds"), b.pop("seconds")
+        assert a == b, name
+    assert one["curves"] == two["curves"]

@@ -7,6 +7,8 @@ Every training stage goes through ``align.runner.execute`` with a config resolve
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import random
 import time
 from dataclasses import dataclass, field
@@ -32,10 +34,18 @@ CURVE_POINTS = 4  # checkpoints evaluated along each run for curves.png
 OVEROPTIMIZATION = {"preset": "vanilla", "max_steps": 120, "actor_lr": 1e-3,
                     "temperature": 2.0, "max_new_tokens": 32}
 EVAL_SAMPLES = 8  # samples per held-out prompt for the leaderboard (4 for curve points)
-# The tiny model's matrices (hidden size 64) are too small to split across threads: a second
-# thread saves little on idle cores, and on cores shared with other work its spin-waiting
-# slows every step many times over (measured in docs/quickstart.md, "Speed").
+# The CPU threads come from the load (align.plan.choose_threads: every idle core, at least
+# one). The tiny model's training is not thread-invariant: the weight gradients of its small
+# matrices are sums over the batch's tokens, which a second thread splits and adds in another
+# order (its forward pass is bitwise the same). So each of its runs uses one thread, whatever
+# the count, and the extra cores run the algorithms side by side instead: one worker process
+# of one thread per extra core, started while the SFT stage trains. Every stage is seeded on
+# its own, so the table is the same whichever process ran it (docs/quickstart.md, "Speed").
 TINY_MODEL_THREADS = 1
+# Expected seconds of each algorithm's stage on one core (measured, seed 0): the longest start
+# first, so that the side-by-side runs end together.
+STAGE_COST = {"ppo": 13.0, "kto": 7.0, "grpo": 6.5, "rloo": 6.5, "dpo": 5.0, "cpo": 5.0,
+              "orpo": 4.0, "simpo": 4.0}
 RECIPES: dict[str, dict[str, Any]] = {
     "sft": {"learning_rate": 3e-3, "num_train_epochs": 5.0, "per_device_train_batch_size": 32},
     "rm": {"learning_rate": 2e-3, "num_train_epochs": 3.0},
@@ -78,8 +88,10 @@ class Options:
     scale: float = 1.0  # multiplies data sizes and step counts (CI uses a smaller one)
     overoptimization: bool = False
     verbose: bool = False
-    threads: int | None = None  # torch CPU threads; None: TINY_MODEL_THREADS or torch's own
+    threads: int | None = None  # torch CPU threads; None: chosen from the load
     timings: dict[str, float] = field(default_factory=dict)
+    live: bool = True  # progress bars redrawn in place (off while stages run side by side)
+    stage_threads: int | None = None  # the threads every stage's run is told (--threads)
 
 
 def _scaled(n: int, opts: Options, minimum: int = 1) -> int:
@@ -90,7 +102,7 @@ def stage(name: str, opts: Options) -> Any:
     """Time a stage, send its output to logs/<name>.log, keep one console line for it."""
     from align.quickstart.stages import stage as console_stage
 
-    return console_stage(name, opts.out, opts.timings, opts.verbose)
+    return console_stage(name, opts.out, opts.timings, opts.verbose, live=opts.live)
 
 
 def train(algo: str, model: str, dataset: Path, output: Path, opts: Options,
@@ -101,6 +113,10 @@ def train(algo: str, model: str, dataset: Path, output: Path, opts: Options,
     from align.runner import execute
 
     spec = get_algo(algo)
+    gc.freeze()  # what is alive now (the imported libraries) stays out of every collection:
+    #              the trainers' gc.collect() at each run's end then takes ms instead of 0.3 s
+    if opts.stage_threads:
+        flags.setdefault("threads", opts.stage_threads)  # the quickstart chose them already
     values = {**recipe(algo, opts), **flags, "model": model,
               "dataset": str(dataset), "output_dir": str(output), "seed": opts.seed,
               "overwrite_output_dir": True}  # the quickstart's own directories: a rerun redoes them
@@ -264,24 +280,194 @@ def write_jsonl_path(path: Path, rows: list[dict[str, Any]]) -> Path:
     return path
 
 
+def quickstart_threads(opts: Options) -> Any:
+    """The CPU threads of the whole pipeline (align.plan's rule: --threads, else
+    OMP_NUM_THREADS, else every idle core)."""
+    from align.plan import choose_threads
+
+    return choose_threads(opts.threads)
+
+
+def side_by_side(opts: Options, threads: int) -> int:
+    """How many algorithm stages run at once: one per thread for the tiny model on a CPU (each
+    in its own one-thread process), one at a time with a real --model or on a GPU."""
+    if opts.model or len(opts.algos) < 2 or threads < 2:
+        return 1
+    import torch
+
+    if opts.device != "cpu" and torch.cuda.is_available():
+        return 1
+    return min(threads, len(opts.algos))
+
+
+@dataclass
+class Shared:
+    """What every algorithm stage reads; picklable, so a worker process gets a copy."""
+
+    sft_dir: Path
+    files: dict[str, Path]
+    sft_eval: dict[str, Any]
+
+
+_MODELS: dict[str, Any] = {}  # this process's (sft, reward model, tokenizer), by output dir
+
+
+def shared_models(opts: Options, shared: Shared) -> tuple[Any, Any, Any]:
+    """The SFT policy, the reward model and the tokenizer, loaded once per process."""
+    key = str(opts.out)
+    if key not in _MODELS:
+        from transformers import AutoTokenizer
+
+        _MODELS[key] = (load(shared.sft_dir), load(opts.out / "rm", "rm"),
+                        AutoTokenizer.from_pretrained(str(shared.sft_dir)))
+    return _MODELS[key]
+
+
+def algo_stage(algo: str, opts: Options, shared: Shared
+               ) -> tuple[dict[str, Any], list[dict[str, float]], float]:
+    """Stages 4-5 for one algorithm: train it from the SFT policy, evaluate it on the held-out
+    prompts; returns its leaderboard entry, its curve and the stage's seconds."""
+    from align.quickstart.evaluate import evaluate
+
+    sft, rm, tokenizer = shared_models(opts, shared)
+    held_out = task.split_prompts(opts.seed)[1]
+    data = dataset_for(algo, shared.files)
+    n_rows = sum(1 for _ in data.open(encoding="utf-8"))
+    with stage(algo, opts) as line:
+        began = time.time()
+        final = train(algo, str(shared.sft_dir), data, opts.out / algo, opts,
+                      **algo_flags(algo, opts.out / "rm", n_rows, opts))
+        seconds = time.time() - began
+        line.set_phase("evaluating", "checkpoints")
+        policy = load(opts.out / algo)
+        ev = evaluate(policy, sft, rm, tokenizer, held_out, n=EVAL_SAMPLES)
+        points = curve(opts.out / algo, sft, rm, tokenizer, held_out, shared.sft_eval,
+                       steps_of(algo, n_rows, opts))
+    entry = {**ev, "collapsed": bool(final.get("collapsed", False)),
+             "health_events": list(final.get("health_events", [])),
+             "seconds": round(seconds, 1)}
+    return entry, points, opts.timings[algo]
+
+
+def _worker_start() -> None:
+    """A worker process: one CPU thread, libraries as quiet as in the main process."""
+    import torch
+
+    from align.console import configure, quiet_libraries
+    from transformers.utils import logging as hf_logging
+
+    torch.set_num_threads(1)
+    configure()
+    quiet_libraries()
+    hf_logging.disable_progress_bar()
+    # imported now, while the main process trains the SFT policy, not in the first stage
+    import align.runner  # noqa: F401
+    from trl import DPOTrainer, GRPOTrainer, KTOTrainer  # noqa: F401
+
+    gc.freeze()
+
+
+def _in_worker(algo: str, opts: Options, shared: Shared
+               ) -> tuple[dict[str, Any], list[dict[str, float]], float]:
+    return algo_stage(algo, opts, shared)
+
+
+def _ready() -> bool:
+    return True
+
+
+def start_workers(workers: int) -> Any:
+    """``workers - 1`` worker processes, started now ("spawn": torch's thread pools do not
+    survive a fork) so that they import their libraries while this process trains the SFT
+    policy; None for one worker."""
+    if workers <= 1:
+        return None
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    pool = ProcessPoolExecutor(workers - 1, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_worker_start)
+    for _ in range(workers - 1):
+        pool.submit(_ready)  # each submit starts one process (up to workers - 1)
+    return pool
+
+
+def run_algos(opts: Options, shared: Shared, pool: Any = None, workers: int = 1
+              ) -> dict[str, tuple[dict[str, Any], list[dict[str, float]], float]]:
+    """Every algorithm's stage: one after the other without ``pool``; with it, this process
+    and each of the pool's ``workers - 1`` processes take the longest stage left
+    (:data:`STAGE_COST`)."""
+    if pool is None:
+        return {a: algo_stage(a, opts, shared) for a in opts.algos}
+    import threading
+
+    pending = sorted(opts.algos, key=lambda a: -STAGE_COST.get(a, 6.0))
+    lock = threading.Lock()
+    results: dict[str, Any] = {}
+    errors: list[BaseException] = []
+    opts.live = False
+    sub = Options(**{**opts.__dict__, "timings": {}})
+
+    def take() -> str | None:
+        with lock:
+            return pending.pop(0) if pending and not errors else None
+
+    def feed() -> None:
+        while (algo := take()) is not None:
+            try:
+                results[algo] = pool.submit(_in_worker, algo, sub, shared).result()
+            except BaseException as e:  # noqa: BLE001 - re-raised in the main thread below
+                errors.append(e)
+
+    feeders = [threading.Thread(target=feed, daemon=True) for _ in range(workers - 1)]
+    for f in feeders:
+        f.start()
+    try:
+        while (algo := take()) is not None:
+            results[algo] = algo_stage(algo, opts, shared)
+    except BaseException as e:
+        errors.append(e)
+    for f in feeders:
+        f.join()
+    opts.live = True
+    if errors:
+        raise errors[0]
+    return {a: results[a] for a in opts.algos}
+
+
 def run(opts: Options) -> dict[str, Any]:
     """The whole pipeline; returns (and writes) the summary."""
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # model loading bars, once per checkpoint evaluated
+    start = time.time()
+    chosen = quickstart_threads(opts)
+    workers = side_by_side(opts, chosen.count)
+    threads = chosen.count if opts.model else TINY_MODEL_THREADS  # each run's threads
+    torch.set_num_threads(threads)
+    opts.stage_threads = threads
+    with contextlib.ExitStack() as stack:
+        pool = start_workers(workers)
+        if pool is not None:
+            stack.callback(pool.shutdown, cancel_futures=True)
+        return _run(opts, chosen, workers, pool, start)
+
+
+def _run(opts: Options, chosen: Any, workers: int, pool: Any, start: float) -> dict[str, Any]:
     import torch
 
     from align.quickstart import report
     from align.quickstart.evaluate import evaluate
 
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # model loading bars, once per checkpoint evaluated
-    start = time.time()
-    threads = opts.threads or (torch.get_num_threads() if opts.model else TINY_MODEL_THREADS)
-    torch.set_num_threads(threads)
+    threads = opts.stage_threads
     torch.manual_seed(opts.seed)
     rng = random.Random(opts.seed)
     train_prompts, held_out = task.split_prompts(opts.seed)
     click.echo(f"align quickstart: seed {opts.seed}, algorithms {', '.join(opts.algos)}, "
-               f"{threads} CPU thread{'s' if threads > 1 else ''}, output {opts.out}")
+               f"{chosen.describe()}"
+               f"{f', each run on {threads} thread, {workers} algorithms at a time' if workers > 1 else ''}, "
+               f"output {opts.out}")
     sft_dir = prepare_policy(opts, train_prompts, rng)
     from transformers import AutoTokenizer
 
@@ -311,28 +497,20 @@ def run(opts: Options) -> dict[str, Any]:
                f"{rm_acc:.2f} on {len(gold_pairs)} gold-labelled held-out pairs; "
                f"{len(pairs)} training pairs ({agreement:.0%} agree with gold)")
     # 4-5. every algorithm from the same SFT policy, evaluated on held-out prompts
-    algos: dict[str, Any] = {}
-    curves: dict[str, list[dict[str, float]]] = {}
-    for algo in opts.algos:
-        data = dataset_for(algo, files)
-        n_rows = sum(1 for _ in data.open(encoding="utf-8"))
-        with stage(algo, opts) as line:
-            began = time.time()
-            final = train(algo, str(sft_dir), data, opts.out / algo, opts,
-                          **algo_flags(algo, opts.out / "rm", n_rows, opts))
-            seconds = time.time() - began
-            line.set_phase("evaluating", "checkpoints")
-            policy = load(opts.out / algo)
-            ev = evaluate(policy, sft, rm, tokenizer, held_out, n=EVAL_SAMPLES)
-            curves[algo] = curve(opts.out / algo, sft, rm, tokenizer, held_out, sft_eval,
-                                 steps_of(algo, n_rows, opts))
-        algos[algo] = {**ev, "collapsed": bool(final.get("collapsed", False)),
-                       "health_events": list(final.get("health_events", [])),
-                       "seconds": round(seconds, 1)}
+    shared = Shared(sft_dir, files, sft_eval)
+    _MODELS[str(opts.out)] = (sft, rm, tokenizer)
+    done = run_algos(opts, shared, pool, workers)
+    algos = {a: entry for a, (entry, _, _) in done.items()}
+    curves = {a: points for a, (_, points, _) in done.items()}
+    for a, (_, _, seconds) in done.items():  # in --algos order, whichever process ran it
+        opts.timings.pop(a, None)
+        opts.timings[a] = seconds
     over = overoptimization(opts, sft_dir, files["prompts"], sft, rm, tokenizer, held_out,
                             sft_eval) if opts.overoptimization else None
     summary = {
         "seconds": round(time.time() - start, 1), "seed": opts.seed, "threads": threads,
+        "cpu_threads": chosen.count,
+        "algorithms_at_a_time": workers,
         "sft": {k: v for k, v in sft_eval.items()},
         "reward_model": {"accuracy": rm_acc, "pairs": len(pairs),
                          "rater_agreement_with_gold": agreement},

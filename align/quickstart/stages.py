@@ -77,16 +77,18 @@ class StageLine:
 
 
 @contextlib.contextmanager
-def stage(name: str, out: Path, timings: dict[str, float], verbose: bool = False
-          ) -> Iterator[StageLine]:
+def stage(name: str, out: Path, timings: dict[str, float], verbose: bool = False,
+          live: bool = True) -> Iterator[StageLine]:
     """Time a stage, send its output to ``out/logs/<name>.log`` (unless ``verbose``), keep one
-    line with a progress bar on the console; yields the line (for :meth:`StageLine.set_phase`)."""
+    line with a progress bar on the console; yields the line (for :meth:`StageLine.set_phase`).
+    ``live=False`` writes only the final line (stages that run side by side in several
+    processes would otherwise redraw over each other's bars)."""
     from align import console
 
     log = out / "logs" / f"{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     real = sys.stdout
-    line = StageLine(name, real, live=real.isatty() and not verbose)
+    line = StageLine(name, real, live=live and real.isatty() and not verbose)
     if verbose:
         real.write(f"  {name}\n")
     with log.open("w", encoding="utf-8") as fh, console.listen(line.update):

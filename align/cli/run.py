@@ -99,6 +99,9 @@ def _run_params(fixed_algo: str | None) -> list[click.Parameter]:
 
 
 def _run(fixed_algo: str | None, kwargs: dict[str, Any]) -> None:
+    from align.plan import pin_thread_invariant_math
+
+    pin_thread_invariant_math()  # the same run at any thread count (before torch loads MKL)
     from align.options import resolve
     from align.runner import execute
 

@@ -54,6 +54,12 @@ class HealthArgs:
     no_eos_frac: float = arg(
         0.05, "Responses never end: EOS fraction at or below this for --health-patience "
         "logged steps.", bounds="[0, 1]")
+    advice_patience: int = arg(
+        3, "Online detectors (kl_drift, critic_stuck, no_eos) advise once; if one still fires "
+        "this many logged steps later, --on-collapse acts on it (stop, rollback; warn prints "
+        "it again). 0: advice only.",
+        source="SmolLM2-135M PPO runs: each fired on every step of the failed run, at most 1 "
+               "step in a row on the run that worked (docs/ppo.md)", bounds="[0, inf)")
     rollback_lr_factor: float = arg(0.5, "On rollback, multiply the learning rate by this.",
                                     bounds="(0, 1)")
     max_rollbacks: int = arg(3, "Stop after this many rollbacks in one run.", bounds="[0, inf)")

@@ -69,7 +69,9 @@ class HealthMonitor:
         self.rollbacks = int(state["rollbacks"])
         self.history = {k: list(v) for k, v in state.get("history", {}).items()}
         self.advising = list(state.get("advising", []))
-        self.advice_streaks = dict(state.get("advice_streaks", {}))
+        # a state saved before streaks were kept: what held then had just fired
+        self.advice_streaks = dict(state.get("advice_streaks",
+                                             {name: 1 for name in self.advising}))
 
     # --- detection ------------------------------------------------------------------------
     def healthy(self) -> bool:

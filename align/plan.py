@@ -215,9 +215,8 @@ def pin_cpu_math() -> dict[str, str]:
     without AVX2, or once torch is imported (the libraries read these variables when they load).
     """
     import platform
-    import sys
 
-    if "torch" in sys.modules or platform.machine().lower() not in ("x86_64", "amd64"):
+    if platform.machine().lower() not in ("x86_64", "amd64"):
         return {}
     try:
         flags = Path("/proc/cpuinfo").read_text().split()
@@ -225,7 +224,35 @@ def pin_cpu_math() -> dict[str, str]:
         return {}
     if "avx2" not in flags:
         return {}
-    pinned = {k: v for k, v in AVX2_MATH.items() if k not in os.environ}
+    return _set_before_torch(AVX2_MATH)
+
+
+# MKL splits a matrix product's rows between its threads and computes the rows at the edge of
+# each thread's share with other kernels, which round differently: the same product gives other
+# bits at another thread count. On SmolLM2-135M the reward model's scores of the same responses
+# differed at 1 and 2 threads, and a PPO run diverged from there (docs/real-model.md, "The same
+# result on any machine load"). MKL's strict "conditional numerical reproducibility" mode
+# gives the same bits at any thread count, on the code path it picks for this CPU (AUTO). The
+# quickstart keeps AVX2_MATH instead: its documented table was made without the strict mode,
+# which rounds differently even at one thread.
+THREAD_INVARIANT_MATH = {"MKL_CBWR": "AUTO,STRICT"}
+
+
+def pin_thread_invariant_math() -> dict[str, str]:
+    """Make MKL's matrix products give the same bits at any thread count
+    (:data:`THREAD_INVARIANT_MATH`), unless the user set ``MKL_CBWR``; returns what it set.
+    Does nothing once torch is imported (MKL reads the variable when it loads)."""
+    return _set_before_torch(THREAD_INVARIANT_MATH)
+
+
+def _set_before_torch(values: dict[str, str]) -> dict[str, str]:
+    """Set the environment variables of ``values`` that the user did not set, if torch (and the
+    math libraries it loads) is not imported yet; returns what it set."""
+    import sys
+
+    if "torch" in sys.modules:
+        return {}
+    pinned = {k: v for k, v in values.items() if k not in os.environ}
     os.environ.update(pinned)
     return pinned
 

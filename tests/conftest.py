@@ -18,6 +18,12 @@ os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 # Tiny models gain nothing from intra-op threads, and two threads fighting over two cores
 # (pytest plus a subprocess, or CI's neighbours) slow each small matmul by orders of magnitude.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# MKL's strict reproducible mode, as every `align` training command sets it before torch loads
+# (align/plan.py): runs in this process and in the `align` subprocesses that tests start
+# (killed and resumed runs, several processes) must round alike to be compared to the bit.
+from align.plan import pin_thread_invariant_math  # noqa: E402  (no torch: before it loads)
+
+pin_thread_invariant_math()
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:

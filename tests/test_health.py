@@ -243,31 +243,70 @@ def test_critic_stuck_and_never_ends_by_hand():
     assert never_ends([0.0, 0.1, 0.0], 3, 0.05) is None
 
 
-def test_issue_19_run_is_reported_once_with_hints_and_never_rolled_back():
+def test_issue_19_run_advises_once_then_acts_when_the_detectors_keep_firing():
     """The run of issue 19: KL rising to 3.7 nats, reward flat and noisy, explained variance
-    around 0, no response ending. Each advisory detector speaks once, with its hint, and
-    --on-collapse rollback does not act on them."""
+    around 0, no response ending. Each online detector first advises, with its hint; one that
+    still fires --advice-patience (3) logged steps later is persistent, and --on-collapse
+    rollback acts on it."""
     monitor = HealthMonitor(HealthArgs(on_collapse="rollback"), "ppo")
     rewards = [0.6, 0.3, 0.9, 0.5, 1.0, 0.4, 0.7, 0.3, 0.8, 0.5, 0.6, 0.4]
-    events = []
+    events, actions = [], {}
     for step, reward in enumerate(rewards, start=1):
         row = {"objective/kl": 0.3 * step, "reward/raw": reward, "rollout/eos_frac": 0.0,
                "value/explained_var": -0.05 if step % 2 else 0.0, "loss/policy": 0.1}
         fired = monitor.check(step, row)
-        assert monitor.decide(fired) == "continue"
+        actions[step] = monitor.decide(fired)
         events += fired
-    names = [e.detector for e in events]
-    assert sorted(names) == ["critic_stuck", "kl_drift", "no_eos"]
-    by_name = {e.detector: e for e in events}
-    assert by_name["no_eos"].step == 3 and "--missing-eos-penalty" in str(by_name["no_eos"])
-    assert by_name["critic_stuck"].step == 5 and "--critic-warmup-steps" in str(
-        by_name["critic_stuck"])
-    assert by_name["kl_drift"].step == 8 and "--kl-coef" in str(by_name["kl_drift"])
+    seen = [(e.step, e.detector, e.persistent) for e in events]
+    # first alarms: no_eos after 3 steps, critic after 5, KL drift once its window of 8 is
+    # full; each again 3 logged steps later, persistent
+    assert seen == [(3, "no_eos", False), (5, "critic_stuck", False), (6, "no_eos", True),
+                    (8, "kl_drift", False), (8, "critic_stuck", True), (11, "kl_drift", True)]
+    assert {s for s, a in actions.items() if a != "continue"} == {6, 8, 11}
+    assert actions[6] == actions[8] == actions[11] == "rollback"
+    by_name = {(e.detector, e.persistent): e for e in events}
+    assert "--reward-at-turn-end" in str(by_name["no_eos", False])
+    assert "--missing-eos-penalty" in str(by_name["no_eos", False])
+    assert "still, 3 logged steps after the first alarm" in str(by_name["no_eos", True])
+    assert "--reward-at-turn-end" in str(by_name["critic_stuck", False])
+    assert "--critic-warmup-steps" in str(by_name["critic_stuck", False])
+    assert "--kl-coef" in str(by_name["kl_drift", False])
+    assert not monitor.healthy()  # a checkpoint saved now is no rollback target
+    assert monitor.summary()["collapsed"] is True
     # the state round-trips (exact resume): no repeat after reloading
     again = HealthMonitor(HealthArgs(), "ppo")
     again.load_state_dict(monitor.state_dict())
     assert again.check(13, {"objective/kl": 4.0, "reward/raw": 0.5, "rollout/eos_frac": 0.0,
                             "value/explained_var": -0.1}) == []
+
+
+def test_online_detectors_act_under_stop_and_only_warn_under_warn():
+    for on_collapse, action in (("stop", "stop"), ("warn", "warn")):
+        monitor = HealthMonitor(HealthArgs(on_collapse=on_collapse), "ppo")
+        actions = [monitor.decide(monitor.check(step, {"rollout/eos_frac": 0.0}))
+                   for step in range(1, 8)]
+        assert actions == ["continue"] * 5 + [action, "continue"]
+
+
+def test_online_detectors_advise_only_with_advice_patience_0():
+    monitor = HealthMonitor(HealthArgs(on_collapse="stop", advice_patience=0), "ppo")
+    events = [e for step in range(1, 13) for e in monitor.check(step, {"rollout/eos_frac": 0.0})]
+    assert [(e.step, e.persistent) for e in events] == [(3, False)]
+    assert monitor.decide(events) == "continue"
+
+
+def test_an_alarm_that_stops_holding_never_acts():
+    """The run that worked in issue 26 raised one kl_drift alarm at step 10 and went on to the
+    best result: an alarm whose condition clears before --advice-patience steps is advice."""
+    monitor = HealthMonitor(HealthArgs(on_collapse="stop"), "ppo")
+    eos = [0.0, 0.0, 0.0, 0.0, 0.5, 0.0, 0.0, 0.0, 0.0, 0.6, 0.9, 1.0]  # holds 1-4, 6-9
+    actions, events = [], []
+    for step, frac in enumerate(eos, start=1):
+        fired = monitor.check(step, {"rollout/eos_frac": frac})
+        events += fired
+        actions.append(monitor.decide(fired))
+    assert [(e.step, e.persistent) for e in events] == [(3, False), (8, False)]
+    assert set(actions) == {"continue"}
 
 
 def test_online_detectors_quiet_on_a_learning_run():

@@ -319,3 +319,59 @@ def test_resolved_config_shows_the_threads_and_why(capsys, monkeypatch, pairs_fi
                               str(pairs_file), "--threads", "2", "--dry-run"], capsys)
     assert code == 0, err
     assert "  threads: 2" in out and "threads: 2 CPU threads (given with --threads)" in out
+_STRICT_PROBE = (
+    "import json, os; from align.plan import pin_thread_invariant_math; set_ = "
+    "pin_thread_invariant_math(); import torch; "
+    # SmolLM2's MLP down-projection over 101 tokens: without the pin, MKL gives each thread a
+    # share of the rows and rounds the edge rows of a share apart (17,369 of the 58,176
+    # outputs differed between 1 and 2 threads on the CPU where this was written)
+    "g = torch.Generator().manual_seed(0); x = torch.randn(101, 1536, generator=g); "
+    "w = torch.randn(576, 1536, generator=g) / 40; out = {}\n"
+    "for k in (1, 2, 3):\n"
+    "    torch.set_num_threads(k); out[k] = torch.nn.functional.linear(x, w)\n"
+    "print(json.dumps({'set': set_, 'mkl_cbwr': os.environ.get('MKL_CBWR'), "
+    "'same': all(torch.equal(out[1], out[k]) for k in (2, 3)), "
+    "'late': pin_thread_invariant_math()}))")
+
+
+def _strict_probe(**env: str) -> dict:
+    import os
+    import subprocess
+    import sys
+
+    base = {k: v for k, v in os.environ.items() if k != "MKL_CBWR"}
+    out = subprocess.run([sys.executable, "-c", _STRICT_PROBE], env={**base, **env},
+                         capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_pin_thread_invariant_math_gives_matrix_products_the_same_bits_at_any_thread_count():
+    import torch
+
+    if not torch.backends.mkl.is_available():
+        pytest.skip("the pin sets MKL's mode; this torch does not use MKL")
+    probe = _strict_probe()
+    assert probe["set"] == {"MKL_CBWR": "AUTO,STRICT"} and probe["mkl_cbwr"] == "AUTO,STRICT"
+    assert probe["same"]
+    assert probe["late"] == {}  # once torch is loaded, setting it would change nothing
+    mine = _strict_probe(MKL_CBWR="COMPATIBLE")
+    assert mine["set"] == {} and mine["mkl_cbwr"] == "COMPATIBLE"  # the user's choice stays
+
+
+def test_training_commands_pin_thread_invariant_math_before_torch_loads(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    # a dry run loads no torch; what it leaves in the environment is what a real run's
+    # torch would find
+    code = ("import os, sys; from align.cli import main\n"
+            "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "print('MKL_CBWR=' + str(os.environ.get('MKL_CBWR')), 'torch' in sys.modules)")
+    data = tmp_path / "p.jsonl"
+    data.write_text('{"prompt": "hi"}\n')
+    env = {k: v for k, v in os.environ.items() if k != "MKL_CBWR"}
+    out = subprocess.run([sys.executable, "-c", code, "rlhf", "--algo", "ppo", "--model", "m",
+                          "--reward-model", "r", "--dataset", str(data), "--dry-run"],
+                         env=env, capture_output=True, text=True).stdout
+    assert out.strip().splitlines()[-1] == "MKL_CBWR=AUTO,STRICT False"

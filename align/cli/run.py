@@ -99,6 +99,9 @@ def _run_params(fixed_algo: str | None) -> list[click.Parameter]:
 
 
 def _run(fixed_algo: str | None, kwargs: dict[str, Any]) -> None:
+    from align.plan import pin_thread_invariant_math
+
+    pin_thread_invariant_math()  # the same run at any thread count (before torch loads MKL)
     from align.options import resolve
     from align.runner import execute
 
@@ -202,7 +205,7 @@ def quickstart_cmd(out: str, algos: str | None, seed: int, device: str, model: s
     from align.config import parse_list
     from align.plan import pin_cpu_math
 
-    pin_cpu_math()  # its documented numbers come back on any x86-64 CPU, not only on ours
+    pin_cpu_math()  # its documented numbers come back on every CPU of the kind they were made on
     from align.quickstart.pipeline import DEFAULT_ALGOS, Options, run
 
     chosen = tuple(parse_list(algos)) or DEFAULT_ALGOS

@@ -54,6 +54,13 @@ class HealthArgs:
     no_eos_frac: float = arg(
         0.05, "Responses never end: EOS fraction at or below this for --health-patience "
         "logged steps.", bounds="[0, 1]")
+    advice_patience: int = arg(
+        3, "Online detectors (kl_drift, critic_stuck, no_eos) advise once; if one still fires "
+        "this many logged steps later, --on-collapse acts on it (stop, rollback; warn prints "
+        "it again). 0: advice only.",
+        source="SmolLM2-135M PPO dev run that failed (gold 0.01 -> 0.00): all three held from "
+               "their first alarm to the end; issue 26's run that worked had one lone "
+               "kl_drift alarm (docs/ppo.md)", bounds="[0, inf)")
     rollback_lr_factor: float = arg(0.5, "On rollback, multiply the learning rate by this.",
                                     bounds="(0, 1)")
     max_rollbacks: int = arg(3, "Stop after this many rollbacks in one run.", bounds="[0, inf)")

@@ -123,7 +123,7 @@ def stop(hooks: RunHooks, monitor: HealthMonitor, events: list[HealthEvent], ste
         return stop_nonfinite(hooks, f"at step {step}, {nan[0].message.split('. Try:')[0]}")
     saved = hooks.save_stopped()
     listed = "; ".join(f"{e.detector} at step {e.step}" for e in events
-                       if e.detector not in ADVISORY)
+                       if e.detector not in ADVISORY or e.persistent)
     return CollapseStop(
         f"training stopped by --on-collapse {monitor.args.on_collapse} at step {step} "
         f"({listed}). {saved}; metrics.jsonl shows the run up to the collapse, and the "

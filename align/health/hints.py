@@ -42,19 +42,29 @@ _HINTS: dict[str, dict[str, str]] = {
         "*": "lower --learning-rate",
     },
     "kl_drift": {
-        "ppo": "the policy moves away from the reference without earning reward: check that "
-               "the reward separates good from bad answers (its spread per batch), raise "
-               "--kl-coef, lower --actor-lr, or give the critic --critic-warmup-steps",
+        "ppo": "the policy moves away from the reference without earning reward: make sure "
+               "the reward model reads whole answers (--reward-at-turn-end, the default for "
+               "chat prompts; the run's first line says which), check that the reward "
+               "separates good from bad answers (its spread per batch), raise --kl-coef "
+               "(0.15 from SmolLM2's base model), lower --actor-lr",
         "*": "the policy moves away from the reference without earning reward: check the "
              "reward's spread per batch, raise --beta, lower --learning-rate",
     },
     "critic_stuck": {
+        "ppo": "make sure the reward model reads whole answers (--reward-at-turn-end, the "
+               "default for chat prompts: a score read mid-sentence is noise the critic "
+               "cannot fit; on SmolLM2 the critic learned once it was on), then raise "
+               "--critic-lr, add --critic-warmup-steps, or check where the value head starts "
+               "(docs/ppo.md)",
         "*": "raise --critic-lr, add --critic-warmup-steps, or check where the value head "
              "starts (docs/ppo.md)",
     },
     "no_eos": {
-        "ppo": "add --missing-eos-penalty 1.0 (the reward model only ever scores cut-off "
-               "text), raise --max-new-tokens, or start from an SFT model that stops",
+        "ppo": "let the reward model read each answer closed as in its training data "
+               "(--reward-at-turn-end, the default for chat prompts: a reward model trained "
+               "on closed answers misjudges one cut mid-sentence) and add "
+               "--missing-eos-penalty 1.0; or raise --max-new-tokens, or start from an SFT "
+               "model that stops",
         "*": "raise --max-completion-length, pass --mask-truncated-completions, or start from "
              "an SFT model that stops",
     },

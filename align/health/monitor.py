@@ -22,9 +22,12 @@ from align.health.hints import hint
 class HealthEvent:
     """A detector that fired: which, when, and a message with the numbers and a hint."""
 
-    detector: str  # repeater | mute | kl_blowup | nan | likelihood_displacement
+    detector: str  # repeater | mute | kl_blowup | nan | likelihood_displacement | kl_drift ...
     step: int
     message: str
+    # an online (advisory) detector still firing --advice-patience logged steps after its first
+    # alarm: --on-collapse acts on it like on a collapse
+    persistent: bool = False
 
     def __str__(self) -> str:
         return f"[health] step {self.step}: {self.detector}: {self.message}"
@@ -50,13 +53,14 @@ class HealthMonitor:
         self._fired_last = False
         self.history: dict[str, list[float]] = {}  # recent values of det.HISTORY_KEYS
         self.advising: list[str] = []  # advisory detectors whose condition holds now
+        self.advice_streaks: dict[str, int] = {}  # logged steps each has held in a row
 
     # --- persistence (exact resume) -------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {"baseline": dict(self.baseline.__dict__), "streaks": dict(self.streaks),
                 "events": [e.__dict__ for e in self.events], "rollbacks": self.rollbacks,
                 "history": {k: list(v) for k, v in self.history.items()},
-                "advising": list(self.advising)}
+                "advising": list(self.advising), "advice_streaks": dict(self.advice_streaks)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.baseline = det.Baseline(**state["baseline"])
@@ -65,12 +69,15 @@ class HealthMonitor:
         self.rollbacks = int(state["rollbacks"])
         self.history = {k: list(v) for k, v in state.get("history", {}).items()}
         self.advising = list(state.get("advising", []))
+        # a state saved before streaks were kept: what held then had just fired
+        self.advice_streaks = dict(state.get("advice_streaks",
+                                             {name: 1 for name in self.advising}))
 
     # --- detection ------------------------------------------------------------------------
     def healthy(self) -> bool:
-        """No detector fired at the last check and none has a streak running: a checkpoint
-        saved now is one a rollback may return to."""
-        return not self._fired_last and not any(self.streaks.values())
+        """No detector fired at the last check, none has a streak running and no online
+        detector's condition holds: a checkpoint saved now is one a rollback may return to."""
+        return not self._fired_last and not any(self.streaks.values()) and not self.advising
 
     def _streak(self, name: str, bad: bool, patience: int) -> bool:
         """Count consecutive bad steps; True (and reset) when the count reaches patience."""
@@ -112,16 +119,20 @@ class HealthMonitor:
             finding = detector(metrics, self.baseline, a)
             if finding is not None and self._streak(name, finding.bad, a.health_patience):
                 fired.append((name, finding.message))
-        advice = self._online_checks(metrics)
-        events = [HealthEvent(name, step, f"{msg}. Try: {hint(name, self.algo)}")
+        advice, persistent = self._online_checks(metrics)
+        events = [HealthEvent(name, step, f"{msg}. Try: {hint(name, self.algo)}",
+                              persistent=name in persistent)
                   for name, msg in fired + advice]
         self.events.extend(events)
         self._fired_last = bool(fired)
         return events
 
-    def _online_checks(self, m: dict[str, Any]) -> list[tuple[str, str]]:
-        """KL drift, a critic that does not learn, responses that never end (online runs;
-        advisory): each fires once, then again only after it has been quiet."""
+    def _online_checks(self, m: dict[str, Any]) -> tuple[list[tuple[str, str]], set[str]]:
+        """KL drift, a critic that does not learn, responses that never end (online runs).
+        Each advises once when its condition starts to hold; if it still holds
+        --advice-patience logged steps later it fires again, as persistent (``--on-collapse``
+        acts on it); then again only after it has been quiet. Returns the (name, message)
+        that fired and the names among them that are persistent."""
         a = self.args
         keep = max(a.drift_window, a.critic_patience, a.health_patience)
         for key in det.HISTORY_KEYS:
@@ -141,16 +152,28 @@ class HealthMonitor:
                                      a.no_eos_frac)
             if "rollout/eos_frac" in m else None,
         }
-        fired = [(name, msg) for name, msg in found.items() if msg and name not in self.advising]
+        patience = a.advice_patience
+        for name, msg in found.items():
+            self.advice_streaks[name] = self.advice_streaks.get(name, 0) + 1 if msg else 0
+        fired, persistent = [], set()
+        for name, msg in found.items():
+            held = self.advice_streaks[name]
+            if held == 1:
+                fired.append((name, msg))
+            elif patience and held == 1 + patience:
+                persistent.add(name)
+                fired.append((name, f"still, {patience} logged steps after the first alarm: "
+                                    f"{msg}"))
         self.advising = [name for name, msg in found.items() if msg]
-        return fired
+        return fired, persistent
 
     def decide(self, events: list[HealthEvent]) -> str:
         """The action for these events: continue, warn, stop or rollback (bounded).
 
         Non-finite values (the ``nan`` detector) stop the run under ``--on-collapse warn``.
-        Advisory detectors (KL drift, critic, EOS) only warn."""
-        events = [e for e in events if e.detector not in det.ADVISORY]
+        Advisory detectors (KL drift, critic, EOS) only warn at their first alarm; when they
+        keep firing (``persistent``) the chosen action applies to them too."""
+        events = [e for e in events if e.detector not in det.ADVISORY or e.persistent]
         if not events:
             return "continue"
         action = self.args.on_collapse
@@ -165,9 +188,9 @@ class HealthMonitor:
         return action
 
     def summary(self) -> dict[str, Any]:
-        """For final metrics: did a collapse detector fire (advisory ones do not count), and
-        what fired."""
-        collapses = [e for e in self.events if e.detector not in det.ADVISORY]
+        """For final metrics: did a collapse detector fire (advisory ones count only when they
+        kept firing), and what fired."""
+        collapses = [e for e in self.events if e.detector not in det.ADVISORY or e.persistent]
         return {"collapsed": bool(collapses),
                 "health_events": [str(e) for e in self.events],
                 "rollbacks": self.rollbacks}

@@ -86,15 +86,18 @@ class PPOConfig:
         "yet (GRPO and RLOO have --use-vllm).", source="align default",
         choices=ROLLOUT_ENGINES)
     # --- reward -------------------------------------------------------------------------------
-    reward_at_turn_end: bool = arg(
-        False, "Score each response as the reward model saw its training answers: its text "
+    reward_at_turn_end: bool | None = arg(
+        None, "Score each response as the reward model saw its training answers: its text "
         "closed by the tokens the chat template writes after an assistant message (ChatML: "
         "<|im_end|> and a newline; plain-text prompts: EOS), the score read at the last of "
         "them. Responses cut at --max-new-tokens are closed the same way, so the reward model "
         "judges their text instead of a mid-sentence position it never learned to score, but "
-        "can no longer tell them from ended ones: pair it with --missing-eos-penalty. Off: "
-        "the score is read at the response's last token (its EOS, or where it was cut).",
-        source="align default (off: TRL's old PPOTrainer; OpenRLHF writes an EOS at the cut)")
+        "can no longer tell them from ended ones (--missing-eos-penalty marks them). Off "
+        "(--no-reward-at-turn-end): the score is read at the response's last token (its EOS, "
+        "or where it was cut). Default: on when the prompts are chat messages and the "
+        "tokenizer has a chat template, off for plain-text prompts.",
+        source="SmolLM2-135M real-model task (docs/ppo.md, 'Defaults on a real chat model'); "
+               "OpenRLHF writes an EOS at the cut")
     missing_eos_penalty: float = arg(
         0.0, "Subtract this from the score of responses that stop without EOS (e.g. 1.0); 0 "
         "is off.", source="TRL / ms-swift (off by default)", bounds="[0, inf)")

@@ -31,6 +31,16 @@ def prompt_ids(rows: list[dict[str, Any]], tokenizer: Any, max_tokens: int | Non
     return out
 
 
+def reward_at_turn_end(flag: bool | None, chat: bool, tokenizer: Any) -> bool:
+    """Whether the reward model scores responses closed as a turn (--reward-at-turn-end):
+    the flag when given, else on for chat prompts with a chat template. A reward model trained
+    on chat pairs saw every answer closed by the template; read at the last token of an answer
+    cut mid-sentence, SmolLM2's scored the cut rambling higher than a closed one (docs/ppo.md)."""
+    if flag is not None:
+        return flag
+    return chat and bool(getattr(tokenizer, "chat_template", None))
+
+
 def turn_end_ids(tokenizer: Any, chat: bool) -> list[int]:
     """The tokens that close an answer in the reward model's training data: with chat prompts,
     what the chat template writes after an assistant message's text (ChatML:

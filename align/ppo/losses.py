@@ -16,10 +16,32 @@ from torch import Tensor
 Metrics = dict[str, Tensor]
 
 
+# ATen sums more than 32,768 elements into one number in one slice per thread, so the rounding
+# of a full sum depends on the thread count; a sum along a dimension gives each output to one
+# thread whole, whatever their number.
+SUM_BLOCK = 1 << 15
+
+
+def fixed_order_sum(x: Tensor) -> Tensor:
+    """Sum of all elements of ``x``, the same bits at any thread count: blocks of
+    :data:`SUM_BLOCK` elements are summed each on its own, then the block sums (recursively).
+    Returns a scalar."""
+    flat = x.reshape(-1)
+    n = flat.numel()
+    if n <= SUM_BLOCK:
+        return flat.sum()
+    whole = n - n % SUM_BLOCK
+    parts = flat[:whole].view(-1, SUM_BLOCK).sum(1)
+    if whole < n:
+        parts = torch.cat([parts, flat[whole:].sum().reshape(1)])
+    return fixed_order_sum(parts)
+
+
 def masked_sum(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
-    """Sum of ``x`` where ``mask`` is True.  Shapes: x, mask: (B, T)."""
+    """Sum of ``x`` where ``mask`` is True (over everything: the same bits at any thread
+    count).  Shapes: x, mask: (B, T)."""
     x = torch.where(mask.bool(), x, torch.zeros_like(x))
-    return x.sum() if dim is None else x.sum(dim)
+    return fixed_order_sum(x) if dim is None else x.sum(dim)
 
 
 def masked_mean(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:

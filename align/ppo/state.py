@@ -127,7 +127,8 @@ class PPORun:
     def create(cls, cfg: RunConfig, data: Any, eval_data: Any, dist: Any = None) -> "PPORun":
         from align.data import load_valid
         from align.health import HealthMonitor
-        from align.ppo.data import Sampler, prompt_ids, ptx_ids, turn_end_ids
+        from align.ppo.data import (Sampler, prompt_ids, ptx_ids, reward_at_turn_end,
+                                    turn_end_ids)
         from align.ppo.dist import Dist
         from align.ppo.kl_control import KLController
         from align.ppo.models import load_roles
@@ -148,8 +149,9 @@ class PPORun:
             # each process draws its own PTX records
             ptx_sampler = Sampler(len(ptx), t.per_device_train_batch_size,
                                   t.seed + 1 + 7919 * dist.rank)
-        turn_end = turn_end_ids(roles.tokenizer, data.form == "conversational") \
-            if a.reward_at_turn_end else None
+        chat = data.form == "conversational"
+        turn_end = turn_end_ids(roles.tokenizer, chat) \
+            if reward_at_turn_end(a.reward_at_turn_end, chat, roles.tokenizer) else None
         steps = total_steps(cfg, len(prompts))
         optim = build_optim(cfg, roles.model, steps)
         if t.deepspeed:

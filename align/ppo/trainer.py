@@ -27,7 +27,10 @@ def run(cfg: RunConfig, data: Any, eval_data: Any = None) -> dict[str, Any]:
     from align.ppo.plan import describe
 
     ppo = PPORun.create(cfg, data, eval_data)
-    say(ppo, describe(cfg, len(ppo.prompts), ppo.dist.world) + f"; device {ppo.roles.device}")
+    where = "closed as a turn (--reward-at-turn-end)" if ppo.turn_end else \
+        "at the last response token"
+    say(ppo, describe(cfg, len(ppo.prompts), ppo.dist.world) + f"; device {ppo.roles.device}; "
+        f"reward read {where}")
     resume_step = None
     if cfg.resume_from is not None:  # picked by align.output_dir
         ppo.restore(cfg.resume_from.step)
@@ -111,7 +114,7 @@ def train(ppo: PPORun, logger: Any) -> dict[str, Any]:
         if ppo.step % t.save_steps == 0:
             if ppo.eval_prompts:
                 log_eval(ppo, logger)
-            ppo.save(healthy=not events and not any(ppo.monitor.streaks.values()))
+            ppo.save(healthy=not events and ppo.monitor.healthy())
     bar.close()
     return finish(ppo, logger)
 

@@ -7,9 +7,10 @@ import math
 import pytest
 import torch
 
-from align.ppo.losses import (clip_advantages, entropy_from_logits, explained_variance, gae,
-                              gather_logprobs, kl_penalty, masked_mean, masked_sum, masked_var,
-                              masked_whiten, policy_loss, token_rewards, value_loss)
+from align.ppo.losses import (SUM_BLOCK, clip_advantages, entropy_from_logits,
+                              explained_variance, fixed_order_sum, gae, gather_logprobs,
+                              kl_penalty, masked_mean, masked_sum, masked_var, masked_whiten,
+                              policy_loss, token_rewards, value_loss)
 
 MASK = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]], dtype=torch.bool)
 
@@ -22,6 +23,50 @@ def test_masked_mean_and_var_by_hand():
     assert masked_mean(x, m) == pytest.approx(2.5)
     assert masked_var(x, m) == pytest.approx(5 / 3)
     assert masked_mean(x, m, dim=1).tolist() == pytest.approx([2.0, 4.0])
+
+
+def test_fixed_order_sum_is_the_sum_and_the_same_at_any_thread_count():
+    # sizes below one block, whole blocks, blocks plus a tail
+    sizes = (1000, 2 * SUM_BLOCK, 3 * SUM_BLOCK + 123, 40 * SUM_BLOCK + 7)
+    threads = torch.get_num_threads()
+    try:
+        for n in sizes:
+            x = torch.randn(n, generator=torch.Generator().manual_seed(n)) + 0.1
+            reference = math.fsum(x.double().tolist())  # exact sum of the float32 values
+            sums = []
+            for k in (1, 2, 3):
+                torch.set_num_threads(k)
+                sums.append(fixed_order_sum(x.view(-1, 1) if n % 2 else x).item())
+            assert sums[0] == sums[1] == sums[2], (n, sums)
+            assert sums[0] == pytest.approx(reference, rel=1e-5, abs=1e-3)
+    finally:
+        torch.set_num_threads(threads)
+    small = torch.randn(3, 7)
+    assert fixed_order_sum(small).item() == small.sum().item()  # one block: torch's own sum
+
+
+def test_fixed_order_sum_sums_the_block_sums_in_blocks_again(monkeypatch):
+    import align.ppo.losses as losses
+
+    monkeypatch.setattr(losses, "SUM_BLOCK", 4)
+    x = torch.arange(1.0, 40.0)  # 39 = 9 blocks of 4 + a tail of 3; 10 sums -> 2 blocks + 2
+    assert losses.fixed_order_sum(x).item() == 39 * 40 / 2
+    assert losses.fixed_order_sum(x.view(3, 13)).item() == 780.0
+
+
+def test_masked_mean_over_a_large_batch_is_the_same_at_any_thread_count():
+    x = torch.randn(64, 1500, generator=torch.Generator().manual_seed(0)) + 0.5
+    mask = torch.rand(64, 1500, generator=torch.Generator().manual_seed(1)) > 0.1
+    threads = torch.get_num_threads()
+    try:
+        means = []
+        for k in (1, 2):
+            torch.set_num_threads(k)
+            means.append((masked_mean(x, mask).item(), masked_var(x, mask).item()))
+    finally:
+        torch.set_num_threads(threads)
+    assert means[0] == means[1]
+    assert means[0][0] == pytest.approx(x[mask].double().mean().item(), rel=1e-5)
 
 
 def test_masked_mean_of_nothing_is_zero_not_nan():

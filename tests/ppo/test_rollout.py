@@ -308,6 +308,22 @@ def test_turn_end_is_what_the_chat_template_writes_after_an_answer(roles):
     assert turn_end_ids(tok, chat=False) == [tok.eos_token_id]
 
 
+def test_reward_at_turn_end_is_on_by_default_for_chat_prompts_only(roles):
+    from types import SimpleNamespace
+
+    from align.ppo.data import reward_at_turn_end
+
+    tok = roles.tokenizer
+    assert tok.chat_template
+    assert reward_at_turn_end(None, chat=True, tokenizer=tok) is True
+    assert reward_at_turn_end(None, chat=False, tokenizer=tok) is False
+    untemplated = SimpleNamespace(chat_template=None)
+    assert reward_at_turn_end(None, chat=True, tokenizer=untemplated) is False
+    # the flag, either way, wins
+    assert reward_at_turn_end(False, chat=True, tokenizer=tok) is False
+    assert reward_at_turn_end(True, chat=False, tokenizer=tok) is True
+
+
 def test_reward_at_turn_end_scores_the_answer_as_the_rm_was_trained(roles, batch, tiny_rm):
     """With turn_end, the score is the RM's at the end of prompt + answer text + the closing
     tokens (what TRL's RewardTrainer scores for a templated answer), cut responses included."""

@@ -214,3 +214,6 @@ def recording(tee: ConsoleTee, out: Path, algo: str, resumed: bool) -> Iterator[
     finally:
         state, message, code = end_state(error)
         rec.end(state, message, code)
+        if message:  # printed by `align`'s main after the run: the log gets it here
+            tee.add(f"{'error: ' if state in ('failed', 'collapsed') else ''}{message}\n")
+            tee.flush()

@@ -47,13 +47,16 @@ def board_cmd(dirs: tuple[str, ...], host: str, port: int, token: str | None,
                          "--token auto) so that only whoever has the address can use it")
     import socket
 
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-        try:  # a clear error for a port in use, before uvicorn logs its own
-            probe.bind((host, port))
-            port = probe.getsockname()[1]
-        except OSError as e:
-            raise AlignError(f"cannot listen on {host}:{port}: {e.strerror or e}; choose "
-                             "another --port") from None
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:  # listening before the address is printed: a browser opened at once gets in
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as e:
+        sock.close()
+        raise AlignError(f"cannot listen on {host}:{port}: {e.strerror or e}; choose "
+                         "another --port") from None
+    port = sock.getsockname()[1]
     app = create_app(roots, read_only=read_only, token=token,
                      hosts=serve_hosts(host, port))
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
@@ -61,4 +64,5 @@ def board_cmd(dirs: tuple[str, ...], host: str, port: int, token: str | None,
     click.echo(f"align board: {', '.join(map(str, roots))}"
                f"{' (read-only)' if read_only else ''}\n  open {address}\n  Ctrl-C stops "
                "the board (runs it started go on)")
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    server.run(sockets=[sock])

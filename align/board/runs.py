@@ -17,8 +17,7 @@ stages are ``runs/quickstart/dpo`` ...). For each run:
 - its **health alarms**: the ``health/*`` keys of metrics rows (PPO), the ``[health] step N:
   detector: message. Try: hint`` lines of ``console.log`` and ``final_metrics.json``'s
   ``health_events`` (every algorithm);
-- its checkpoints (:func:`align.checkpoints.scan`), the console's tail, the sampled answers
-  of online runs (``samples.jsonl``).
+- its checkpoints (:func:`align.checkpoints.scan`) and the console's tail.
 
 Everything is cached by file size and modification time: polling 200 runs every few seconds
 reads a few small files per changed run.
@@ -42,7 +41,6 @@ from align.output_dir import CONFIG_FILE, FINAL_FILE, LOCK_FILE
 from align.run_status import CONSOLE_FILE, STATUS_FILE, read_status
 
 DEPTH = 3  # how deep under a root runs are looked for
-SAMPLES_FILE = "samples.jsonl"
 MAX_POINTS = 1500  # points per curve sent to the page (min and max of each bucket)
 TAIL_BYTES = 64 * 1024  # how much of console.log's end is shown
 HEALTH_LINE = re.compile(r"\[health\] step (\d+): (\w+): (.*)")
@@ -82,6 +80,7 @@ class MetricsTail:
     offset: int = 0
     inode: int | None = None
     rows: list[dict[str, Any]] = field(default_factory=list)
+    health: list[tuple[int, str]] = field(default_factory=list)  # (step, detector) of health/*
     generation: int = 0  # bumped when the file was rewritten and read again from the start
     bytes_read: int = 0  # what the last :meth:`update` read (tests check it reads only the new)
 
@@ -92,7 +91,7 @@ class MetricsTail:
         except OSError:
             return 0
         if st.st_ino != self.inode or st.st_size < self.offset:  # replaced or cut back
-            self.inode, self.offset, self.rows = st.st_ino, 0, []
+            self.inode, self.offset, self.rows, self.health = st.st_ino, 0, [], []
             self.generation += 1
         self.bytes_read = 0
         if st.st_size == self.offset:
@@ -117,6 +116,8 @@ class MetricsTail:
                     continue
         new = [r for r in new if isinstance(r, dict)]
         self.rows.extend(new)
+        self.health += [(int(r.get("step", 0)), k.split("/", 1)[1]) for r in new for k in r
+                        if k.startswith("health/")]
         return len(new)
 
     def keys(self) -> list[str]:
@@ -332,10 +333,8 @@ class RunDir:
             m = HEALTH_LINE.match(str(text))
             if m:
                 found.setdefault((int(m.group(1)), m.group(2)), m.group(3))
-        for r in self.metrics.rows:
-            for k in r:
-                if k.startswith("health/"):
-                    found.setdefault((int(r.get("step", 0)), k.split("/", 1)[1]), "")
+        for step, detector in self.metrics.health:
+            found.setdefault((step, detector), "")
         return [{"step": s, "detector": d, "message": msg} for (s, d), msg in sorted(found.items())]
 
     def checkpoints(self) -> list[dict[str, Any]]:
@@ -361,15 +360,6 @@ class RunDir:
         text = "\n".join(line.rsplit("\r", 1)[-1] if "\r" in line.rstrip("\r") else line
                          for line in text.split("\n"))
         return {"text": text, "offset": size, "reset": reset}
-
-    def samples(self, limit_steps: int = 50) -> list[dict[str, Any]]:
-        """The sampled answers of an online run, grouped by logged step (the newest steps)."""
-        rows = self._cached(SAMPLES_FILE, _jsonl) or []
-        by_step: dict[int, list[dict[str, Any]]] = {}
-        for r in rows:
-            by_step.setdefault(int(r.get("step", 0)), []).append(r)
-        steps = sorted(by_step)[-limit_steps:]
-        return [{"step": s, "samples": by_step[s]} for s in steps]
 
     def curves(self, since: int = 0, generation: int | None = None) -> dict[str, Any]:
         """Every numeric series; from row ``since`` on when the page already has the rest
@@ -399,18 +389,6 @@ def _health_lines(p: Path) -> list[tuple[int, str, str]]:
         return [(int(m.group(1)), m.group(2), m.group(3).strip())
                 for raw in fh if b"[health] step" in raw
                 for m in [HEALTH_LINE.search(raw.decode("utf-8", errors="replace"))] if m]
-
-
-def _jsonl(p: Path) -> list[dict[str, Any]]:
-    rows = []
-    for line in p.read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
 
 
 # --- all runs --------------------------------------------------------------------------------

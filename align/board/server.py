@@ -145,9 +145,6 @@ def create_app(roots: list[Path], *, read_only: bool = False, token: str | None 
         return JSONResponse(runs.get(request.path_params["rid"]).log_tail(
             int(offset) if offset not in (None, "") else None))
 
-    def run_samples(request: Request) -> Response:
-        return JSONResponse({"steps": runs.get(request.path_params["rid"]).samples()})
-
     def compare(request: Request) -> Response:
         ids = [i for i in request.query_params.get("ids", "").split(",") if i]
         if len(ids) < 2:
@@ -212,7 +209,6 @@ def create_app(roots: list[Path], *, read_only: bool = False, token: str | None 
         api("/api/runs", run_list),
         api("/api/run/{rid:path}/curves", run_curves),
         api("/api/run/{rid:path}/log", run_log),
-        api("/api/run/{rid:path}/samples", run_samples),
         api("/api/run/{rid:path}/stop", stop, ("POST",)),
         api("/api/run/{rid:path}", run_detail),
         api("/api/compare", compare),

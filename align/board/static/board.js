@@ -196,8 +196,6 @@ async function viewRun(root, id) {
   const curves = el("div", { class: "grid", id: "curves" });
   const alarmsBox = el("ul", { class: "alarms", id: "alarms" });
   root.append(el("h2", { text: "Curves" }), curves, el("h2", { text: "Health alarms" }), alarmsBox);
-  const samplesBox = el("div", { class: "samples", id: "samples" });
-  root.append(el("h2", { text: "Sampled answers" }), samplesBox);
   const cols = el("div", { class: "cols" });
   const ckpt = el("div", { id: "checkpoints" }), cfg = el("div", { id: "config" });
   cols.append(el("div", {}, el("h2", { text: "Checkpoints" }), ckpt),
@@ -256,20 +254,12 @@ async function viewRun(root, id) {
     if (lines.length > 400) log.textContent = lines.slice(-400).join("\n");
     log.scrollTop = log.scrollHeight;
   }
-  async function pullSamples() {
-    const d = await api(`/api/run/${encodeURIComponent(id)}/samples`);
-    if (!d.steps.length) { samplesBox.replaceChildren(el("p", { class: "muted", text: "none (online runs log some answers at each logged step)" })); return; }
-    samplesBox.replaceChildren(...d.steps.slice().reverse().slice(0, 10).map(s => el("div", { "data-step": s.step },
-      el("div", { class: "step", text: `step ${s.step}` }),
-      el("table", {}, el("tr", {}, ["prompt", "answer", "reward"].map(h => el("th", { text: h }))),
-        s.samples.map(x => el("tr", {}, el("td", { text: x.prompt }), el("td", { text: x.response }), el("td", { class: "num", text: fmt(x.reward) })))))));
-  }
-  await Promise.all([pull(), pullLog(), pullSamples()]);
+  await Promise.all([pull(), pullLog()]);
   every(async () => {
     const list = await api("/api/runs");
     const me = list.runs.find(r => r.id === id);
     if (me && me.state !== run.state) { route(); return; }  // status changed: redraw all
-    if (run.state === "running") { await pull(); await pullLog(); await pullSamples(); }
+    if (run.state === "running") { await pull(); await pullLog(); }
   }, POLL_MS);
 }
 

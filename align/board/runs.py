@@ -130,12 +130,12 @@ class MetricsTail:
         return sorted(seen)
 
     def series(self, key: str, start: int = 0) -> tuple[list[float], list[float]]:
-        steps, values = [], []
-        for r in self.rows[start:]:
-            if key in r and (v := _number(r[key])) is not None:
-                steps.append(float(r.get("step", 0)))
-                values.append(v)
-        return steps, values
+        # one comprehension (no call per row): metrics.jsonl holds numbers, and "nan"/"inf"
+        # strings for non-finite values (align.metrics), which are left out like bools
+        pairs = [(r.get("step", 0), v) for r in self.rows[start:]
+                 if (v := r.get(key)) is not None and type(v) in (int, float)
+                 and v - v == 0]  # finite: inf - inf and nan - nan are nan
+        return [float(s) for s, _ in pairs], [float(v) for _, v in pairs]
 
 
 def downsample(steps: list[float], values: list[float], limit: int = MAX_POINTS

@@ -40,6 +40,7 @@ LOCK_FILE = ".align.lock"
 RESUMES_FILE = "resumes.jsonl"  # one line per --resume: from which checkpoint, what changed
 MODEL_FLAGS = ("--model", "--ref-model", "--reward-model", "--value-model")
 _RUN_FILES = (CONFIG_FILE, "metrics.jsonl", FINAL_FILE)
+WATCH_FILES = ("align_status.json", "console.log")  # align.run_status: not training output
 
 
 def _inside(path: Path, parent: Path) -> bool:
@@ -68,7 +69,8 @@ class OutputDir:
     def started(self) -> bool:
         """Did training write anything (a metrics row, a checkpoint, a model)?"""
         for p in _entries(self.path):
-            if p.name == CONFIG_FILE or (p.name == "metrics.jsonl" and p.stat().st_size == 0):
+            if p.name in (CONFIG_FILE, *WATCH_FILES) or (
+                    p.name == "metrics.jsonl" and p.stat().st_size == 0):
                 continue
             if p.is_dir() and not any(p.iterdir()):
                 continue

@@ -12,13 +12,15 @@
    for chat data, the reward model has its score head
 7. open the output dir (align.output_dir: lock, resume with its config check, refuse to
    clobber), save the resolved config (a new run only), seed everything, and call the
-   algorithm's runner; a run that fails before training leaves no directory behind
+   algorithm's runner; a run that fails before training leaves no directory behind. While it
+   trains, its status and console are kept in the directory (align.run_status)
 
 Configuration errors (AlignError) stop a dry run and a real run alike; see align/plan.py.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import random
@@ -27,7 +29,7 @@ from typing import Any
 
 import click
 
-from align import checkpoints, output_dir
+from align import checkpoints, output_dir, run_status
 from align.config import RunConfig, parse_list
 from align.data import Validated, load_valid, skip_report, write_skipped
 from align.data.store import content_digest, select
@@ -283,7 +285,19 @@ def seed_everything(seed: int) -> None:
 
 
 def execute(cfg: RunConfig, spec: AlgoSpec, dry_run: bool = False) -> dict[str, Any] | None:
-    """Run ``spec`` with ``cfg`` (see the module docstring for the steps)."""
+    """Run ``spec`` with ``cfg`` (see the module docstring for the steps). A real run copies
+    what it prints into its output directory and keeps a status there (align.run_status)."""
+    tee = run_status.ConsoleTee()
+    if not dry_run and world_rank() == 0:
+        tee.start()  # held in memory until the output directory is open
+    try:
+        return _execute(cfg, spec, dry_run, tee)
+    finally:
+        tee.stop()
+
+
+def _execute(cfg: RunConfig, spec: AlgoSpec, dry_run: bool, tee: run_status.ConsoleTee
+             ) -> dict[str, Any] | None:
     report = check_plan(cfg, spec)
     if not dry_run:
         report.raise_machine_issues()
@@ -330,15 +344,17 @@ def execute(cfg: RunConfig, spec: AlgoSpec, dry_run: bool = False) -> dict[str, 
             for data, append in ((train, False), (evaluation, True)):
                 if data is not None and (path := write_skipped(data, out, append)):
                     click.echo(f"--skip-invalid: the dropped records are in {path}", err=True)
-        seed_everything(cfg.train.seed)
-        use_threads(cfg.train.threads)
-        result = spec.run(cfg, train, evaluation)
-        if result and writer:
-            with checkpoints.writing(out, FINAL_FILE):
-                (out / FINAL_FILE).write_text(
-                    json.dumps(result, indent=2, default=float), encoding="utf-8")
-        with checkpoints.writing(out, "the model card"):
-            finish_output(cfg, spec, train.summary(), result or {})
+        with (run_status.recording(tee, out, spec.name, out_dir.resume_from is not None)
+              if writer else contextlib.nullcontext()):
+            seed_everything(cfg.train.seed)
+            use_threads(cfg.train.threads)
+            result = spec.run(cfg, train, evaluation)
+            if result and writer:
+                with checkpoints.writing(out, FINAL_FILE):
+                    (out / FINAL_FILE).write_text(
+                        json.dumps(result, indent=2, default=float), encoding="utf-8")
+            with checkpoints.writing(out, "the model card"):
+                finish_output(cfg, spec, train.summary(), result or {})
     except BaseException:
         out_dir.discard_if_unstarted()
         raise

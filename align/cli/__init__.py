@@ -5,8 +5,7 @@ The commands live by kind, each module a set of click commands that this one add
 - :mod:`align.cli.run`: ``rlhf`` and ``sft`` (training), ``algos``, ``quickstart``;
 - :mod:`align.cli.data`: ``data validate``, ``data inspect``, ``data convert``;
 - :mod:`align.cli.models`: ``chat``, ``generate``, ``merge-lora``, ``plot``;
-- ``align board`` (the local web page) goes in ``align/cli/board.py``, added below like the
-  others.
+- :mod:`align.cli.board`: ``board`` (the local web page of docs/board.md).
 
 Heavy packages (torch, transformers, TRL) are imported inside command functions only, so
 ``align --help`` and ``align data validate`` start fast. User errors (AlignError) print one
@@ -22,7 +21,7 @@ import sys
 import click
 
 from align import __version__
-from align.cli import data, models, run
+from align.cli import board, data, models, run
 from align.errors import AlignError
 
 
@@ -38,7 +37,7 @@ def cli() -> None:
 
 for command in (run.rlhf_cmd, run.sft_cmd, run.algos_cmd, models.merge_lora_cmd,
                 run.quickstart_cmd, data.data_group, models.plot_cmd, models.chat_cmd,
-                models.generate_cmd):  # the order of docs/cli.md
+                models.generate_cmd, board.board_cmd):  # the order of docs/cli.md
     cli.add_command(command)
 
 
@@ -50,8 +49,11 @@ def main(argv: list[str] | None = None) -> None:
     from align import console
 
     console.configure(verbose="--verbose" in args)
+    from align.run_status import sigterm_as_interrupt
+
     try:
-        cli.main(args=args, prog_name="align", standalone_mode=False)
+        with sigterm_as_interrupt():  # `kill` and `align board`'s stop end a run as Ctrl-C does
+            cli.main(args=args, prog_name="align", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)

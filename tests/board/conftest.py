@@ -1,0 +1,132 @@
+"""Fixtures of the board's tests: tiny runs made on the spot, the real `align board` command in
+a child process, and the system's Chromium driven by Playwright (never a downloaded browser)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+
+def align(args: list[Any]) -> int:
+    """Run `align ARGS` in-process (its output goes to pytest's capture); the exit code."""
+    from align.cli import main
+
+    try:
+        main([str(a) for a in args])
+    except SystemExit as e:
+        return int(e.code or 0)
+    return 0
+
+CHROMIUM = os.environ.get("ALIGN_CHROMIUM") or shutil.which("chromium") or \
+    shutil.which("chromium-browser") or "/usr/bin/chromium"
+DOCS_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
+# the tiny DPO run whose chosen log-probs fall: the displacement alarm fires (as in
+# tests/algos/test_offline_health.py), and --on-collapse stop ends it (exit 3)
+ALARM_ARGS = ["--max-steps", "80", "--learning-rate", "5e-3", "--per-device-train-batch-size", "8",
+              "--lr-scheduler-type", "constant", "--warmup-ratio", "0", "--save-steps", "1000",
+              "--report-to", "none", "--logging-steps", "4", "--rpo-alpha", "0",
+              "--on-collapse", "stop"]
+
+
+@pytest.fixture(scope="session")
+def runs_root(tmp_path_factory: pytest.TempPathFactory, tiny_lm: Path, pairs_file: Path
+              ) -> Path:
+    """A served directory: a reduced quickstart (sft, rm, dpo) and a DPO run stopped by the
+    likelihood-displacement detector."""
+    root = tmp_path_factory.mktemp("board_runs")
+    assert align(["quickstart", "--out", root / "quickstart", "--algos", "dpo",
+                  "--scale", "0.2"]) == 0
+    assert align(["rlhf", "--algo", "dpo", "--model", tiny_lm, "--dataset", pairs_file,
+                  "--output-dir", root / "dpo-displaced", *ALARM_ARGS]) == 3
+    return root
+
+
+class Board:
+    """`align board` running in a child process; ``url`` is the address it printed."""
+
+    def __init__(self, roots: list[Path], *extra: str) -> None:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen([sys.executable, "-m", "align", "board", *map(str, roots),
+                                      "--port", "0", *extra], stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True, env=env,
+                                     cwd=roots[0])
+        lines = []
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            line = self.proc.stdout.readline()
+            lines.append(line)
+            m = re.search(r"open (http://\S+)", line)
+            if m:
+                self.url = m.group(1)
+                self.base = re.match(r"http://[^/]+", self.url).group(0)
+                return
+            if not line and self.proc.poll() is not None:
+                break
+        raise RuntimeError("align board did not start: " + "".join(lines))
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+@pytest.fixture(scope="module")
+def board(runs_root: Path) -> Iterator[Board]:
+    b = Board([runs_root])
+    yield b
+    b.close()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium; .ci/run does)")
+    playwright = pytest.importorskip("playwright.sync_api")
+    with playwright.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    pg = context.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    yield pg
+    context.close()
+    assert not errors, errors  # no JavaScript error on any page a test opened
+
+
+def open_view(page: Any, url: str, timeout: float = 30_000) -> None:
+    """Go to ``url`` and wait until the view has drawn (the page marks #view data-ready)."""
+    page.goto("about:blank")  # a fresh load, even when only the hash would change
+    page.goto(url)
+    page.wait_for_function("(h) => document.getElementById('view').getAttribute('data-ready') "
+                           "=== h", arg="#" + url.split("#", 1)[1] if "#" in url else "#/",
+                           timeout=timeout)
+
+
+def screenshot(page: Any, name: str) -> Path:
+    """A screenshot of the page: docs/board.md's docs/images/board-NAME.png when
+    ALIGN_BOARD_SCREENSHOTS=1 (how they were taken), else a temporary file."""
+    import tempfile
+
+    folder = DOCS_IMAGES if os.environ.get("ALIGN_BOARD_SCREENSHOTS") == "1" else \
+        Path(tempfile.mkdtemp(prefix="board-shots-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"board-{name}.png"
+    page.screenshot(path=str(path))
+    assert path.stat().st_size > 10_000  # a drawn page, not a blank one
+    return path

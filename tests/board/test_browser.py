@@ -1,0 +1,217 @@
+"""`align board` end to end in a real browser (the system's Chromium, driven by Playwright):
+the runs of a reduced quickstart, a run's curves and its health alarm, two runs compared, a
+tiny run launched from the form and one stopped, answers side by side, and paths outside the
+served directory refused."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.board.conftest import Board, open_view, screenshot
+
+pytestmark = pytest.mark.slow
+
+
+def rows(run: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def wait_state(page: Any, run_id: str, states: tuple[str, ...], timeout: float = 240) -> str:
+    """Poll the runs list (as the page does) until run ``run_id`` reaches one of ``states``."""
+    deadline = time.time() + timeout
+    state = None
+    while time.time() < deadline:
+        found = page.evaluate("async () => (await (await fetch('/api/runs')).json()).runs")
+        state = next((r["state"] for r in found if r["id"] == run_id), None)
+        if state in states:
+            return state
+        time.sleep(1)
+    raise AssertionError(f"{run_id} stayed {state}, not {states}")
+
+
+def test_list_shows_the_quickstarts_runs_with_their_status(board: Board, page: Any,
+                                                            runs_root: Path):
+    open_view(page, board.url + "#/")
+    for stage in ("sft", "rm", "dpo"):
+        row = page.locator(f'tr[data-run="0:quickstart/{stage}"]')
+        assert row.get_attribute("data-state") == "finished"
+        assert row.locator(".state").inner_text() == "finished"
+        last = rows(runs_root / "quickstart" / stage)[-1]["step"]
+        assert row.locator("td.num").first.inner_text() == f"{last} / {last}"
+    alarm = page.locator('tr[data-run="0:dpo-displaced"]')
+    assert alarm.locator(".state").inner_text() == "stopped by a health detector"
+    loss = [r["loss"] for r in rows(runs_root / "quickstart" / "dpo") if "loss" in r][-1]
+    dpo = page.locator('tr[data-run="0:quickstart/dpo"] td.num').nth(3).inner_text()
+    assert float(dpo) == pytest.approx(loss, rel=1e-3)  # the last loss, as logged
+    screenshot(page, "runs")
+
+
+def test_run_page_draws_every_logged_point_and_marks_the_alarm(board: Board, page: Any,
+                                                                runs_root: Path):
+    open_view(page, board.url + "#/run/" + "0%3Adpo-displaced")
+    logged = rows(runs_root / "dpo-displaced")
+    loss_steps = [r["step"] for r in logged if "loss" in r]
+    chart = page.evaluate("() => { const c = board.charts['loss']; "
+                          "return {x: c.u.data[0], raw: c.u.data[1]}; }")
+    assert chart["x"] == loss_steps  # every logged point, at its step
+    assert chart["raw"] == pytest.approx([r["loss"] for r in logged if "loss" in r])
+    # the displacement alarm: a red mark at its step on the curves, its hint in the list
+    mark = page.locator('.panel[data-panel="loss"] .alarm-mark').first
+    step = int(mark.get_attribute("data-step"))
+    assert mark.get_attribute("data-detector") == "likelihood_displacement"
+    assert "Try:" in mark.get_attribute("title") and "--rpo-alpha" in mark.get_attribute("title")
+    assert f"[health] step {step}: likelihood_displacement" in \
+        (runs_root / "dpo-displaced" / "console.log").read_text()
+    box, plot = mark.bounding_box(), page.locator('.panel[data-panel="loss"] .u-over').bounding_box()
+    x_of_step = page.evaluate(f"() => board.charts['loss'].u.valToPos({step}, 'x')")
+    assert box["x"] + box["width"] / 2 == pytest.approx(plot["x"] + x_of_step, abs=2)
+    assert page.locator(f'#alarms li[data-step="{step}"]').inner_text().startswith(
+        f"step {step}: likelihood_displacement")
+    assert "training stopped by --on-collapse stop" in page.locator("#log").inner_text()
+    screenshot(page, "run")
+
+
+def test_compare_overlays_two_runs_and_lists_only_the_flags_that_differ(board: Board,
+                                                                         page: Any):
+    open_view(page, board.url + "#/")
+    page.check('input.pick[value="0:quickstart/dpo"]')
+    page.check('input.pick[value="0:dpo-displaced"]')
+    page.click("#compare")
+    page.wait_for_selector("#differ")
+    page.wait_for_function("() => document.getElementById('view').dataset.ready.startsWith("
+                           "'#/compare/')")
+    chart = page.evaluate("() => board.charts['loss'].series.map(s => s.label)")
+    assert sorted(chart) == ["dpo-displaced: loss", "quickstart/dpo: loss"]  # one axis
+    flags = page.locator("#differ tr[data-flag]").evaluate_all(
+        "rs => rs.map(r => r.dataset.flag)")
+    assert "--rpo-alpha" in flags and "--on-collapse" in flags and "--learning-rate" in flags
+    assert "--beta" not in flags and "--lora" not in flags  # equal in both: not listed
+    screenshot(page, "compare")
+
+
+def test_launch_a_tiny_run_from_the_form_and_see_it_finish(board: Board, page: Any,
+                                                           runs_root: Path, tiny_lm: Path,
+                                                           pairs_file: Path):
+    open_view(page, board.url + "#/launch")
+    page.select_option("#algo", "dpo")
+    page.wait_for_selector("#f-model")
+    page.fill("#f-model", str(tiny_lm))
+    page.fill("#f-dataset", str(pairs_file))
+    page.fill("#f-output_dir", "launched-dpo")
+    page.fill("#f-max_steps", "3")
+    page.fill("#f-per_device_train_batch_size", "4")
+    page.fill("#f-logging_steps", "1")
+    page.fill("#f-save_steps", "1000")
+    out = runs_root / "launched-dpo"
+    page.wait_for_function("() => document.getElementById('command').textContent"
+                           ".includes('--max-steps 3')")
+    command = page.locator("#command").inner_text()
+    assert command.startswith("align rlhf --algo dpo --model ") and f"--output-dir {out}" in command
+    screenshot(page, "launch")
+    page.click("#start")
+    page.wait_for_function("() => location.hash.startsWith('#/run/')", timeout=300_000)
+    assert wait_state(page, "0:launched-dpo", ("finished", "failed")) == "finished"
+    assert [r["step"] for r in rows(out) if "loss" in r] == [1, 2, 3]
+    assert (out / "model.safetensors").is_file()
+    open_view(page, board.url + "#/run/0%3Alaunched-dpo")
+    assert page.evaluate("() => board.charts['loss'].u.data[0]") == [1, 2, 3]
+
+
+def test_the_form_refuses_a_failing_dry_run_and_an_output_outside_the_roots(
+        board: Board, page: Any, runs_root: Path, tiny_lm: Path, tmp_path: Path):
+    open_view(page, board.url + "#/launch")
+    page.select_option("#algo", "dpo")
+    page.wait_for_selector("#f-model")
+    page.fill("#f-model", str(tiny_lm))
+    page.fill("#f-output_dir", str(tmp_path / "outside"))
+    page.wait_for_function("() => document.getElementById('command').textContent"
+                           ".includes('outside the served directories')")
+    page.fill("#f-output_dir", "never-started")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "1 + 1 =", "chosen": " 2"}\n')
+    page.fill("#f-dataset", str(bad))
+    page.click("#start")
+    page.wait_for_function("() => document.getElementById('result').textContent"
+                           ".startsWith('not started')", timeout=120_000)
+    assert "rejected" in page.locator("#result").inner_text()  # the validator names the field
+    assert not (runs_root / "never-started").exists()
+
+
+def test_paths_outside_the_served_directory_are_refused(board: Board, page: Any):
+    open_view(page, board.url + "#/")
+    for path in ("/api/run/0:../../etc/log", "/api/run/0:..%2F..%2Fetc/curves",
+                 "/api/run/1:x", "/static/../../../etc/passwd"):
+        status = page.evaluate(f"async () => (await fetch({path!r})).status")
+        assert status in (403, 404), (path, status)
+    refused = page.evaluate("async () => { const r = await fetch('/api/run/0:..%2F..'); "
+                            "return [r.status, (await r.json()).error]; }")
+    assert refused[0] == 403 and "leaves the served directory" in refused[1]
+    open_view(page, board.url + "#/run/0%3A..%2F..")
+    assert "leaves the served directory" in page.locator("#error").inner_text()
+    # a change without the board's header (a form on another site) is refused
+    status = page.evaluate("async () => (await fetch('/api/launch', {method: 'POST', "
+                           "body: '{}'})).status")
+    assert status == 403
+
+
+def test_stop_a_running_run(board: Board, page: Any, runs_root: Path, tiny_lm: Path,
+                            pairs_file: Path):
+    values = {"model": str(tiny_lm), "dataset": str(pairs_file), "output_dir": "to-stop",
+              "max_steps": "100000", "per_device_train_batch_size": "4", "logging_steps": "1",
+              "save_steps": "2", "learning_rate": "1e-4"}
+    open_view(page, board.url + "#/")
+    started = page.evaluate("async (v) => (await fetch('/api/launch', {method: 'POST', headers: "
+                            "{'X-Align-Board': '1', 'Content-Type': 'application/json'}, body: "
+                            "JSON.stringify({algo: 'dpo', values: v})})).json()", values)
+    assert started["started"], started
+    out = runs_root / "to-stop"
+    wait_state(page, "0:to-stop", ("running",))
+    deadline = time.time() + 240
+    while time.time() < deadline and not list(out.glob("checkpoint-*/align_checkpoint.json")):
+        time.sleep(1)
+    open_view(page, board.url + "#/run/0%3Ato-stop")
+    page.click("#stop")
+    assert wait_state(page, "0:to-stop", ("stopped", "killed", "failed")) == "stopped"
+    status = json.loads((out / "align_status.json").read_text())
+    assert status["exit_code"] == 130 and status["step"] < 100000
+    assert list(out.glob("checkpoint-*/align_checkpoint.json"))  # saved before the stop: kept
+    open_view(page, board.url + "#/run/0%3Ato-stop")
+    assert page.locator("h1 .state").inner_text() == "stopped"
+    assert page.locator("#stop").count() == 0
+
+
+def test_answers_of_a_model_and_its_baseline_side_by_side(board: Board, page: Any,
+                                                          runs_root: Path):
+    qs = runs_root / "quickstart"
+    open_view(page, board.url + "#/answers")
+    page.select_option("#a-model", str(qs / "dpo"))
+    assert page.locator("#a-baseline").input_value() == str(qs / "sft")  # where dpo started
+    assert page.locator("#a-rm").input_value() == str(qs / "rm")
+    page.fill("#a-prompts", "Describe the sea.\nDescribe the city.")
+    page.fill("#a-tokens", "12")
+    page.click("#a-go")
+    page.wait_for_selector("table.answers", timeout=300_000)
+    answers = page.locator("tr.answer-row")
+    assert answers.count() == 2
+    for i in range(2):
+        cells = answers.nth(i).locator("td")
+        assert "RM score" in cells.nth(0).inner_text() and "RM score" in cells.nth(1).inner_text()
+    assert "--compare" in page.locator("#answers pre").inner_text()
+    screenshot(page, "answers")
+
+
+def test_read_only_board_hides_launch_and_refuses_stop(runs_root: Path, page: Any):
+    ro = Board([runs_root], "--read-only")
+    try:
+        open_view(page, ro.url + "#/")
+        assert page.locator("#nav-launch").is_hidden()
+        status = page.evaluate("async () => (await fetch('/api/run/0:dpo-displaced/stop', "
+                               "{method: 'POST', headers: {'X-Align-Board': '1'}})).status")
+        assert status == 403
+    finally:
+        ro.close()

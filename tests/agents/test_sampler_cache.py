@@ -82,6 +82,7 @@ def scripted(loaded, sample, calls):
                     [tok.eos_token_id]
             out.append(ids)
         return out
+    run.reset = sample.reset  # rollout() resets the wrapped sampler
     return run
 
 
@@ -101,3 +102,17 @@ def test_rollouts_with_the_cache_match_rollouts_without(loaded):
     assert [e.tool_calls for e in runs[0]] == [len(c) for c in calls]
     assert cached.stats["cached_calls"] == 3  # turns 2-4 continued the cache
     assert cached.stats["prefilled"] < fresh.stats["prefilled"] / 2
+
+
+def test_rollout_starts_and_ends_without_the_samplers_cache(loaded):
+    """No KV outlives a rollout: the next rollout (maybe after a training step changed the
+    weights) prefills its prompts afresh, and the cache's memory is freed in between."""
+    ts = load_toolset(AgentArgs(tools=f"{TOOLS}:multiply", max_tool_calls=5))
+    prompts = [[{"role": "user", "content": f"Compute, row {k} please."}] for k in range(2)]
+    cached, _ = samplers(loaded)
+    run = scripted(loaded, cached, [[(2, 3)], []])
+    for n in (1, 2):
+        rollout([{}, {}], prompts, run, loaded.tokenizer, ts, max_completion_length=300,
+                stop_ids=stop_ids(loaded))
+        assert cached._cache is None and cached.stats["fresh_calls"] == n
+    assert cached.stats["cached_calls"] == 2

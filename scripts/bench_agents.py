@@ -4,6 +4,7 @@ single-turn generate of the same number of sampled tokens, tool time excluded.
     python scripts/bench_agents.py                                  # SmolLM2-135M-Instruct
     python scripts/bench_agents.py --model DIR --batch 8 --turns 4 --repeats 3
     python scripts/bench_agents.py --tiny                           # a random tiny model (smoke)
+    python scripts/bench_agents.py --no-cache       # re-prefill every turn (the old loop)
 
 Both sides run the same model through the same ``model.generate`` (align/agents/sampler.py),
 on the same batch of prompts, with sampling:
@@ -12,9 +13,10 @@ on the same batch of prompts, with sampling:
   Each turn the model generates exactly K tokens (``min_new_tokens``) from the conversation so
   far; the turn's text is then replaced by a fixed tool call of K tokens, so every rollout
   calls the tool ``--turns - 1`` times and the last turn is cut by ``--max-tool-calls``. What
-  is measured is therefore the loop itself: a fresh prefill of the growing conversation each
-  turn (no KV cache kept across turns), the tool turns' tokens in the context, parsing, the
-  threads, the chat template rendering the tool turns. The tool returns at once, and its wall
+  is measured is therefore the loop itself: each turn continues the sampler's KV cache with
+  the tool turn's tokens (and the replaced turn's; the turn the model generated is masked out
+  of the cache), or with ``--no-cache`` re-prefills the whole conversation; the tool turns'
+  tokens in the context, parsing, the threads, the chat template rendering the tool turns. The tool returns at once, and its wall
   time (``timings["tools_s"]``) is subtracted anyway.
 - ``single``: one generate of ``--turns`` x K tokens from the same prompts.
 
@@ -56,6 +58,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--turns", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--no-cache", action="store_true",
+                    help="prefill the whole conversation every turn (no KV cache across turns)")
     ap.add_argument("--output", help="write the result as JSON here")
     args = ap.parse_args(argv)
 
@@ -83,11 +87,13 @@ def main(argv: list[str] | None = None) -> dict:
     call_ids = tok.encode(CALL, add_special_tokens=False) + [tok.eos_token_id]
     k = len(call_ids)
     options = sampling(1.0, 1.0) | {"min_new_tokens": k}
-    generate = hf_sampler(model, tok, stop_ids=stops, options=options)
+    generate = hf_sampler(model, tok, stop_ids=stops, options=options,
+                          reuse_cache=not args.no_cache)
 
     def sampler(seqs: list[list[int]], limits: list[int]) -> list[list[int]]:
         generate(seqs, [k] * len(seqs))  # the real cost: k tokens from this conversation
         return [list(call_ids) for _ in seqs]
+    sampler.reset = generate.reset  # type: ignore[attr-defined]  # rollout() starts afresh
 
     prompts = [[{"role": "user", "content": f"What is {6 + i} times {7 + i}? Use the tool."}]
                for i in range(args.batch)]
@@ -128,7 +134,7 @@ def main(argv: list[str] | None = None) -> dict:
     med = {side: statistics.median(v) for side, v in times.items()}
     result = {
         "model": "tiny (random)" if args.tiny else model_dir, "batch": args.batch,
-        "turns": args.turns, "tokens_per_turn": k, "sampled_tokens": tokens,
+        "turns": args.turns, "tokens_per_turn": k, "kv_cache_across_turns": not args.no_cache, "sampled_tokens": tokens,
         "seconds": times, "median_s": med, "ratio_tools_over_single": med["tools"] / med["single"],
         "torch": torch.__version__, "threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),

@@ -27,7 +27,10 @@ from align.agents.tools import Toolset
 from align.errors import AlignError
 
 # (token ids of each active rollout so far, most new tokens for each) -> the new token ids of
-# each, up to and including the stop token when the model stopped; no padding.
+# each, up to and including the stop token when the model stopped; no padding. A sampler may
+# keep state between the calls of one rollout (hf_sampler keeps its KV cache); when it has a
+# ``reset()`` method, rollout() calls it before the first turn and after the last, so no state
+# (and no memory) outlives the rollout, e.g. into a training step that changes the weights.
 Sampler = Callable[[list[list[int]], list[int]], list[list[int]]]
 
 
@@ -158,6 +161,26 @@ def rollout(rows: Sequence[dict[str, Any]], prompts: Sequence[list[dict[str, Any
         schemas = toolset.schemas(ep.env_name) if toolset else None
         ep.prompt_ids = render_ids(tokenizer, ep.messages, tools=schemas)
     cache: dict[str, list[int]] = {}
+    reset = getattr(sampler, "reset", None)
+    if reset is not None:
+        reset()
+    try:
+        _turns(episodes, tools, sampler, tokenizer, toolset, cache, stops, end_id, fmt,
+               max_completion_length, timings)
+    finally:
+        if reset is not None:
+            reset()
+    for ep, label in zip(episodes, labels):
+        ep.env_reward = environment_reward(ep, toolset, label)
+    return episodes
+
+
+def _turns(episodes: list[Episode], tools: list[dict[str, Any]], sampler: Sampler,
+           tokenizer: Any, toolset: Toolset | None, cache: dict[str, list[int]],
+           stops: set[int], end_id: int | None, fmt: str, max_completion_length: int,
+           timings: dict[str, float]) -> None:
+    """rollout()'s turns: sample for the active episodes, run their calls, append the tool
+    turns, until no episode has calls left to run."""
     active = list(range(len(episodes)))
     while active:
         seqs = [episodes[i].prompt_ids + episodes[i].completion_ids for i in active]
@@ -206,9 +229,6 @@ def rollout(rows: Sequence[dict[str, Any]], prompts: Sequence[list[dict[str, Any
             ep.completion_ids += suffix
             ep.mask += [0] * len(suffix)
             active.append(i)
-    for ep, label in zip(episodes, labels):
-        ep.env_reward = environment_reward(ep, toolset, label)
-    return episodes
 
 
 def environment_reward(ep: Episode, toolset: Toolset | None, label: str) -> float | None:

@@ -242,9 +242,23 @@ def check_supported(cfg: Any, world: int = 1) -> None:
         raise AlignError("--offload-reward-model/--offload-ref-model move whole models between "
                          "CPU and GPU, which DeepSpeed does not allow for models it manages; use "
                          "ZeRO-3 (it shards the frozen models too) or the JSON's offload_param")
+    check_reward_model_flags(cfg)
     if cfg.data.max_length and cfg.data.max_length <= a.max_new_tokens:
         raise AlignError(f"--max-length {cfg.data.max_length} leaves no room for a prompt "
                          f"before --max-new-tokens {a.max_new_tokens}")
+
+
+def check_reward_model_flags(cfg: Any) -> None:
+    """The flags that act on a reward model, refused when rewards are rules only."""
+    if cfg.model.reward_model:
+        return
+    a = cfg.algo
+    for flag, on in (("--reward-at-turn-end", a.reward_at_turn_end),
+                     ("--offload-reward-model", a.offload_reward_model),
+                     ("--critic-base reward-model", a.critic_base == "reward-model")):
+        if on:
+            raise AlignError(f"{flag} acts on the reward model, and there is none: give "
+                             "--reward-model DIR, or leave it out with rule rewards")
 
 
 def critic_base(cfg: Any) -> str:
@@ -293,21 +307,42 @@ def roles(cfg: Any) -> dict[str, str]:
                          f"({value_head_start(cfg)})")
         out["reward model"] = f"{m.reward_model} (frozen, its own copy" + \
             (", kept on CPU between scoring passes)" if a.offload_reward_model else ")")
+        if not m.reward_model:
+            del out["reward model"]
     elif where == "reward-model":
         out["critic"] = (f"a LoRA adapter on {m.reward_model}; its score head becomes the "
                          "per-token value head (trainable)")
         out["reward model"] = f"{m.reward_model}: the critic's base with its adapter disabled " \
             "(one copy serves both)"
-    else:
+    elif a.value_model or m.reward_model:
         critic = a.value_model or m.reward_model
         kind = "a LoRA adapter on" if cfg.lora.enabled else "a trainable copy of"
         out["critic"] = f"{kind} {critic}; its score head becomes the per-token value head"
+    else:
+        out["critic"] = (f"a trainable copy of the policy ({m.model}) with a new value head "
+                         "(zeros; no reward model to start from, as verl and OpenRLHF start "
+                         "the critic of rule rewards)")
     return out
 
 
 def value_head_start(cfg: Any) -> str:
+    if not cfg.model.reward_model:
+        return "zeros: no reward model to start from; --critic-warmup-steps trains it first"
     return ("the reward model's score head when its hidden size matches the policy's, else "
             "zeros; --critic-warmup-steps trains it before the actor moves")
+
+
+def reward_plan(cfg: Any, data: Any, report: Any = None) -> Any:
+    """The reward sources and weights (align.rewards.sources.RewardPlan), checked before any
+    model loads, as GRPO checks them; with ``report``, the plan line and the data's notes."""
+    from align.rewards.sources import checked_plan
+
+    plan, notes = checked_plan(cfg.algo, cfg.model.reward_model, data.rows)
+    if report is not None:
+        report.plan(f"rewards: {plan.describe()}")
+        for note in notes:
+            report.note(f"note: {note}")
+    return plan
 
 
 def check(cfg: Any, data: Any, report: Any) -> None:
@@ -321,6 +356,7 @@ def check(cfg: Any, data: Any, report: Any) -> None:
     check_supported(cfg, world)
     a = cfg.algo
     check_model_path("--value-model", a.value_model)
+    reward_plan(cfg, data, report)
     for role, text in roles(cfg).items():
         report.role(role, text)
     for role, offloaded in (("reference", a.offload_ref_model),

@@ -156,15 +156,19 @@ def ppo_step(ppo: PPORun) -> dict[str, float]:
     reset_peak_memory(dev)
     timed = clock.call
     # 1. rollout: this process's share of the prompts, sampled, then scored by every role
-    ids, mask, first_row = next_prompts(ppo)
+    ids, mask, first_row, rows = next_prompts(ppo)
     samples = timed("perf/rollout_s", generate_share, ppo, ids, mask,
                     generation_options(ppo, ppo.step, first_row))
     mine = timed("perf/score_s", score, ppo.roles, samples, temperature=a.temperature,
                  chunk=a.local_rollout_forward_batch_size, turn_end=ppo.turn_end)
+    mine, by_source = timed("perf/reward_s", rule_scores, ppo, mine,
+                            [ppo.rows[i] for i in rows])
     batch = gather_experience(ppo.dist, mine)  # the whole rollout batch, on every process
-    # 2. rewards: shaped RM score on the last token, token-level KL penalty on every token
+    # 2. rewards: shaped score (reward model and/or rules) on the last token, token-level KL
+    # penalty on every token
     rewards, metrics = timed("perf/train_s", compute_rewards, a, batch, ppo.kl_ctl.value,
                              ppo.reward_stats)
+    metrics |= by_source
     # 3. advantages: GAE over response tokens, whitening and clipping (over the whole batch)
     advantages, returns, m = timed("perf/train_s", compute_advantages, a, batch, rewards)
     metrics |= m
@@ -188,6 +192,34 @@ def ppo_step(ppo: PPORun) -> dict[str, float]:
     return metrics
 
 
+def rule_scores(ppo: PPORun, exp: Any, rows: list[dict[str, Any]], prefix: str = "reward"
+                ) -> tuple[Any, dict[str, float]]:
+    """``exp`` with its scores made the run's raw rewards (align/ppo/rewards.py: the reward
+    model's score and/or the rule functions on this process's ``rows``), and each rule
+    source's mean over the whole batch (``<prefix>/<name>``)."""
+    import dataclasses
+
+    from align.ppo.models import eos_token_ids
+    from align.ppo.rewards import (check_not_all_abstained, completions, rule_rewards,
+                                   source_metrics, total_scores)
+
+    sc = ppo.scorer
+    if not sc.rules:
+        return exp, {}
+    texts, ids = completions(ppo.roles.tokenizer, exp.response_ids, exp.mask,
+                             eos_token_ids(ppo.roles), isinstance(ppo.rows[0]["prompt"], list))
+    totals, kept = rule_rewards(sc, rows, texts, ids)
+    rm = exp.scores if ppo.roles.has_reward_model else None
+    scores, abstained = total_scores(rm, sc.rm_weight, totals)
+    parts = ppo.dist.gather_objects([(kept, abstained.tolist())])
+    if prefix == "reward":
+        import torch
+
+        check_not_all_abstained(sc, torch.tensor([x for _, a in parts for x in a]))
+    return (dataclasses.replace(exp, scores=scores.to(exp.mask.device)),
+            source_metrics(prefix, [k for k, _ in parts]))
+
+
 def generate_share(ppo: PPORun, ids: Any, mask: Any, options: dict[str, Any]) -> Any:
     """Sample this process's responses."""
     from align.ppo.rollout import sample
@@ -207,8 +239,10 @@ def gather_experience(dist: Any, exp: Any) -> Any:
     left = {"prompt_ids", "prompt_mask"}
     fields = {}
     for name in ("prompt_ids", "prompt_mask", "response_ids", "mask", "ended", "logprobs",
-                 "ref_logprobs", "values", "scores", "entropy"):
+                 "ref_logprobs", "values", "scores", "entropy", "env_mask"):
         x = getattr(exp, name)
+        if x is None:
+            continue
         width = P if name in left else T
         fields[name] = dist.gather_rows(x, width, left=name in left)
     return Experience(**fields)
@@ -238,17 +272,17 @@ def generation_options(ppo: PPORun, step: int, first_row: int = 0) -> dict[str, 
                 first_row=first_row, synced_gpus=ppo.dist.zero3 and ppo.dist.world > 1)
 
 
-def next_prompts(ppo: PPORun) -> tuple[Any, Any, int]:
-    """This process's share of the next rollout batch: ids and mask (left-padded) and the
-    global row of its first prompt."""
+def next_prompts(ppo: PPORun) -> tuple[Any, Any, int, list[int]]:
+    """This process's share of the next rollout batch: ids and mask (left-padded), the
+    global row of its first prompt and the dataset indices of its prompts."""
     from align.ppo.data import left_pad
     from align.ppo.dist import row_slice
 
     share = ppo.a.rollout_batch_size // ppo.dist.world
     rows = row_slice(ppo.dist.rank, share)
-    batch = [ppo.prompts[i] for i in ppo.sampler.next()[rows]]
-    ids, mask = left_pad(batch, ppo.roles.tokenizer.pad_token_id)
-    return ids, mask, rows.start
+    idx = ppo.sampler.next()[rows]
+    ids, mask = left_pad([ppo.prompts[i] for i in idx], ppo.roles.tokenizer.pad_token_id)
+    return ids, mask, rows.start, idx
 
 
 def next_ptx_batch(ppo: PPORun) -> Any:
@@ -288,6 +322,8 @@ def evaluate(ppo: PPORun) -> dict[str, float]:
     forked RNG, so every evaluation draws with the same random numbers and training's RNG
     stream is untouched (exact resume). Several processes split the prompts between them.
     """
+    import torch
+
     from align.ppo.data import left_pad
     from align.ppo.losses import kl_penalty, masked_sum
     from align.ppo.rollout import score
@@ -300,11 +336,15 @@ def evaluate(ppo: PPORun) -> dict[str, float]:
     # so that all take the same number of steps
     n_mine = len(mine)
     mine = mine + [ppo.eval_prompts[0]] * (share - n_mine)
+    idx = list(range(first, first + n_mine))
     ids, mask = left_pad(mine, ppo.roles.tokenizer.pad_token_id)
     options = generation_options(ppo, 0, first) | {"seed": ppo.cfg.train.seed}
     exp = score(ppo.roles, generate_share(ppo, ids, mask, options),
                 temperature=a.temperature, chunk=a.local_rollout_forward_batch_size,
                 turn_end=ppo.turn_end)
+    exp = exp.select(torch.arange(n_mine, device=exp.mask.device))  # the repeats dropped
+    exp, by_source = rule_scores(ppo, exp, [ppo.eval_rows[i] for i in idx[:n_mine]],
+                                 prefix="eval")
     kl = masked_sum(kl_penalty(exp.logprobs, exp.ref_logprobs, "k1"), exp.mask, dim=1)
     rows = list(zip(exp.scores.tolist(), kl.tolist(), exp.mask.sum(1).float().tolist(),
                     exp.ended.float().tolist()))[:n_mine]
@@ -312,7 +352,7 @@ def evaluate(ppo: PPORun) -> dict[str, float]:
     n = len(rows)
     reward, kl, length, eos = (sum(r[i] for r in rows) / n for i in range(4))
     return {"eval/reward": reward, "eval/kl": kl, "eval/response_len": length,
-            "eval/eos_frac": eos}
+            "eval/eos_frac": eos} | by_source
 
 
 def log_eval(ppo: PPORun, logger: Any) -> dict[str, float]:

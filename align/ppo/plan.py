@@ -332,17 +332,43 @@ def value_head_start(cfg: Any) -> str:
             "zeros; --critic-warmup-steps trains it before the actor moves")
 
 
-def reward_plan(cfg: Any, data: Any, report: Any = None) -> Any:
+def reward_plan(cfg: Any, data: Any, report: Any = None) -> tuple[Any, float | None]:
     """The reward sources and weights (align.rewards.sources.RewardPlan), checked before any
-    model loads, as GRPO checks them; with ``report``, the plan line and the data's notes."""
-    from align.rewards.sources import checked_plan
+    model loads, as GRPO checks them; with ``report``, the plan line and the data's notes.
 
-    plan, notes = checked_plan(cfg.algo, cfg.model.reward_model, data.rows)
+    With ``--environment`` its ``get_reward()`` may be one more source, the last one: its
+    weight is a last extra value of ``--reward-weights`` (default 1), and it may be the only
+    source (whether the class has ``get_reward`` is known once its file is imported, when the
+    run starts). Returns the plan and the environment's weight (None without an environment).
+    """
+    import dataclasses
+
+    from align.config import parse_list
+    from align.rewards.sources import RewardPlan, checked_plan
+
+    a = cfg.algo
+    agents = getattr(cfg, "agents", None)
+    env_weight = None
+    if agents is not None and agents.environment:
+        n = bool(cfg.model.reward_model) + len(parse_list(a.reward_funcs)) + bool(a.reward_fn)
+        weights = parse_list(a.reward_weights)
+        env_weight = 1.0
+        if weights and len(weights) == n + 1:
+            env_weight = float(weights[-1])
+            a = dataclasses.replace(a, reward_weights=",".join(weights[:-1]) or None)
+        if n == 0:
+            plan, notes = RewardPlan(), []
+            if report is not None:
+                report.plan(f"rewards: the environment's get_reward x{env_weight:g}")
+            return plan, env_weight
+    plan, notes = checked_plan(a, cfg.model.reward_model, data.rows)
     if report is not None:
-        report.plan(f"rewards: {plan.describe()}")
+        env = f", the environment's get_reward x{env_weight:g} (if it has one)" \
+            if env_weight is not None else ""
+        report.plan(f"rewards: {plan.describe()}{env}")
         for note in notes:
             report.note(f"note: {note}")
-    return plan
+    return plan, env_weight
 
 
 def check(cfg: Any, data: Any, report: Any) -> None:

@@ -30,25 +30,35 @@ class Scorer:
     rm_weight: float | None  # the reward model's weight; None without --reward-model
     rules: list[Any] = field(default_factory=list)  # the loaded non-model sources
     rule_weights: list[float] = field(default_factory=list)
+    env_weight: float | None = None  # the environment's get_reward(), the last source
 
     @property
     def names(self) -> list[str]:
         return [s.name for s in self.plan.sources]
 
 
-def load_scorer(cfg: Any, data: Any) -> Scorer:
+def load_scorer(cfg: Any, data: Any, toolset: Any = None) -> Scorer:
     """Plan the sources (checked again: the runner checked the same plan before any model
     loaded), then build the rule functions; a --reward-fn file is imported here, and only
-    because the flag named it. The reward model itself is one of the PPO roles."""
+    because the flag named it. The reward model itself is one of the PPO roles; an
+    environment's ``get_reward`` (``toolset``: align.agents.tools.Toolset) counts when its
+    class has one."""
+    from align.ppo.plan import reward_plan
     from align.rewards import sources as rs
 
-    plan, _ = rs.checked_plan(cfg.algo, cfg.model.reward_model, data.rows)
+    plan, env_weight = reward_plan(cfg, data)
+    if env_weight is not None and not any(e.has_reward for e in toolset.environments.values()):
+        if not plan.sources:
+            origins = ", ".join(e.origin for e in toolset.environments.values())
+            raise AlignError(f"no reward: --environment {origins} has no get_reward() method; "
+                             "give --reward-model DIR, --reward-funcs or --reward-fn")
+        env_weight = None
     rules = rs.RewardPlan([s for s in plan.sources if s.kind != "model"],
                           [w for s, w in zip(plan.sources, plan.weights) if s.kind != "model"])
     columns = sorted({k for r in data.rows for k in r} - {"prompt"})
     rs.load_rewards(rules, cfg.algo, columns, cfg.model, cfg.lora, cfg.train)
     rm = [w for s, w in zip(plan.sources, plan.weights) if s.kind == "model"]
-    return Scorer(plan, rm[0] if rm else None, rules.sources, rules.weights)
+    return Scorer(plan, rm[0] if rm else None, rules.sources, rules.weights, env_weight)
 
 
 def completions(tokenizer: Any, response_ids: Tensor, mask: Tensor, eos_ids: Sequence[int],
@@ -81,6 +91,12 @@ def rule_rewards(scorer: Scorer, rows: Sequence[dict[str, Any]], completions: li
                  columns)
 
 
+def add_environment(totals: list[float | None], env_rewards: list[float | None],
+                    weight: float) -> list[float | None]:
+    """The rules' totals plus ``weight`` x each episode's ``get_reward()`` (None abstains)."""
+    return [t if e is None else (t or 0.0) + weight * e for t, e in zip(totals, env_rewards)]
+
+
 def total_scores(rm_scores: Tensor | None, rm_weight: float | None,
                  rule_totals: list[float | None]) -> tuple[Tensor, Tensor]:
     """The raw reward of each response: ``rm_weight`` x the reward model's score plus the
@@ -98,7 +114,9 @@ def check_not_all_abstained(scorer: Scorer, abstained: Tensor) -> None:
     """Stop a run whose rule sources abstained on every completion of a rollout batch (the
     whole batch, so every process decides the same)."""
     if scorer.rm_weight is None and bool(abstained.all()):
-        raise AlignError(f"every reward source ({scorer.plan.describe()}) returned None for "
+        sources = ", ".join(filter(None, [scorer.plan.describe(), "the environment's get_reward"
+                                          if scorer.env_weight is not None else ""]))
+        raise AlignError(f"every reward source ({sources}) returned None for "
                          f"all {abstained.numel()} responses of a rollout batch, so there is "
                          "nothing to learn from; return a number for each completion (None "
                          "only to abstain on some)")

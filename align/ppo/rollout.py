@@ -257,28 +257,29 @@ class Samples:
     env_mask: Tensor | None = None  # (B, T) multi-turn: the environment's tokens (Experience)
 
 
-def pack_episodes(episodes: list[list[tuple[list[int], bool]]], pad_id: int,
+def pack_episodes(completions: list[list[int]], sampled: list[list[int]], pad_id: int,
                   device: Any = None) -> tuple[Tensor, Tensor, Tensor]:
-    """Multi-turn episodes as one right-padded response each: every episode is its segments in
-    order, ``(token ids, sampled)``, where ``sampled`` is True for a turn the model generated
-    and False for what the environment wrote (a tool's result in the template's framing).
+    """Multi-turn episodes as one right-padded response each: ``completions[i]`` is everything
+    after episode i's prompt (the model's turns and the environment's, in order) and
+    ``sampled[i]`` marks each of its tokens 1 when the model sampled it, 0 when the
+    environment wrote it (a tool's result in the chat template's framing), as
+    ``align.agents.loop.Episode`` holds them.
 
     Returns response_ids (B, T) padded with ``pad_id``, mask (B, T) True on sampled tokens
     (what PPO trains) and env_mask (B, T) True on the environment's tokens (read, never
     trained); T is the longest episode.
     """
-    T = max([sum(len(ids) for ids, _ in ep) for ep in episodes] + [1])
-    B = len(episodes)
+    T = max([len(c) for c in completions] + [1])
+    B = len(completions)
     response_ids = torch.full((B, T), pad_id, dtype=torch.long)
     mask = torch.zeros((B, T), dtype=torch.bool)
     env_mask = torch.zeros((B, T), dtype=torch.bool)
-    for i, ep in enumerate(episodes):
-        col = 0
-        for ids, sampled in ep:
-            n = len(ids)
-            response_ids[i, col:col + n] = torch.tensor(ids, dtype=torch.long)
-            (mask if sampled else env_mask)[i, col:col + n] = True
-            col += n
+    for i, (ids, flags) in enumerate(zip(completions, sampled)):
+        n = len(ids)
+        if n:
+            response_ids[i, :n] = torch.tensor(ids, dtype=torch.long)
+            flag = torch.tensor(flags, dtype=torch.bool)
+            mask[i, :n], env_mask[i, :n] = flag, ~flag
     return response_ids.to(device), mask.to(device), env_mask.to(device)
 
 

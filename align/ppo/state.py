@@ -116,6 +116,7 @@ class PPORun:
     rows: Any = None  # the training records (prompt and the columns rule rewards read)
     eval_rows: Any = None  # the held-out records
     scorer: Any = None  # align.ppo.rewards.Scorer: the reward sources and weights
+    toolset: Any = None  # align.agents.tools.Toolset: multi-turn rollouts with tools; or None
     step: int = 0
     lr_scale: float = 1.0  # product of the rollback LR factors applied so far
     eval_before: dict[str, float] = field(default_factory=dict)
@@ -135,11 +136,14 @@ class PPORun:
         from align.ppo.kl_control import KLController
         from align.ppo.models import load_roles
         from align.ppo.reward_norm import RunningMoments
+        from align.agents.tools import load_toolset
         from align.ppo.rewards import load_scorer
 
         a, t = cfg.algo, cfg.train
         dist = dist or Dist(deepspeed=bool(t.deepspeed))
-        scorer = load_scorer(cfg, data)  # a --reward-fn is imported here, before the models
+        # user code (--tools, --environment, --reward-fn) is imported here, before the models
+        toolset = load_toolset(cfg.agents) if getattr(cfg, "agents", None) else None
+        scorer = load_scorer(cfg, data, toolset)
         roles = load_roles(cfg)
         limit = cfg.data.max_prompt_length
         if cfg.data.max_length:
@@ -166,7 +170,8 @@ class PPORun:
                    reward_stats=RunningMoments(), monitor=HealthMonitor(cfg.health, "ppo"),
                    out=Path(t.output_dir), total_steps=steps, prompt_limit=limit,
                    turn_end=turn_end, rows=data.rows,
-                   eval_rows=eval_data.rows if eval_data else None, scorer=scorer, dist=dist)
+                   eval_rows=eval_data.rows if eval_data else None, scorer=scorer,
+                   toolset=toolset, dist=dist)
 
     # --- exact resume -------------------------------------------------------------------------
     def state_dict(self) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:

@@ -15,20 +15,20 @@ from align.ppo.rollout import Experience, pack_episodes
 PAD = 0
 # row 0, two turns: the model's call (3 tokens), the tool's result (2 tokens the environment
 # wrote), the model's answer (2 tokens, the last its EOS). Row 1, one turn of 4 tokens.
-EPISODES = [[([11, 12, 13], True), ([21, 22], False), ([14, 2], True)],
-            [([15, 16, 17, 2], True)]]
+EPISODES = ([[11, 12, 13, 21, 22, 14, 2], [15, 16, 17, 2]],  # as align.agents.loop.Episode
+            [[1, 1, 1, 0, 0, 1, 1], [1, 1, 1, 1]])          # completion_ids and mask hold them
 SAMPLED = [[1, 1, 1, 0, 0, 1, 1], [1, 1, 1, 1, 0, 0, 0]]
 ENV = [[0, 0, 0, 1, 1, 0, 0], [0] * 7]
 
 
 def test_pack_episodes_marks_sampled_and_environment_tokens():
-    ids, mask, env = pack_episodes(EPISODES, PAD)
+    ids, mask, env = pack_episodes(*EPISODES, PAD)
     assert ids.tolist() == [[11, 12, 13, 21, 22, 14, 2], [15, 16, 17, 2, PAD, PAD, PAD]]
     assert mask.long().tolist() == SAMPLED and env.long().tolist() == ENV
 
 
 def episode():
-    ids, mask, env = pack_episodes(EPISODES, PAD)
+    ids, mask, env = pack_episodes(*EPISODES, PAD)
     g = torch.Generator().manual_seed(0)
     values = torch.randn(2, 7, generator=g)
     logprobs = -torch.rand(2, 7, generator=g)

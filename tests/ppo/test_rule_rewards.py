@@ -60,9 +60,9 @@ def test_rule_reward_rises_without_a_reward_model(tmp_path, capsys, tiny_sft, pr
     assert "rewards: length x0.5, positive x1" in stdout
     assert "reward model" not in stdout.split("rewards:")[0]  # no reward-model role
     final = json.loads((out / "final_metrics.json").read_text())
-    # weighted share of positive words (0-1) + 0.5 x length (0-1); development runs rose by
-    # 0.3 to 0.6 from about 0.55
-    assert final["eval_reward_after"] > final["eval_reward_before"] + 0.2, final
+    # share of positive words (0-1) + 0.5 x length reward (0-1); development runs (seeds 1, 2)
+    # rose from 0.23-0.24 to 0.49-1.11 (full) and 0.42-0.65 (LoRA)
+    assert final["eval_reward_after"] > final["eval_reward_before"] + 0.15, final
     rows = [r for r in read_metrics(out) if "reward/raw" in r]
     first, last = rows[0], rows[-1]
     assert last["reward/positive"] > first["reward/positive"]

@@ -401,6 +401,7 @@ class RunConfig:
     train: TrainArgs
     algo: Any  # the algorithm's own dataclass (DPOArgs, PPOConfig, ...)
     health: Any = None  # HealthArgs for algorithms with collapse detectors, else None
+    agents: Any = None  # AgentArgs for algorithms that roll out with tools, else None
     # Set while resolving, not flags: the learning-rate fields filled from the registry's
     # defaults, the content hash of the validated data (align.data.store.content_digest) and,
     # with --resume, the checkpoint the run continues from (align.checkpoints.Checkpoint,
@@ -413,6 +414,8 @@ class RunConfig:
         groups = {"model": self.model, "lora": self.lora, "data": self.data, "train": self.train}
         if self.health is not None:
             groups["health"] = self.health
+        if self.agents is not None:
+            groups["agents"] = self.agents
         groups[self.algo_name] = self.algo
         return groups
 

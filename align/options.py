@@ -226,7 +226,7 @@ def resolve(spec: Any, cli_values: dict[str, Any], yaml_values: dict[str, Any],
         raise AlignError(str(e)) from e
     cfg = RunConfig(algo_name=algo_name, model=built["model"], lora=built["lora"],
                     data=built["data"], train=built["train"], algo=built[algo_name],
-                    health=built.get("health"))
+                    health=built.get("health"), agents=built.get("agents"))
     fill_learning_rates(cfg, spec)
     return cfg
 

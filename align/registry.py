@@ -15,11 +15,12 @@ from typing import Any, Callable
 
 from align.config import LORA_LR_FACTOR, SHARED_GROUPS
 from align.errors import AlignError
+from align.agents.args import AgentArgs
 from align.health.args import HealthArgs
 
 REWARD_MODEL_USE = ("required", "optional", "no")
 # Flag groups that only some algorithms take (named in AlgoSpec.extra_groups).
-EXTRA_GROUPS: dict[str, type] = {"health": HealthArgs}
+EXTRA_GROUPS: dict[str, type] = {"health": HealthArgs, "agents": AgentArgs}
 # ms-swift's default for full fine-tuning (the offline algorithms, RM and SFT).
 FULL_FT_LR = {"learning_rate": 1e-5}
 
@@ -37,7 +38,7 @@ class AlgoSpec:
     summary: str
     paper: str
     online: bool = False  # generates its own samples during training
-    extra_groups: tuple[str, ...] = ()  # keys of EXTRA_GROUPS, e.g. ("health",)
+    extra_groups: tuple[str, ...] = ()  # keys of EXTRA_GROUPS, e.g. ("health", "agents")
     # check(cfg, train_data, report): the algorithm's own pre-training checks, run by the runner
     # in dry runs and real runs alike before any model loads. Raises AlignError for a
     # configuration error; adds plan lines, notes and machine issues to the PlanReport

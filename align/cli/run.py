@@ -16,7 +16,7 @@ from align.options import AlignOption, click_options, load_yaml
 from align.registry import ALGOS, EXTRA_GROUPS, flag_owners, get_algo
 
 GROUP_TITLES = {"model": "Model", "lora": "LoRA / QLoRA", "data": "Data", "train": "Training",
-                "health": "Health (collapse detectors)"}
+                "health": "Health (collapse detectors)", "agents": "Agents (tools, environments)"}
 RUN_OPTIONS = ("algo", "config", "dry_run", "verbose")
 
 

@@ -32,14 +32,14 @@ def parse_spec(spec: str) -> tuple[str, str]:
     return path, name
 
 
-def _where(exc: BaseException, path: Path) -> str:
+def user_frame(exc: BaseException, path: Path) -> str:
     """' (file.py line N)' for the deepest frame of ``exc`` inside the user's file."""
     frames = [f for f in traceback.extract_tb(exc.__traceback__)
               if Path(f.filename).resolve() == path.resolve()]
     return f" ({path.name} line {frames[-1].lineno})" if frames else ""
 
 
-def _what(e: BaseException) -> str:
+def describe_exception(e: BaseException) -> str:
     """The exception in words; a plugin calling sys.exit() must not end the run quietly."""
     if isinstance(e, SystemExit):
         return (f"SystemExit (it called sys.exit({e.code!r}) or exit(); a reward function must "
@@ -47,19 +47,24 @@ def _what(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 
 
-def _import_file(path: Path, label: str) -> Any:
-    module_name = f"align_reward_plugin_{abs(hash(str(path.resolve())))}"
+def import_user_file(path: Path, label: str, flag: str = "--reward-fn") -> Any:
+    """Import the user's Python file ``path`` by path (never from ``sys.path``); a file that
+    fails to import is an AlignError naming ``flag``, ``label`` and the line that failed.
+    Also the importer of ``--tools`` and ``--environment`` files (align/agents/tools.py)."""
+    module_name = f"align_user_plugin_{abs(hash(str(path.resolve())))}"
+    if module_name in sys.modules:  # one file named by two flags is imported once
+        return sys.modules[module_name]
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
-        raise AlignError(f"--reward-fn {label}: cannot import {path} as a Python file")
+        raise AlignError(f"{flag} {label}: cannot import {path} as a Python file")
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module  # dataclasses/pickle inside the plugin look it up here
     try:
         spec.loader.exec_module(module)
     except (Exception, SystemExit) as e:  # noqa: BLE001 - user code: one clear message
         sys.modules.pop(module_name, None)
-        raise AlignError(f"--reward-fn {label}: importing {path} failed{_where(e, path)}: "
-                         f"{_what(e)}") from e
+        raise AlignError(f"{flag} {label}: importing {path} failed{user_frame(e, path)}: "
+                         f"{describe_exception(e)}") from e
     return module
 
 
@@ -136,7 +141,7 @@ def load_reward_fn(spec: str, columns: Iterable[str] = ()) -> Callable[..., list
     path = reward_fn_path(spec)
     path_text, name = parse_spec(spec)
     label = f"{path_text}:{name}"
-    module = _import_file(path, label)
+    module = import_user_file(path, label)
     fn = getattr(module, name, None)
     if fn is None:
         defined = sorted(k for k, v in vars(module).items()
@@ -158,7 +163,7 @@ def load_reward_fn(spec: str, columns: Iterable[str] = ()) -> Callable[..., list
         try:
             out = fn(prompts=prompts, completions=completions, **kwargs)
         except (Exception, SystemExit) as e:  # noqa: BLE001 - user code: file and function
-            raise AlignError(f"--reward-fn {label} raised {_what(e)}{_where(e, path)}") from e
+            raise AlignError(f"--reward-fn {label} raised {describe_exception(e)}{user_frame(e, path)}") from e
         return check_rewards(out, len(completions), label)
 
     reward.__name__ = name  # TRL logs it as rewards/<name>/mean

@@ -371,6 +371,28 @@ def reward_plan(cfg: Any, data: Any, report: Any = None) -> tuple[Any, float | N
     return plan, env_weight
 
 
+def check_agents(cfg: Any, data: Any, report: Any) -> None:
+    """Multi-turn rollouts (--tools / --environment): the files exist (nothing imported), the
+    prompts are chats, and the flags that only make sense for one turn are refused."""
+    agents = getattr(cfg, "agents", None)
+    if agents is None or not agents.enabled:
+        return
+    from align.agents.tools import check_files
+
+    check_files(agents)
+    if data.rows and not isinstance(data.rows[0]["prompt"], list):
+        raise AlignError("--tools/--environment roll out chats (the tool turns go through the "
+                         "chat template): give prompts as lists of messages")
+    if cfg.algo.reward_at_turn_end:
+        raise AlignError("--reward-at-turn-end closes a single-turn response for the reward "
+                         "model; with --tools/--environment the episode already ends with the "
+                         "model's own turn: leave it out")
+    report.plan(f"multi-turn rollouts: up to {agents.max_tool_calls} tool calls per episode "
+                f"(--max-tool-calls), {agents.tool_timeout:g} s per call (--tool-timeout); "
+                f"--max-new-tokens {cfg.algo.max_new_tokens} counts the episode's sampled and "
+                "tool tokens together; only the sampled ones are trained")
+
+
 def check(cfg: Any, data: Any, report: Any) -> None:
     """PPO's pre-training checks (``AlgoSpec.check``), for dry runs and real runs alike:
     the refused flag combinations, the critic's and the PTX data's paths, and the plan."""
@@ -382,6 +404,7 @@ def check(cfg: Any, data: Any, report: Any) -> None:
     check_supported(cfg, world)
     a = cfg.algo
     check_model_path("--value-model", a.value_model)
+    check_agents(cfg, data, report)
     reward_plan(cfg, data, report)
     for role, text in roles(cfg).items():
         report.role(role, text)

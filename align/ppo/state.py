@@ -143,6 +143,11 @@ class PPORun:
         dist = dist or Dist(deepspeed=bool(t.deepspeed))
         # user code (--tools, --environment, --reward-fn) is imported here, before the models
         toolset = load_toolset(cfg.agents) if getattr(cfg, "agents", None) else None
+        if toolset is not None:  # a template that cannot carry tool calls: exit 2, no model
+            from align.agents.parsing import require_tool_template
+            from align.models import load_tokenizer
+
+            require_tool_template(load_tokenizer(cfg.model.model, cfg.model), cfg.model.model)
         scorer = load_scorer(cfg, data, toolset)
         roles = load_roles(cfg)
         limit = cfg.data.max_prompt_length

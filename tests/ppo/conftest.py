@@ -180,13 +180,11 @@ def _tool_transcript(k: int) -> list[dict[str, Any]]:
             {"role": "assistant", "content": str(2 * k)}]
 
 
-@pytest.fixture(scope="session")
-def tiny_tool_sft(tmp_path_factory: pytest.TempPathFactory, tiny_lm: Path,
-                  tiny_tokenizer: Any) -> Path:
-    """``tiny_lm`` taught (a short SFT with the chatml-tools template) to answer 'double N' by
-    calling the ``double`` tool, then writing its result: multi-turn episodes from the
-    first rollout."""
+def build_tool_sft(out: Path, lm: Path, tokenizer: Any, steps: int = 120) -> Path:
+    """Teach the tiny LM at ``lm`` (a short SFT with the chatml-tools template) to answer
+    'double N' by calling the ``double`` tool, then writing its result; save it to ``out``."""
     import copy
+    import importlib.util
 
     import torch
     from transformers import AutoModelForCausalLM
@@ -196,19 +194,17 @@ def tiny_tool_sft(tmp_path_factory: pytest.TempPathFactory, tiny_lm: Path,
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    tok = templates.apply(copy.deepcopy(tiny_tokenizer), "chatml-tools")
-    import importlib.util
-
+    tok = templates.apply(copy.deepcopy(tokenizer), "chatml-tools")
     spec = importlib.util.spec_from_file_location("double_tool", DOUBLE_TOOL)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     schema = [get_json_schema(module.double)]
-    model = AutoModelForCausalLM.from_pretrained(tiny_lm)
+    model = AutoModelForCausalLM.from_pretrained(lm)
     rng = random.Random(0)
     torch.manual_seed(0)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()
-    for _ in range(120):
+    for _ in range(steps):
         texts = [tok.apply_chat_template(_tool_transcript(rng.randint(1, 9)), tools=schema,
                                          tokenize=False) for _ in range(8)]
         batch = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
@@ -217,11 +213,17 @@ def tiny_tool_sft(tmp_path_factory: pytest.TempPathFactory, tiny_lm: Path,
         opt.step()
         opt.zero_grad()
     model.eval()
-    out = tmp_path_factory.mktemp("tiny_tool_sft")
     model.save_pretrained(out)
     tok.save_pretrained(out)
     torch.set_num_threads(threads)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_tool_sft(tmp_path_factory: pytest.TempPathFactory, tiny_lm: Path,
+                  tiny_tokenizer: Any) -> Path:
+    """``tiny_lm`` that calls the ``double`` tool: multi-turn episodes from the first rollout."""
+    return build_tool_sft(tmp_path_factory.mktemp("tiny_tool_sft"), tiny_lm, tiny_tokenizer)
 
 
 @pytest.fixture(scope="session")

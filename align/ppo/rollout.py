@@ -322,7 +322,7 @@ def score(roles: Roles, s: Samples, *, temperature: float, chunk: int,
     with model.adapter(CRITIC):
         values = critic_values(model, *args, chunk)
     rm_args = args
-    if turn_end:  # single-turn only (align.ppo.plan refuses it with tools)
+    if turn_end and s.env_mask is None:  # single turn: a multi-turn episode ends its own turn
         rm_args = (s.prompt_ids, s.prompt_mask,
                    *close_turns(s.response_ids, s.mask, s.ended, turn_end,
                                 roles.tokenizer.pad_token_id))

@@ -18,7 +18,7 @@ from tests.ppo.test_e2e import timing
 def agent_args(model, data, out, *extra):
     return ["rlhf", "--algo", "ppo", "--model", model, "--dataset", data, "--output-dir", out,
             "--tools", f"{DOUBLE_TOOL}:double", "--reward-funcs", "accuracy",
-            "--rollout-batch-size", "8", "--max-new-tokens", "128",
+            "--rollout-batch-size", "8", "--max-new-tokens", "256",
             "--rollout-generate-batch-size", "4", "--per-device-train-batch-size", "8",
             "--lr-scheduler-type", "constant", "--warmup-ratio", "0", "--critic-lr", "1e-3",
             "--ppo-epochs", "2", "--report-to", "none", *extra]
@@ -66,7 +66,7 @@ def test_multiturn_episodes_mask_the_tool_tokens(tmp_path, tiny_tool_sft, tool_p
     rows = tool_prompts(4, seed=3)
     samples, episodes, timings = sample_episodes(
         roles, load_toolset(AgentArgs(tools=f"{DOUBLE_TOOL}:double")), rows,
-        [f"record {i}" for i in range(4)], max_new_tokens=128, temperature=1.0, top_p=1.0,
+        [f"record {i}" for i in range(4)], max_new_tokens=256, temperature=1.0, top_p=1.0,
         chunk=4, seed=1, first_row=0)
     tok = roles.tokenizer
     called = [i for i, ep in enumerate(episodes) if ep.tool_calls]

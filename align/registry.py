@@ -116,12 +116,13 @@ def _register_builtins() -> None:
 
     for spec in (
         AlgoSpec("ppo", "prompt", ppo_config.PPOConfig, ppo_run, needs_ref=True,
-                 reward_model="required", online=True, extra_groups=("health",),
+                 reward_model="optional", online=True, extra_groups=("health", "agents"),
                  check=ppo_plan.check, default_lrs={"actor_lr": 5e-7, "critic_lr": 9e-6},
                  default_lrs_for=ppo_plan.default_lrs,
                  lr_source="by the policy's size (align/ppo/plan.py LR_BANDS: OpenRLHF for 7B, "
                            "TRL for 1B, SmolLM2-135M runs below); x10 for LoRA",
-                 summary="Actor-critic RLHF with a reward model, token-level KL and GAE",
+                 summary="Actor-critic RLHF with a reward model and/or rule rewards, token-level KL "
+                         "and GAE",
                  paper="https://arxiv.org/abs/1707.06347"),
         AlgoSpec("dpo", "pairwise", dpo.DPOArgs, dpo.run, needs_ref=True, reward_model="no",
                  extra_groups=("health",),

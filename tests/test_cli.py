@@ -110,11 +110,11 @@ def test_dry_run_rejects_bad_data_before_models(tmp_path, capsys):
     assert code == 2 and "line 1" in err and "'rejected'" in err
 
 
-def test_ppo_requires_reward_model(capsys, tiny_lm, tmp_path):
+def test_ppo_requires_a_reward_source(capsys, tiny_lm, tmp_path):
     prompts = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "hi"}])
     code, _, err = run_cli(["rlhf", "--algo", "ppo", "--model", tiny_lm, "--dataset", prompts,
                             "--dry-run"], capsys)
-    assert code == 2 and "needs --reward-model" in err
+    assert code == 2 and "no reward: give --reward-model DIR, --reward-funcs" in err
 
 
 def test_reward_model_not_used_by_dpo(capsys, tiny_lm, tiny_rm, pairs_file):

@@ -156,8 +156,14 @@ def test_recipe_header_and_conventions(script):
 def test_every_yaml_recipe_passes_dry_run(path, capsys, no_model_loading):
     algo = yaml.safe_load(path.read_text())["algo"]
     command = "sft" if algo == "sft" else "rlhf"
-    overrides = ["--reward-model", ENV["REWARD_MODEL"]] if algo == "ppo" else []
+    overrides = ["--reward-model", ENV["REWARD_MODEL"]] if needs_reward_model(path) else []
     dry_run([command, "--config", str(path.relative_to(ROOT)), *overrides, "--dry-run"], capsys)
+
+
+def needs_reward_model(path: Path) -> bool:
+    """A PPO recipe scored by a reward model (REWARD_MODEL), not by rule rewards only."""
+    y = yaml.safe_load(path.read_text())
+    return y["algo"] == "ppo" and not (y.get("reward_funcs") or y.get("reward_fn"))
 
 
 def _resolved(out: str) -> dict[str, str]:
@@ -179,7 +185,7 @@ def test_yaml_recipe_is_the_same_run_as_its_script(path, tmp_path, capsys, no_mo
     (argv,) = record(RECIPES / f"{path.stem}.sh", tmp_path, "--dry-run")
     script_out, _ = dry_run(argv, capsys)
     command = argv[0]
-    overrides = ["--reward-model", ENV["REWARD_MODEL"]] if "ppo" in path.stem else []
+    overrides = ["--reward-model", ENV["REWARD_MODEL"]] if needs_reward_model(path) else []
     yaml_out, _ = dry_run([command, "--config", str(path.relative_to(ROOT)), *overrides,
                            "--dry-run"], capsys)
     assert _resolved(yaml_out) == _resolved(script_out)

@@ -38,10 +38,10 @@ def killed(args: list, fault: str) -> subprocess.CompletedProcess:
 
 
 def timing(key: str) -> bool:
-    """Values that differ between identical runs: wall clock and speed, and the end-of-run
-    summary's train_loss (transformers averages it over the steps of the last invocation)."""
+    """Values that differ between identical runs: wall clock (tools/seconds too) and speed,
+    and the end-of-run summary's train_loss (transformers averages it over the steps of the last invocation)."""
     return key in ("time", "train_runtime", "train_loss") or key.startswith("perf/") or \
-        key.endswith(("_per_second", "step_time")) or "time" in key.split("/")[-1]
+        key.endswith(("_per_second", "step_time", "/seconds")) or "time" in key.split("/")[-1]
 
 
 def assert_same_rows(whole: Path, cut: Path) -> None:

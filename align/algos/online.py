@@ -22,36 +22,18 @@ from typing import Any
 
 import click
 
-from align.config import arg, parse_list, validate_fields
+from align.config import arg, validate_fields
 from align.data.store import Rows
 from align.errors import AlignError
 from align.plan import world_size
-from align.rewards.builtin import BUILTIN_REWARDS, DEFAULT_FORMAT_PATTERN
+from align.rewards.args import RewardArgs
 
 
 @dataclass
-class OnlineArgs:
-    """Flags shared by the critic-free online RL algorithms (GRPO, RLOO)."""
+class OnlineArgs(RewardArgs):
+    """Flags shared by the critic-free online RL algorithms (GRPO, RLOO): the reward flags
+    (:class:`align.rewards.args.RewardArgs`, which PPO takes too) and sampling."""
 
-    reward_funcs: str | None = arg(
-        None, "Built-in rewards, comma-separated: accuracy (final answer vs the 'solution' "
-        "column), format (--format-pattern), length (--length-target).",
-        source="ms-swift's GRPO rewards (accuracy, format); length: align", metavar="LIST")
-    reward_fn: str | None = arg(
-        None, "Your reward function, path/to/file.py:function_name; called as "
-        "f(prompts, completions, **columns) -> list[float | None]. Imported only when named.",
-        source="TRL reward-function signature", metavar="FILE:FN")
-    reward_weights: str | None = arg(
-        None, "One weight per reward source, comma-separated, in this order: reward model, "
-        "--reward-funcs in order, --reward-fn (default: 1 each).", source="TRL default (1.0 each)",
-        metavar="LIST")
-    format_pattern: str = arg(
-        DEFAULT_FORMAT_PATTERN, "Regex the whole completion must match for the format reward "
-        "(re.DOTALL).", source="DeepSeek-R1 think/answer format")
-    length_target: int | None = arg(
-        None, "Target completion length in tokens for the length reward (required with it): "
-        "1 at the target, 0 at zero or twice the target.",
-        source="align (no default: your task's)", bounds="[1, inf)")
     num_generations: int = arg(8, "Completions sampled per prompt (the group size G; at least 2: "
                                "advantages compare the completions of one prompt).",
                                source="TRL default", bounds="[2, inf)")
@@ -87,36 +69,8 @@ class OnlineArgs:
         bounds="(0, 1]")
 
     def __post_init__(self) -> None:
-        from align.rewards.plugin import parse_spec
-
-        funcs = parse_list(self.reward_funcs)
-        for name in funcs:
-            if name not in BUILTIN_REWARDS:
-                raise ValueError(f"--reward-funcs {name!r} is not valid; choose from "
-                                 f"[{', '.join(BUILTIN_REWARDS)}] (your own: --reward-fn)")
-        if len(set(funcs)) != len(funcs):
-            raise ValueError(f"--reward-funcs names a function twice: {self.reward_funcs}")
-        for w in parse_list(self.reward_weights):
-            try:
-                if not math.isfinite(float(w)):
-                    raise ValueError
-            except ValueError:
-                raise ValueError(f"--reward-weights: {w!r} is not a number") from None
-        self._check_format_pattern()
-        if "length" in funcs and self.length_target is None:
-            raise ValueError("--reward-funcs length needs --length-target N (tokens)")
-        if self.reward_fn:
-            parse_spec(self.reward_fn)
+        self.check_rewards()
         self._check_numbers()
-
-    def _check_format_pattern(self) -> None:
-        import re
-
-        try:
-            re.compile(self.format_pattern)
-        except re.error as e:
-            raise ValueError(f"--format-pattern {self.format_pattern!r} is not a valid regex: "
-                             f"{e}") from None
 
     def _check_numbers(self) -> None:
         """Each number's own range is its ``bounds``; here the rule that ties two together."""
@@ -145,17 +99,13 @@ def reward_plan(cfg: Any, data: Any) -> tuple[Any, list[str]]:
     the flags and the dataset's columns; returns (plan, notes). Loads nothing, imports no user
     code (a --reward-fn file must only exist). Raises AlignError for a configuration error."""
     from align.rewards import sources as rs
-    from align.rewards.plugin import reward_fn_path
 
     if cfg.model.ref_model:
         raise AlignError(f"--ref-model is not used by --algo {cfg.algo_name}: TRL's trainer "
                          "builds the reference from --model (with LoRA: the base with adapters "
                          "disabled)")
-    if cfg.algo.reward_fn:
-        reward_fn_path(cfg.algo.reward_fn)
-    plan = rs.plan_rewards(cfg.algo, cfg.model.reward_model)
-    notes = [f"note: {n}" for n in rs.check_columns(plan, data.rows)]
-    return plan, notes
+    plan, notes = rs.checked_plan(cfg.algo, cfg.model.reward_model, data.rows)
+    return plan, [f"note: {n}" for n in notes]
 
 
 def check(cfg: Any, data: Any, report: Any) -> None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from align.config import arg, validate_fields
+from align.rewards.args import RewardArgs
 
 PRESETS = ("default", "ppo-max", "vanilla")
 KL_ESTIMATORS = ("k1", "k2", "k3")
@@ -27,7 +28,10 @@ DEFAULT_PTX_COEF = 0.05  # OpenRLHF --ptx_coef default
 
 
 @dataclass
-class PPOConfig:
+class PPOConfig(RewardArgs):
+    """PPO's flags; the rule-reward flags (--reward-funcs, --reward-fn, --reward-weights) are
+    GRPO's, from :class:`align.rewards.args.RewardArgs`."""
+
     # --- presets and roles --------------------------------------------------------------------
     preset: str = arg(
         "default", "Trick set: default (ms-swift RLHF guide), ppo-max (Secrets of RLHF: + reward "
@@ -173,6 +177,7 @@ class PPOConfig:
         source="OpenRLHF --ref_reward_offload")
 
     def __post_init__(self) -> None:
+        self.check_rewards()
         validate_fields(self)  # choices and bounds, before a preset fills what is still None
         for name, value in preset_values(self.preset).items():
             if getattr(self, name) is None:

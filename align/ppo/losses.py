@@ -1,9 +1,10 @@
 """PPO's math as pure tensor functions: KL estimators, rewards, GAE, whitening, losses.
 
 Every function takes tensors and plain numbers only (never a config object) and imports only
-torch. ``mask`` is always True where a token counts (a response token up to and including its
-EOS) and False on padding. Shape letters: B batch, T response tokens, V vocabulary.
-Losses return ``(loss, metrics)`` with detached scalar metrics.
+torch. ``mask`` is always True where a token counts (a token the model sampled, up to and
+including its EOS) and False on padding and, in a multi-turn episode, on the tokens the
+environment wrote (tool results and the template's framing of them). Shape letters: B batch,
+T response tokens, V vocabulary. Losses return ``(loss, metrics)`` with detached scalar metrics.
 """
 
 from __future__ import annotations
@@ -127,15 +128,28 @@ def kl_penalty(logprobs: Tensor, ref_logprobs: Tensor,
     raise ValueError(f"unknown KL estimator {estimator!r}; choose from [k1, k2, k3]")
 
 
+def last_index(mask: Tensor) -> Tensor:
+    """Index of each row's last True entry (0 for a row with none).
+
+    The last token the model sampled: the end of a single-turn response, or of a multi-turn
+    episode whose sampled tokens are interleaved with the environment's.
+    Shapes: mask (B, T). Returns (B,) long.
+    """
+    T = mask.shape[1]
+    return (T - 1 - mask.bool().flip(1).long().argmax(1)) * mask.bool().any(1)
+
+
 def token_rewards(scores: Tensor, kl: Tensor, mask: Tensor, kl_coef: float) -> Tensor:
     """Per-token reward: r_t = -β·KL_t, plus the sequence score on the last response token.
 
     Ziegler et al. 2019, eq. 2 applied per token (Stiennon et al. 2020; the "token level
-    KL-penalty" of "Advanced Tricks for Training LLMs with PPO"). The last token is the EOS when the response ended, else the last sampled one.
-    Shapes: scores (B,); kl, mask (B, T). Returns (B, T), zero on padding.
+    KL-penalty" of "Advanced Tricks for Training LLMs with PPO"). The last token is the EOS when
+    the response ended, else the last sampled one. Tokens outside ``mask`` (padding, and in a
+    multi-turn episode the tokens the environment wrote) get neither KL nor score.
+    Shapes: scores (B,); kl, mask (B, T). Returns (B, T), zero outside the mask.
     """
     rewards = torch.where(mask.bool(), -kl_coef * kl, torch.zeros_like(kl))
-    last = (mask.long().sum(1) - 1).clamp(min=0)  # (B,) index of the last response token
+    last = last_index(mask)  # (B,) index of the last sampled token
     has_tokens = mask.bool().any(1)
     rows = torch.arange(rewards.shape[0], device=rewards.device)
     rewards[rows, last] += torch.where(has_tokens, scores.to(rewards.dtype),
@@ -147,21 +161,26 @@ def gae(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, lam: float
         ) -> tuple[Tensor, Tensor]:
     """Generalized Advantage Estimation over response tokens (Schulman et al. 2016, eq. 16).
 
-    δ_t = r_t + γ V(s_{t+1}) - V(s_t);  A_t = Σ_l (γλ)^l δ_{t+l};  returns R_t = A_t + V(s_t).
-    The value after the last response token is 0 (the episode ends at EOS or at the token
-    limit). ``mask`` must be a prefix per row (response tokens, then padding); padding gets 0.
+    δ_t = r_t + γ V(s_{t'}) - V(s_t);  A_t = Σ_l (γλ)^l δ_{t+l};  returns R_t = A_t + V(s_t),
+    where t' is the next token in ``mask``: the tokens a row's mask leaves out (padding, and in
+    a multi-turn episode the tokens the environment wrote between the model's turns) are
+    skipped, so the sampled tokens of an episode are one trajectory (as verl and OpenRLHF run
+    GAE on multi-turn rollouts). The value after the last sampled token is 0 (the episode ends
+    at EOS or at the token limit). Skipped tokens get advantage and return 0.
     Shapes: rewards, values, mask (B, T). Returns (advantages, returns), both (B, T).
     """
     m = mask.to(values.dtype)
+    keep = mask.bool()
     values = values * m
     rewards = rewards * m
     advantages = torch.zeros_like(values)
     running = torch.zeros_like(values[:, 0])
+    next_value = torch.zeros_like(values[:, 0])  # V of the next sampled token (0 past the end)
     for t in reversed(range(values.shape[1])):
-        next_value = values[:, t + 1] * m[:, t + 1] if t + 1 < values.shape[1] else 0.0
         delta = rewards[:, t] + gamma * next_value - values[:, t]
-        running = (delta + gamma * lam * running) * m[:, t]
-        advantages[:, t] = running
+        running = torch.where(keep[:, t], delta + gamma * lam * running, running)
+        next_value = torch.where(keep[:, t], values[:, t], next_value)
+        advantages[:, t] = running * m[:, t]
     return advantages, (advantages + values) * m
 
 

@@ -3,10 +3,12 @@
 - actor: the policy, from ``--model`` (LoRA/QLoRA: an adapter on it).
 - reference: frozen, from ``--ref-model`` or ``--model``. With LoRA and no ``--ref-model`` it is
   the actor with its adapter disabled, so no copy is loaded.
-- reward model: a frozen sequence classifier from ``--reward-model``.
+- reward model: a frozen sequence classifier from ``--reward-model``; none when the rewards
+  are rules only (align/ppo/rewards.py).
 - critic: in full fine-tuning, the reward model's backbone with its score head applied at every
   position as the per-token value head (Secrets of RLHF: initialise the critic from the RM),
-  or ``--value-model``. With LoRA/QLoRA (``--critic-base policy``, the default) it is a
+  or ``--value-model``; with rule rewards and neither, the policy's backbone with a new value
+  head of zeros (as verl and OpenRLHF start the critic of a rule-reward run). With LoRA/QLoRA (``--critic-base policy``, the default) it is a
   second adapter on the policy's base plus a value head (see :class:`ActorCritic`), so one
   base serves actor, critic and reference; with ``--critic-base reward-model`` it is an
   adapter on the reward model, which is then the critic with its adapter disabled.
@@ -146,6 +148,7 @@ class Roles:
     device: torch.device
     offload_ref: bool = False
     offload_reward: bool = False
+    has_reward_model: bool = True  # False: the rewards are rules only
     engine: Any = None  # the trainable module as prepared by accelerate (DDP / DeepSpeed)
 
     @property
@@ -236,6 +239,14 @@ def load_value_head(model: Any, directory: str) -> None:
             head.bias.copy_(biases[0].reshape(head.bias.shape))
 
 
+def zero_score_head(model: Any) -> None:
+    """A critic started from the policy: its new score head at zeros, so that every value
+    starts at 0 (no noise from a random head) and the critic learns the returns' scale."""
+    with torch.no_grad():
+        for p in _hf_model(model).score.parameters():
+            p.zero_()
+
+
 def disable_dropout(model: Any) -> None:
     """Set every dropout probability to 0 (nn.Dropout modules and attention dropout rates)."""
     for module in model.modules():
@@ -308,7 +319,7 @@ def load_roles(cfg: RunConfig) -> Roles:
     m, lora, t, a = cfg.model, cfg.lora, cfg.train, cfg.algo
     tokenizer = load_tokenizer(m.model, m)
     layout = critic_base(cfg)
-    critic_path = a.value_model or m.reward_model
+    critic_path = a.value_model or m.reward_model or m.model  # no RM: from the policy
     for flag, path in (("--reward-model", m.reward_model), ("--value-model", a.value_model)):
         if path:
             _check_tokenizer(path, tokenizer, cfg, flag)
@@ -317,12 +328,14 @@ def load_roles(cfg: RunConfig) -> Roles:
     ref = reward = critic = head = None
     if not lora.enabled or m.ref_model:
         ref = _freeze(load_causal_lm(m.ref_model or m.model, m, lora, t, quantize=q))
-    if layout != "reward-model":  # the reward model is its own frozen copy
+    if layout != "reward-model" and m.reward_model:  # the reward model: its own frozen copy
         reward = _freeze(load_sequence_classifier(m.reward_model, m, lora, t, quantize=q))
         load_value_head(reward, m.reward_model)
     if layout != "policy":
         critic = load_sequence_classifier(critic_path, m, lora, t, quantize=q)
         load_value_head(critic, critic_path)
+        if critic_path == m.model:
+            zero_score_head(critic)
     if lora.enabled:
         actor = _adapt(actor, cfg, "CAUSAL_LM")
         if layout == "policy":
@@ -354,7 +367,8 @@ def load_roles(cfg: RunConfig) -> Roles:
                 net.gradient_checkpointing_enable(
                     gradient_checkpointing_kwargs={"use_reentrant": False})
     return Roles(model=model, ref=ref, reward=reward, tokenizer=tokenizer, device=device,
-                 offload_ref=a.offload_ref_model, offload_reward=a.offload_reward_model)
+                 offload_ref=a.offload_ref_model, offload_reward=a.offload_reward_model,
+                 has_reward_model=bool(m.reward_model))
 
 
 def trainable(model: Any) -> list[torch.nn.Parameter]:

@@ -242,9 +242,23 @@ def check_supported(cfg: Any, world: int = 1) -> None:
         raise AlignError("--offload-reward-model/--offload-ref-model move whole models between "
                          "CPU and GPU, which DeepSpeed does not allow for models it manages; use "
                          "ZeRO-3 (it shards the frozen models too) or the JSON's offload_param")
+    check_reward_model_flags(cfg)
     if cfg.data.max_length and cfg.data.max_length <= a.max_new_tokens:
         raise AlignError(f"--max-length {cfg.data.max_length} leaves no room for a prompt "
                          f"before --max-new-tokens {a.max_new_tokens}")
+
+
+def check_reward_model_flags(cfg: Any) -> None:
+    """The flags that act on a reward model, refused when rewards are rules only."""
+    if cfg.model.reward_model:
+        return
+    a = cfg.algo
+    for flag, on in (("--reward-at-turn-end", a.reward_at_turn_end),
+                     ("--offload-reward-model", a.offload_reward_model),
+                     ("--critic-base reward-model", a.critic_base == "reward-model")):
+        if on:
+            raise AlignError(f"{flag} acts on the reward model, and there is none: give "
+                             "--reward-model DIR, or leave it out with rule rewards")
 
 
 def critic_base(cfg: Any) -> str:
@@ -293,21 +307,90 @@ def roles(cfg: Any) -> dict[str, str]:
                          f"({value_head_start(cfg)})")
         out["reward model"] = f"{m.reward_model} (frozen, its own copy" + \
             (", kept on CPU between scoring passes)" if a.offload_reward_model else ")")
+        if not m.reward_model:
+            del out["reward model"]
     elif where == "reward-model":
         out["critic"] = (f"a LoRA adapter on {m.reward_model}; its score head becomes the "
                          "per-token value head (trainable)")
         out["reward model"] = f"{m.reward_model}: the critic's base with its adapter disabled " \
             "(one copy serves both)"
-    else:
+    elif a.value_model or m.reward_model:
         critic = a.value_model or m.reward_model
         kind = "a LoRA adapter on" if cfg.lora.enabled else "a trainable copy of"
         out["critic"] = f"{kind} {critic}; its score head becomes the per-token value head"
+    else:
+        out["critic"] = (f"a trainable copy of the policy ({m.model}) with a new value head "
+                         "(zeros; no reward model to start from, as verl and OpenRLHF start "
+                         "the critic of rule rewards)")
     return out
 
 
 def value_head_start(cfg: Any) -> str:
+    if not cfg.model.reward_model:
+        return "zeros: no reward model to start from; --critic-warmup-steps trains it first"
     return ("the reward model's score head when its hidden size matches the policy's, else "
             "zeros; --critic-warmup-steps trains it before the actor moves")
+
+
+def reward_plan(cfg: Any, data: Any, report: Any = None) -> tuple[Any, float | None]:
+    """The reward sources and weights (align.rewards.sources.RewardPlan), checked before any
+    model loads, as GRPO checks them; with ``report``, the plan line and the data's notes.
+
+    With ``--environment`` its ``get_reward()`` may be one more source, the last one: its
+    weight is a last extra value of ``--reward-weights`` (default 1), and it may be the only
+    source (whether the class has ``get_reward`` is known once its file is imported, when the
+    run starts). Returns the plan and the environment's weight (None without an environment).
+    """
+    import dataclasses
+
+    from align.config import parse_list
+    from align.rewards.sources import RewardPlan, checked_plan
+
+    a = cfg.algo
+    agents = getattr(cfg, "agents", None)
+    env_weight = None
+    if agents is not None and agents.environment:
+        n = bool(cfg.model.reward_model) + len(parse_list(a.reward_funcs)) + bool(a.reward_fn)
+        weights = parse_list(a.reward_weights)
+        env_weight = 1.0
+        if weights and len(weights) == n + 1:
+            env_weight = float(weights[-1])
+            a = dataclasses.replace(a, reward_weights=",".join(weights[:-1]) or None)
+        if n == 0:
+            plan, notes = RewardPlan(), []
+            if report is not None:
+                report.plan(f"rewards: the environment's get_reward x{env_weight:g}")
+            return plan, env_weight
+    plan, notes = checked_plan(a, cfg.model.reward_model, data.rows)
+    if report is not None:
+        env = f", the environment's get_reward x{env_weight:g} (if it has one)" \
+            if env_weight is not None else ""
+        report.plan(f"rewards: {plan.describe()}{env}")
+        for note in notes:
+            report.note(f"note: {note}")
+    return plan, env_weight
+
+
+def check_agents(cfg: Any, data: Any, report: Any) -> None:
+    """Multi-turn rollouts (--tools / --environment): the files exist (nothing imported), the
+    prompts are chats, and the flags that only make sense for one turn are refused."""
+    agents = getattr(cfg, "agents", None)
+    if agents is None or not agents.enabled:
+        return
+    from align.agents.tools import check_files
+
+    check_files(agents)
+    if data.rows and not isinstance(data.rows[0]["prompt"], list):
+        raise AlignError("--tools/--environment roll out chats (the tool turns go through the "
+                         "chat template): give prompts as lists of messages")
+    if cfg.algo.reward_at_turn_end:
+        raise AlignError("--reward-at-turn-end closes a single-turn response for the reward "
+                         "model; with --tools/--environment the episode already ends with the "
+                         "model's own turn: leave it out")
+    report.plan(f"multi-turn rollouts: up to {agents.max_tool_calls} tool calls per episode "
+                f"(--max-tool-calls), {agents.tool_timeout:g} s per call (--tool-timeout); "
+                f"--max-new-tokens {cfg.algo.max_new_tokens} counts the episode's sampled and "
+                "tool tokens together; only the sampled ones are trained")
 
 
 def check(cfg: Any, data: Any, report: Any) -> None:
@@ -321,6 +404,8 @@ def check(cfg: Any, data: Any, report: Any) -> None:
     check_supported(cfg, world)
     a = cfg.algo
     check_model_path("--value-model", a.value_model)
+    check_agents(cfg, data, report)
+    reward_plan(cfg, data, report)
     for role, text in roles(cfg).items():
         report.role(role, text)
     for role, offloaded in (("reference", a.offload_ref_model),

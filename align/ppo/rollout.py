@@ -35,10 +35,14 @@ class Experience:
     logprobs: Tensor  # (B, T) log π_old(a_t|s_t) of the sampling policy (temperature-scaled)
     ref_logprobs: Tensor  # (B, T) log π_ref(a_t|s_t), same temperature
     values: Tensor  # (B, T) V_old(s_t): the critic's value before token t
-    scores: Tensor  # (B,) raw reward-model score of prompt + response
+    scores: Tensor  # (B,) raw reward of prompt + response (reward model and/or rules)
     entropy: Tensor  # (B, T) entropy of π_old(·|s_t)
     advantages: Tensor | None = None  # (B, T) GAE advantages (whitened / clipped if asked)
     returns: Tensor | None = None  # (B, T) value targets A_t + V_old(s_t)
+    # (B, T) multi-turn episodes: True on the tokens the environment wrote between the model's
+    # turns (tool results in the chat template's framing), which the model reads but is never
+    # trained on; ``mask`` is then True on the tokens the model sampled only. None: one turn
+    env_mask: Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -49,9 +53,21 @@ class Experience:
         return replace(self, **{f.name: getattr(self, f.name)[idx] for f in fields(self)
                                 if getattr(self, f.name) is not None})
 
+    @property
+    def attention(self) -> Tensor:
+        """(B, T) True on every response token the model reads: sampled or written by the
+        environment."""
+        return attention_mask(self.mask, self.env_mask)
+
     def sequences(self) -> tuple[Tensor, Tensor, Tensor]:
         """input_ids, attention_mask, position_ids of prompt + response, each (B, P+T)."""
-        return sequence_inputs(self.prompt_ids, self.prompt_mask, self.response_ids, self.mask)
+        return sequence_inputs(self.prompt_ids, self.prompt_mask, self.response_ids,
+                               self.attention)
+
+
+def attention_mask(mask: Tensor, env_mask: Tensor | None) -> Tensor:
+    """The response tokens a forward pass attends to: the sampled ones and the environment's."""
+    return mask if env_mask is None else mask | env_mask
 
 
 def sequence_inputs(prompt_ids: Tensor, prompt_mask: Tensor, response_ids: Tensor,
@@ -238,6 +254,33 @@ class Samples:
     response_ids: Tensor  # (B, T) sampled tokens, pad_id after the first EOS
     mask: Tensor  # (B, T) True up to and including the first EOS
     ended: Tensor  # (B,) True when the response stopped at EOS
+    env_mask: Tensor | None = None  # (B, T) multi-turn: the environment's tokens (Experience)
+
+
+def pack_episodes(completions: list[list[int]], sampled: list[list[int]], pad_id: int,
+                  device: Any = None) -> tuple[Tensor, Tensor, Tensor]:
+    """Multi-turn episodes as one right-padded response each: ``completions[i]`` is everything
+    after episode i's prompt (the model's turns and the environment's, in order) and
+    ``sampled[i]`` marks each of its tokens 1 when the model sampled it, 0 when the
+    environment wrote it (a tool's result in the chat template's framing), as
+    ``align.agents.loop.Episode`` holds them.
+
+    Returns response_ids (B, T) padded with ``pad_id``, mask (B, T) True on sampled tokens
+    (what PPO trains) and env_mask (B, T) True on the environment's tokens (read, never
+    trained); T is the longest episode.
+    """
+    T = max([len(c) for c in completions] + [1])
+    B = len(completions)
+    response_ids = torch.full((B, T), pad_id, dtype=torch.long)
+    mask = torch.zeros((B, T), dtype=torch.bool)
+    env_mask = torch.zeros((B, T), dtype=torch.bool)
+    for i, (ids, flags) in enumerate(zip(completions, sampled)):
+        n = len(ids)
+        if n:
+            response_ids[i, :n] = torch.tensor(ids, dtype=torch.long)
+            flag = torch.tensor(flags, dtype=torch.bool)
+            mask[i, :n], env_mask[i, :n] = flag, ~flag
+    return response_ids.to(device), mask.to(device), env_mask.to(device)
 
 
 @torch.no_grad()
@@ -265,10 +308,12 @@ def score(roles: Roles, s: Samples, *, temperature: float, chunk: int,
     """Everything PPO needs about sampled responses: log-probs of actor and reference, the
     actor's entropy, the critic's values and the reward model's scores, ``chunk`` sequences
     per forward pass. With ``turn_end``, the reward model scores each response closed by
-    those tokens (:func:`close_turns`); without, at the response's last token."""
+    those tokens (:func:`close_turns`); without, at the response's last token. Without a
+    reward model ``scores`` are zeros, for the rule rewards to fill (align/ppo/rewards.py)."""
     model = roles.model
     model.eval()
-    args = (s.prompt_ids, s.prompt_mask, s.response_ids, s.mask)
+    # every pass reads the whole episode; only sampled tokens count later (Experience.mask)
+    args = (s.prompt_ids, s.prompt_mask, s.response_ids, attention_mask(s.mask, s.env_mask))
     with model.adapter(ACTOR) as actor:
         logprobs, entropy = logprobs_and_entropy(actor, *args, temperature, chunk,
                                                  with_entropy=True)
@@ -277,13 +322,15 @@ def score(roles: Roles, s: Samples, *, temperature: float, chunk: int,
     with model.adapter(CRITIC):
         values = critic_values(model, *args, chunk)
     rm_args = args
-    if turn_end:
+    if turn_end and s.env_mask is None:  # single turn: a multi-turn episode ends its own turn
         rm_args = (s.prompt_ids, s.prompt_mask,
                    *close_turns(s.response_ids, s.mask, s.ended, turn_end,
                                 roles.tokenizer.pad_token_id))
-    with roles.reward_model() as rm:
-        scores = score_responses(rm, *rm_args, chunk)
+    scores = torch.zeros(s.response_ids.shape[0], device=values.device)
+    if roles.has_reward_model:
+        with roles.reward_model() as rm:
+            scores = score_responses(rm, *rm_args, chunk)
     return Experience(prompt_ids=s.prompt_ids, prompt_mask=s.prompt_mask,
                       response_ids=s.response_ids, mask=s.mask, ended=s.ended,
                       logprobs=logprobs, ref_logprobs=ref_logprobs, values=values,
-                      scores=scores, entropy=entropy)
+                      scores=scores, entropy=entropy, env_mask=s.env_mask)

@@ -113,6 +113,10 @@ class PPORun:
     total_steps: int
     prompt_limit: int | None = None  # longest prompt in tokens (longer ones keep their end)
     turn_end: list[int] | None = None  # tokens that close a response for the reward model
+    rows: Any = None  # the training records (prompt and the columns rule rewards read)
+    eval_rows: Any = None  # the held-out records
+    scorer: Any = None  # align.ppo.rewards.Scorer: the reward sources and weights
+    toolset: Any = None  # align.agents.tools.Toolset: multi-turn rollouts with tools; or None
     step: int = 0
     lr_scale: float = 1.0  # product of the rollback LR factors applied so far
     eval_before: dict[str, float] = field(default_factory=dict)
@@ -133,9 +137,19 @@ class PPORun:
         from align.ppo.kl_control import KLController
         from align.ppo.models import load_roles
         from align.ppo.reward_norm import RunningMoments
+        from align.agents.tools import load_toolset
+        from align.ppo.rewards import load_scorer
 
         a, t = cfg.algo, cfg.train
         dist = dist or Dist(deepspeed=bool(t.deepspeed))
+        # user code (--tools, --environment, --reward-fn) is imported here, before the models
+        toolset = load_toolset(cfg.agents) if getattr(cfg, "agents", None) else None
+        if toolset is not None:  # a template that cannot carry tool calls: exit 2, no model
+            from align.agents.parsing import require_tool_template
+            from align.models import load_tokenizer
+
+            require_tool_template(load_tokenizer(cfg.model.model, cfg.model), cfg.model.model)
+        scorer = load_scorer(cfg, data, toolset)
         roles = load_roles(cfg)
         limit = cfg.data.max_prompt_length
         if cfg.data.max_length:
@@ -162,7 +176,9 @@ class PPORun:
                    kl_ctl=KLController(a.kl_coef, a.target_kl, a.kl_horizon),
                    reward_stats=RunningMoments(), monitor=HealthMonitor(cfg.health, "ppo"),
                    out=Path(t.output_dir), total_steps=steps, prompt_limit=limit,
-                   turn_end=turn_end, dist=dist)
+                   turn_end=turn_end, rows=data.rows,
+                   eval_rows=eval_data.rows if eval_data else None, scorer=scorer,
+                   toolset=toolset, dist=dist)
 
     # --- exact resume -------------------------------------------------------------------------
     def state_dict(self) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:

@@ -159,15 +159,24 @@ def ppo_step(ppo: PPORun) -> dict[str, float]:
     reset_peak_memory(dev)
     timed = clock.call
     # 1. rollout: this process's share of the prompts, sampled, then scored by every role
-    ids, mask, first_row = next_prompts(ppo)
-    samples = timed("perf/rollout_s", generate_share, ppo, ids, mask,
-                    generation_options(ppo, ppo.step, first_row))
+    ids, mask, first_row, rows = next_prompts(ppo)
+    options = generation_options(ppo, ppo.step, first_row)
+    episodes = None
+    if ppo.toolset is None:
+        samples = timed("perf/rollout_s", generate_share, ppo, ids, mask, options)
+    else:  # multi-turn: generate, run the tool calls, append their turns, generate again
+        samples, episodes = timed("perf/rollout_s", agent_share, ppo, rows, first_row, options,
+                                  clock.times)
     mine = timed("perf/score_s", score, ppo.roles, samples, temperature=a.temperature,
                  chunk=a.local_rollout_forward_batch_size, turn_end=ppo.turn_end)
+    mine, by_source = timed("perf/reward_s", rule_scores, ppo, mine,
+                            [ppo.rows[i] for i in rows], episodes=episodes)
     batch = gather_experience(ppo.dist, mine)  # the whole rollout batch, on every process
-    # 2. rewards: shaped RM score on the last token, token-level KL penalty on every token
+    # 2. rewards: shaped score (reward model and/or rules) on the last token, token-level KL
+    # penalty on every token
     rewards, metrics = timed("perf/train_s", compute_rewards, a, batch, ppo.kl_ctl.value,
                              ppo.reward_stats)
+    metrics |= by_source
     # 3. advantages: GAE over response tokens, whitening and clipping (over the whole batch)
     advantages, returns, m = timed("perf/train_s", compute_advantages, a, batch, rewards)
     metrics |= m
@@ -180,6 +189,8 @@ def ppo_step(ppo: PPORun) -> dict[str, float]:
                      next_ptx_batch(ppo) if ppo.ptx else None)
     ppo.kl_ctl.update(metrics["objective/kl"], batch.batch_size)
     metrics |= rollout_metrics(batch, a.max_new_tokens, ppo)
+    if episodes is not None:
+        metrics |= agent_metrics(ppo, episodes)
     clock.times["perf/step_s"] = clock.elapsed()
     times = {k: ppo.dist.max_float(v, dev) for k, v in sorted(clock.times.items())}
     tokens = float(batch.mask.sum())
@@ -189,6 +200,71 @@ def ppo_step(ppo: PPORun) -> dict[str, float]:
     if peak is not None:
         metrics["perf/max_memory_gb"] = peak
     return metrics
+
+
+def rule_scores(ppo: PPORun, exp: Any, rows: list[dict[str, Any]], prefix: str = "reward",
+                episodes: list[Any] | None = None) -> tuple[Any, dict[str, float]]:
+    """``exp`` with its scores made the run's raw rewards (align/ppo/rewards.py: the reward
+    model's score, the rule functions on this process's ``rows`` and, with an environment,
+    each episode's ``get_reward()``), and each rule source's mean over the whole batch
+    (``<prefix>/<name>``)."""
+    import dataclasses
+
+    import torch
+
+    from align.ppo.agent_rollout import episode_completions
+    from align.ppo.models import eos_token_ids
+    from align.ppo.rewards import (add_environment, check_not_all_abstained, completions,
+                                   rule_rewards, source_metrics, total_scores)
+
+    sc = ppo.scorer
+    env = sc.env_weight is not None and episodes is not None
+    if not sc.rules and not env:
+        return exp, {}
+    texts, ids = completions(ppo.roles.tokenizer, exp.response_ids, exp.mask,
+                             eos_token_ids(ppo.roles), isinstance(ppo.rows[0]["prompt"], list))
+    if episodes is not None:  # the turns after the prompt, tool results included (TRL's)
+        texts = episode_completions(episodes)
+    totals, kept = rule_rewards(sc, rows, texts, ids)
+    if env:
+        rewards = [ep.env_reward for ep in episodes]
+        totals = add_environment(totals, rewards, sc.env_weight)
+        kept = kept | {"environment": [r for r in rewards if r is not None]}
+    rm = exp.scores if ppo.roles.has_reward_model else None
+    scores, abstained = total_scores(rm, sc.rm_weight, totals)
+    parts = ppo.dist.gather_objects([(kept, abstained.tolist())])
+    if prefix == "reward":
+        check_not_all_abstained(sc, torch.tensor([x for _, a in parts for x in a]))
+    return (dataclasses.replace(exp, scores=scores.to(exp.mask.device)),
+            source_metrics(prefix, [k for k, _ in parts]))
+
+
+def agent_share(ppo: PPORun, rows: list[int], first_row: int, options: dict[str, Any],
+                times: dict[str, float]) -> tuple[Any, list[Any]]:
+    """This process's multi-turn episodes (align/ppo/agent_rollout.py); the seconds spent in
+    tools go to ``perf/tools_s`` and the sampling alone to ``perf/sample_s``."""
+    from align.ppo.agent_rollout import sample_episodes
+
+    samples, episodes, t = sample_episodes(
+        ppo.roles, ppo.toolset, [ppo_rows(ppo, options)[i] for i in rows],
+        [f"record {i + 1}" for i in rows], max_new_tokens=options["max_new_tokens"],
+        temperature=options["temperature"], top_p=options["top_p"], chunk=options["chunk"],
+        seed=options["seed"], first_row=first_row, synced_gpus=options["synced_gpus"])
+    times["perf/tools_s"] = times.get("perf/tools_s", 0.0) + t["tools_s"]
+    times["perf/sample_s"] = times.get("perf/sample_s", 0.0) + t["sample_s"]
+    return samples, episodes
+
+
+def ppo_rows(ppo: PPORun, options: dict[str, Any]) -> Any:
+    return ppo.eval_rows if options.get("eval") else ppo.rows
+
+
+def agent_metrics(ppo: PPORun, episodes: list[Any]) -> dict[str, float]:
+    """Tool calls, errors, turns and cut episodes of the whole rollout batch."""
+    from align.agents.loop import episode_metrics
+    from align.ppo.agent_rollout import episode_facts
+
+    return episode_metrics(ppo.dist.gather_objects(episode_facts(episodes)))
 
 
 def generate_share(ppo: PPORun, ids: Any, mask: Any, options: dict[str, Any]) -> Any:
@@ -210,8 +286,10 @@ def gather_experience(dist: Any, exp: Any) -> Any:
     left = {"prompt_ids", "prompt_mask"}
     fields = {}
     for name in ("prompt_ids", "prompt_mask", "response_ids", "mask", "ended", "logprobs",
-                 "ref_logprobs", "values", "scores", "entropy"):
+                 "ref_logprobs", "values", "scores", "entropy", "env_mask"):
         x = getattr(exp, name)
+        if x is None:
+            continue
         width = P if name in left else T
         fields[name] = dist.gather_rows(x, width, left=name in left)
     return Experience(**fields)
@@ -241,17 +319,17 @@ def generation_options(ppo: PPORun, step: int, first_row: int = 0) -> dict[str, 
                 first_row=first_row, synced_gpus=ppo.dist.zero3 and ppo.dist.world > 1)
 
 
-def next_prompts(ppo: PPORun) -> tuple[Any, Any, int]:
-    """This process's share of the next rollout batch: ids and mask (left-padded) and the
-    global row of its first prompt."""
+def next_prompts(ppo: PPORun) -> tuple[Any, Any, int, list[int]]:
+    """This process's share of the next rollout batch: ids and mask (left-padded), the
+    global row of its first prompt and the dataset indices of its prompts."""
     from align.ppo.data import left_pad
     from align.ppo.dist import row_slice
 
     share = ppo.a.rollout_batch_size // ppo.dist.world
     rows = row_slice(ppo.dist.rank, share)
-    batch = [ppo.prompts[i] for i in ppo.sampler.next()[rows]]
-    ids, mask = left_pad(batch, ppo.roles.tokenizer.pad_token_id)
-    return ids, mask, rows.start
+    idx = ppo.sampler.next()[rows]
+    ids, mask = left_pad([ppo.prompts[i] for i in idx], ppo.roles.tokenizer.pad_token_id)
+    return ids, mask, rows.start, idx
 
 
 def next_ptx_batch(ppo: PPORun) -> Any:
@@ -291,6 +369,8 @@ def evaluate(ppo: PPORun) -> dict[str, float]:
     forked RNG, so every evaluation draws with the same random numbers and training's RNG
     stream is untouched (exact resume). Several processes split the prompts between them.
     """
+    import torch
+
     from align.ppo.data import left_pad
     from align.ppo.losses import kl_penalty, masked_sum
     from align.ppo.rollout import score
@@ -303,19 +383,33 @@ def evaluate(ppo: PPORun) -> dict[str, float]:
     # so that all take the same number of steps
     n_mine = len(mine)
     mine = mine + [ppo.eval_prompts[0]] * (share - n_mine)
+    idx = list(range(first, first + n_mine))
     ids, mask = left_pad(mine, ppo.roles.tokenizer.pad_token_id)
     options = generation_options(ppo, 0, first) | {"seed": ppo.cfg.train.seed}
-    exp = score(ppo.roles, generate_share(ppo, ids, mask, options),
-                temperature=a.temperature, chunk=a.local_rollout_forward_batch_size,
-                turn_end=ppo.turn_end)
+    episodes = None
+    if ppo.toolset is None:
+        samples = generate_share(ppo, ids, mask, options)
+    else:
+        idx_all = idx + [0] * (share - n_mine)
+        samples, episodes = agent_share(ppo, idx_all, first, options | {"eval": True}, {})
+        episodes = episodes[:n_mine]
+    exp = score(ppo.roles, samples, temperature=a.temperature,
+                chunk=a.local_rollout_forward_batch_size, turn_end=ppo.turn_end)
+    exp = exp.select(torch.arange(n_mine, device=exp.mask.device))  # the repeats dropped
+    exp, by_source = rule_scores(ppo, exp, [ppo.eval_rows[i] for i in idx[:n_mine]],
+                                 prefix="eval", episodes=episodes)
     kl = masked_sum(kl_penalty(exp.logprobs, exp.ref_logprobs, "k1"), exp.mask, dim=1)
     rows = list(zip(exp.scores.tolist(), kl.tolist(), exp.mask.sum(1).float().tolist(),
                     exp.ended.float().tolist()))[:n_mine]
     rows = d.gather_objects(rows)
     n = len(rows)
     reward, kl, length, eos = (sum(r[i] for r in rows) / n for i in range(4))
+    tools = {}
+    if episodes is not None:
+        tools = {f"eval/{k.split('/')[1]}": v for k, v in agent_metrics(ppo, episodes).items()
+                 if k in ("tools/calls_per_episode", "tools/error_frac", "rollout/turns")}
     return {"eval/reward": reward, "eval/kl": kl, "eval/response_len": length,
-            "eval/eos_frac": eos}
+            "eval/eos_frac": eos} | by_source | tools
 
 
 def log_eval(ppo: PPORun, logger: Any) -> dict[str, float]:

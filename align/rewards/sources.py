@@ -61,6 +61,19 @@ def plan_rewards(algo: Any, reward_model: str | None) -> RewardPlan:
     return plan
 
 
+def checked_plan(algo: Any, reward_model: str | None, rows: list[dict[str, Any]]
+                 ) -> tuple[RewardPlan, list[str]]:
+    """The run's reward plan, checked before anything loads: a --reward-fn file must exist
+    (nothing is imported), at least one source, one weight per source, the columns the
+    built-ins read. Returns the plan and notes on the data; raises AlignError."""
+    from align.rewards.plugin import reward_fn_path
+
+    if algo.reward_fn:
+        reward_fn_path(algo.reward_fn)
+    plan = plan_rewards(algo, reward_model)
+    return plan, check_columns(plan, rows)
+
+
 def check_columns(plan: RewardPlan, rows: list[dict[str, Any]]) -> list[str]:
     """Accuracy needs a ``solution`` column: an error when there is none, a note (returned)
     when some rows lack one (they get no accuracy reward)."""

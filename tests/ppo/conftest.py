@@ -151,6 +151,83 @@ def ppo_config(model: Path, reward_model: Path, output_dir: Path, **flags: Any) 
     from align.registry import flag_owners, get_algo
 
     spec = get_algo("ppo")
-    values = {"model": str(model), "reward_model": str(reward_model),
-              "output_dir": str(output_dir), **flags}
+    values = {"model": str(model), "output_dir": str(output_dir), **flags}
+    if reward_model is not None:
+        values["reward_model"] = str(reward_model)
     return resolve(spec, values, {}, flag_owners())
+
+
+DOUBLE_TOOL = Path(__file__).with_name("double_tool.py")
+
+
+def tool_prompts(n: int, seed: int) -> list[dict[str, Any]]:
+    """'double N' questions with their answers (the 'solution' column accuracy reads)."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        k = rng.randint(1, 9)
+        rows.append({"prompt": [{"role": "user", "content": f"double {k}"}], "solution": str(2 * k)})
+    return rows
+
+
+def _tool_transcript(k: int) -> list[dict[str, Any]]:
+    import json
+
+    call = {"name": "double", "arguments": {"n": k}}
+    return [{"role": "user", "content": f"double {k}"},
+            {"role": "assistant", "content": f"<tool_call>\n{json.dumps(call)}\n</tool_call>"},
+            {"role": "tool", "name": "double", "content": str(2 * k)},
+            {"role": "assistant", "content": str(2 * k)}]
+
+
+def build_tool_sft(out: Path, lm: Path, tokenizer: Any, steps: int = 120) -> Path:
+    """Teach the tiny LM at ``lm`` (a short SFT with the chatml-tools template) to answer
+    'double N' by calling the ``double`` tool, then writing its result; save it to ``out``."""
+    import copy
+    import importlib.util
+
+    import torch
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import get_json_schema
+
+    from align import templates
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    tok = templates.apply(copy.deepcopy(tokenizer), "chatml-tools")
+    spec = importlib.util.spec_from_file_location("double_tool", DOUBLE_TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    schema = [get_json_schema(module.double)]
+    model = AutoModelForCausalLM.from_pretrained(lm)
+    rng = random.Random(0)
+    torch.manual_seed(0)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(steps):
+        texts = [tok.apply_chat_template(_tool_transcript(rng.randint(1, 9)), tools=schema,
+                                         tokenize=False) for _ in range(8)]
+        batch = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+        model(**batch, labels=labels).loss.backward()
+        opt.step()
+        opt.zero_grad()
+    model.eval()
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    torch.set_num_threads(threads)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_tool_sft(tmp_path_factory: pytest.TempPathFactory, tiny_lm: Path,
+                  tiny_tokenizer: Any) -> Path:
+    """``tiny_lm`` that calls the ``double`` tool: multi-turn episodes from the first rollout."""
+    return build_tool_sft(tmp_path_factory.mktemp("tiny_tool_sft"), tiny_lm, tiny_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def tool_prompt_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    d = tmp_path_factory.mktemp("tool_prompts")
+    return (write_jsonl(d / "train.jsonl", tool_prompts(32, seed=1)),
+            write_jsonl(d / "eval.jsonl", tool_prompts(8, seed=2)))

@@ -4,9 +4,11 @@ TRL's GRPOTrainer and RLOOTrainer take the same reward functions, generation set
 clipping, so one base dataclass holds those flags (each algorithm's dataclass adds its own and
 may change a default) and :func:`run_online` drives either trainer:
 
-1. check the plan: reward sources and weights, dataset columns, vLLM, batch shape (also run
-   before any model loads, in dry runs too, as the registry's ``check`` hook)
-2. load the tokenizer, the policy and the reward sources (user code is imported here)
+1. check the plan: reward sources and weights, dataset columns, tools and environments,
+   vLLM, batch shape (also run before any model loads, in dry runs too, as the registry's
+   ``check`` hook)
+2. load the tools and environments (``--tools``, ``--environment``), the tokenizer, the
+   policy and the reward sources (user code is imported here)
 3. build the TRL config and trainer, with metrics and health callbacks
 4. mean reward on held-out prompts before training (with eval data)
 5. train (rollback / stop on collapse), save
@@ -140,6 +142,11 @@ def vllm_issue() -> str | None:
     return None
 
 
+def agents_on(cfg: Any) -> bool:
+    """True when the run gives the model tools or environments."""
+    return cfg.agents is not None and cfg.agents.enabled
+
+
 def reward_plan(cfg: Any, data: Any) -> tuple[Any, list[str]]:
     """Step 1 of the module docstring: the reward sources and their weights, checked against
     the flags and the dataset's columns; returns (plan, notes). Loads nothing, imports no user
@@ -153,7 +160,10 @@ def reward_plan(cfg: Any, data: Any) -> tuple[Any, list[str]]:
                          "disabled)")
     if cfg.algo.reward_fn:
         reward_fn_path(cfg.algo.reward_fn)
-    plan = rs.plan_rewards(cfg.algo, cfg.model.reward_model)
+    # An environment's get_reward() is one more source (TRL adds it, weight 1); whether the
+    # class has one is known once it is imported (prepare), so here it may be the only one.
+    env = agents_on(cfg) and bool(cfg.agents.environment)
+    plan = rs.plan_rewards(cfg.algo, cfg.model.reward_model, environment=env)
     notes = [f"note: {n}" for n in rs.check_columns(plan, data.rows)]
     return plan, notes
 
@@ -163,7 +173,9 @@ def check(cfg: Any, data: Any, report: Any) -> None:
     vLLM, and the batch arithmetic, for dry runs and real runs alike."""
     a, t = cfg.algo, cfg.train
     plan, notes = reward_plan(cfg, data)
-    report.plan(f"rewards: {plan.describe()}")
+    report.plan(f"rewards: {plan.describe() or 'the environment (get_reward)'}")
+    if agents_on(cfg):
+        check_agents(cfg, report)
     for note in notes:
         report.note(note)
     if a.use_vllm:
@@ -179,6 +191,23 @@ def check(cfg: Any, data: Any, report: Any) -> None:
                 f"({generated // a.num_generations} prompt(s) x {a.num_generations}), up to "
                 f"{a.max_completion_length} tokens each, with {engine}; {per_step} completions "
                 f"per optimizer step; learning rate {lr:g}")
+
+
+def check_agents(cfg: Any, report: Any) -> None:
+    """Tools and environments, before any model loads and without importing them: the files
+    must exist (they are imported in :func:`prepare`). Only GRPO takes them: TRL 1.16's
+    RLOOTrainer has no tool loop (the registry gives RLOO no agent flags)."""
+    from align.agents.args import parse_environment_spec, parse_tools_spec
+    from align.agents.tools import check_files
+
+    ag = cfg.agents
+    check_files(ag)
+    tools = [name for _, name in parse_tools_spec(ag.tools)]
+    envs = [f"{k}={c}" if k else c for k, (_, c) in parse_environment_spec(ag.environment).items()]
+    shown = ", ".join(tools + [f"environment {e}" for e in envs])
+    report.plan(f"tools: {shown}; up to {ag.max_tool_calls} tool-calling turns per rollout "
+                f"(--max-tool-calls), {ag.tool_timeout:g} s per call (--tool-timeout); "
+                "TRL's GRPOTrainer runs the turns, tool results are left out of the loss")
 
 
 def generation_batch(cfg: Any) -> int | None:
@@ -210,6 +239,8 @@ def trl_fields(cfg: Any, weights: list[float]) -> dict[str, Any]:
     if a.use_vllm:
         fields.update(use_vllm=True, vllm_mode="colocate",
                       vllm_gpu_memory_utilization=a.vllm_gpu_memory_utilization)
+    if agents_on(cfg):  # TRL counts tool-calling turns; a turn may hold several calls
+        fields["max_tool_calling_iterations"] = cfg.agents.max_tool_calls
     return fields
 
 
@@ -286,7 +317,8 @@ def prepare(cfg: Any, data: Any, eval_data: Any, config_cls: type, trainer_cls: 
     # check() (which calls reward_plan too) and printed its notes and machine issues.
     plan, _ = reward_plan(cfg, data)
     rows = data.rows if isinstance(data.rows, Rows) else uniform_columns(data.rows)
-    # 2. tokenizer, reward sources, policy
+    # 2. tools and environments (their files run now), tokenizer, reward sources, policy
+    agent = load_agents(cfg, plan, data)
     tokenizer = load_tokenizer(cfg.model.model, cfg.model)
     long = count_long_prompts(tokenizer, rows, cfg.data.max_prompt_length)
     if long:
@@ -295,7 +327,7 @@ def prepare(cfg: Any, data: Any, eval_data: Any, config_cls: type, trainer_cls: 
                    "whole (filter them out to save memory)")
     columns = sorted({k for r in rows for k in r} - {"prompt"})
     rs.load_rewards(plan, a, columns, cfg.model, cfg.lora, cfg.train)
-    click.echo(f"rewards: {plan.describe()}")
+    click.echo(f"rewards: {plan.describe() or 'the environment (get_reward)'}")
     fields = {**trl_fields(cfg, plan.weights + [0.0]), **algo_fields}  # + the health probe
     try:  # held-out prompts are scored by _evaluate, before and after, not by TRL's eval loop
         args = common.trl_config(cfg, config_cls, has_eval=False, **fields)
@@ -306,19 +338,45 @@ def prepare(cfg: Any, data: Any, eval_data: Any, config_cls: type, trainer_cls: 
     resume_from, resume_step = watched.resume_checkpoint(cfg)
     w = watched.watch(cfg, resume_from, resume_step, canonical=online_health.canonical)
     guard = rs.AbstainGuard(plan)  # a model always scores; other sources may all abstain
-    batch_done = None if any(s.kind == "model" for s in plan.sources) else guard.batch_done
+    env_scores = bool(agent) and any(e.has_reward for e in agent["toolset"].environments.values())
+    batch_done = None if env_scores or any(s.kind == "model" for s in plan.sources) \
+        else guard.batch_done
+    probe = online_health.RepeatProbe(batch_done, call_marker=CALL_MARKER if agent else None)
     trainer = trainer_cls(
         model=model, args=args,
         reward_funcs=[guard.wrap(s.func) if s.kind != "model" else s.func
-                      for s in plan.sources] + [online_health.RepeatProbe(batch_done)],
+                      for s in plan.sources] + [probe],
         reward_processing_classes=[s.tokenizer for s in plan.sources] + [None],
         train_dataset=common.to_dataset(dataclasses.replace(data, rows=rows)),
         processing_class=tokenizer, peft_config=lora_config(cfg.lora),
-        callbacks=w.callbacks())
+        callbacks=w.callbacks(), **(agent["trl"] if agent else {}))
     for source, prepared in zip(plan.sources, trainer.reward_funcs):
         source.func = prepared  # reward models as the trainer placed them (device)
     eval_rows = uniform_columns(eval_data.rows) if eval_data is not None else None
     return Session(trainer, tokenizer, plan, w, resume_from, eval_rows)
+
+
+# The text that opens a Hermes-style tool call (chatml-tools, Qwen2.5): a completion whose
+# last turn still holds it wrote a call the template's parser could not read.
+CALL_MARKER = "<tool_call>"
+
+
+def load_agents(cfg: Any, plan: Any, data: Any) -> dict[str, Any] | None:
+    """Import and check the tools and environments (before any model loads) and wrap them
+    for TRL (:mod:`align.algos.tools`); None without any. AlignError when nothing scores the
+    rollouts (no reward flag and no environment with get_reward)."""
+    if not agents_on(cfg):
+        return None
+    from align.agents.tools import load_toolset
+    from align.algos.tools import trl_tools
+
+    toolset = load_toolset(cfg.agents)
+    toolset.check_rows(data.rows, str(data.file))
+    if not plan.sources and not any(e.has_reward for e in toolset.environments.values()):
+        raise AlignError(f"no reward: the environment {cfg.agents.environment} has no "
+                         "get_reward(); give --reward-model DIR, --reward-funcs or --reward-fn "
+                         "file.py:function, or add get_reward to the environment")
+    return {"toolset": toolset, "trl": trl_tools(toolset)}
 
 
 def run_online(cfg: Any, data: Any, eval_data: Any, config_cls: type, trainer_cls: type,

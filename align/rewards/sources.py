@@ -35,10 +35,12 @@ class RewardPlan:
         return ", ".join(f"{s.name} x{w:g}" for s, w in zip(self.sources, self.weights))
 
 
-def plan_rewards(algo: Any, reward_model: str | None) -> RewardPlan:
+def plan_rewards(algo: Any, reward_model: str | None, environment: bool = False) -> RewardPlan:
     """Name the sources (nothing loaded, no user code run) and match them with their weights.
 
     ``algo`` carries ``reward_funcs``, ``reward_fn`` and ``reward_weights`` (GRPO/RLOO args).
+    With ``environment`` (an --environment is given) the plan may have no source: the
+    environment's ``get_reward()``, weight 1 as in TRL, is checked when it is imported.
     """
     plan = RewardPlan()
     if reward_model:
@@ -48,7 +50,7 @@ def plan_rewards(algo: Any, reward_model: str | None) -> RewardPlan:
         plan.sources.append(RewardSource(name, "builtin"))
     if algo.reward_fn:
         plan.sources.append(RewardSource(algo.reward_fn.rpartition(":")[2], "plugin"))
-    if not plan.sources:
+    if not plan.sources and not environment:
         raise AlignError("no reward: give --reward-model DIR, --reward-funcs "
                          "accuracy,format,length and/or --reward-fn file.py:function")
     weights = parse_list(algo.reward_weights)

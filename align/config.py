@@ -163,6 +163,11 @@ class ModelArgs:
     trust_remote_code: bool = arg(
         False, "Allow model repos to run their own Python code. Off unless you pass it (safety)."
     )
+    chat_template: str | None = arg(
+        None, "Chat template to render conversations with, instead of the tokenizer's own: a "
+        "template align ships (chatml-tools: ChatML with Hermes <tool_call> tool calls, as "
+        "Qwen2.5) or a .jinja file. Saved with the trained model.",
+        source="the tokenizer's own template", metavar="NAME|FILE")
     allow_new_score_head: bool = arg(
         False, "Accept a --reward-model whose saved weights lack the score head (it would be "
         "initialised at random, so its rewards mean nothing). Off: such a model is refused.")

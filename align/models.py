@@ -99,6 +99,9 @@ def load_tokenizer(path: str, model: ModelArgs) -> Any:
     if len(tok) <= 1 or not tok("hello world", add_special_tokens=False)["input_ids"]:
         raise AlignError(f"{path}: its tokenizer is empty ({len(tok)} token(s)); it cannot "
                          "encode text. Save the model's real tokenizer into it")
+    from align.templates import apply
+
+    apply(tok, model.chat_template)  # --chat-template, before the pad token falls back to EOS
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok

@@ -103,19 +103,18 @@ def load_tokenizer(cfg: RunConfig, data: Any = None) -> Any:
     tok = _load(cfg.model.model, cfg.model)
     check_chat_template(tok, data, cfg.model.model)
     calls = getattr(data, "tool_calls", 0)
-    if calls and "tool_calls" not in _template_text(tok.chat_template):
-        raise AlignError(f"{data.file} has {calls} assistant messages that call tools "
-                         f"(tool_calls), but the chat template of {cfg.model.model} does not "
-                         "render tool calls: those turns would train as empty replies. Use a "
-                         "model whose template renders them (Qwen2.5, Llama 3.1, ...), or drop "
-                         "the tool-call records")
+    if calls:
+        from align.agents.parsing import TEMPLATE_FIX, tool_template_problem
+
+        problem, _ = tool_template_problem(tok)
+        if problem:
+            raise AlignError(f"{data.file} has {calls} assistant messages that call tools "
+                             f"(tool_calls), but the chat template of {cfg.model.model} does "
+                             f"not render them ({problem}): those turns would train as empty "
+                             f"replies. {TEMPLATE_FIX[0].upper()}{TEMPLATE_FIX[1:]}, use a model "
+                             "whose template renders them (Qwen2.5, Llama 3.1, ...), or drop the "
+                             "tool-call records")
     return tok
-
-
-def _template_text(template: Any) -> str:
-    if isinstance(template, dict):  # named templates (default, tool_use, ...)
-        return " ".join(str(t) for t in template.values())
-    return str(template or "")
 
 
 def load_policy(cfg: RunConfig, *, prepare_kbit: bool = True) -> Any:

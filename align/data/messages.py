@@ -100,7 +100,9 @@ class Checker:
                          f"expected one of {', '.join(ROLES)}, found {found}{hint}")
             calls = msg.get("tool_calls")
             if calls is not None and role == "assistant":
-                self.tool_calls(calls, f"{where}.tool_calls")
+                normal = self.tool_calls(calls, f"{where}.tool_calls")
+                if normal is not None:
+                    msg = out[-1] = {**msg, "tool_calls": normal}
                 self.notes["_tool_calls"] += 1
             content = msg.get("content")
             if "content" not in msg and not calls:
@@ -143,25 +145,45 @@ class Checker:
             msg["tool_calls"] = [{"type": "function", "function": call}]
         return msg
 
-    def tool_calls(self, calls: Any, where: str) -> None:
+    def tool_calls(self, calls: Any, where: str) -> list[dict[str, Any]] | None:
+        """Check an assistant turn's tool calls; return them normalised, or None.
+
+        Read in OpenAI's layout (``{"type": "function", "function": {"name", "arguments"}}``,
+        with an ``id``) and in the flat one some Hugging Face datasets write (``{"name",
+        "arguments"}``); ``arguments`` as an object or its JSON text. Normalised to OpenAI's
+        layout with ``arguments`` an object, so that every chat template renders a call the
+        same way whichever way the file wrote it (a template's ``tojson`` on JSON text would
+        write a quoted string)."""
         if not isinstance(calls, list) or not calls:
             self.add(where, f"expected a non-empty list of tool calls, found {describe(calls)}")
-            return
+            return None
+        before = len(self.errors)
+        out = []
         for j, call in enumerate(calls):
-            fn = call.get("function") if isinstance(call, dict) else None
+            flat = isinstance(call, dict) and "function" not in call and "name" in call
+            fn = call if flat else call.get("function") if isinstance(call, dict) else None
             if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or \
                     not fn["name"].strip():
                 self.add(f"{where}[{j}]", "expected {\"type\": \"function\", \"function\": "
                                           "{\"name\": ..., \"arguments\": ...}}")
                 continue
             args = fn.get("arguments")
+            at = f"{where}[{j}]" + (".arguments" if flat else ".function.arguments")
             if isinstance(args, str):
                 try:
-                    json.loads(args)
+                    args = json.loads(args) if args.strip() else {}
                 except ValueError:
-                    self.add(f"{where}[{j}].function.arguments",
-                             "expected a JSON object (or its JSON text), found text that is "
-                             "not JSON")
-            elif args is not None and not isinstance(args, dict):
-                self.add(f"{where}[{j}].function.arguments",
-                         f"expected a JSON object, found {describe(args)}")
+                    self.add(at, "expected a JSON object (or its JSON text), found text that is "
+                                 "not JSON")
+                    continue
+            if args is None:
+                args = {}
+            if not isinstance(args, dict):
+                self.add(at, f"expected a JSON object, found {describe(args)}")
+                continue
+            normal: dict[str, Any] = {"type": "function",
+                                      "function": {"name": fn["name"], "arguments": args}}
+            if isinstance(call.get("id"), str):
+                normal["id"] = call["id"]
+            out.append(normal)
+        return out if len(self.errors) == before else None

@@ -421,7 +421,7 @@ LAYOUTS = [
                U(QUESTIONS[1]),
                {"role": "assistant", "content": None, "tool_calls": [
                    {"type": "function", "function": {"name": "get_weather",
-                                                     "arguments": "{\"city\": \"Rome\"}"}}]},
+                                                     "arguments": {"city": "Rome"}}}]},
                {"role": "tool", "name": "get_weather", "content": "rain"},
                {"role": "assistant", "content": GOOD[1], "weight": 1}]}}),
     Layout("Intel/orca_dpo_pairs", orca_dpo_pairs, "pairwise", "dpo",

@@ -345,8 +345,12 @@ def test_openai_tool_calls_with_null_content_and_legacy_function_role(tmp_path):
     assert r.ok, r.error_report()
     assert r.tool_calls == 2
     second = r.rows[1]["messages"]
+    # arguments written as JSON text are read as the object they spell (templates render
+    # objects), the call's id kept
     assert second[1]["tool_calls"] == [{"type": "function",
-                                        "function": {"name": "w", "arguments": "{}"}}]
+                                        "function": {"name": "w", "arguments": {}}}]
+    assert r.rows[0]["messages"][1]["tool_calls"] == [
+        {"type": "function", "function": {"name": "w", "arguments": {"c": 1}}, "id": "c1"}]
     assert "function_call" not in second[1] and second[2]["role"] == "tool"
     assert any("legacy role 'function' were read as role 'tool'" in n for n in r.notes)
 
@@ -411,3 +415,31 @@ def test_layouts_to_convert_name_the_command(tmp_path, row, fmt, command):
     r = _errors(tmp_path, [row, row], fmt)
     assert len(r.errors) == 1 and r.errors[0].position is None
     assert f"align data convert {tmp_path / 'd.jsonl'} {command}" in r.errors[0].message
+
+
+def test_flat_hf_tool_calls_are_read_in_openai_layout(tmp_path):
+    """Some Hugging Face datasets write calls as {"name", "arguments"} without the
+    "function" wrapper; they train the same as OpenAI's layout."""
+    flat = {"role": "assistant", "content": "", "tool_calls": [
+        {"name": "add", "arguments": {"a": 1, "b": 2}}, {"name": "neg", "arguments": '{"x": 3}'}]}
+    r = _errors(tmp_path, [{"messages": [U("sum?"), flat, {"role": "tool", "name": "add",
+                                                           "content": "3"}, A("3")]}], "sft")
+    assert r.ok, r.error_report()
+    assert r.rows[0]["messages"][1]["tool_calls"] == [
+        {"type": "function", "function": {"name": "add", "arguments": {"a": 1, "b": 2}}},
+        {"type": "function", "function": {"name": "neg", "arguments": {"x": 3}}}]
+
+
+@pytest.mark.parametrize("call,field,words", [
+    ({"name": "add", "arguments": "[1, 2]"}, "messages[1].tool_calls[0].arguments",
+     "expected a JSON object, found a list"),
+    ({"name": "add", "arguments": "{oops"}, "messages[1].tool_calls[0].arguments",
+     "found text that is not JSON"),
+    ({"type": "function", "function": {"name": "add", "arguments": 3}},
+     "messages[1].tool_calls[0].function.arguments", "expected a JSON object, found"),
+])
+def test_bad_tool_call_arguments_name_file_line_and_field(tmp_path, call, field, words):
+    msgs = [U("sum?"), {"role": "assistant", "content": None, "tool_calls": [call]}, A("3")]
+    r = _errors(tmp_path, [{"messages": [U("x"), A("y")]}, {"messages": msgs}], "sft")
+    e = r.errors[0]
+    assert (e.field, e.position) == (field, "line 2") and words in e.message, str(e)

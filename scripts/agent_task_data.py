@@ -5,7 +5,8 @@
 
 The task (tests/real/agent_task.py): multiply large numbers with a
 ``multiply`` tool. ``sft.jsonl`` holds tool-call transcripts of plain questions (prompt /
-completion, OpenAI message layout); ``train.jsonl``, ``dev.jsonl`` and ``test.jsonl`` hold
+completion, OpenAI message layout, with the ``tools`` column TRL's SFT reads so that the
+prompt lists the tool as GRPO's does); ``train.jsonl``, ``dev.jsonl`` and ``test.jsonl`` hold
 word problems with their ``answer`` column, for GRPO and for scoring. ``--score`` reads an
 ``align generate --tools ... --output`` file (one transcript per row) and prints the share of
 rows whose final answer is the product, with ``exact_answer`` from recipes/agents/arithmetic.py.
@@ -33,11 +34,20 @@ def write_data(out: Path) -> dict[str, Path]:
     """Every file of the task under ``out``; returns {split: path}."""
     out.mkdir(parents=True, exist_ok=True)
     files = {"sft": out / "sft.jsonl"}
-    write_jsonl(files["sft"], [agent_task.transcript(p) for p in agent_task.problems("sft")])
+    tools = json.dumps([tool_schema()])
+    write_jsonl(files["sft"], [agent_task.transcript(p, tools) for p in agent_task.problems("sft")])
     for split in ("train", "dev", "test"):
         files[split] = out / f"{split}.jsonl"
         write_jsonl(files[split], [agent_task.prompt_row(p) for p in agent_task.problems(split)])
     return files
+
+
+def tool_schema() -> dict:
+    """The schema of ``multiply`` as chat templates show it (transformers' get_json_schema,
+    as TRL and align build it from the function)."""
+    from transformers.utils import get_json_schema
+
+    return get_json_schema(load_reward().multiply)
 
 
 def load_reward():

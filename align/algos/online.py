@@ -286,6 +286,7 @@ class Session:
     trainer: Any
     tokenizer: Any
     plan: Any  # align.rewards.sources.RewardPlan
+    toolset: Any  # align.agents.tools.Toolset, or None without tools
     watch: Any  # align.algos.watched.Watch: metrics, complete checkpoints, health
     resume_from: str | None
     eval_rows: list[dict[str, Any]] | None
@@ -293,13 +294,18 @@ class Session:
 
 def _evaluate(s: Session, cfg: Any, when: str) -> dict[str, float]:
     """Mean reward on held-out prompts, keys suffixed ``_before`` / ``_after``."""
-    from align.rewards.evaluate import mean_reward
+    from align.rewards.evaluate import mean_reward, mean_reward_with_tools
 
     a = cfg.algo
-    result = mean_reward(s.trainer.model, s.tokenizer, s.eval_rows, s.plan.sources, s.plan.weights,
-                         k=a.num_generations_eval or a.num_generations,
-                         max_new_tokens=a.max_completion_length, temperature=a.temperature,
-                         seed=cfg.train.seed)
+    common = dict(k=a.num_generations_eval or a.num_generations,
+                  max_new_tokens=a.max_completion_length, temperature=a.temperature,
+                  seed=cfg.train.seed)
+    if s.toolset is not None:  # multi-turn episodes, in align's loop
+        result = mean_reward_with_tools(s.trainer.model, s.tokenizer, s.eval_rows,
+                                        s.plan.sources, s.plan.weights, s.toolset, **common)
+    else:
+        result = mean_reward(s.trainer.model, s.tokenizer, s.eval_rows, s.plan.sources,
+                             s.plan.weights, **common)
     click.echo(f"held-out mean reward {when} training: {result['eval_reward']:.4f}")
     return {f"{k}_{when}": v for k, v in result.items()}
 
@@ -320,6 +326,8 @@ def prepare(cfg: Any, data: Any, eval_data: Any, config_cls: type, trainer_cls: 
     # 2. tools and environments (their files run now), tokenizer, reward sources, policy
     agent = load_agents(cfg, plan, data)
     tokenizer = load_tokenizer(cfg.model.model, cfg.model)
+    if agent:
+        hermes_parser(tokenizer, cfg.model.model)
     long = count_long_prompts(tokenizer, rows, cfg.data.max_prompt_length)
     if long:
         click.echo(f"note: {long} prompts are longer than --max-prompt-length "
@@ -353,7 +361,8 @@ def prepare(cfg: Any, data: Any, eval_data: Any, config_cls: type, trainer_cls: 
     for source, prepared in zip(plan.sources, trainer.reward_funcs):
         source.func = prepared  # reward models as the trainer placed them (device)
     eval_rows = uniform_columns(eval_data.rows) if eval_data is not None else None
-    return Session(trainer, tokenizer, plan, w, resume_from, eval_rows)
+    return Session(trainer, tokenizer, plan, agent["toolset"] if agent else None, w,
+                   resume_from, eval_rows)
 
 
 # The text that opens a Hermes-style tool call (chatml-tools, Qwen2.5): a completion whose
@@ -377,6 +386,24 @@ def load_agents(cfg: Any, plan: Any, data: Any) -> dict[str, Any] | None:
                          "get_reward(); give --reward-model DIR, --reward-funcs or --reward-fn "
                          "file.py:function, or add get_reward to the environment")
     return {"toolset": toolset, "trl": trl_tools(toolset)}
+
+
+def hermes_parser(tokenizer: Any, model_label: str) -> None:
+    """Tools need a template that writes Hermes calls (chatml-tools, Qwen2.5's; AlignError
+    naming --chat-template otherwise, before the model loads), and TRL needs to read them back:
+    a template TRL does not know by its text (align's chatml-tools) gets TRL's parser for the
+    same call format (its Qwen3 response template reads ``<tool_call>{json}</tool_call>``)."""
+    from trl.chat_template_utils import add_response_schema, qwen3_template
+
+    from align.agents.parsing import require_tool_template
+
+    require_tool_template(tokenizer, model_label)
+    if getattr(tokenizer, "response_template", None) is not None:
+        return
+    try:
+        add_response_schema(tokenizer)
+    except ValueError:  # not one of TRL's known templates
+        tokenizer.response_template = qwen3_template
 
 
 def run_online(cfg: Any, data: Any, eval_data: Any, config_cls: type, trainer_cls: type,

@@ -77,6 +77,7 @@ class Options:
     model: str | None = None  # a real model to use as the SFT policy (skips stages 1-2)
     scale: float = 1.0  # multiplies data sizes and step counts (CI uses a smaller one)
     overoptimization: bool = False
+    agent: bool = False  # the agent stage (align/quickstart/agent.py); the CLI turns it on
     verbose: bool = False
     threads: int | None = None  # torch CPU threads; None: TINY_MODEL_THREADS or torch's own
     timings: dict[str, float] = field(default_factory=dict)
@@ -329,6 +330,11 @@ def run(opts: Options) -> dict[str, Any]:
         algos[algo] = {**ev, "collapsed": bool(final.get("collapsed", False)),
                        "health_events": list(final.get("health_events", [])),
                        "seconds": round(seconds, 1)}
+    agent_summary = None
+    if opts.agent:  # its own tiny model and task: a tool the model must learn to call
+        from align.quickstart import agent
+
+        agent_summary, curves["agent"] = agent.run(opts, train, stage, _scaled)
     over = overoptimization(opts, sft_dir, files["prompts"], sft, rm, tokenizer, held_out,
                             sft_eval) if opts.overoptimization else None
     summary = {
@@ -336,7 +342,8 @@ def run(opts: Options) -> dict[str, Any]:
         "sft": {k: v for k, v in sft_eval.items()},
         "reward_model": {"accuracy": rm_acc, "pairs": len(pairs),
                          "rater_agreement_with_gold": agreement},
-        "algos": algos, "stage_seconds": {k: round(v, 1) for k, v in opts.timings.items()},
+        "algos": algos, **({"agent": agent_summary} if agent_summary else {}),
+        "stage_seconds": {k: round(v, 1) for k, v in opts.timings.items()},
     }
     report.write(opts.out, summary, curves, over)
     return summary

@@ -187,8 +187,8 @@ class Tally:
         self.total, self.target = 0, int(answer)
         return None
 
-    def multiply(self, a: int, b: int) -> int:
-        """Multiply two integers and add the product to the tally.
+    def multiply(self, a: int, b: int) -> int:  # the schema the model learnt; it also tallies
+        """Multiply two integers.
 
         Args:
             a: The first factor.
@@ -200,13 +200,6 @@ class Tally:
     def get_reward(self) -> float:
         return 1.0 if self.total == self.target else 0.0
 '''
-def _template_path() -> Path:
-    import trl
-
-    return Path(trl.__file__).parent / "chat_templates" / "qwen2_5.jinja"
-
-
-TEMPLATE_PATH = _template_path()
 FAST = ["--num-generations", "4", "--max-completion-length", "96",
         "--per-device-train-batch-size", "8", "--lr-scheduler-type", "constant",
         "--warmup-ratio", "0", "--report-to", "none", "--seed", "0", "--logging-steps", "1",
@@ -229,6 +222,7 @@ def _transcript(a, b):
 @pytest.fixture(scope="module")
 def tool_user(tmp_path_factory):
     """A tiny model that has learnt to call `multiply` (Hermes calls, chatml-tools)."""
+    from align.templates import apply
     import torch
 
     from align.tiny import build_tiny_lm, build_tokenizer
@@ -237,13 +231,14 @@ def tool_user(tmp_path_factory):
     d = tmp_path_factory.mktemp("tool_user")
     exec_globals: dict = {}
     exec(compile(TOOLS_FILE, "tools.py", "exec"), exec_globals)  # the schema's source only
-    template = TEMPLATE_PATH.read_text()
-    probe = build_tokenizer()
-    probe.chat_template = template
+    from align.templates import template_text
+
+    template = template_text("chatml-tools")
+    probe = apply(build_tokenizer(), "chatml-tools")
     texts = [probe.apply_chat_template(_transcript(a, b), tools=[exec_globals["multiply"]],
                                        tokenize=False) for a, b in _problems(64, 0)]
     tokenizer = build_tokenizer(texts, vocab_size=512)
-    tokenizer.chat_template = template
+    apply(tokenizer, "chatml-tools")
     path = build_tiny_lm(d / "model", tokenizer, seed=0)
     model = AutoModelForCausalLM.from_pretrained(path)
     tok = AutoTokenizer.from_pretrained(path)
@@ -263,8 +258,10 @@ def tool_user(tmp_path_factory):
     (d / "tools.py").write_text(TOOLS_FILE)
     rows = [{"prompt": [{"role": "user", "content": f"What is {a} * {b}?"}], "answer": a * b}
             for a, b in _problems(16, 1)]
+    held_out = [{"prompt": [{"role": "user", "content": f"What is {a} * {b}?"}], "answer": a * b}
+                for a, b in _problems(4, 2)]
     return {"model": path, "tools": d / "tools.py", "data": write_jsonl(d / "train.jsonl", rows),
-            "loss": loss.item()}
+            "eval": write_jsonl(d / "eval.jsonl", held_out), "loss": loss.item()}
 
 
 def _grpo(tmp_path, capsys, tool_user, extra, steps=3):
@@ -279,8 +276,14 @@ def _grpo(tmp_path, capsys, tool_user, extra, steps=3):
 def test_grpo_runs_tools_and_logs_agent_metrics(tmp_path, capsys, tool_user):
     t = tool_user["tools"]
     code, text, out = _grpo(tmp_path, capsys, tool_user,
-                            ["--tools", f"{t}:multiply", "--reward-fn", f"{t}:right_answer"])
+                            ["--tools", f"{t}:multiply", "--reward-fn", f"{t}:right_answer",
+                             "--eval-dataset", tool_user["eval"], "--num-generations-eval", "2"])
     assert code == 0, text
+    assert "tools: multiply; up to 8 tool-calling turns per rollout" in text
+    final = json.loads((out / "final_metrics.json").read_text())
+    # held-out episodes run in align's loop with the tool, before and after training
+    assert final["eval_tools/calls_per_episode_before"] > 0.5
+    assert final["eval_rewards/right_answer_after"] >= 0.0
     rows = [r for r in read_metrics(out / "metrics.jsonl") if "tools/calls_per_episode" in r]
     assert rows, "no agent metrics logged"
     assert max(r["tools/calls_per_episode"] for r in rows) > 0.5  # the model called the tool
@@ -289,3 +292,44 @@ def test_grpo_runs_tools_and_logs_agent_metrics(tmp_path, capsys, tool_user):
     from transformers import AutoModelForCausalLM
 
     AutoModelForCausalLM.from_pretrained(out)  # the trained model loads back
+
+
+def test_grpo_with_an_environment_as_the_only_reward(tmp_path, capsys, tool_user):
+    """One Tally per rollout, reset with the row's columns, its state kept across turns and
+    read by get_reward(), the run's only reward source."""
+    code, text, out = _grpo(tmp_path, capsys, tool_user,
+                            ["--environment", f"{tool_user['tools']}:Tally"], steps=2)
+    assert code == 0, text
+    rows = read_metrics(out / "metrics.jsonl")
+    assert any("rewards/Tally/mean" in r for r in rows)
+    assert max(r.get("tools/calls_per_episode", 0) for r in rows) > 0.5
+    # the model multiplies the right numbers often enough for the tally to match sometimes
+    assert max(r.get("rewards/Tally/mean", 0) for r in rows) > 0.0
+
+
+def test_hanging_tool_times_out_every_call_and_the_run_goes_on(tmp_path, capsys, tool_user):
+    slow = tmp_path / "slow.py"  # the `multiply` the model learnt to call, hanging
+    slow.write_text(TOOLS_FILE.replace("def multiply(", "def fast(").replace("def hang(",
+                                                                               "def multiply("))
+    code, text, out = _grpo(tmp_path, capsys, tool_user,
+                            ["--tools", f"{slow}:multiply", "--reward-fn", f"{slow}:right_answer",
+                             "--tool-timeout", "0.2", "--max-tool-calls", "1"])
+    assert code == 0, text
+    rows = [r for r in read_metrics(out / "metrics.jsonl") if r.get("tools/calls_per_episode")]
+    assert rows and all(r["tools/error_frac"] == 1.0 for r in rows)  # every call timed out
+    assert "tool_errors" in text and "Try:" in text  # the advisory detector, with its hint
+
+
+def test_tool_problems_are_refused_before_any_model_loads(tmp_path, capsys, tool_user):
+    base = ["rlhf", "--model", tool_user["model"], "--dataset", tool_user["data"],
+            "--output-dir", tmp_path / "o", "--reward-fn", f"{tool_user['tools']}:right_answer"]
+    code, _, err = run_cli(base + ["--algo", "grpo", "--tools", f"{tmp_path}/nope.py:f"], capsys)
+    assert code == 2 and "--tools" in err and "nope.py" in err
+    code, _, err = run_cli(base + ["--algo", "grpo", "--tools",
+                                   f"{tool_user['tools']}:missing"], capsys)
+    assert code == 2 and "has no function 'missing'" in err
+    # TRL 1.16's RLOOTrainer has no tool loop: the flag is GRPO's
+    code, _, err = run_cli(base + ["--algo", "rloo", "--tools",
+                                   f"{tool_user['tools']}:multiply"], capsys)
+    assert code == 2 and "--tools is not used by --algo rloo" in err
+    assert not (tmp_path / "o").exists()

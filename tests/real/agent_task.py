@@ -86,14 +86,17 @@ def chat(text: str) -> list[dict[str, str]]:
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": text}]
 
 
-def transcript(p: Problem) -> dict[str, Any]:
-    """One SFT row in the prompt/completion layout: the tool call, its result, the answer."""
+def transcript(p: Problem, tools: str | None = None) -> dict[str, Any]:
+    """One SFT row in the prompt/completion layout: the tool call, its result, the answer.
+    ``tools``: the JSON list of tool schemas the prompt shows (TRL's ``tools`` column), so
+    that SFT renders the prompt GRPO and ``align generate --tools`` render."""
     call = {"type": "function", "function": {"name": "multiply",
                                              "arguments": {"a": p.a, "b": p.b}}}
     return {"prompt": chat(p.text),
             "completion": [{"role": "assistant", "content": "", "tool_calls": [call]},
                            {"role": "tool", "name": "multiply", "content": str(p.answer)},
-                           {"role": "assistant", "content": f"The answer is {p.answer}."}]}
+                           {"role": "assistant", "content": f"The answer is {p.answer}."}],
+            **({"tools": tools} if tools else {})}
 
 
 def prompt_row(p: Problem) -> dict[str, Any]:

@@ -235,7 +235,8 @@ def answer_file(model: str, prompts_path: str, *, compare: str | None, reward_mo
         runs.append(Answers(label, name, answers))
         del loaded
     if reward_model:
-        rm = load(reward_model, kind="rm", **load_options)
+        rm = load(reward_model, kind="rm", **{k: v for k, v in load_options.items()
+                                              if k != "chat_template"})
         click.echo(f"scoring with {rm.description}", err=True)
         for run in runs:
             run.scores = reward_scores(rm, prompts, run.texts, chat=chat_rendered)
@@ -244,3 +245,143 @@ def answer_file(model: str, prompts_path: str, *, compare: str | None, reward_mo
         settings = {k: v for k, v in gen_options.items() if k != "use_template"}
         write_jsonl(Path(output), prompts, runs, settings | {"reward_model": reward_model})
     return prompts, runs
+
+
+def transcript_lines(messages: list[dict[str, Any]]) -> list[str]:
+    """An agent's turns for the terminal: its words, each tool call and each result."""
+    lines = []
+    for m in messages:
+        if m["role"] == "assistant":
+            if m.get("content"):
+                lines.append(f"assistant: {m['content']}")
+            for c in m.get("tool_calls") or []:
+                fn = c["function"]
+                lines.append(f"  -> {fn['name']}({json.dumps(fn['arguments'], ensure_ascii=False)})")
+        elif m["role"] == "tool":
+            lines.append(f"  <- {m.get('name', 'tool')}: {m['content']}")
+    return lines
+
+
+def agent_answer_file(model: str, prompts_path: str, agents: Any, *, output: str | None,
+                      columns: str | None, limit: int | None, load_options: dict[str, Any],
+                      gen_options: dict[str, Any], base: str | None = None) -> list[Any]:
+    """``align generate --tools/--environment``: roll out the multi-turn loop on every row
+    (align/agents/loop.py), print each transcript, write one JSON object per row to
+    ``output``: the prompt, the whole conversation (``messages``, loadable as SFT data) and
+    what happened in it (``stats``). The tools load and the chat template is checked before
+    the model loads."""
+    import torch
+
+    from align.agents.loop import episode_metrics, rollout
+    from align.agents.parsing import require_tool_template
+    from align.agents.sampler import hf_sampler
+    from align.agents.tools import load_toolset
+    from align.infer import load, sampling, stop_ids, to_messages
+
+    p = Path(prompts_path)
+    if not p.exists():
+        raise AlignError(f"--prompts {prompts_path}: no such file or directory")
+    if output and Path(output).exists():
+        raise AlignError(f"--output {output} exists; choose another file (nothing is "
+                         "overwritten)")
+    if p.suffix == ".txt":
+        rows = [{"prompt": line.strip()} for line in p.read_text(encoding="utf-8").splitlines()
+                if line.strip()]
+    else:
+        from align.data import load_valid
+
+        rows = list(load_valid(prompts_path, "prompt", columns, flag="--prompts").rows)
+    rows = rows[:limit] if limit else rows
+    if not rows:
+        raise AlignError(f"--prompts {prompts_path}: no prompts in the file")
+    toolset = load_toolset(agents)
+    toolset.check_rows(rows, prompts_path)
+    fmt: list[str] = []
+    loaded = load(model, base=base, check_tokenizer=lambda tok: fmt.append(
+        require_tool_template(tok, model)), **load_options)
+    click.echo(f"loaded {loaded.description}", err=True)
+    sampler = hf_sampler(loaded.model, loaded.tokenizer, stop_ids=stop_ids(loaded),
+                         options=sampling(gen_options["temperature"], gen_options["top_p"]))
+    torch.manual_seed(gen_options["seed"])
+    size = gen_options["batch_size"]
+    episodes = []
+    for start in range(0, len(rows), size):
+        batch = rows[start:start + size]
+        episodes += rollout(batch, [to_messages(r["prompt"]) for r in batch], sampler,
+                            loaded.tokenizer, toolset,
+                            max_completion_length=gen_options["max_new_tokens"],
+                            stop_ids=stop_ids(loaded), fmt=fmt[0],
+                            labels=[f"{prompts_path} record {start + k + 1}"
+                                    for k in range(len(batch))])
+    for i, (row, ep) in enumerate(zip(rows, episodes)):
+        click.echo(textwrap.shorten(f"[{i + 1}] {prompt_text(to_messages(row['prompt']))}", 160,
+                                    placeholder=" ..."))
+        n = len(to_messages(row["prompt"]))
+        for line in transcript_lines(ep.messages[n:]):
+            click.echo("  " + line)
+        click.echo("")
+    metrics = episode_metrics(episodes)
+    click.echo("  ".join(f"{k} {v:.3g}" for k, v in metrics.items()))
+    if output:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        settings = {k: v for k, v in gen_options.items() if k != "use_template"}
+        with Path(output).open("w", encoding="utf-8") as fh:
+            for row, ep in zip(rows, episodes):
+                rec = ep.record()
+                record = {"prompt": row["prompt"], "messages": rec.pop("messages"),
+                          "tools": toolset.schemas(ep.env_name), "stats": rec,
+                          "model": model, "settings": settings}
+                fh.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+    return episodes
+
+
+def agent_chat(model: str, agents: Any, *, system: str | None, chat_template: str | None,
+               load_options: dict[str, Any], max_new_tokens: int, temperature: float,
+               top_p: float, seed: int, read: Callable[[str], str] = input) -> None:
+    """``align chat --tools``: each line you type is a user turn; the model may call tools
+    (each call and its result is shown) until it answers. ``--max-new-tokens`` bounds the
+    tokens of one answer, calls and results included. /reset starts over, /exit quits."""
+    import torch
+
+    from align.agents.loop import rollout
+    from align.agents.parsing import require_tool_template
+    from align.agents.sampler import hf_sampler
+    from align.agents.tools import load_toolset
+    from align.infer import load, sampling, stop_ids
+
+    toolset = load_toolset(agents)
+    if toolset.environments:
+        raise AlignError("align chat takes --tools; an --environment needs the columns of a "
+                         "data row for reset(): use align generate --environment --prompts FILE")
+    fmt: list[str] = []
+    loaded = load(model, chat_template=chat_template, check_tokenizer=lambda tok: fmt.append(
+        require_tool_template(tok, model)), **load_options)
+    click.echo(f"loaded {loaded.description}; tools: "
+               f"{', '.join(t.name for t in toolset.tools)}. /reset, /exit", err=True)
+    sampler = hf_sampler(loaded.model, loaded.tokenizer, stop_ids=stop_ids(loaded),
+                         options=sampling(temperature, top_p))
+    torch.manual_seed(seed)
+    start = [{"role": "system", "content": system}] if system else []
+    messages = list(start)
+    while True:
+        try:
+            line = read("> ").strip()
+        except (EOFError, KeyboardInterrupt):
+            click.echo("")
+            return
+        if line in ("/exit", "/quit"):
+            return
+        if line == "/reset":
+            messages = list(start)
+            continue
+        if not line:
+            continue
+        messages.append({"role": "user", "content": line})
+        ep, = rollout([{}], [messages], sampler, loaded.tokenizer, toolset,
+                      max_completion_length=max_new_tokens, stop_ids=stop_ids(loaded),
+                      fmt=fmt[0])
+        for out in transcript_lines(ep.messages[len(messages):]):
+            click.echo(out)
+        if ep.truncated:
+            click.echo("[cut off at --max-new-tokens]")
+        messages = ep.messages

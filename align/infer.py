@@ -74,9 +74,12 @@ def base_of(adapter_dir: Path, base: str | None) -> str:
 
 
 def load(path: str, *, kind: str = "lm", base: str | None = None, device: str = "auto",
-         dtype: str = "auto", trust_remote_code: bool = False) -> Loaded:
+         dtype: str = "auto", trust_remote_code: bool = False, chat_template: str | None = None,
+         check_tokenizer: Callable[[Any], None] | None = None) -> Loaded:
     """Load ``path`` for inference: ``kind`` "lm" (a causal LM) or "rm" (a one-output reward
-    model). LoRA adapter directories are loaded on their base."""
+    model). LoRA adapter directories are loaded on their base. The tokenizer loads first:
+    ``chat_template`` (``--chat-template``) replaces its template, and ``check_tokenizer``
+    runs on it before the model loads (the tool-template check of ``--tools``)."""
     from align.console import quiet_libraries
 
     quiet_libraries()
@@ -96,10 +99,15 @@ def load(path: str, *, kind: str = "lm", base: str | None = None, device: str = 
         kwargs["num_labels"] = 1
     adapter = (p / "adapter_config.json").is_file()
     source = base_of(p, base) if adapter else gguf_directory(str(p) if p.exists() else path)
+    from align.templates import apply
+
     try:
-        model = auto.from_pretrained(source, **kwargs)
         tok_dir = str(p) if adapter and _has_tokenizer(p) else source
         tokenizer = AutoTokenizer.from_pretrained(tok_dir, trust_remote_code=trust_remote_code)
+        apply(tokenizer, chat_template)
+        if check_tokenizer is not None:
+            check_tokenizer(tokenizer)
+        model = auto.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as e:
         raise _friendly_load_error(source, e) from e
     if adapter:

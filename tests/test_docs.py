@@ -66,7 +66,7 @@ def test_cli_region_renders_usage_help_and_options():
 
 
 GUIDES = ("getting-started.md", "choosing.md", "memory.md", "troubleshooting.md", "cli.md",
-          "data-formats.md", "ppo-tricks.md", "real-model.md", "architecture.md")
+          "data-formats.md", "ppo-tricks.md", "real-model.md", "architecture.md", "agents.md")
 
 
 def test_user_guides_exist_and_the_readme_links_them():

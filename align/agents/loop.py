@@ -106,6 +106,10 @@ def start_episode(i: int, row: dict[str, Any], prompt: list[dict[str, Any]], too
     if toolset is None or not toolset.environments:
         return ep
     ep.env_name = toolset.env_name_of(row)
+    if ep.env_name not in toolset.environments:
+        raise AlignError(f"{label}: field 'environment': expected one of "
+                         f"{', '.join(str(n) for n in toolset.environments)} (--environment), "
+                         f"found {row.get('environment')!r}")
     spec = toolset.environments[ep.env_name]
     ep.environment = spec.new()
     kwargs = {k: v for k, v in row.items() if k != "environment"} \

@@ -75,15 +75,46 @@ def _load_options(f: Any) -> Any:
     return f
 
 
+def _agent_options(f: Any) -> Any:
+    """--tools, --environment, --max-tool-calls, --tool-timeout (from AgentArgs, the one
+    source of their help and defaults) and --chat-template (ModelArgs')."""
+    import dataclasses
+
+    from align.agents.args import AgentArgs
+    from align.config import ModelArgs
+    from align.options import click_options
+
+    field = next(x for x in dataclasses.fields(ModelArgs) if x.name == "chat_template")
+    options = [*click_options([("agents", AgentArgs)]),
+               click.Option(["--chat-template", "chat_template"], metavar="NAME|FILE",
+                            help=field.metadata["help"])]
+    for option in reversed(options):
+        f.__click_params__ = getattr(f, "__click_params__", [])
+        f.__click_params__.append(option)
+    return f
+
+
+def _agent_args(values: dict[str, Any]) -> Any:
+    """AgentArgs from the flags given (None: not given, the default holds); exit 2 on a bad
+    value, before anything loads."""
+    from align.agents.args import AgentArgs
+
+    try:
+        return AgentArgs(**{k: v for k, v in values.items() if v is not None})
+    except ValueError as e:
+        raise AlignError(str(e)) from None
+
+
 @click.command("chat")
 @click.argument("model_dir")
 @_load_options
 @click.option("--temperature", default=0.7, show_default=True,
               help="Sampling temperature; 0 is greedy decoding.")
 @click.option("--system", metavar="TEXT", help="A system message to start the conversation.")
+@_agent_options
 def chat_cmd(model_dir: str, base: str | None, device: str, dtype: str, trust_remote_code: bool,
              max_new_tokens: int, top_p: float, seed: int, temperature: float,
-             system: str | None) -> None:
+             system: str | None, chat_template: str | None, **agent_flags: Any) -> None:
     """Talk to a model: a trained run's output dir (a LoRA adapter is loaded on its base), a
     model directory, a hub id or a .gguf file. Each line you type is a user turn, rendered
     with the model's chat template; the answer is streamed as it is generated.
@@ -92,8 +123,18 @@ def chat_cmd(model_dir: str, base: str | None, device: str, dtype: str, trust_re
     from align.infer import load, sampling
 
     sampling(temperature, top_p)  # bad values fail before the model loads
+    agents = _agent_args(agent_flags)
+    if agents.enabled:
+        from align.chat import agent_chat
+
+        agent_chat(model_dir, agents, system=system, chat_template=chat_template,
+                   load_options={"device": device, "dtype": dtype,
+                                 "trust_remote_code": trust_remote_code, "base": base},
+                   max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                   seed=seed)
+        return
     loaded = load(model_dir, base=base, device=device, dtype=dtype,
-                  trust_remote_code=trust_remote_code)
+                  trust_remote_code=trust_remote_code, chat_template=chat_template)
     chat(loaded, system=system, max_new_tokens=max_new_tokens, temperature=temperature,
          top_p=top_p, seed=seed)
 
@@ -118,13 +159,17 @@ def chat_cmd(model_dir: str, base: str | None, device: str, dtype: str, trust_re
 @click.option("--batch-size", default=8, show_default=True, help="Prompts per generate call.")
 @click.option("--raw", is_flag=True, help="Give text prompts to the model as they are instead "
               "of as a user turn of its chat template (as TRL trains on text prompts).")
+@_agent_options
 def generate_cmd(model: str, prompts: str, base: str | None, device: str, dtype: str,
                  trust_remote_code: bool, max_new_tokens: int, top_p: float, seed: int,
                  temperature: float, compare: str | None, reward_model: str | None,
                  output: str | None, columns: str | None, limit: int | None, batch_size: int,
-                 raw: bool) -> None:
+                 raw: bool, chat_template: str | None, **agent_flags: Any) -> None:
     """Answer every prompt of a file with a model (and with --compare, a second model), score
-    the answers with --reward-model, print a readable table and write --output JSONL."""
+    the answers with --reward-model, print a readable table and write --output JSONL. With
+    --tools/--environment the model runs as an agent: each row's conversation goes on until
+    it answers without a tool call (--max-new-tokens then bounds every token after the
+    prompt), and --output gets each transcript."""
     from align.chat import answer_file, table
     from align.infer import sampling
 
@@ -133,7 +178,20 @@ def generate_cmd(model: str, prompts: str, base: str | None, device: str, dtype:
         raise AlignError("--batch-size, --max-new-tokens and --limit must be positive")
     gen = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p,
            "seed": seed, "batch_size": batch_size, "use_template": not raw}
-    load_options = {"device": device, "dtype": dtype, "trust_remote_code": trust_remote_code}
+    load_options = {"device": device, "dtype": dtype, "trust_remote_code": trust_remote_code,
+                    "chat_template": chat_template}
+    agents = _agent_args(agent_flags)
+    if agents.enabled:
+        if compare or reward_model or raw:
+            raise AlignError("--tools/--environment run the model as an agent; --compare, "
+                             "--reward-model and --raw apply to single answers only")
+        from align.chat import agent_answer_file
+
+        agent_answer_file(model, prompts, agents, output=output, columns=columns, limit=limit,
+                          load_options=load_options, gen_options=gen, base=base)
+        if output:
+            click.echo(f"\nwrote {output}")
+        return
     rows, runs = answer_file(model, prompts, compare=compare, reward_model=reward_model,
                              output=output, columns=columns, limit=limit,
                              load_options=load_options, gen_options=gen, base=base)

@@ -12,7 +12,18 @@ from tests.algos.conftest import FAST, assert_loss_falls, make_config
 from tests.conftest import run_cli, write_jsonl
 
 
+MULTIPLY = {"type": "function", "function": {
+    "name": "multiply", "description": "Multiplies two integers.",
+    "parameters": {"type": "object", "properties": {
+        "a": {"type": "integer", "description": "The first integer."},
+        "b": {"type": "integer", "description": "The second integer."}},
+        "required": ["a", "b"]}, "return": {"type": "integer", "description":
+                                            "The product of the two integers."}}}
+
+
 def transcript(i: int, layout: str = "openai") -> dict:
+    """A row of SFT data: a multiplication answered through the multiply tool, with the
+    row's ``tools`` (the schemas the chat template lists, as TRL's SFTTrainer reads them)."""
     a, b = 2 + i % 7, 3 + i % 5
     args = {"a": a, "b": b}
     if layout == "openai":  # OpenAI: wrapper, id, arguments as JSON text, content null
@@ -26,7 +37,7 @@ def transcript(i: int, layout: str = "openai") -> dict:
         {"role": "user", "content": f"What is {a} times {b}?"},
         {"role": "assistant", "content": content, "tool_calls": [call]},
         {"role": "tool", "name": "multiply", "content": str(a * b)},
-        {"role": "assistant", "content": f"{a * b}."}]}
+        {"role": "assistant", "content": f"{a * b}."}], "tools": [MULTIPLY]}
 
 
 def test_loss_mask_covers_assistant_turns_and_calls_not_tool_results(tmp_path, tiny_lm):

@@ -77,7 +77,7 @@ class Options:
     model: str | None = None  # a real model to use as the SFT policy (skips stages 1-2)
     scale: float = 1.0  # multiplies data sizes and step counts (CI uses a smaller one)
     overoptimization: bool = False
-    agent: bool = False  # the agent stage (align/quickstart/agent.py); the CLI turns it on
+    agent: bool = False  # the agent stage (align/quickstart/agent.py): --agent
     verbose: bool = False
     threads: int | None = None  # torch CPU threads; None: TINY_MODEL_THREADS or torch's own
     timings: dict[str, float] = field(default_factory=dict)

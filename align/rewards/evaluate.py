@@ -142,13 +142,13 @@ def mean_reward_with_tools(model: Any, tokenizer: Any, rows: list[dict[str, Any]
 
     from align.agents.loop import episode_metrics, rollout
     from align.agents.sampler import hf_sampler
-    from align.infer import sampling
 
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     sampler = hf_sampler(model, tokenizer, stop_ids=[tokenizer.eos_token_id],
-                         options=sampling(temperature, 1.0))
+                         options={"do_sample": True, "temperature": temperature, "top_p": 1.0,
+                                  "top_k": 0})  # as mean_reward samples
     totals: list[float] = []
     by_source: dict[str, list[float]] = {s.name: [] for s in sources}
     episodes: list[Any] = []

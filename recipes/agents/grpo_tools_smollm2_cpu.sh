@@ -3,8 +3,8 @@
 #
 # Hardware: CPU (2 cores), SmolLM2-135M-Instruct; any GPU runs it faster.
 # Tested:   2026-12-07 on this project's 2-core CPU machine (docs/agents.md has the numbers).
-# Memory:   ~5 GB RAM (2 prompts x 4 rollouts per step, 64 tokens each).
-# Time:     ~50 s per step on 2 busy CPU cores: 16 steps ~15 min.
+# Memory:   ~5 GB RAM (2 prompts x 4 rollouts per step, 128 tokens each).
+# Time:     ~50 s per step on 2 busy CPU cores: 12 steps ~12 min.
 # Launch:   python scripts/agent_task_data.py runs/agent-data    # the task's data
 #           align sft --model "$MODEL" --dataset runs/agent-data/sft.jsonl \
 #             --chat-template chatml-tools --max-steps 24 --per-device-train-batch-size 8 \
@@ -12,7 +12,7 @@
 #           bash recipes/agents/grpo_tools_smollm2_cpu.sh [more align flags]
 # Score:    align generate --model runs/grpo-tools --prompts runs/agent-data/test.jsonl \
 #             --tools recipes/agents/arithmetic.py:multiply --temperature 0 \
-#             --max-new-tokens 64 --output test.jsonl
+#             --max-new-tokens 128 --output test.jsonl
 #           python scripts/agent_task_data.py runs/agent-data --score test.jsonl
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -32,12 +32,12 @@ args=(
   --reward-fn "$HERE/arithmetic.py:exact_answer"
   # one call and the answer: two tool-calling turns are plenty
   --max-tool-calls 2
-  # 16 steps of 2 prompts x 4 rollouts (accumulated over 2 micro-batches of 4, for memory)
-  --max-steps 16
+  # 12 steps of 2 prompts x 4 rollouts (accumulated over 2 micro-batches of 4, for memory)
+  --max-steps 12
   --num-generations 4
   --per-device-train-batch-size 4
   --gradient-accumulation-steps 2
-  --max-completion-length 64
+  --max-completion-length 128
   # a full fine-tune of a 135M model in few steps: a higher rate than TRL's 1e-6, no KL
   --learning-rate 1e-5
   --beta 0

@@ -143,7 +143,7 @@ def _register_builtins() -> None:
                  reward_model="no", extra_groups=("health",), summary="Simple Preference Optimization (length-normalised, margin)",
                  paper="https://arxiv.org/abs/2405.14734"),
         AlgoSpec("grpo", "prompt", grpo.GRPOArgs, grpo.run, needs_ref=True,
-                 reward_model="optional", online=True, extra_groups=("health",),
+                 reward_model="optional", online=True, extra_groups=("health", "agents"),
                  check=online.check, default_lrs={"learning_rate": 1e-6},
                  lr_source="TRL's GRPO/RLOO default (1e-6); x10 for LoRA",
                  summary="Group Relative Policy Optimization with reward functions or a model",

@@ -324,3 +324,51 @@ def test_advisory_events_are_listed_but_are_no_collapse():
         monitor.check(step, {"rollout/eos_frac": 0.0})
     summary = monitor.summary()
     assert summary["collapsed"] is False and "no_eos" in summary["health_events"][0]
+
+
+# --- agents: tool use collapsing, error storms (runs with tools) -----------------------------
+
+def _agent(step, calls=1.0, errors=0.0):
+    return {**_healthy(step), "tools/calls_per_episode": calls, "tools/error_frac": errors}
+
+
+def test_tool_collapse_fires_after_patience_when_calls_fall_to_zero():
+    # baseline: the mean of the first 3 steps' calls, (1.0 + 1.2 + 0.8) / 3 = 1.0; the limit
+    # is 0.1 x 1.0 = 0.1 calls per episode, reached by 0.05 for 3 steps in a row
+    rows = [_agent(0, 1.0), _agent(1, 1.2), _agent(2, 0.8)] + [_agent(3, 0.05)] * 3
+    m = HealthMonitor(HealthArgs())
+    assert _run(m, rows) == ["tool_collapse"]
+    assert "0.05 tool calls per episode (at start: 1.00; limit 0.10)" in m.events[0].message
+    assert "Try:" in m.events[0].message and m.decide(m.events) == "warn"
+
+
+def test_tool_collapse_quiet_when_calls_recover_or_never_started():
+    dip = [_agent(0)] * 3 + [_agent(3, 0.0), _agent(4, 0.0), _agent(5, 0.5), _agent(6, 0.0)]
+    assert _run(HealthMonitor(HealthArgs()), dip) == []
+    # a model that never called its tools (0.1 < --tool-collapse-min-calls 0.2) cannot stop
+    never = [_agent(s, 0.1) for s in range(3)] + [_agent(3, 0.0)] * 5
+    assert _run(HealthMonitor(HealthArgs()), never) == []
+
+
+def test_tool_errors_storm_is_advisory():
+    rows = [_agent(0)] * 2 + [_agent(2, 1.0, 0.75)] * 3
+    m = HealthMonitor(HealthArgs(on_collapse="stop"))
+    assert _run(m, rows) == ["tool_errors"]
+    assert "75% of 1.00 tool calls per episode failed" in m.events[0].message
+    # a broken tool is not cured by going back: stop/rollback ignore it, the summary too
+    assert m.decide(m.events) == "continue" and m.summary()["collapsed"] is False
+
+
+def test_tool_errors_quiet_below_the_threshold_and_without_calls():
+    assert _run(HealthMonitor(HealthArgs()), [_agent(0, 1.0, 0.4)] * 5) == []
+    # no calls, no storm (and no collapse: the run never called its tools)
+    assert _run(HealthMonitor(HealthArgs()), [_agent(0, 0.0, 1.0)] * 5) == []
+
+
+def test_tool_baseline_survives_resume():
+    m = HealthMonitor(HealthArgs())
+    _run(m, [_agent(0, 2.0)] * 3)
+    again = HealthMonitor(HealthArgs())
+    again.load_state_dict(m.state_dict())
+    assert again.baseline.tool_calls == 2.0
+    assert _run(again, [_agent(3, 0.0)] * 3) == ["tool_collapse"]

@@ -4,9 +4,11 @@ TRL's GRPOTrainer and RLOOTrainer take the same reward functions, generation set
 clipping, so one base dataclass holds those flags (each algorithm's dataclass adds its own and
 may change a default) and :func:`run_online` drives either trainer:
 
-1. check the plan: reward sources and weights, dataset columns, vLLM, batch shape (also run
-   before any model loads, in dry runs too, as the registry's ``check`` hook)
-2. load the tokenizer, the policy and the reward sources (user code is imported here)
+1. check the plan: reward sources and weights, dataset columns, tools and environments,
+   vLLM, batch shape (also run before any model loads, in dry runs too, as the registry's
+   ``check`` hook)
+2. load the tools and environments (``--tools``, ``--environment``), the tokenizer, the
+   policy and the reward sources (user code is imported here)
 3. build the TRL config and trainer, with metrics and health callbacks
 4. mean reward on held-out prompts before training (with eval data)
 5. train (rollback / stop on collapse), save
@@ -94,6 +96,11 @@ def vllm_issue() -> str | None:
     return None
 
 
+def agents_on(cfg: Any) -> bool:
+    """True when the run gives the model tools or environments."""
+    return cfg.agents is not None and cfg.agents.enabled
+
+
 def reward_plan(cfg: Any, data: Any) -> tuple[Any, list[str]]:
     """Step 1 of the module docstring: the reward sources and their weights, checked against
     the flags and the dataset's columns; returns (plan, notes). Loads nothing, imports no user
@@ -104,7 +111,10 @@ def reward_plan(cfg: Any, data: Any) -> tuple[Any, list[str]]:
         raise AlignError(f"--ref-model is not used by --algo {cfg.algo_name}: TRL's trainer "
                          "builds the reference from --model (with LoRA: the base with adapters "
                          "disabled)")
-    plan, notes = rs.checked_plan(cfg.algo, cfg.model.reward_model, data.rows)
+    # An environment's get_reward() is one more source (TRL adds it, weight 1); whether the
+    # class has one is known once it is imported (prepare), so here it may be the only one.
+    env = agents_on(cfg) and bool(cfg.agents.environment)
+    plan, notes = rs.checked_plan(cfg.algo, cfg.model.reward_model, data.rows, environment=env)
     return plan, [f"note: {n}" for n in notes]
 
 
@@ -113,7 +123,9 @@ def check(cfg: Any, data: Any, report: Any) -> None:
     vLLM, and the batch arithmetic, for dry runs and real runs alike."""
     a, t = cfg.algo, cfg.train
     plan, notes = reward_plan(cfg, data)
-    report.plan(f"rewards: {plan.describe()}")
+    report.plan(f"rewards: {plan.describe() or 'the environment (get_reward)'}")
+    if agents_on(cfg):
+        check_agents(cfg, report)
     for note in notes:
         report.note(note)
     if a.use_vllm:
@@ -129,6 +141,23 @@ def check(cfg: Any, data: Any, report: Any) -> None:
                 f"({generated // a.num_generations} prompt(s) x {a.num_generations}), up to "
                 f"{a.max_completion_length} tokens each, with {engine}; {per_step} completions "
                 f"per optimizer step; learning rate {lr:g}")
+
+
+def check_agents(cfg: Any, report: Any) -> None:
+    """Tools and environments, before any model loads and without importing them: the files
+    must exist (they are imported in :func:`prepare`). Only GRPO takes them: TRL 1.16's
+    RLOOTrainer has no tool loop (the registry gives RLOO no agent flags)."""
+    from align.agents.args import parse_environment_spec, parse_tools_spec
+    from align.agents.tools import check_files
+
+    ag = cfg.agents
+    check_files(ag)
+    tools = [name for _, name in parse_tools_spec(ag.tools)]
+    envs = [f"{k}={c}" if k else c for k, (_, c) in parse_environment_spec(ag.environment).items()]
+    shown = ", ".join(tools + [f"environment {e}" for e in envs])
+    report.plan(f"tools: {shown}; up to {ag.max_tool_calls} tool-calling turns per rollout "
+                f"(--max-tool-calls), {ag.tool_timeout:g} s per call (--tool-timeout); "
+                "TRL's GRPOTrainer runs the turns, tool results are left out of the loss")
 
 
 def generation_batch(cfg: Any) -> int | None:
@@ -160,6 +189,8 @@ def trl_fields(cfg: Any, weights: list[float]) -> dict[str, Any]:
     if a.use_vllm:
         fields.update(use_vllm=True, vllm_mode="colocate",
                       vllm_gpu_memory_utilization=a.vllm_gpu_memory_utilization)
+    if agents_on(cfg):  # TRL counts tool-calling turns; a turn may hold several calls
+        fields["max_tool_calling_iterations"] = cfg.agents.max_tool_calls
     return fields
 
 
@@ -205,6 +236,7 @@ class Session:
     trainer: Any
     tokenizer: Any
     plan: Any  # align.rewards.sources.RewardPlan
+    toolset: Any  # align.agents.tools.Toolset, or None without tools
     watch: Any  # align.algos.watched.Watch: metrics, complete checkpoints, health
     resume_from: str | None
     eval_rows: list[dict[str, Any]] | None
@@ -212,13 +244,18 @@ class Session:
 
 def _evaluate(s: Session, cfg: Any, when: str) -> dict[str, float]:
     """Mean reward on held-out prompts, keys suffixed ``_before`` / ``_after``."""
-    from align.rewards.evaluate import mean_reward
+    from align.rewards.evaluate import mean_reward, mean_reward_with_tools
 
     a = cfg.algo
-    result = mean_reward(s.trainer.model, s.tokenizer, s.eval_rows, s.plan.sources, s.plan.weights,
-                         k=a.num_generations_eval or a.num_generations,
-                         max_new_tokens=a.max_completion_length, temperature=a.temperature,
-                         seed=cfg.train.seed)
+    common = dict(k=a.num_generations_eval or a.num_generations,
+                  max_new_tokens=a.max_completion_length, temperature=a.temperature,
+                  seed=cfg.train.seed)
+    if s.toolset is not None:  # multi-turn episodes, in align's loop
+        result = mean_reward_with_tools(s.trainer.model, s.tokenizer, s.eval_rows,
+                                        s.plan.sources, s.plan.weights, s.toolset, **common)
+    else:
+        result = mean_reward(s.trainer.model, s.tokenizer, s.eval_rows, s.plan.sources,
+                             s.plan.weights, **common)
     click.echo(f"held-out mean reward {when} training: {result['eval_reward']:.4f}")
     return {f"{k}_{when}": v for k, v in result.items()}
 
@@ -236,8 +273,11 @@ def prepare(cfg: Any, data: Any, eval_data: Any, config_cls: type, trainer_cls: 
     # check() (which calls reward_plan too) and printed its notes and machine issues.
     plan, _ = reward_plan(cfg, data)
     rows = data.rows if isinstance(data.rows, Rows) else uniform_columns(data.rows)
-    # 2. tokenizer, reward sources, policy
+    # 2. tools and environments (their files run now), tokenizer, reward sources, policy
+    agent = load_agents(cfg, plan, data)
     tokenizer = load_tokenizer(cfg.model.model, cfg.model)
+    if agent:
+        hermes_parser(tokenizer, cfg.model.model)
     long = count_long_prompts(tokenizer, rows, cfg.data.max_prompt_length)
     if long:
         click.echo(f"note: {long} prompts are longer than --max-prompt-length "
@@ -245,7 +285,7 @@ def prepare(cfg: Any, data: Any, eval_data: Any, config_cls: type, trainer_cls: 
                    "whole (filter them out to save memory)")
     columns = sorted({k for r in rows for k in r} - {"prompt"})
     rs.load_rewards(plan, a, columns, cfg.model, cfg.lora, cfg.train)
-    click.echo(f"rewards: {plan.describe()}")
+    click.echo(f"rewards: {plan.describe() or 'the environment (get_reward)'}")
     fields = {**trl_fields(cfg, plan.weights + [0.0]), **algo_fields}  # + the health probe
     try:  # held-out prompts are scored by _evaluate, before and after, not by TRL's eval loop
         args = common.trl_config(cfg, config_cls, has_eval=False, **fields)
@@ -256,19 +296,64 @@ def prepare(cfg: Any, data: Any, eval_data: Any, config_cls: type, trainer_cls: 
     resume_from, resume_step = watched.resume_checkpoint(cfg)
     w = watched.watch(cfg, resume_from, resume_step, canonical=online_health.canonical)
     guard = rs.AbstainGuard(plan)  # a model always scores; other sources may all abstain
-    batch_done = None if any(s.kind == "model" for s in plan.sources) else guard.batch_done
+    env_scores = bool(agent) and any(e.has_reward for e in agent["toolset"].environments.values())
+    batch_done = None if env_scores or any(s.kind == "model" for s in plan.sources) \
+        else guard.batch_done
+    probe = online_health.RepeatProbe(batch_done, call_marker=CALL_MARKER if agent else None)
     trainer = trainer_cls(
         model=model, args=args,
         reward_funcs=[guard.wrap(s.func) if s.kind != "model" else s.func
-                      for s in plan.sources] + [online_health.RepeatProbe(batch_done)],
+                      for s in plan.sources] + [probe],
         reward_processing_classes=[s.tokenizer for s in plan.sources] + [None],
         train_dataset=common.to_dataset(dataclasses.replace(data, rows=rows)),
         processing_class=tokenizer, peft_config=lora_config(cfg.lora),
-        callbacks=w.callbacks())
+        callbacks=w.callbacks(), **(agent["trl"] if agent else {}))
     for source, prepared in zip(plan.sources, trainer.reward_funcs):
         source.func = prepared  # reward models as the trainer placed them (device)
     eval_rows = uniform_columns(eval_data.rows) if eval_data is not None else None
-    return Session(trainer, tokenizer, plan, w, resume_from, eval_rows)
+    return Session(trainer, tokenizer, plan, agent["toolset"] if agent else None, w,
+                   resume_from, eval_rows)
+
+
+# The text that opens a Hermes-style tool call (chatml-tools, Qwen2.5): a completion whose
+# last turn still holds it wrote a call the template's parser could not read.
+CALL_MARKER = "<tool_call>"
+
+
+def load_agents(cfg: Any, plan: Any, data: Any) -> dict[str, Any] | None:
+    """Import and check the tools and environments (before any model loads) and wrap them
+    for TRL (:mod:`align.algos.tools`); None without any. AlignError when nothing scores the
+    rollouts (no reward flag and no environment with get_reward)."""
+    if not agents_on(cfg):
+        return None
+    from align.agents.tools import load_toolset
+    from align.algos.tools import trl_tools
+
+    toolset = load_toolset(cfg.agents)
+    toolset.check_rows(data.rows, str(data.file))
+    if not plan.sources and not any(e.has_reward for e in toolset.environments.values()):
+        raise AlignError(f"no reward: the environment {cfg.agents.environment} has no "
+                         "get_reward(); give --reward-model DIR, --reward-funcs or --reward-fn "
+                         "file.py:function, or add get_reward to the environment")
+    return {"toolset": toolset, "trl": trl_tools(toolset)}
+
+
+def hermes_parser(tokenizer: Any, model_label: str) -> None:
+    """Tools need a template that writes Hermes calls (chatml-tools, Qwen2.5's; AlignError
+    naming --chat-template otherwise, before the model loads), and TRL needs to read them back:
+    a template TRL does not know by its text (align's chatml-tools) gets TRL's parser for the
+    same call format (its Qwen3 response template reads ``<tool_call>{json}</tool_call>``)."""
+    from trl.chat_template_utils import add_response_schema, qwen3_template
+
+    from align.agents.parsing import require_tool_template
+
+    require_tool_template(tokenizer, model_label)
+    if getattr(tokenizer, "response_template", None) is not None:
+        return
+    try:
+        add_response_schema(tokenizer)
+    except ValueError:  # not one of TRL's known templates
+        tokenizer.response_template = qwen3_template
 
 
 def run_online(cfg: Any, data: Any, eval_data: Any, config_cls: type, trainer_cls: type,

@@ -186,6 +186,10 @@ def algos_cmd(name: str | None) -> None:
               help="Use this model as the SFT policy instead of training a tiny one.")
 @click.option("--overoptimization", is_flag=True,
               help="Also run PPO without KL for longer: the RM score rises, the gold falls.")
+@click.option("--agent", is_flag=True,
+              help="Add the agent stage: a tiny model learns to call a multiply tool (SFT on "
+                   "tool transcripts, then GRPO with the tool), scored on exact answers to "
+                   "held-out problems (not with --model).")
 @click.option("--scale", default=1.0, show_default=True, hidden=True,
               help="Multiply data sizes and step counts (tests use less).")
 @click.option("--threads", type=click.IntRange(min=1), metavar="N",
@@ -195,8 +199,8 @@ def algos_cmd(name: str | None) -> None:
                    "algorithms side by side, one per thread. With --model: torch's threads.")
 @click.option("--verbose", is_flag=True, help="Show every stage's output, not only its log.")
 def quickstart_cmd(out: str, algos: str | None, seed: int, device: str, model: str | None,
-                   overoptimization: bool, scale: float, threads: int | None,
-                   verbose: bool) -> None:
+                   overoptimization: bool, agent: bool, scale: float,
+                   threads: int | None, verbose: bool) -> None:
     """The whole pipeline on an embedded task, no download: a tiny model is trained from
     scratch into an SFT policy, a reward model learns noisy preferences, every algorithm
     aligns the SFT policy, and a hidden gold reward judges them on held-out prompts."""
@@ -230,4 +234,4 @@ def quickstart_cmd(out: str, algos: str | None, seed: int, device: str, model: s
     quiet_libraries()
     run(Options(out=Path(out), algos=chosen, seed=seed, device=device, model=model,
                 scale=scale, overoptimization=overoptimization, verbose=verbose,
-                threads=threads))
+                threads=threads, agent=agent and not model))

@@ -61,6 +61,20 @@ class HealthArgs:
         source="SmolLM2-135M PPO dev run that failed (gold 0.01 -> 0.00): all three held from "
                "their first alarm to the end; issue 26's run that worked had one lone "
                "kl_drift alarm (docs/ppo.md)", bounds="[0, inf)")
+    tool_collapse_ratio: float = arg(
+        0.1, "Tool collapse (runs with tools): tool calls per episode at or below this "
+        "fraction of their starting value.",
+        source="align default: a policy that keeps a tenth of its calls has given the tool up",
+        bounds="[0, 1)")
+    tool_collapse_min_calls: float = arg(
+        0.2, "Tool collapse: watched only when the run started with at least this many tool "
+        "calls per episode (a model that never called its tools cannot stop).",
+        bounds="[0, inf)")
+    tool_error_frac: float = arg(
+        0.5, "Tool error storm (advisory): share of a step's tool calls that failed (malformed, "
+        "unknown tool, bad arguments, raised, timed out).",
+        source="align default: most calls failing is a broken tool or a broken policy",
+        bounds="(0, 1]")
     rollback_lr_factor: float = arg(0.5, "On rollback, multiply the learning rate by this.",
                                     bounds="(0, 1)")
     max_rollbacks: int = arg(3, "Stop after this many rollbacks in one run.", bounds="[0, inf)")

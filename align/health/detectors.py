@@ -9,7 +9,8 @@ Canonical metric names read here:
 the token limit without EOS), ``rollout/repeat_frac`` (share of repeated n-grams),
 ``objective/kl`` (KL to the reference in nats per response), ``logps/chosen`` and
 ``rewards/margins`` (offline, as TRL names them), ``grad/skipped_updates`` (PPO's non-finite
-updates skipped in the step); and, for the NaN detector, any loss, objective, gradient norm,
+updates skipped in the step), ``tools/calls_per_episode`` (tool calls per episode) and
+``tools/error_frac`` (share of tool calls that failed) of runs with tools; and, for the NaN detector, any loss, objective, gradient norm,
 log-prob, logit or reward value.
 """
 
@@ -44,13 +45,15 @@ class Baseline:
     truncated_frac: float | None = None
     chosen_logps: float | None = None
     margin: float | None = None
+    tool_calls: float | None = None
     samples: dict[str, list[float]] = field(default_factory=dict)
 
 
 # Baseline field -> the canonical metric it averages.
 BASELINE_KEYS = {"response_len": "rollout/response_len",
                  "truncated_frac": "rollout/truncated_frac",
-                 "chosen_logps": "logps/chosen", "margin": "rewards/margins"}
+                 "chosen_logps": "logps/chosen", "margin": "rewards/margins",
+                 "tool_calls": "tools/calls_per_episode"}
 
 
 def is_finite(value: Any) -> bool:
@@ -127,9 +130,34 @@ def likelihood_displacement(metrics: dict[str, Any], b: Baseline, a: Any) -> Fin
                         "answers are being pushed down")
 
 
+def tool_collapse(metrics: dict[str, Any], b: Baseline, a: Any) -> Finding | None:
+    """Agents: the policy stopped calling its tools. Tool calls per episode fell below
+    ``--tool-collapse-ratio`` times their starting value, from a start where the model did
+    call them (at least ``--tool-collapse-min-calls`` per episode)."""
+    calls = metrics.get("tools/calls_per_episode")
+    if calls is None or b.tool_calls is None or b.tool_calls < a.tool_collapse_min_calls:
+        return None
+    limit = a.tool_collapse_ratio * b.tool_calls
+    return Finding(float(calls) <= limit,
+                   f"{float(calls):.2f} tool calls per episode (at start: {b.tool_calls:.2f}; "
+                   f"limit {limit:.2f}): the policy stopped using its tools")
+
+
+def tool_errors(metrics: dict[str, Any], b: Baseline, a: Any) -> Finding | None:
+    """Agents: an error storm. At least ``--tool-error-frac`` of the step's tool calls failed
+    (malformed call, unknown tool, bad arguments, a tool that raised or timed out)."""
+    frac, calls = metrics.get("tools/error_frac"), metrics.get("tools/calls_per_episode")
+    if frac is None or not calls:
+        return None
+    return Finding(float(frac) >= a.tool_error_frac,
+                   f"{float(frac):.0%} of {float(calls):.2f} tool calls per episode failed "
+                   f"(limit --tool-error-frac {a.tool_error_frac:g})")
+
+
 # name -> detector; each fires after --health-patience unhealthy logged steps in a row
 STREAK_DETECTORS = {"repeater": repeater, "mute": mute, "kl_blowup": kl_blowup,
-                    "likelihood_displacement": likelihood_displacement}
+                    "likelihood_displacement": likelihood_displacement,
+                    "tool_collapse": tool_collapse, "tool_errors": tool_errors}
 
 
 def repeated_ngram_frac(tokens: Sequence[int], n: int = 4) -> float:
@@ -163,7 +191,9 @@ def rollout_stats(responses: Sequence[Sequence[int]], ended: Sequence[bool],
 
 # Detectors that advise rather than report a collapse: --on-collapse stop/rollback ignores
 # them (rolling back would not change what they see).
-ADVISORY = frozenset({"kl_drift", "critic_stuck", "no_eos"})
+# An error storm is advisory: when the tool itself is broken (a service down, a bug), going
+# back to an earlier policy would meet the same errors.
+ADVISORY = frozenset({"kl_drift", "critic_stuck", "no_eos", "tool_errors"})
 
 
 def kl_drift(kls: Sequence[float], rewards: Sequence[float], window: int, kl_rise: float

@@ -68,6 +68,17 @@ _HINTS: dict[str, dict[str, str]] = {
         "*": "raise --max-completion-length, pass --mask-truncated-completions, or start from "
              "an SFT model that stops",
     },
+    "tool_collapse": {
+        "*": "check that the reward needs the tool (a reward that an answer without the tool "
+             "also earns lets the policy drop it), raise --beta, lower --learning-rate, or start "
+             "from an SFT model trained on tool transcripts (--chat-template chatml-tools)",
+    },
+    "tool_errors": {
+        "*": "read the tool turns in the transcripts (align generate --tools ... --output "
+             "FILE.jsonl): a tool that raises or hangs needs fixing (or a larger "
+             "--tool-timeout); malformed calls or bad arguments from the model call for SFT on "
+             "tool transcripts first, a lower --learning-rate or a higher --beta",
+    },
 }
 
 
@@ -87,6 +98,10 @@ MEANING = {
                  "like those of the model it started from, which is where a reward model is "
                  "most easily fooled",
     "nan": "a loss became NaN or infinite: training broke numerically",
+    "tool_collapse": "the policy stopped calling its tools: it found answers without them that "
+                     "score as well, or a tool failed so often that avoiding it paid",
+    "tool_errors": "most tool calls failed: the tool is broken or too slow, or the policy "
+                   "writes calls the tool cannot take",
     "likelihood_displacement": "the chosen answers became less likely, not more: the loss "
                                "widened the margin by pushing both answers of a pair down, which "
                                "moves probability to answers that are in neither (Razin et al. "

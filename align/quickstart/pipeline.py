@@ -90,6 +90,7 @@ class Options:
     model: str | None = None  # a real model to use as the SFT policy (skips stages 1-2)
     scale: float = 1.0  # multiplies data sizes and step counts (CI uses a smaller one)
     overoptimization: bool = False
+    agent: bool = False  # the agent stage (align/quickstart/agent.py): --agent
     verbose: bool = False
     threads: int | None = None  # torch CPU threads; None: chosen from the load
     timings: dict[str, float] = field(default_factory=dict)
@@ -508,6 +509,11 @@ def _run(opts: Options, chosen: Any, workers: int, pool: Any, start: float) -> d
     for a, (_, _, seconds) in done.items():  # in --algos order, whichever process ran it
         opts.timings.pop(a, None)
         opts.timings[a] = seconds
+    agent_summary = None
+    if opts.agent:  # its own tiny model and task: a tool the model must learn to call
+        from align.quickstart import agent
+
+        agent_summary, curves["agent"] = agent.run(opts, train, stage, _scaled)
     over = overoptimization(opts, sft_dir, files["prompts"], sft, rm, tokenizer, held_out,
                             sft_eval) if opts.overoptimization else None
     summary = {
@@ -517,7 +523,8 @@ def _run(opts: Options, chosen: Any, workers: int, pool: Any, start: float) -> d
         "sft": {k: v for k, v in sft_eval.items()},
         "reward_model": {"accuracy": rm_acc, "pairs": len(pairs),
                          "rater_agreement_with_gold": agreement},
-        "algos": algos, "stage_seconds": {k: round(v, 1) for k, v in opts.timings.items()},
+        "algos": algos, **({"agent": agent_summary} if agent_summary else {}),
+        "stage_seconds": {k: round(v, 1) for k, v in opts.timings.items()},
     }
     report.write(opts.out, summary, curves, over)
     return summary

@@ -74,9 +74,11 @@ def plot(path: Path, curves: dict[str, list[dict[str, float]]],
     except ImportError:
         click.echo("matplotlib is not installed: no curves.png (pip install matplotlib)")
         return False
+    agent = curves.get("agent")
+    curves = {k: v for k, v in curves.items() if k != "agent"}
     panels = [("gold_reward", "gold reward (held-out)"), ("kl", "KL to SFT (nats/response)"),
               ("mean_length", "response length (tokens)")]
-    ncols = len(panels) + (1 if over else 0)
+    ncols = len(panels) + (1 if over else 0) + (1 if agent else 0)
     fig, axes = plt.subplots(1, ncols, figsize=(4.2 * ncols, 3.6))
     for ax, (key, title) in zip(axes, panels):
         for algo, points in curves.items():
@@ -86,6 +88,16 @@ def plot(path: Path, curves: dict[str, list[dict[str, float]]],
         ax.set_xlabel("fraction of training")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
+    if agent:
+        ax = axes[len(panels)]
+        ax.plot([p["progress"] for p in agent], [p["gold"] for p in agent], marker="o",
+                markersize=3, color="tab:purple", label="grpo + tool")
+        ax.axhline(agent[0]["gold"], color="tab:gray", linestyle="--", label="sft + tool")
+        ax.set_title("agent task: exact answers (held-out)")
+        ax.set_xlabel("fraction of training")
+        ax.set_ylim(-0.02, 1.02)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
     if over:
         ax = axes[-1]
         steps = [p["progress"] for p in over]
@@ -122,11 +134,17 @@ def overoptimization_note(summary: dict[str, Any]) -> str:
 
 def write(out: Path, summary: dict[str, Any], curves: dict[str, list[dict[str, float]]],
           over: dict[str, Any] | None = None) -> None:
-    summary["curves"] = curves
+    summary["curves"] = {k: v for k, v in curves.items() if k != "agent"}
+    if "agent" in curves and summary.get("agent"):
+        summary["agent"]["curve"] = curves["agent"]
     if over:
         summary["overoptimization"] = over
     (out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     click.echo("\n" + leaderboard(summary))
+    if summary.get("agent"):
+        from align.quickstart.agent import table
+
+        click.echo("\n" + table(summary["agent"]))
     for line in alarms(summary):
         click.echo("\n" + textwrap.fill(line, 100, subsequent_indent="  "))
     if over:

@@ -127,3 +127,52 @@ def mean_reward(model: Any, tokenizer: Any, rows: list[dict[str, Any]], sources:
     for name, vals in by_source.items():
         result[f"eval_rewards/{name}"] = sum(vals) / len(vals) if vals else float("nan")
     return result
+
+
+def mean_reward_with_tools(model: Any, tokenizer: Any, rows: list[dict[str, Any]],
+                           sources: Sequence[Any], weights: Sequence[float], toolset: Any, *,
+                           k: int, max_new_tokens: int, temperature: float, seed: int,
+                           batch_prompts: int = 8) -> dict[str, float]:
+    """:func:`mean_reward` for a run with tools or environments: each of the ``k`` samples per
+    prompt is a multi-turn episode of align's loop (:func:`align.agents.loop.rollout`, the
+    tools run under the run's budget and timeout), scored on its turns after the prompt, the
+    environment's ``get_reward()`` (weight 1, as TRL adds it) included. Also returns the
+    episodes' agent metrics, prefixed ``eval_`` (``eval_tools/calls_per_episode``, ...)."""
+    import torch
+
+    from align.agents.loop import episode_metrics, rollout
+    from align.agents.sampler import hf_sampler
+
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    sampler = hf_sampler(model, tokenizer, stop_ids=[tokenizer.eos_token_id],
+                         options={"do_sample": True, "temperature": temperature, "top_p": 1.0,
+                                  "top_k": 0})  # as mean_reward samples
+    totals: list[float] = []
+    by_source: dict[str, list[float]] = {s.name: [] for s in sources}
+    episodes: list[Any] = []
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        for start in range(0, len(rows), batch_prompts):
+            rep = [r for r in rows[start:start + batch_prompts] for _ in range(k)]
+            eps = rollout(rep, [r["prompt"] for r in rep], sampler, tokenizer, toolset,
+                          max_completion_length=max_new_tokens)
+            episodes += eps
+            completions = [ep.messages[len(r["prompt"]):] for ep, r in zip(eps, rep)]
+            names = {c for r in rep for c in r} - {"prompt"}
+            columns = {c: [r.get(c) for r in rep] for c in sorted(names)}
+            batch_totals, kept = score(sources, weights, [r["prompt"] for r in rep], completions,
+                                       [ep.completion_ids for ep in eps], columns)
+            for total, ep in zip(batch_totals, eps):
+                parts = [v for v in (total, ep.env_reward) if v is not None]
+                if parts:
+                    totals.append(sum(parts))
+            for name, vals in kept.items():
+                by_source[name] += vals
+    model.train(was_training)
+    result = {"eval_reward": sum(totals) / len(totals) if totals else float("nan")}
+    for name, vals in by_source.items():
+        result[f"eval_rewards/{name}"] = sum(vals) / len(vals) if vals else float("nan")
+    result.update({f"eval_{k_}": v for k_, v in episode_metrics(episodes).items()})
+    return result

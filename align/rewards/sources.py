@@ -35,10 +35,12 @@ class RewardPlan:
         return ", ".join(f"{s.name} x{w:g}" for s, w in zip(self.sources, self.weights))
 
 
-def plan_rewards(algo: Any, reward_model: str | None) -> RewardPlan:
+def plan_rewards(algo: Any, reward_model: str | None, environment: bool = False) -> RewardPlan:
     """Name the sources (nothing loaded, no user code run) and match them with their weights.
 
     ``algo`` carries ``reward_funcs``, ``reward_fn`` and ``reward_weights`` (GRPO/RLOO args).
+    With ``environment`` (an --environment is given) the plan may have no source: the
+    environment's ``get_reward()``, weight 1 as in TRL, is checked when it is imported.
     """
     plan = RewardPlan()
     if reward_model:
@@ -48,7 +50,7 @@ def plan_rewards(algo: Any, reward_model: str | None) -> RewardPlan:
         plan.sources.append(RewardSource(name, "builtin"))
     if algo.reward_fn:
         plan.sources.append(RewardSource(algo.reward_fn.rpartition(":")[2], "plugin"))
-    if not plan.sources:
+    if not plan.sources and not environment:
         raise AlignError("no reward: give --reward-model DIR, --reward-funcs "
                          "accuracy,format,length and/or --reward-fn file.py:function")
     weights = parse_list(algo.reward_weights)
@@ -61,16 +63,17 @@ def plan_rewards(algo: Any, reward_model: str | None) -> RewardPlan:
     return plan
 
 
-def checked_plan(algo: Any, reward_model: str | None, rows: list[dict[str, Any]]
-                 ) -> tuple[RewardPlan, list[str]]:
+def checked_plan(algo: Any, reward_model: str | None, rows: list[dict[str, Any]],
+                 environment: bool = False) -> tuple[RewardPlan, list[str]]:
     """The run's reward plan, checked before anything loads: a --reward-fn file must exist
     (nothing is imported), at least one source, one weight per source, the columns the
-    built-ins read. Returns the plan and notes on the data; raises AlignError."""
+    built-ins read (``environment``: as in plan_rewards). Returns the plan and notes on the
+    data; raises AlignError."""
     from align.rewards.plugin import reward_fn_path
 
     if algo.reward_fn:
         reward_fn_path(algo.reward_fn)
-    plan = plan_rewards(algo, reward_model)
+    plan = plan_rewards(algo, reward_model, environment)
     return plan, check_columns(plan, rows)
 
 

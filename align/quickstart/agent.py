@@ -1,0 +1,202 @@
+"""The quickstart's agent stage: a task the tiny model can only solve with a tool.
+
+"What is 37 * 52?" A two-layer model with a hidden size of 64 cannot multiply; with the tool
+``multiply(a, b)`` it only has to copy the two numbers into a call (Hermes format, the
+``chatml-tools`` template) and the result into its answer. The stage builds its own tiny model
+(its tokenizer knows the calls' words; the main pipeline's tokenizer is left as it is, so the
+main table does not move), then, through the same runner as ``align sft`` / ``align rlhf``:
+
+1. SFT on a few tool transcripts (prompt, call, result, "The answer is N."), kept short: a
+   policy that calls the tool but often copies a number wrong;
+2. GRPO from it with the tool (``--tools``) and the gold rule as its reward (``--reward-fn``,
+   1 for the exact product in the final answer);
+3. evaluation on held-out problems (pairs of numbers never trained on), in align's multi-turn
+   loop: exact answers of the SFT policy and of GRPO with the tool, and of the SFT policy
+   without it (it answers from its weights: about 0).
+
+The gold measure is the share of exact answers (in [0, 1]).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+# The tool and the reward, written next to the data and named on the command line as a user
+# would (align imports user code only when named).
+TOOLS_FILE = '''"""The quickstart agent stage's tool and reward (written by align quickstart)."""
+import re
+
+
+def multiply(a: int, b: int) -> int:
+    """Multiply two integers.
+
+    Args:
+        a: The first factor.
+        b: The second factor.
+    """
+    return int(a) * int(b)
+
+
+def exact_answer(prompts, completions, answer, **kwargs):
+    """1 when the last number of the final assistant turn is the product, else 0."""
+    out = []
+    for messages, want in zip(completions, answer):
+        said = [m.get("content") or "" for m in messages if m.get("role") == "assistant"]
+        numbers = re.findall(r"\\d+", said[-1] if said else "")
+        out.append(1.0 if numbers and int(numbers[-1]) == int(want) else 0.0)
+    return out
+'''
+SFT_ROWS = 240  # transcripts (scaled by --scale)
+TRAIN_ROWS = 96  # GRPO prompts
+HELD_OUT = 32  # held-out problems (pairs never trained on)
+SFT = {"learning_rate": 3e-3, "num_train_epochs": 6.0, "per_device_train_batch_size": 16,
+       "max_length": 512}
+GRPO = {"max_steps": 24, "learning_rate": 2e-3, "num_generations": 8,
+        "per_device_train_batch_size": 32, "max_completion_length": 64, "beta": 0.0,
+        "temperature": 1.0, "max_tool_calls": 2}
+CURVE_POINTS = 4
+
+
+def problems(rng: random.Random, n: int, exclude: set[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    while len(out) < n:
+        pair = (rng.randint(10, 99), rng.randint(10, 99))
+        if pair not in exclude:
+            exclude.add(pair)
+            out.append(pair)
+    return out
+
+
+def prompt(a: int, b: int) -> list[dict[str, str]]:
+    return [{"role": "user", "content": f"What is {a} * {b}?"}]
+
+
+def transcript(a: int, b: int) -> list[dict[str, Any]]:
+    call = {"type": "function", "function": {"name": "multiply", "arguments": {"a": a, "b": b}}}
+    return prompt(a, b) + [{"role": "assistant", "content": "", "tool_calls": [call]},
+                           {"role": "tool", "name": "multiply", "content": str(a * b)},
+                           {"role": "assistant", "content": f"The answer is {a * b}."}]
+
+
+def schema() -> dict[str, Any]:
+    from transformers.utils import get_json_schema
+
+    scope: dict[str, Any] = {}
+    exec(compile(TOOLS_FILE, "agent_tools.py", "exec"), scope)  # noqa: S102 - our own text
+    return get_json_schema(scope["multiply"])
+
+
+def build_model(out: Path, seed: int, pairs: list[tuple[int, int]]) -> Path:
+    """A tiny random model whose tokenizer is trained on rendered tool transcripts."""
+    from align.templates import apply
+    from align.tiny import build_tiny_lm, build_tokenizer
+
+    probe = apply(build_tokenizer(), "chatml-tools")
+    tools = [schema()]
+    texts = [probe.apply_chat_template(transcript(a, b), tools=tools, tokenize=False)
+             for a, b in pairs]
+    texts += [" ".join(str(n) for n in range(10, 10_000, 7))]  # every product's digits
+    tokenizer = apply(build_tokenizer(texts, vocab_size=600), "chatml-tools")
+    return build_tiny_lm(out, tokenizer, seed=seed, hidden_size=64, layers=2,
+                         intermediate_size=256)
+
+
+def accuracy(model_dir: Path, rows: list[dict[str, Any]], tools_file: Path | None,
+             seed: int) -> dict[str, float]:
+    """Share of exact answers on ``rows`` (greedy, in align's loop; no tools when
+    ``tools_file`` is None), with tool calls per episode."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from align.agents.args import AgentArgs
+    from align.agents.loop import rollout
+    from align.agents.sampler import hf_sampler
+    from align.agents.tools import load_toolset
+    from align.infer import sampling
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), use_safetensors=True).eval()
+    toolset = load_toolset(AgentArgs(tools=f"{tools_file}:multiply", max_tool_calls=2)) \
+        if tools_file else None
+    sampler = hf_sampler(model, tokenizer, stop_ids=[tokenizer.eos_token_id],
+                         options=sampling(0.0, 1.0))
+    torch.manual_seed(seed)
+    episodes = rollout(rows, [r["prompt"] for r in rows], sampler, tokenizer, toolset,
+                       max_completion_length=GRPO["max_completion_length"])
+    scope: dict[str, Any] = {}
+    exec(compile(TOOLS_FILE, "agent_tools.py", "exec"), scope)  # noqa: S102 - our own text
+    hits = scope["exact_answer"](None, [ep.messages[1:] for ep in episodes],
+                                 [r["answer"] for r in rows])
+    n = max(1, len(rows))
+    return {"gold": sum(hits) / n, "tool_calls": sum(ep.tool_calls for ep in episodes) / n,
+            "example": (episodes[0].messages[-1].get("content") or "") if episodes else ""}
+
+
+def run(opts: Any, train: Any, stage: Any, scaled: Any) -> tuple[dict[str, Any], list[dict]]:
+    """The stage (see the module docstring); ``train``/``stage``/``scaled`` are the pipeline's
+    helpers. Returns (the summary's ``agent`` entry, the GRPO run's curve)."""
+    import time
+
+    from align.data.io import write_jsonl
+
+    rng = random.Random(opts.seed + 24)
+    seen: set[tuple[int, int]] = set()
+    held = problems(rng, HELD_OUT, seen)
+    sft_pairs = problems(rng, scaled(SFT_ROWS, opts, 48), seen)
+    grpo_pairs = problems(rng, scaled(TRAIN_ROWS, opts, 32), seen)
+    d = opts.out / "agent"
+    d.mkdir(parents=True, exist_ok=True)
+    tools_file = d / "agent_tools.py"
+    tools_file.write_text(TOOLS_FILE, encoding="utf-8")
+    tools = json.dumps([schema()])
+    sft_data = d / "sft.jsonl"
+    write_jsonl([{"prompt": transcript(a, b)[:1], "completion": transcript(a, b)[1:],
+                  "tools": tools} for a, b in sft_pairs], sft_data)
+    grpo_data = d / "prompts.jsonl"
+    write_jsonl([{"prompt": prompt(a, b), "answer": a * b} for a, b in grpo_pairs], grpo_data)
+    held_rows = [{"prompt": prompt(a, b), "answer": a * b} for a, b in held]
+    with stage("agent sft", opts):
+        base = build_model(d / "base", opts.seed, sft_pairs)
+        train("sft", str(base), sft_data, d / "sft", opts, save_steps=10_000,
+              chat_template="chatml-tools", **SFT)
+        sft_eval = accuracy(d / "sft", held_rows, tools_file, opts.seed)
+        no_tool = accuracy(d / "sft", held_rows, None, opts.seed)
+    steps = scaled(GRPO["max_steps"], opts, 4)
+    with stage("agent grpo", opts) as line:
+        began = time.time()
+        final = train("grpo", str(d / "sft"), grpo_data, d / "grpo", opts,
+                      **{**GRPO, "tools": f"{tools_file}:multiply",
+                         "reward_fn": f"{tools_file}:exact_answer",
+                         "save_steps": max(1, steps // CURVE_POINTS)})
+        seconds = time.time() - began
+        line.set_phase("evaluating", "checkpoints")
+        grpo_eval = accuracy(d / "grpo", held_rows, tools_file, opts.seed)
+        curve = [{"progress": 0.0, "gold": sft_eval["gold"]}]
+        from align.checkpoints import scan
+
+        for ckpt in scan(d / "grpo")[0]:
+            curve.append({"progress": min(1.0, ckpt.step / steps),
+                          "gold": accuracy(ckpt.path, held_rows, tools_file, opts.seed)["gold"]})
+    summary = {"sft": sft_eval, "sft_no_tool": no_tool,
+               "grpo": {**grpo_eval, "collapsed": bool(final.get("collapsed", False)),
+                        "health_events": list(final.get("health_events", [])),
+                        "seconds": round(seconds, 1)},
+               "held_out": len(held_rows)}
+    return summary, curve
+
+
+def table(agent: dict[str, Any]) -> str:
+    """The agent stage's table: exact answers on held-out problems, tool calls per episode."""
+    rows = [("grpo + tool", agent["grpo"]), ("sft + tool (start)", agent["sft"]),
+            ("sft, no tool", agent["sft_no_tool"])]
+    header = ["agent task", "gold", "tool calls", "seconds"]
+    body = [[name, f"{r['gold']:.3f}", f"{r['tool_calls']:.2f}",
+             f"{r['seconds']:.0f}" if "seconds" in r else ""] for name, r in rows]
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *body)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip(),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in body]
+    return "\n".join(lines)

@@ -25,7 +25,7 @@ import pytest
 from tests.conftest import write_jsonl
 from tests.real import task
 
-pytestmark = pytest.mark.real_smoke
+pytestmark = pytest.mark.real
 
 ROOT = Path(__file__).resolve().parents[2]
 # Metrics that measure the machine, not the run.

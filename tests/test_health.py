@@ -372,3 +372,20 @@ def test_tool_baseline_survives_resume():
     again.load_state_dict(m.state_dict())
     assert again.baseline.tool_calls == 2.0
     assert _run(again, [_agent(3, 0.0)] * 3) == ["tool_collapse"]
+
+
+def test_no_eos_on_grpo_whose_answers_were_cut_from_the_start_stays_advice():
+    """A GRPO/RLOO run whose answers hit the token limit before training (noted at the start)
+    is not stopped by no_eos: training did not cause it. PPO, and a GRPO run whose answers
+    used to end, act on it as above."""
+    cut = {"rollout/eos_frac": 0.0, "rollout/truncated_frac": 0.96, "rollout/response_len": 16}
+    ended = {"rollout/eos_frac": 0.6, "rollout/truncated_frac": 0.1, "rollout/response_len": 9}
+
+    def actions(algo: str, start: dict) -> list[str]:
+        monitor = HealthMonitor(HealthArgs(on_collapse="stop", health_baseline_steps=1), algo)
+        monitor.check(0, start)  # the baseline
+        return [monitor.decide(monitor.check(step, cut)) for step in range(1, 8)]
+
+    assert "stop" not in actions("grpo", cut)
+    assert "stop" in actions("ppo", cut)
+    assert "stop" in actions("grpo", ended)

@@ -161,11 +161,23 @@ class HealthMonitor:
             if held == 1:
                 fired.append((name, msg))
             elif patience and held == 1 + patience:
-                persistent.add(name)
+                if self._may_act(name):
+                    persistent.add(name)
                 fired.append((name, f"still, {patience} logged steps after the first alarm: "
                                     f"{msg}"))
         self.advising = [name for name, msg in found.items() if msg]
         return fired, persistent
+
+    def _may_act(self, name: str) -> bool:
+        """Whether a persistent advisory detector may lead to --on-collapse's action. no_eos
+        does on PPO (the reward model then scores cut text; --reward-at-turn-end is the remedy)
+        and where answers used to end; on a GRPO/RLOO run whose answers already hit the token
+        limit before training (said once at the start) it stays advice: training did not cause
+        it, and the group-relative reward still ranks the cut answers."""
+        if name != "no_eos" or self.algo == "ppo":
+            return True
+        start = self.baseline.truncated_frac
+        return start is None or start < self.args.repeater_truncated_frac
 
     def decide(self, events: list[HealthEvent]) -> str:
         """The action for these events: continue, warn, stop or rollback (bounded).

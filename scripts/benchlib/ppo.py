@@ -106,7 +106,7 @@ def run(cell: dict[str, Any], env: dict[str, Any]) -> dict[str, Any]:
     seed_everything(cfg.train.seed)
     ppo = PPORun.create(cfg, data, None)
     result["load_memory_gb"] = torch.cuda.memory_allocated() / 1e9 if device == "cuda" else None
-    ids, mask, _ = next_prompts(ppo)
+    ids, mask, _, _ = next_prompts(ppo)
     ids, mask = ids.to(ppo.roles.device), mask.to(ppo.roles.device)
     gens = engines(ppo, ids, mask, env)
     parts = env.get("parts", ["rollout", "step"])
@@ -217,7 +217,7 @@ def update_cost(ppo: Any, env: dict[str, Any]) -> dict[str, Any]:
     from align.ppo.update import compute_advantages, compute_rewards, ppo_update
 
     a, t, device = ppo.a, ppo.cfg.train, env["device"]["kind"]
-    ids, mask, first = next_prompts(ppo)
+    ids, mask, first, _ = next_prompts(ppo)
     exp = score(ppo.roles, generate_share(ppo, ids, mask, generation_options(ppo, 1, first)),
                 temperature=a.temperature, chunk=a.local_rollout_forward_batch_size)
     rewards, _ = compute_rewards(a, exp, ppo.kl_ctl.value, ppo.reward_stats)

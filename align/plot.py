@@ -70,18 +70,19 @@ class Run:
 
     def series(self, name: str) -> list[tuple[int, float]]:
         return [(int(r["step"]), v) for r in self.rows
-                if name in r and (v := _number(r[name])) is not None]
+                if name in r and (v := finite_number(r[name])) is not None]
 
     def keys(self) -> set[str]:
         return {k for r in self.rows for k, v in r.items()
-                if k not in ("step", "time") and _number(v) is not None}
+                if k not in ("step", "time") and finite_number(v) is not None}
 
     def alarms(self) -> list[int]:
         return sorted({int(r["step"]) for r in self.rows
                        if any(k.startswith("health/") for k in r)})
 
 
-def _number(value: Any) -> float | None:
+def finite_number(value: Any) -> float | None:
+    """A logged value as a finite float; None for bools, text, NaN and inf (plots, align board)."""
     if isinstance(value, bool):
         return None
     try:

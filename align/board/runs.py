@@ -38,6 +38,7 @@ from typing import Any
 from align.checkpoints import scan
 from align.metrics import METRICS_FILE
 from align.output_dir import CONFIG_FILE, FINAL_FILE, LOCK_FILE
+from align.plot import finite_number
 from align.run_status import CONSOLE_FILE, STATUS_FILE, read_status
 
 DEPTH = 3  # how deep under a root runs are looked for
@@ -59,16 +60,6 @@ def inside(path: Path, root: Path) -> bool:
 
 def is_run(path: Path) -> bool:
     return (path / CONFIG_FILE).is_file() or (path / METRICS_FILE).is_file()
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return None
-    return out if math.isfinite(out) else None
 
 
 # --- metrics ---------------------------------------------------------------------------------
@@ -125,7 +116,7 @@ class MetricsTail:
         for r in self.rows[:50] + self.rows[-50:]:
             for k, v in r.items():
                 if k not in ("step", "time") and not k.startswith("health/") \
-                        and _number(v) is not None:
+                        and finite_number(v) is not None:
                     seen[k] = None
         return sorted(seen)
 
@@ -302,8 +293,8 @@ class RunDir:
         if state == "running" and status and step and total and status.get("started"):
             spent = float(status.get("updated", time.time())) - float(status["started"])
             left = round(spent / max(step, 1) * (total - step)) if step < total else 0
-        reward = next((k for k in REWARD_KEYS if _number(last.get(k)) is not None), None)
-        loss = next((k for k in LOSS_KEYS if _number(last.get(k)) is not None), None)
+        reward = next((k for k in REWARD_KEYS if finite_number(last.get(k)) is not None), None)
+        loss = next((k for k in LOSS_KEYS if finite_number(last.get(k)) is not None), None)
         return {"id": self.id, "name": self.id.split(":", 1)[1],
                 "algo": cfg.get("algo") or (status or {}).get("algo") or "?",
                 "model": cfg.get("model") or "", "path": str(self.path),
@@ -311,8 +302,8 @@ class RunDir:
                 "message": (status or {}).get("message", ""),
                 "step": step, "total": total,
                 "time_left": left, "reward_key": reward,
-                "reward": _number(last.get(reward)) if reward else None,
-                "loss_key": loss, "loss": _number(last.get(loss)) if loss else None,
+                "reward": finite_number(last.get(reward)) if reward else None,
+                "loss_key": loss, "loss": finite_number(last.get(loss)) if loss else None,
                 "updated": self._mtime()}
 
     def _mtime(self) -> float:

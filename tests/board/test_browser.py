@@ -99,7 +99,7 @@ def test_launch_a_tiny_run_from_the_form_and_see_it_finish(board: Board, page: A
                                                            pairs_file: Path):
     open_view(page, board.url + "#/launch")
     page.select_option("#algo", "dpo")
-    page.wait_for_selector("#f-model")
+    page.wait_for_selector("#fields[data-algo='dpo'] #f-model")  # dpo's form, not the first
     page.fill("#f-model", str(tiny_lm))
     page.fill("#f-dataset", str(pairs_file))
     page.fill("#f-output_dir", "launched-dpo")
@@ -126,7 +126,7 @@ def test_the_form_refuses_a_failing_dry_run_and_an_output_outside_the_roots(
         board: Board, page: Any, runs_root: Path, tiny_lm: Path, tmp_path: Path):
     open_view(page, board.url + "#/launch")
     page.select_option("#algo", "dpo")
-    page.wait_for_selector("#f-model")
+    page.wait_for_selector("#fields[data-algo='dpo'] #f-model")  # dpo's form, not the first
     page.fill("#f-model", str(tiny_lm))
     page.fill("#f-output_dir", str(tmp_path / "outside"))
     page.wait_for_function("() => document.getElementById('command').textContent"

@@ -333,8 +333,17 @@ async function viewLaunch(root) {
     catch (e) { cmd.textContent = e.message; cmd.classList.add("bad"); }
   }
   const later = () => { clearTimeout(timer); timer = setTimeout(preview, 250); };
+  let loads = 0;
   async function load() {
-    form = await api("/api/form/" + algo.value);
+    const mine = ++loads;
+    const got = await api("/api/form/" + algo.value);
+    if (mine !== loads) return;  // another algorithm was picked while this form was on its way
+    form = got;
+    // what the user typed (model, dataset, ...) stays when the algorithm changes
+    const kept = {};
+    for (const [k, inp] of Object.entries(inputs)) {
+      if (inp.tagName === "INPUT" && inp.type === "text" && inp.value !== "") kept[k] = inp.value;
+    }
     fieldsBox.replaceChildren();
     for (const k of Object.keys(inputs)) delete inputs[k];
     const firsts = Object.values(form.groups).flat().filter(f => f.first);
@@ -349,6 +358,7 @@ async function viewLaunch(root) {
           f.choices.map(c => el("option", { value: c, text: c, selected: c === f.default }))));
         else input = el("input", { type: "text", placeholder: f.default === null || f.default === undefined ? (f.metavar || "") : String(f.default) });
         input.name = f.name; input.id = "f-" + f.name;
+        if (kept[f.name] !== undefined && input.type === "text") input.value = kept[f.name];
         input.addEventListener("input", later); input.addEventListener("change", later);
         inputs[f.name] = input;
         const help = [f.help, f.bounds ? `Range: ${f.bounds}.` : "", f.source ? `(source: ${f.source})` : "",
@@ -357,6 +367,7 @@ async function viewLaunch(root) {
       }
       fieldsBox.append(det);
     }
+    fieldsBox.dataset.algo = algo.value;
     preview();
   }
   algo.addEventListener("change", load);

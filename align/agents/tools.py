@@ -144,6 +144,13 @@ def load_toolset(args: AgentArgs) -> Toolset | None:
                    tool_timeout=args.tool_timeout)
 
 
+def _defined(module: Any, kind: Any) -> list[str]:
+    """The public names of ``kind`` (functions or classes) a user's file defines itself, for
+    the error that says which one it lacks."""
+    return sorted(k for k, v in vars(module).items() if kind(v) and not k.startswith("_")
+                  and getattr(v, "__module__", None) == module.__name__)
+
+
 def load_tool(file: str, name: str) -> Tool:
     """Import ``file`` and check its function ``name`` as a tool."""
     path = Path(file).expanduser()
@@ -151,8 +158,7 @@ def load_tool(file: str, name: str) -> Tool:
     module = import_user_file(path, label, flag="--tools")
     fn = getattr(module, name, None)
     if fn is None:
-        defined = sorted(k for k, v in vars(module).items() if inspect.isfunction(v)
-                         and not k.startswith("_") and v.__module__ == module.__name__)
+        defined = _defined(module, inspect.isfunction)
         raise AlignError(f"--tools {label}: {path} has no function {name!r} (it defines: "
                          f"{', '.join(defined) or 'no public functions'})")
     if inspect.isclass(fn):
@@ -172,8 +178,7 @@ def load_environment(key: str | None, file: str, cls_name: str) -> EnvironmentSp
     module = import_user_file(path, label, flag="--environment")
     cls = getattr(module, cls_name, None)
     if cls is None:
-        defined = sorted(k for k, v in vars(module).items() if inspect.isclass(v)
-                         and not k.startswith("_") and v.__module__ == module.__name__)
+        defined = _defined(module, inspect.isclass)
         raise AlignError(f"--environment {label}: {path} has no class {cls_name!r} (it defines: "
                          f"{', '.join(defined) or 'no public classes'})")
     if not inspect.isclass(cls):

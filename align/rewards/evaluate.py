@@ -123,9 +123,7 @@ def mean_reward(model: Any, tokenizer: Any, rows: list[dict[str, Any]], sources:
             for name, vals in kept.items():
                 by_source[name] += vals
     model.train(was_training)
-    result = {"eval_reward": sum(totals) / len(totals) if totals else float("nan")}
-    for name, vals in by_source.items():
-        result[f"eval_rewards/{name}"] = sum(vals) / len(vals) if vals else float("nan")
+    result = _means(totals, by_source)
     return result
 
 
@@ -171,8 +169,15 @@ def mean_reward_with_tools(model: Any, tokenizer: Any, rows: list[dict[str, Any]
             for name, vals in kept.items():
                 by_source[name] += vals
     model.train(was_training)
+    result = _means(totals, by_source)
+    result.update({f"eval_{k_}": v for k_, v in episode_metrics(episodes).items()})
+    return result
+
+
+def _means(totals: list[float], by_source: dict[str, list[float]]) -> dict[str, float]:
+    """``eval_reward`` (the mean weighted total) and ``eval_rewards/NAME`` (each source's
+    mean); NaN where nothing was scored."""
     result = {"eval_reward": sum(totals) / len(totals) if totals else float("nan")}
     for name, vals in by_source.items():
         result[f"eval_rewards/{name}"] = sum(vals) / len(vals) if vals else float("nan")
-    result.update({f"eval_{k_}": v for k_, v in episode_metrics(episodes).items()})
     return result

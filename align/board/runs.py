@@ -17,6 +17,8 @@ stages are ``runs/quickstart/dpo`` ...). For each run:
 - its **health alarms**: the ``health/*`` keys of metrics rows (PPO), the ``[health] step N:
   detector: message. Try: hint`` lines of ``console.log`` and ``final_metrics.json``'s
   ``health_events`` (every algorithm);
+- the **sampled answers** of an online run (``samples.jsonl``, :mod:`align.samples`), a few
+  per logged step, read incrementally in the same way (:class:`SamplesTail`);
 - its checkpoints (:func:`align.checkpoints.scan`) and the console's tail.
 
 Everything is cached by file size and modification time: polling 200 runs every few seconds
@@ -40,6 +42,7 @@ from align.metrics import METRICS_FILE
 from align.output_dir import CONFIG_FILE, FINAL_FILE, LOCK_FILE
 from align.plot import finite_number
 from align.run_status import CONSOLE_FILE, STATUS_FILE, read_status
+from align.samples import SAMPLES_FILE
 
 DEPTH = 3  # how deep under a root runs are looked for
 MAX_POINTS = 1500  # points per curve sent to the page (min and max of each bucket)
@@ -64,16 +67,22 @@ def is_run(path: Path) -> bool:
 
 # --- metrics ---------------------------------------------------------------------------------
 @dataclass
-class MetricsTail:
-    """The rows of one metrics.jsonl, read incrementally (see the module docstring)."""
+class JsonlTail:
+    """The rows of one JSON-lines file a run appends to (metrics.jsonl, samples.jsonl), read
+    incrementally (see the module docstring)."""
 
     path: Path
     offset: int = 0
     inode: int | None = None
     rows: list[dict[str, Any]] = field(default_factory=list)
-    health: list[tuple[int, str]] = field(default_factory=list)  # (step, detector) of health/*
     generation: int = 0  # bumped when the file was rewritten and read again from the start
     bytes_read: int = 0  # what the last :meth:`update` read (tests check it reads only the new)
+
+    def reset(self) -> None:
+        self.rows = []
+
+    def added(self, new: list[dict[str, Any]]) -> None:
+        self.rows.extend(new)
 
     def update(self) -> int:
         """Read what was appended since the last call; return how many rows it added."""
@@ -82,7 +91,8 @@ class MetricsTail:
         except OSError:
             return 0
         if st.st_ino != self.inode or st.st_size < self.offset:  # replaced or cut back
-            self.inode, self.offset, self.rows, self.health = st.st_ino, 0, [], []
+            self.inode, self.offset = st.st_ino, 0
+            self.reset()
             self.generation += 1
         self.bytes_read = 0
         if st.st_size == self.offset:
@@ -106,10 +116,23 @@ class MetricsTail:
                 except ValueError:
                     continue
         new = [r for r in new if isinstance(r, dict)]
+        self.added(new)
+        return len(new)
+
+
+@dataclass
+class MetricsTail(JsonlTail):
+    """metrics.jsonl: its rows, and the (step, detector) of its ``health/*`` keys."""
+
+    health: list[tuple[int, str]] = field(default_factory=list)
+
+    def reset(self) -> None:
+        self.rows, self.health = [], []
+
+    def added(self, new: list[dict[str, Any]]) -> None:
         self.rows.extend(new)
         self.health += [(int(r.get("step", 0)), k.split("/", 1)[1]) for r in new for k in r
                         if k.startswith("health/")]
-        return len(new)
 
     def keys(self) -> list[str]:
         seen: dict[str, None] = {}
@@ -127,6 +150,28 @@ class MetricsTail:
                  if (v := r.get(key)) is not None and type(v) in (int, float)
                  and v - v == 0]  # finite: inf - inf and nan - nan are nan
         return [float(s) for s, _ in pairs], [float(v) for _, v in pairs]
+
+
+@dataclass
+class SamplesTail(JsonlTail):
+    """samples.jsonl (align/samples.py): its answers by logged step, in step order (the
+    writer rewrites the file when a resume or a rollback drops steps, which reads it anew)."""
+
+    by_step: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    steps: list[int] = field(default_factory=list)
+
+    def reset(self) -> None:
+        self.rows, self.by_step, self.steps = [], {}, []
+
+    def added(self, new: list[dict[str, Any]]) -> None:
+        for row in new:
+            step = row.get("step")
+            if not isinstance(step, int):
+                continue
+            if step not in self.by_step:
+                self.by_step[step] = []
+                self.steps.append(step)
+            self.by_step[step].append(row)
 
 
 def downsample(steps: list[float], values: list[float], limit: int = MAX_POINTS
@@ -248,6 +293,7 @@ class RunDir:
     def __init__(self, path: Path, rid: str) -> None:
         self.path, self.id = path, rid
         self.metrics = MetricsTail(path / METRICS_FILE)
+        self.answers = SamplesTail(path / SAMPLES_FILE)
         self._cache: dict[str, tuple[tuple[int, int], Any]] = {}
 
     def _cached(self, name: str, load: Any) -> Any:
@@ -368,6 +414,20 @@ class RunDir:
                 series[key] = [steps, values]
         return {"rows": len(m.rows), "generation": m.generation, "full": full,
                 "series": series, "alarms": self.alarms()}
+
+    def samples(self, step: int | None = None, since: int = 0,
+                generation: int | None = None) -> dict[str, Any]:
+        """The logged steps that have sampled answers (those after the first ``since`` when
+        the page already has them, unless the file was rewritten) and the answers of
+        ``step`` (None, or a step without answers: the latest)."""
+        self.answers.update()
+        a = self.answers
+        full = since <= 0 or generation != a.generation or since > len(a.steps)
+        if step not in a.by_step:
+            step = a.steps[-1] if a.steps else None
+        return {"count": len(a.steps), "generation": a.generation, "full": full,
+                "steps": a.steps if full else a.steps[since:], "step": step,
+                "answers": a.by_step.get(step, []) if step is not None else []}
 
     def detail(self) -> dict[str, Any]:
         return {**self.summary(), "path": str(self.path), "config": self.config(),

@@ -33,6 +33,7 @@ import os
 import re
 import socket
 import time
+from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -143,12 +144,27 @@ class MetricsTail(JsonlTail):
                     seen[k] = None
         return sorted(seen)
 
-    def series(self, key: str, start: int = 0) -> tuple[list[float], list[float]]:
-        # one comprehension (no call per row): metrics.jsonl holds numbers, and "nan"/"inf"
-        # strings for non-finite values (align.metrics), which are left out like bools
-        pairs = [(r.get("step", 0), v) for r in self.rows[start:]
-                 if (v := r.get(key)) is not None and type(v) in (int, float)
-                 and v - v == 0]  # finite: inf - inf and nan - nan are nan
+    def steps(self, start: int = 0) -> list[float]:
+        """The step of every row from ``start`` on (what :meth:`series` pairs values with)."""
+        return array("d", [r.get("step", 0) for r in self.rows[start:]]).tolist()
+
+    def series(self, key: str, start: int = 0, steps: list[float] | None = None
+               ) -> tuple[list[float], list[float]]:
+        """The finite numbers logged under ``key`` from row ``start`` on, with their steps
+        (``steps``: :meth:`steps`, when several keys are read). metrics.jsonl holds numbers,
+        and "nan"/"inf" strings for non-finite values (align.metrics): those are left out,
+        like bools and rows without the key."""
+        rows = self.rows[start:] if start else self.rows
+        values = [r.get(key) for r in rows]
+        if bool not in set(map(type, values)):
+            try:  # a number in every row, the usual case: C loops only, 10x faster
+                column = array("d", values)
+                if math.isfinite(sum(column)):  # inf - inf and nan - nan poison the sum
+                    return steps if steps is not None else self.steps(start), column.tolist()
+            except TypeError:  # a row without it (None) or a "nan" string
+                pass
+        pairs = [(r.get("step", 0), v) for r, v in zip(rows, values)
+                 if type(v) in (int, float) and v - v == 0]  # finite: nan - nan is nan
         return [float(s) for s, _ in pairs], [float(v) for _, v in pairs]
 
 
@@ -406,8 +422,9 @@ class RunDir:
         full = since <= 0 or generation != m.generation or since > len(m.rows)
         start = 0 if full else since
         series = {}
+        every = m.steps(start)
         for key in m.keys():
-            steps, values = m.series(key, start)
+            steps, values = m.series(key, start, every)
             if full:
                 steps, values = downsample(steps, values)
             if steps:

@@ -36,16 +36,27 @@ ALARM_ARGS = ["--max-steps", "80", "--learning-rate", "5e-3", "--per-device-trai
               "--on-collapse", "stop"]
 
 
+# GRPO on the quickstart's SFT model and prompts, scored by its reward model, logging 3
+# sampled answers at each of its 6 steps (samples.jsonl)
+GRPO_ARGS = ["--max-steps", "6", "--logging-steps", "1", "--num-generations", "4",
+             "--max-completion-length", "16", "--per-device-train-batch-size", "8",
+             "--log-samples", "3", "--save-steps", "1000", "--report-to", "none", "--seed", "0"]
+
+
 @pytest.fixture(scope="session")
 def runs_root(tmp_path_factory: pytest.TempPathFactory, tiny_lm: Path, pairs_file: Path
               ) -> Path:
-    """A served directory: a reduced quickstart (sft, rm, dpo) and a DPO run stopped by the
-    likelihood-displacement detector."""
+    """A served directory: a reduced quickstart (sft, rm, dpo), a DPO run stopped by the
+    likelihood-displacement detector and a GRPO run with its sampled answers."""
     root = tmp_path_factory.mktemp("board_runs")
     assert align(["quickstart", "--out", root / "quickstart", "--algos", "dpo",
                   "--scale", "0.2"]) == 0
     assert align(["rlhf", "--algo", "dpo", "--model", tiny_lm, "--dataset", pairs_file,
                   "--output-dir", root / "dpo-displaced", *ALARM_ARGS]) == 3
+    qs = root / "quickstart"
+    assert align(["rlhf", "--algo", "grpo", "--model", qs / "sft", "--reward-model", qs / "rm",
+                  "--dataset", qs / "data" / "prompts.jsonl", "--output-dir", root / "grpo",
+                  *GRPO_ARGS]) == 0
     return root
 
 
@@ -118,15 +129,30 @@ def open_view(page: Any, url: str, timeout: float = 30_000) -> None:
                            timeout=timeout)
 
 
-def screenshot(page: Any, name: str) -> Path:
-    """A screenshot of the page: docs/board.md's docs/images/board-NAME.png when
-    ALIGN_BOARD_SCREENSHOTS=1 (how they were taken), else a temporary file."""
+def screenshot(page: Any, name: str, element: str | None = None) -> Path:
+    """A screenshot of the page's top (at most one window high, no empty space below the
+    content), or of ``element`` alone: docs/board.md's docs/images/board-NAME.png when
+    ALIGN_BOARD_SCREENSHOTS=1 (how they were taken), else a temporary file. Saved with a
+    256-colour palette when Pillow is there: a third of the size, the same to the eye."""
     import tempfile
 
     folder = DOCS_IMAGES if os.environ.get("ALIGN_BOARD_SCREENSHOTS") == "1" else \
         Path(tempfile.mkdtemp(prefix="board-shots-"))
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"board-{name}.png"
-    page.screenshot(path=str(path))
+    if element is not None:
+        page.locator(element).screenshot(path=str(path))
+    else:
+        size = page.viewport_size
+        height = min(size["height"], page.evaluate("document.body.scrollHeight"))
+        page.screenshot(path=str(path), clip={"x": 0, "y": 0, "width": size["width"],
+                                              "height": height})
     assert path.stat().st_size > 10_000  # a drawn page, not a blank one
+    try:
+        from PIL import Image
+    except ImportError:
+        return path
+    with Image.open(path) as img:
+        small = img.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+    small.save(path, optimize=True)
     return path

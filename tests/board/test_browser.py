@@ -76,6 +76,45 @@ def test_run_page_draws_every_logged_point_and_marks_the_alarm(board: Board, pag
     screenshot(page, "run")
 
 
+def test_run_page_shows_the_sampled_answers_of_each_logged_step(board: Board, page: Any,
+                                                                 runs_root: Path):
+    open_view(page, board.url + "#/run/" + "0%3Agrpo")
+    written = [json.loads(line) for line in
+               (runs_root / "grpo" / "samples.jsonl").read_text().splitlines()]
+    steps = sorted({r["step"] for r in written})
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+    def shown() -> list[tuple[str, str, float]]:
+        cells = page.locator("#sample-answers tr.sample").evaluate_all(
+            "rs => rs.map(r => [...r.querySelectorAll('td')].map(td => td.textContent))")
+        return [(c[0], c[1], float(page.evaluate("(t) => parseFloat(t)", c[2])))
+                for c in cells]
+
+    def expected(step: int) -> list[tuple[str, str, Any]]:
+        # chat prompts: the page shows each message as its role and its content
+        return [("user" + r["prompt"][-1]["content"], "assistant" + r["answer"][-1]["content"],
+                 pytest.approx(r["reward"], abs=5e-3)) for r in written if r["step"] == step]
+
+    page.wait_for_selector("#samples:not([hidden]) tr.sample")
+    # the newest step first, its answers as written, with their rewards
+    assert page.evaluate("() => board.samples.shown") == 6
+    assert "step 6 (6 of 6 logged steps)" in page.locator("#sample-step").inner_text()
+    assert shown() == expected(6)
+    assert "rm " in page.locator("#sample-answers tr.sample td.reward").first.inner_text()
+    screenshot(page, "samples", "#samples")
+    page.click("#sample-prev")  # one step back
+    page.wait_for_function("() => board.samples.shown === 5")
+    assert shown() == expected(5)
+    page.locator("#sample-slider").evaluate("(s) => { s.value = 0; "
+                                            "s.dispatchEvent(new Event('change')); }")
+    page.wait_for_function("() => board.samples.shown === 1")
+    assert shown() == expected(1)
+    assert page.locator("#sample-prev").is_disabled()
+    # a run without samples.jsonl (DPO) has no such panel
+    open_view(page, board.url + "#/run/" + "0%3Adpo-displaced")
+    assert page.locator("#samples").is_hidden()
+
+
 def test_compare_overlays_two_runs_and_lists_only_the_flags_that_differ(board: Board,
                                                                          page: Any):
     open_view(page, board.url + "#/")

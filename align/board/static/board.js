@@ -94,13 +94,18 @@ function chart(container, title, series, alarms, key) {
     width: Math.max(380, panel.clientWidth - 16), height: 210,
     legend: { show: series.filter(s => !s.faint).length > 1 && series.length <= 12 },
     scales: { x: { time: false } },
-    axes: [{ label: "step", size: 34 }, { size: 56 }],
+    // tick labels as the tables print numbers: tiny values (a KL of 1e-5) stay readable
+    axes: [{ label: "step", size: 34 }, { size: 60, values: (u, ticks) => ticks.map(v => fmt(v, 3)) }],
     series: [{ label: "step" }, ...series.map(s => ({
       label: s.label, stroke: s.faint ? s.color + "44" : s.color, width: s.faint ? 1 : 1.6,
       dash: s.dash ? [5, 4] : undefined, spanGaps: true, points: { show: false } }))],
     hooks: { draw: [u => placeAlarms(u, panel, alarms)] },
   };
   const u = new uPlot(opts, data, panel);
+  // the legend names the smoothed curves only: the step column and the faint raw ones go
+  u.root.querySelectorAll(".u-legend .u-series").forEach((row, i) => {
+    if (i === 0 || (series[i - 1] && series[i - 1].faint)) row.hidden = true;
+  });
   board.charts[key || title] = { u, series, alarms, panel };
   return u;
 }

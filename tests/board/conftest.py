@@ -3,6 +3,7 @@ a child process, and the system's Chromium driven by Playwright (never a downloa
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -57,6 +58,36 @@ def runs_root(tmp_path_factory: pytest.TempPathFactory, tiny_lm: Path, pairs_fil
     assert align(["rlhf", "--algo", "grpo", "--model", qs / "sft", "--reward-model", qs / "rm",
                   "--dataset", qs / "data" / "prompts.jsonl", "--output-dir", root / "grpo",
                   *GRPO_ARGS]) == 0
+    return root
+
+
+BIG_KEYS = ["loss/policy", "loss/value", "objective/kl", "reward/raw", "policy/entropy",
+            "policy/clipfrac", "rollout/response_len", "lr/actor", "grad/actor_norm"]
+
+
+def many_runs(root: Path, runs: int = 200, big_rows: int = 100_000) -> Path:
+    """``runs`` finished DPO runs of 200 metric rows each, and a PPO run ``big`` with
+    ``big_rows`` rows of 9 metrics (docs/board.md, "Fast on big histories")."""
+    from align.run_status import write_status
+
+    host = os.uname().nodename
+    for i in range(runs):
+        run = root / f"run{i:03d}"
+        run.mkdir(parents=True)
+        (run / "align_config.yaml").write_text(f"algo: dpo\nmodel: m\nlearning_rate: 0.001\n"
+                                               f"beta: 0.1\nseed: {i}\n")
+        (run / "metrics.jsonl").write_text("".join(
+            json.dumps({"step": s, "loss": 1 / s, "rewards/margins": s * 0.1}) + "\n"
+            for s in range(1, 201)))
+        write_status(run, {"state": "finished", "pid": 1, "host": host, "step": 200,
+                           "total": 200})
+    big = root / "big"
+    big.mkdir()
+    (big / "align_config.yaml").write_text("algo: ppo\n")
+    with (big / "metrics.jsonl").open("w", encoding="utf-8") as fh:
+        for i in range(1, big_rows + 1):
+            fh.write(json.dumps({"step": i, "time": 1.0 * i, **{
+                k: (i % 97) * 0.01 + j for j, k in enumerate(BIG_KEYS)}}) + "\n")
     return root
 
 

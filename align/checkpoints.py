@@ -262,7 +262,7 @@ def free_on_resume() -> frozenset[str]:
         "allow_new_score_head", "precompute_ref_logps", "offload_ref_model",
         "offload_reward_model", "local_rollout_forward_batch_size",
         "rollout_generate_batch_size", "sort_by_length", "compile_rollout",
-        "num_generations_eval", "vllm_gpu_memory_utilization", "threads",
+        "num_generations_eval", "vllm_gpu_memory_utilization", "threads", "log_samples",
     } | {f.name for f in dataclasses.fields(HealthArgs)})
 
 

@@ -9,7 +9,7 @@ may change a default) and :func:`run_online` drives either trainer:
    ``check`` hook)
 2. load the tools and environments (``--tools``, ``--environment``), the tokenizer, the
    policy and the reward sources (user code is imported here)
-3. build the TRL config and trainer, with metrics and health callbacks
+3. build the TRL config and trainer, with metrics, health and sampled-answers callbacks
 4. mean reward on held-out prompts before training (with eval data)
 5. train (rollback / stop on collapse), save
 6. mean reward on the same prompts, same seed, after training
@@ -300,6 +300,7 @@ def prepare(cfg: Any, data: Any, eval_data: Any, config_cls: type, trainer_cls: 
     batch_done = None if env_scores or any(s.kind == "model" for s in plan.sources) \
         else guard.batch_done
     probe = online_health.RepeatProbe(batch_done, call_marker=CALL_MARKER if agent else None)
+    answers_cb = samples_callback(cfg, resume_step, probe.__name__)
     trainer = trainer_cls(
         model=model, args=args,
         reward_funcs=[guard.wrap(s.func) if s.kind != "model" else s.func
@@ -307,12 +308,67 @@ def prepare(cfg: Any, data: Any, eval_data: Any, config_cls: type, trainer_cls: 
         reward_processing_classes=[s.tokenizer for s in plan.sources] + [None],
         train_dataset=common.to_dataset(dataclasses.replace(data, rows=rows)),
         processing_class=tokenizer, peft_config=lora_config(cfg.lora),
-        callbacks=w.callbacks(), **(agent["trl"] if agent else {}))
+        callbacks=[*w.callbacks(), answers_cb], **(agent["trl"] if agent else {}))
+    answers_cb.trainer = trainer
     for source, prepared in zip(plan.sources, trainer.reward_funcs):
         source.func = prepared  # reward models as the trainer placed them (device)
     eval_rows = uniform_columns(eval_data.rows) if eval_data is not None else None
     return Session(trainer, tokenizer, plan, agent["toolset"] if agent else None, w,
                    resume_from, eval_rows)
+
+
+def samples_callback(cfg: Any, resume_step: int | None, probe: str) -> Any:
+    """A TrainerCallback that writes ``--log-samples`` answers of each logged step to
+    samples.jsonl (align/samples.py). Its ``trainer`` is set once the trainer exists: the
+    answers come from it (:func:`logged_answers`; ``probe``: the health probe's name)."""
+    from transformers import TrainerCallback
+
+    from align.samples import SamplesWriter
+
+    writer = SamplesWriter(cfg.train.output_dir, cfg.algo.log_samples, resume_step)
+
+    class LogSamples(TrainerCallback):
+        trainer: Any = None
+
+        def on_log(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            # the end-of-training summary is logged at the last step again: written once
+            if state.is_world_process_zero and self.trainer is not None \
+                    and writer.per_step > 0 and state.global_step != writer.last:
+                writer.write(state.global_step, logged_answers(self.trainer, probe))
+
+    return LogSamples()
+
+
+def logged_answers(trainer: Any, probe: str) -> list[dict[str, Any]]:
+    """The prompts, answers, rewards (each source's and their weighted total, as TRL sums
+    them; the zero-weight health ``probe`` left out) and advantages of the latest generation
+    batch of a GRPO/RLOO trainer.
+
+    They are what TRL's own completions logging (``log_completions``) prints and saves: TRL
+    1.16 keeps them in the trainer's ``_logs`` whether or not that option is on (it is off:
+    it prints every batch to the console and writes a parquet file per logged step). An
+    attribute TRL might rename, so a trainer without it gives no rows rather than an error."""
+    logs = getattr(trainer, "_logs", None)
+    names = list(getattr(trainer, "reward_func_names", []))
+    if not isinstance(logs, dict) or not names:
+        return []
+    weights = getattr(trainer, "reward_weights", None)
+    weights = weights.tolist() if weights is not None else [1.0] * len(names)
+    prompts, answers = list(logs.get("prompt", [])), list(logs.get("completion", []))
+    advantages = list(logs.get("advantages", []))
+    columns = {n: list(logs.get("rewards", {}).get(n, [])) for n in names}
+    rows = []
+    for i, (prompt, answer) in enumerate(zip(prompts, answers)):
+        values = {n: columns[n][i] if i < len(columns[n]) else math.nan for n in names}
+        scored = [(w, v) for n, w in zip(names, weights) if (v := values[n]) == v]
+        row = {"prompt": prompt, "answer": answer,
+               "reward": sum(w * v for w, v in scored) if scored else None,
+               "rewards": {n: (v if v == v else None) for n, v in values.items()
+                           if n != probe}}
+        if i < len(advantages):
+            row["advantage"] = advantages[i]
+        rows.append(row)
+    return rows
 
 
 # The text that opens a Hermes-style tool call (chatml-tools, Qwen2.5): a completion whose

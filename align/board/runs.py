@@ -17,6 +17,8 @@ stages are ``runs/quickstart/dpo`` ...). For each run:
 - its **health alarms**: the ``health/*`` keys of metrics rows (PPO), the ``[health] step N:
   detector: message. Try: hint`` lines of ``console.log`` and ``final_metrics.json``'s
   ``health_events`` (every algorithm);
+- the **sampled answers** of an online run (``samples.jsonl``, :mod:`align.samples`), a few
+  per logged step, read incrementally in the same way (:class:`SamplesTail`);
 - its checkpoints (:func:`align.checkpoints.scan`) and the console's tail.
 
 Everything is cached by file size and modification time: polling 200 runs every few seconds
@@ -31,6 +33,7 @@ import os
 import re
 import socket
 import time
+from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +43,7 @@ from align.metrics import METRICS_FILE
 from align.output_dir import CONFIG_FILE, FINAL_FILE, LOCK_FILE
 from align.plot import finite_number
 from align.run_status import CONSOLE_FILE, STATUS_FILE, read_status
+from align.samples import SAMPLES_FILE
 
 DEPTH = 3  # how deep under a root runs are looked for
 MAX_POINTS = 1500  # points per curve sent to the page (min and max of each bucket)
@@ -64,16 +68,23 @@ def is_run(path: Path) -> bool:
 
 # --- metrics ---------------------------------------------------------------------------------
 @dataclass
-class MetricsTail:
-    """The rows of one metrics.jsonl, read incrementally (see the module docstring)."""
+class JsonlTail:
+    """The rows of one JSON-lines file a run appends to (metrics.jsonl, samples.jsonl), read
+    incrementally (see the module docstring)."""
 
     path: Path
     offset: int = 0
     inode: int | None = None
     rows: list[dict[str, Any]] = field(default_factory=list)
-    health: list[tuple[int, str]] = field(default_factory=list)  # (step, detector) of health/*
     generation: int = 0  # bumped when the file was rewritten and read again from the start
     bytes_read: int = 0  # what the last :meth:`update` read (tests check it reads only the new)
+
+    def reset(self) -> None:
+        self.rows = []
+
+    def added(self, new: list[dict[str, Any]], health: bool) -> None:
+        """Keep the rows ``new`` (``health``: the text read holds a ``health/`` key)."""
+        self.rows.extend(new)
 
     def update(self) -> int:
         """Read what was appended since the last call; return how many rows it added."""
@@ -82,7 +93,8 @@ class MetricsTail:
         except OSError:
             return 0
         if st.st_ino != self.inode or st.st_size < self.offset:  # replaced or cut back
-            self.inode, self.offset, self.rows, self.health = st.st_ino, 0, [], []
+            self.inode, self.offset = st.st_ino, 0
+            self.reset()
             self.generation += 1
         self.bytes_read = 0
         if st.st_size == self.offset:
@@ -97,7 +109,7 @@ class MetricsTail:
         self.offset += end
         text = data[:end].decode("utf-8", errors="replace")
         try:  # one parse for the whole block: several times faster than line by line
-            new = json.loads("[" + ",".join(l for l in text.split("\n") if l.strip()) + "]")
+            new = json.loads("[" + text.strip().replace("\n", ",") + "]")
         except ValueError:
             new = []
             for line in text.split("\n"):
@@ -106,10 +118,24 @@ class MetricsTail:
                 except ValueError:
                     continue
         new = [r for r in new if isinstance(r, dict)]
-        self.rows.extend(new)
-        self.health += [(int(r.get("step", 0)), k.split("/", 1)[1]) for r in new for k in r
-                        if k.startswith("health/")]
+        self.added(new, "health/" in text)
         return len(new)
+
+
+@dataclass
+class MetricsTail(JsonlTail):
+    """metrics.jsonl: its rows, and the (step, detector) of its ``health/*`` keys."""
+
+    health: list[tuple[int, str]] = field(default_factory=list)
+
+    def reset(self) -> None:
+        self.rows, self.health = [], []
+
+    def added(self, new: list[dict[str, Any]], health: bool) -> None:
+        self.rows.extend(new)
+        if health:  # most blocks hold none: not looking at every key saves a third of a read
+            self.health += [(int(r.get("step", 0)), k.split("/", 1)[1]) for r in new
+                            for k in r if k.startswith("health/")]
 
     def keys(self) -> list[str]:
         seen: dict[str, None] = {}
@@ -120,13 +146,50 @@ class MetricsTail:
                     seen[k] = None
         return sorted(seen)
 
-    def series(self, key: str, start: int = 0) -> tuple[list[float], list[float]]:
-        # one comprehension (no call per row): metrics.jsonl holds numbers, and "nan"/"inf"
-        # strings for non-finite values (align.metrics), which are left out like bools
-        pairs = [(r.get("step", 0), v) for r in self.rows[start:]
-                 if (v := r.get(key)) is not None and type(v) in (int, float)
-                 and v - v == 0]  # finite: inf - inf and nan - nan are nan
+    def steps(self, start: int = 0) -> list[float]:
+        """The step of every row from ``start`` on (what :meth:`series` pairs values with)."""
+        return array("d", [r.get("step", 0) for r in self.rows[start:]]).tolist()
+
+    def series(self, key: str, start: int = 0, steps: list[float] | None = None
+               ) -> tuple[list[float], list[float]]:
+        """The finite numbers logged under ``key`` from row ``start`` on, with their steps
+        (``steps``: :meth:`steps`, when several keys are read). metrics.jsonl holds numbers,
+        and "nan"/"inf" strings for non-finite values (align.metrics): those are left out,
+        like bools and rows without the key."""
+        rows = self.rows[start:] if start else self.rows
+        values = [r.get(key) for r in rows]
+        if bool not in set(map(type, values)):
+            try:  # a number in every row, the usual case: C loops only, 10x faster
+                column = array("d", values)
+                if math.isfinite(sum(column)):  # inf - inf and nan - nan poison the sum
+                    return steps if steps is not None else self.steps(start), column.tolist()
+            except TypeError:  # a row without it (None) or a "nan" string
+                pass
+        pairs = [(r.get("step", 0), v) for r, v in zip(rows, values)
+                 if type(v) in (int, float) and v - v == 0]  # finite: nan - nan is nan
         return [float(s) for s, _ in pairs], [float(v) for _, v in pairs]
+
+
+@dataclass
+class SamplesTail(JsonlTail):
+    """samples.jsonl (align/samples.py): its answers by logged step, in step order (the
+    writer rewrites the file when a resume or a rollback drops steps, which reads it anew)."""
+
+    by_step: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    steps: list[int] = field(default_factory=list)
+
+    def reset(self) -> None:
+        self.rows, self.by_step, self.steps = [], {}, []
+
+    def added(self, new: list[dict[str, Any]], health: bool) -> None:
+        for row in new:
+            step = row.get("step")
+            if not isinstance(step, int):
+                continue
+            if step not in self.by_step:
+                self.by_step[step] = []
+                self.steps.append(step)
+            self.by_step[step].append(row)
 
 
 def downsample(steps: list[float], values: list[float], limit: int = MAX_POINTS
@@ -248,6 +311,8 @@ class RunDir:
     def __init__(self, path: Path, rid: str) -> None:
         self.path, self.id = path, rid
         self.metrics = MetricsTail(path / METRICS_FILE)
+        self.answers = SamplesTail(path / SAMPLES_FILE)
+        self._full: tuple[tuple[int, int], dict[str, Any]] | None = None  # curves() of all rows
         self._cache: dict[str, tuple[tuple[int, int], Any]] = {}
 
     def _cached(self, name: str, load: Any) -> Any:
@@ -359,15 +424,36 @@ class RunDir:
         m = self.metrics
         full = since <= 0 or generation != m.generation or since > len(m.rows)
         start = 0 if full else since
-        series = {}
-        for key in m.keys():
-            steps, values = m.series(key, start)
+        drawn = (m.generation, len(m.rows))
+        if full and self._full is not None and self._full[0] == drawn:
+            series = self._full[1]  # the page opened again, nothing appended since
+        else:
+            series = {}
+            every = m.steps(start)
+            for key in m.keys():
+                steps, values = m.series(key, start, every)
+                if full:
+                    steps, values = downsample(steps, values)
+                if steps:
+                    series[key] = [steps, values]
             if full:
-                steps, values = downsample(steps, values)
-            if steps:
-                series[key] = [steps, values]
+                self._full = (drawn, series)
         return {"rows": len(m.rows), "generation": m.generation, "full": full,
                 "series": series, "alarms": self.alarms()}
+
+    def samples(self, step: int | None = None, since: int = 0,
+                generation: int | None = None) -> dict[str, Any]:
+        """The logged steps that have sampled answers (those after the first ``since`` when
+        the page already has them, unless the file was rewritten) and the answers of
+        ``step`` (None, or a step without answers: the latest)."""
+        self.answers.update()
+        a = self.answers
+        full = since <= 0 or generation != a.generation or since > len(a.steps)
+        if step not in a.by_step:
+            step = a.steps[-1] if a.steps else None
+        return {"count": len(a.steps), "generation": a.generation, "full": full,
+                "steps": a.steps if full else a.steps[since:], "step": step,
+                "answers": a.by_step.get(step, []) if step is not None else []}
 
     def detail(self) -> dict[str, Any]:
         return {**self.summary(), "path": str(self.path), "config": self.config(),

@@ -140,6 +140,13 @@ def create_app(roots: list[Path], *, read_only: bool = False, token: str | None 
         return JSONResponse(runs.get(request.path_params["rid"]).curves(
             int(q.get("since", 0)), int(gen) if gen not in (None, "") else None))
 
+    def run_samples(request: Request) -> Response:
+        q = request.query_params
+        step, gen = q.get("step"), q.get("generation")
+        return JSONResponse(runs.get(request.path_params["rid"]).samples(
+            int(step) if step not in (None, "") else None, int(q.get("since", 0)),
+            int(gen) if gen not in (None, "") else None))
+
     def run_log(request: Request) -> Response:
         offset = request.query_params.get("offset")
         return JSONResponse(runs.get(request.path_params["rid"]).log_tail(
@@ -209,6 +216,7 @@ def create_app(roots: list[Path], *, read_only: bool = False, token: str | None 
         api("/api/runs", run_list),
         api("/api/run/{rid:path}/curves", run_curves),
         api("/api/run/{rid:path}/log", run_log),
+        api("/api/run/{rid:path}/samples", run_samples),
         api("/api/run/{rid:path}/stop", stop, ("POST",)),
         api("/api/run/{rid:path}", run_detail),
         api("/api/compare", compare),

@@ -25,6 +25,7 @@ def run(cfg: RunConfig, data: Any, eval_data: Any = None) -> dict[str, Any]:
     Launched as several processes, each one runs this; rank 0 writes the files."""
     from align.metrics import run_logger
     from align.ppo.plan import describe
+    from align.samples import SamplesWriter
 
     ppo = PPORun.create(cfg, data, eval_data)
     where = "closed as a turn (--reward-at-turn-end)" if ppo.turn_end else \
@@ -39,8 +40,10 @@ def run(cfg: RunConfig, data: Any, eval_data: Any = None) -> dict[str, Any]:
         ppo.latest_eval = logged_eval(ppo)
         say(ppo, f"resumed from {cfg.resume_from.path} (step {ppo.step} of {ppo.total_steps})")
     logger = run_logger(cfg, ppo.out, resume_step) if ppo.dist.is_main else NullLogger()
+    samples = SamplesWriter(ppo.out, cfg.algo.log_samples if ppo.dist.is_main else 0,
+                            resume_step)
     try:
-        return train(ppo, logger)
+        return train(ppo, logger, samples)
     finally:
         logger.close()
 
@@ -90,8 +93,9 @@ def say(ppo: PPORun, text: str, err: bool = False) -> None:
         click.echo(text, err=err)
 
 
-def train(ppo: PPORun, logger: Any) -> dict[str, Any]:
-    """The driver: one PPO step per loop, in numbered steps."""
+def train(ppo: PPORun, logger: Any, samples: Any) -> dict[str, Any]:
+    """The driver: one PPO step per loop, in numbered steps. ``samples``: the
+    align.samples.SamplesWriter that keeps a few answers of each logged step."""
     from tqdm import tqdm
 
     t = ppo.cfg.train
@@ -101,13 +105,14 @@ def train(ppo: PPORun, logger: Any) -> dict[str, Any]:
                disable=not ppo.dist.is_main)
     while ppo.step < ppo.total_steps:
         ppo.step += 1
-        # 1-4. rollout, rewards, advantages, PPO update (see ppo_step)
-        metrics = checked_step(ppo)
-        # 5. log, check health (warn / stop / roll back), evaluate and save
         logged = ppo.step % t.logging_steps == 0 or ppo.step == ppo.total_steps
+        # 1-4. rollout, rewards, advantages, PPO update (see ppo_step)
+        metrics, answers = checked_step(ppo, samples.per_step if logged else 0)
+        # 5. log, check health (warn / stop / roll back), evaluate and save
         events = ppo.monitor.check(ppo.step, metrics) if logged else []
         if logged:
             logger.log(ppo.step, metrics | health_metrics(events))
+            samples.write(ppo.step, answers)
         report(ppo, bar, metrics if logged else None, events)
         if act_on_health(ppo, events, logger, bar) == "rolled_back":
             continue
@@ -119,7 +124,7 @@ def train(ppo: PPORun, logger: Any) -> dict[str, Any]:
     return finish(ppo, logger)
 
 
-def checked_step(ppo: PPORun) -> dict[str, float]:
+def checked_step(ppo: PPORun, keep: int = 0) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """:func:`ppo_step`, stopped (exit 3, nothing saved) when the weights or the sampling
     probabilities are no longer finite: an update skipped for a non-finite gradient keeps
     them finite, a finite but huge one may not."""
@@ -127,7 +132,7 @@ def checked_step(ppo: PPORun) -> dict[str, float]:
     from align.ppo.checkpoint import nonfinite_weights
 
     try:
-        metrics = ppo_step(ppo)
+        metrics, answers = ppo_step(ppo, keep)
     except RuntimeError as e:
         if not is_sampling_error(e):
             raise
@@ -137,7 +142,7 @@ def checked_step(ppo: PPORun) -> dict[str, float]:
     if bad:
         raise nan_stop(ppo, f"the weights became NaN/inf: {len(bad)} tensors are not finite "
                             f"after the update of step {ppo.step} ({describe(bad)})")
-    return metrics
+    return metrics, answers
 
 
 def nan_stop(ppo: PPORun, what: str) -> Exception:
@@ -147,9 +152,10 @@ def nan_stop(ppo: PPORun, what: str) -> Exception:
     return stop_nonfinite(health_hooks(ppo), what)
 
 
-def ppo_step(ppo: PPORun) -> dict[str, float]:
+def ppo_step(ppo: PPORun, keep: int = 0) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """Steps 1-4 of one PPO iteration; returns its metrics (the whole batch's, over all
-    processes), with the ``perf/*`` timings and, on CUDA, the step's peak memory."""
+    processes), with the ``perf/*`` timings and, on CUDA, the step's peak memory; and
+    ``keep`` of this process's answers with their prompts and rewards (samples.jsonl)."""
     from align.perf import Stopwatch, peak_memory_gb, reset_peak_memory
     from align.ppo.rollout import score
     from align.ppo.update import compute_advantages, compute_rewards, ppo_update
@@ -171,6 +177,7 @@ def ppo_step(ppo: PPORun) -> dict[str, float]:
                  chunk=a.local_rollout_forward_batch_size, turn_end=ppo.turn_end)
     mine, by_source = timed("perf/reward_s", rule_scores, ppo, mine,
                             [ppo.rows[i] for i in rows], episodes=episodes)
+    answers = shown_answers(ppo, mine, rows, episodes, keep) if keep else []
     batch = gather_experience(ppo.dist, mine)  # the whole rollout batch, on every process
     # 2. rewards: shaped score (reward model and/or rules) on the last token, token-level KL
     # penalty on every token
@@ -199,7 +206,29 @@ def ppo_step(ppo: PPORun) -> dict[str, float]:
     peak = peak_memory_gb(dev)
     if peak is not None:
         metrics["perf/max_memory_gb"] = peak
-    return metrics
+    return metrics, answers
+
+
+def shown_answers(ppo: PPORun, exp: Any, rows: list[int], episodes: list[Any] | None,
+                  k: int) -> list[dict[str, Any]]:
+    """``k`` of this process's rollout answers (spread over its share), each with its prompt
+    and raw reward (the reward model's and rules' weighted total, before shaping): what
+    samples.jsonl keeps of a logged step (align/samples.py). With tools the answer is every
+    turn after the prompt, tool calls and results included."""
+    from align.ppo.agent_rollout import episode_completions
+    from align.ppo.models import eos_token_ids
+    from align.ppo.rewards import completions
+    from align.samples import spread
+
+    pick = spread(exp.batch_size, k)
+    prompts = [ppo.rows[rows[i]]["prompt"] for i in pick]
+    if episodes is not None:
+        answers = episode_completions([episodes[i] for i in pick])
+    else:
+        answers, _ = completions(ppo.roles.tokenizer, exp.response_ids[pick], exp.mask[pick],
+                                 eos_token_ids(ppo.roles), isinstance(prompts[0], list))
+    scores = exp.scores[pick].tolist()
+    return [{"prompt": p, "answer": a, "reward": r} for p, a, r in zip(prompts, answers, scores)]
 
 
 def rule_scores(ppo: PPORun, exp: Any, rows: list[dict[str, Any]], prefix: str = "reward",

@@ -1,5 +1,6 @@
 """The rule-reward flags every online algorithm takes (GRPO, RLOO, PPO): built-in functions, a
-user function, and one weight per reward source.
+user function, and one weight per reward source; and how many of the scored answers each logged
+step writes to ``samples.jsonl`` (:mod:`align.samples`).
 
 One dataclass, so that the flags, their help and their checks are written once: GRPO's and
 RLOO's ``OnlineArgs`` and PPO's ``PPOConfig`` extend it. This module imports nothing heavy
@@ -39,6 +40,11 @@ class RewardArgs:
         None, "Target completion length in tokens for the length reward (required with it): "
         "1 at the target, 0 at zero or twice the target.",
         source="align (no default: your task's)", bounds="[1, inf)")
+    log_samples: int = arg(
+        4, "Sampled answers written to samples.jsonl at each logged step, with their prompt "
+        "and reward (align board shows them); 0 writes none.",
+        source="align default: a few prompts to read, about 4 KB per logged step",
+        bounds="[0, inf)")
 
     def check_rewards(self) -> None:
         """The reward flags' own rules (raise ValueError; the CLI exits 2). Called from the

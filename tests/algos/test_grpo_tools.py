@@ -140,6 +140,7 @@ import random  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from align.metrics import read_metrics  # noqa: E402
+from align.samples import read_samples  # noqa: E402
 from tests.conftest import run_cli, write_jsonl  # noqa: E402
 
 TOOLS_FILE = '''
@@ -289,6 +290,11 @@ def test_grpo_runs_tools_and_logs_agent_metrics(tmp_path, capsys, tool_user):
     assert max(r["tools/calls_per_episode"] for r in rows) > 0.5  # the model called the tool
     assert all(r["tools/error_frac"] == 0.0 for r in rows)  # and every call ran
     assert all(r["rollout/turns"] > 1.0 for r in rows)
+    # samples.jsonl: the turns of shown rollouts (TRL's completions), the call and its result
+    shown = read_samples(out)
+    called = [r for r in shown if r.get("tool_calls")]
+    assert called and [m["role"] for m in called[0]["answer"]][:2] == ["assistant", "tool"]
+    assert set(called[0]["rewards"]) == {"right_answer"}
     from transformers import AutoModelForCausalLM
 
     AutoModelForCausalLM.from_pretrained(out)  # the trained model loads back

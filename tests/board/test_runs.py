@@ -21,6 +21,7 @@ from align.board.runs import (MetricsTail, PathRefused, Runs, downsample,  # noq
                               state_of)
 from align.errors import AlignError  # noqa: E402
 from align.run_status import end_state, write_status  # noqa: E402
+from tests.board.conftest import many_runs  # noqa: E402
 
 
 def _write_rows(path: Path, rows: list[dict], mode: str = "a") -> None:
@@ -189,21 +190,9 @@ def test_board_refuses_another_host_without_a_token(capsys, tmp_path):
 
 
 def test_200_runs_and_100k_rows_open_in_under_a_second(tmp_path):
-    """The numbers docs/board.md quotes (measured on the CI machine's CPU, one core)."""
-    root = tmp_path / "many"
-    host = os.uname().nodename
-    for i in range(200):
-        _run_dir(root, f"run{i:03d}", rows=200,
-                 status={"state": "finished", "pid": 1, "host": host, "step": 200,
-                         "total": 200})
-    big = root / "big"
-    big.mkdir()
-    (big / "align_config.yaml").write_text("algo: ppo\n")
-    keys = ["loss/policy", "loss/value", "objective/kl", "reward/raw", "policy/entropy",
-            "policy/clipfrac", "rollout/response_len", "lr/actor", "grad/actor_norm"]
-    _write_rows(big / "metrics.jsonl", [{"step": i, "time": 1.0 * i,
-                                         **{k: (i % 97) * 0.01 + j for j, k in enumerate(keys)}}
-                                        for i in range(1, 100_001)], "w")
+    """The server's side of docs/board.md's numbers, in CPU time (the browser's side, with the
+    page's drawing: tests/board/test_browser.py)."""
+    root = many_runs(tmp_path / "many")
     runs = Runs([root])
     t0, c0 = time.perf_counter(), time.process_time()
     listed = runs.summaries()

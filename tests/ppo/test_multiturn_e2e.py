@@ -10,6 +10,7 @@ import json
 import pytest
 
 from align.metrics import read_metrics
+from align.samples import read_samples
 from tests.conftest import run_cli
 from tests.ppo.conftest import DOUBLE_TOOL
 from tests.ppo.test_e2e import timing
@@ -48,6 +49,11 @@ def test_multiturn_ppo_runs_the_tool_and_logs_it(tmp_path, capsys, tiny_tool_sft
     assert "eval/calls_per_episode" in evals[0]
     final = json.loads((out / "final_metrics.json").read_text())
     assert final["collapsed"] is False
+    # samples.jsonl keeps each shown episode's turns: the call, the tool's result, the answer
+    shown = read_samples(out)
+    assert {r["step"] for r in shown} == {1, 2, 3}
+    called = [r for r in shown if r.get("tool_calls")]
+    assert called and any(m["role"] == "tool" for m in called[0]["answer"])
 
 
 def test_multiturn_episodes_mask_the_tool_tokens(tmp_path, tiny_tool_sft, tool_prompt_files):

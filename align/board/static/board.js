@@ -94,13 +94,18 @@ function chart(container, title, series, alarms, key) {
     width: Math.max(380, panel.clientWidth - 16), height: 210,
     legend: { show: series.filter(s => !s.faint).length > 1 && series.length <= 12 },
     scales: { x: { time: false } },
-    axes: [{ label: "step", size: 34 }, { size: 56 }],
+    // tick labels as the tables print numbers: tiny values (a KL of 1e-5) stay readable
+    axes: [{ label: "step", size: 34 }, { size: 60, values: (u, ticks) => ticks.map(v => fmt(v, 3)) }],
     series: [{ label: "step" }, ...series.map(s => ({
       label: s.label, stroke: s.faint ? s.color + "44" : s.color, width: s.faint ? 1 : 1.6,
       dash: s.dash ? [5, 4] : undefined, spanGaps: true, points: { show: false } }))],
     hooks: { draw: [u => placeAlarms(u, panel, alarms)] },
   };
   const u = new uPlot(opts, data, panel);
+  // the legend names the smoothed curves only: the step column and the faint raw ones go
+  u.root.querySelectorAll(".u-legend .u-series").forEach((row, i) => {
+    if (i === 0 || (series[i - 1] && series[i - 1].faint)) row.hidden = true;
+  });
   board.charts[key || title] = { u, series, alarms, panel };
   return u;
 }
@@ -196,6 +201,8 @@ async function viewRun(root, id) {
   const curves = el("div", { class: "grid", id: "curves" });
   const alarmsBox = el("ul", { class: "alarms", id: "alarms" });
   root.append(el("h2", { text: "Curves" }), curves, el("h2", { text: "Health alarms" }), alarmsBox);
+  const answers = sampledAnswers(id);
+  root.append(answers.box);
   const cols = el("div", { class: "cols" });
   const ckpt = el("div", { id: "checkpoints" }), cfg = el("div", { id: "config" });
   cols.append(el("div", {}, el("h2", { text: "Checkpoints" }), ckpt),
@@ -254,13 +261,79 @@ async function viewRun(root, id) {
     if (lines.length > 400) log.textContent = lines.slice(-400).join("\n");
     log.scrollTop = log.scrollHeight;
   }
-  await Promise.all([pull(), pullLog()]);
+  await Promise.all([pull(), pullLog(), answers.pull()]);
   every(async () => {
     const list = await api("/api/runs");
     const me = list.runs.find(r => r.id === id);
     if (me && me.state !== run.state) { route(); return; }  // status changed: redraw all
-    if (run.state === "running") { await pull(); await pullLog(); }
+    if (run.state === "running") { await pull(); await pullLog(); await answers.pull(); }
   }, POLL_MS);
+}
+
+// The sampled answers of an online run (samples.jsonl): a step picker and that step's answers
+// with their rewards. Only the steps logged since the last poll come back; the picker follows
+// the newest step until another is picked. Hidden while the run has none.
+function sampledAnswers(id) {
+  const box = el("section", { id: "samples", class: "samples", hidden: true });
+  const prev = el("button", { id: "sample-prev", title: "the step before" }, "‹");
+  const next = el("button", { id: "sample-next", title: "the step after" }, "›");
+  const slider = el("input", { type: "range", id: "sample-slider", min: 0, max: 0, value: 0 });
+  const label = el("span", { id: "sample-step", class: "muted" });
+  const list = el("div", { id: "sample-answers" });
+  box.append(el("h2", { text: "Sampled answers" }),
+    el("div", { class: "toolbar" }, prev, slider, next, label), list);
+  const st = { count: 0, generation: null, steps: [], shown: null, follow: true };
+  board.samples = st;  // the browser tests read the shown step from here
+  async function pull(step) {
+    const want = step ?? (st.follow ? null : st.shown);
+    const q = `since=${st.count}&generation=${st.generation ?? ""}` + (want === null ? "" : `&step=${want}`);
+    const d = await api(`/api/run/${encodeURIComponent(id)}/samples?${q}`);
+    st.steps = d.full ? d.steps : st.steps.concat(d.steps);
+    st.count = d.count; st.generation = d.generation;
+    box.hidden = !st.steps.length;
+    if (!st.steps.length) return;
+    slider.max = st.steps.length - 1;
+    if (d.step !== st.shown || d.full) draw(d.step, d.answers);
+    slider.value = st.steps.indexOf(st.shown);
+  }
+  function go(index) {
+    index = Math.max(0, Math.min(st.steps.length - 1, index));
+    st.follow = index === st.steps.length - 1;
+    pull(st.steps[index]);
+  }
+  prev.addEventListener("click", () => go(st.steps.indexOf(st.shown) - 1));
+  next.addEventListener("click", () => go(st.steps.indexOf(st.shown) + 1));
+  slider.addEventListener("change", () => go(parseInt(slider.value, 10)));
+  function draw(step, rows) {
+    st.shown = step;
+    const i = st.steps.indexOf(step);
+    label.textContent = `step ${step} (${i + 1} of ${st.steps.length} logged steps)`;
+    prev.disabled = i <= 0; next.disabled = i >= st.steps.length - 1;
+    list.replaceChildren(el("table", {}, el("tr", {}, ["prompt", "answer", "reward"].map(h => el("th", { text: h }))),
+      rows.map(r => el("tr", { class: "sample", "data-step": r.step },
+        el("td", { class: "prompt" }, message(r.prompt)),
+        el("td", { class: "answer" }, message(r.answer)),
+        el("td", { class: "num reward" }, fmt(r.reward, 3), details(r))))));
+  }
+  return { box, pull: () => pull() };
+}
+
+// A prompt or an answer: text, or chat messages (role, content, tool calls) one per block.
+function message(m) {
+  if (!Array.isArray(m)) return el("div", { class: "text", text: m ?? "" });
+  return m.map(msg => el("div", { class: `msg msg-${msg.role}` },
+    el("span", { class: "role", text: msg.role }),
+    el("span", { class: "text", text: typeof msg.content === "string" ? msg.content : JSON.stringify(msg.content ?? "") }),
+    (msg.tool_calls || []).map(c => el("code", { class: "call",
+      text: `${c.function?.name ?? c.name}(${JSON.stringify(c.function?.arguments ?? c.arguments ?? {})})` }))));
+}
+
+// Under a reward: each source's value, the advantage and the tool calls, when logged.
+function details(r) {
+  const parts = Object.entries(r.rewards || {}).map(([k, v]) => `${k} ${fmt(v, 3)}`);
+  if (r.advantage !== undefined && r.advantage !== null) parts.push(`advantage ${fmt(r.advantage, 3)}`);
+  if (r.tool_calls) parts.push(`${r.tool_calls} tool call${r.tool_calls > 1 ? "s" : ""}`);
+  return parts.length ? el("div", { class: "muted small", text: parts.join(" · ") }) : null;
 }
 
 // ---- compare ----------------------------------------------------------------------------

@@ -114,3 +114,22 @@ def test_algorithms_side_by_side_give_the_table_of_one_at_a_time(tmp_path, capsy
         a.pop("seconds"), b.pop("seconds")
         assert a == b, name
     assert one["curves"] == two["curves"]
+
+
+@pytest.mark.slow
+def test_agent_stage_grpo_with_the_tool_beats_sft(tmp_path):
+    """The agent stage at its documented size (seed 0, held-out problems): the tiny model
+    cannot multiply without the tool, calls it after SFT, and GRPO with it answers more
+    problems exactly than the SFT policy it started from."""
+    from align.quickstart import agent, pipeline
+
+    opts = pipeline.Options(out=tmp_path / "qs", agent=True, stage_threads=1)
+    summary, curve, seconds, _ = pipeline.agent_stage(opts, beside=False)
+    sft, grpo, no_tool = summary["sft"], summary["grpo"], summary["sft_no_tool"]
+    assert summary["held_out"] == agent.HELD_OUT
+    assert no_tool["gold"] <= 0.05 and no_tool["tool_calls"] == 0  # no tool, no product
+    assert sft["tool_calls"] >= 0.9  # SFT taught the call format
+    assert grpo["gold"] >= sft["gold"] + 0.1, summary
+    assert not grpo["collapsed"]
+    assert curve[0]["gold"] == sft["gold"] and len(curve) == 1 + agent.CURVE_POINTS
+    assert set(seconds) == {"agent sft", "agent grpo"}

@@ -434,8 +434,8 @@ def run_algos(opts: Options, shared: Shared, pool: Any = None, workers: int = 1,
         with lock:
             return pending.pop(0) if pending and not errors else None
 
-    def feed() -> None:
-        if busy is not None:
+    def feed(first: bool) -> None:
+        if first and busy is not None:  # the pool's process that runs it takes no stage yet
             concurrent.futures.wait([busy])  # its errors are raised where it is collected
         while (algo := take()) is not None:
             try:
@@ -443,7 +443,8 @@ def run_algos(opts: Options, shared: Shared, pool: Any = None, workers: int = 1,
             except BaseException as e:  # noqa: BLE001 - re-raised in the main thread below
                 errors.append(e)
 
-    feeders = [threading.Thread(target=feed, daemon=True) for _ in range(workers - 1)]
+    feeders = [threading.Thread(target=feed, args=(i == 0,), daemon=True)
+               for i in range(workers - 1)]
     for f in feeders:
         f.start()
     try:

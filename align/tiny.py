@@ -42,14 +42,24 @@ DEFAULT_CORPUS = [
 ]
 
 
-def build_tokenizer(corpus: Iterable[str] | None = None, vocab_size: int = 512) -> Any:
-    """Train a byte-level BPE tokenizer and wrap it as a chat-ready PreTrainedTokenizerFast."""
+def build_tokenizer(corpus: Iterable[str] | None = None, vocab_size: int = 512, *,
+                    span_words: bool = False) -> Any:
+    """Train a byte-level BPE tokenizer and wrap it as a chat-ready PreTrainedTokenizerFast.
+
+    ``span_words``: merges may cross word and punctuation boundaries, but not a line end (so
+    not the end of a chat template's turn header) or a digit (digits stay single tokens): text
+    the corpus repeats verbatim, such as a tool schema in every system turn, becomes a few long
+    tokens instead of one or more per word."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     texts = list(corpus) if corpus is not None else DEFAULT_CORPUS
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split("\n", behavior="isolated"),
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]) if span_words \
+        else pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),

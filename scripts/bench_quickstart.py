@@ -4,6 +4,7 @@
                                                                     # threads chosen from the load
     python scripts/bench_quickstart.py --busy 1                     # beside one busy process
     python scripts/bench_quickstart.py --threads 1,2 --algos dpo --repeats 2
+    python scripts/bench_quickstart.py --agent                      # with the agent stage
 
 Runs ``align quickstart --threads N`` in a subprocess for each thread count (``auto``: no
 --threads, the quickstart chooses from the load; alternating, so
@@ -34,7 +35,8 @@ def _spin() -> None:
         pass
 
 
-def run_once(threads: int | str, algos: str, seed: int, scale: float, out: Path) -> dict:
+def run_once(threads: int | str, algos: str, seed: int, scale: float, out: Path,
+             agent: bool = False) -> dict:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "TRL_EXPERIMENTAL_SILENCE": "1"}
     env.pop("OMP_NUM_THREADS", None)  # the quickstart's --threads decides
@@ -47,6 +49,7 @@ def run_once(threads: int | str, algos: str, seed: int, scale: float, out: Path)
     cmd += ["--threads", str(threads)] if threads != "auto" else []
     if scale != 1.0:
         cmd += ["--scale", str(scale)]
+    cmd += ["--agent"] if agent else []
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
     wall = time.time() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -58,7 +61,9 @@ def run_once(threads: int | str, algos: str, seed: int, scale: float, out: Path)
                            + (after.ru_stime - before.ru_stime), 1),
             "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2),
             "stages_s": summary["stage_seconds"],
-            "gold": {k: round(v["gold_reward"], 3) for k, v in summary["algos"].items()}}
+            "gold": {k: round(v["gold_reward"], 3) for k, v in summary["algos"].items()},
+            **({"agent_exact": {k: summary["agent"][k]["gold"] for k in ("sft", "grpo")}}
+               if agent else {})}
 
 
 def main() -> None:
@@ -71,6 +76,7 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--busy", type=int, default=0, help="Busy-loop processes to start.")
+    parser.add_argument("--agent", action="store_true", help="Run the quickstart with --agent.")
     parser.add_argument("--json", default=None, help="Write the results here too.")
     args = parser.parse_args()
     spinners = [multiprocessing.Process(target=_spin, daemon=True) for _ in range(args.busy)]
@@ -82,7 +88,7 @@ def main() -> None:
             for r in range(args.repeats):
                 for t in [x if x == "auto" else int(x) for x in args.threads.split(",")]:
                     res = run_once(t, args.algos, args.seed, args.scale,
-                                   Path(tmp) / f"t{t}-r{r}")
+                                   Path(tmp) / f"t{t}-r{r}", args.agent)
                     res["busy"] = args.busy
                     results.append(res)
                     print(json.dumps(res), flush=True)

@@ -114,3 +114,26 @@ def test_algorithms_side_by_side_give_the_table_of_one_at_a_time(tmp_path, capsy
         a.pop("seconds"), b.pop("seconds")
         assert a == b, name
     assert one["curves"] == two["curves"]
+
+
+@pytest.mark.slow
+def test_agent_stage_grpo_with_the_tool_beats_sft(tmp_path):
+    """The agent stage at its documented size (seed 0, held-out problems): the tiny model
+    cannot multiply without the tool, calls it after SFT and copies most results; GRPO with
+    the tool should answer more problems exactly than the SFT policy it started from (issue
+    24), which it does not yet (docs/quickstart.md, "The agent stage")."""
+    from align.quickstart import agent, pipeline
+
+    opts = pipeline.Options(out=tmp_path / "qs", agent=True, stage_threads=1)
+    summary, curve, seconds, _ = pipeline.agent_stage(opts, beside=False)
+    sft, grpo, no_tool = summary["sft"], summary["grpo"], summary["sft_no_tool"]
+    assert summary["held_out"] == agent.HELD_OUT
+    assert no_tool["gold"] <= 0.05 and no_tool["tool_calls"] == 0  # no tool, no product
+    assert sft["tool_calls"] >= 0.9  # SFT taught the call format
+    assert sft["gold"] >= 0.5, summary  # ... and to copy (dev split: 0.84)
+    assert curve[0]["gold"] == sft["gold"] and len(curve) == 1 + agent.CURVE_POINTS
+    assert set(seconds) == {"agent sft", "agent grpo"}
+    if grpo["collapsed"] or grpo["gold"] < sft["gold"] + 0.1:
+        pytest.xfail(f"GRPO with the tool {grpo['gold']:.2f} exact (health events "
+                     f"{grpo['health_events']}), the SFT policy {sft['gold']:.2f}: not yet "
+                     "the +0.10 of issue 24")

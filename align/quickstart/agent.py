@@ -6,8 +6,9 @@
 (its tokenizer knows the calls' words; the main pipeline's tokenizer is left as it is, so the
 main table does not move), then, through the same runner as ``align sft`` / ``align rlhf``:
 
-1. SFT on a few tool transcripts (prompt, call, result, "The answer is N."), kept short: a
-   policy that calls the tool but often copies a number wrong;
+1. SFT on tool transcripts (prompt, call, result, "The answer is N."): a policy that calls
+   the tool with the right numbers but copies some results wrong (on the dev split, 9 of its
+   10 misses were three-digit products, rare in the transcripts);
 2. GRPO from it with the tool (``--tools``) and the gold rule as its reward (``--reward-fn``,
    1 for the exact product in the final answer);
 3. evaluation on held-out problems (pairs of numbers never trained on), in align's multi-turn
@@ -49,12 +50,20 @@ def exact_answer(prompts, completions, answer, **kwargs):
         out.append(1.0 if numbers and int(numbers[-1]) == int(want) else 0.0)
     return out
 '''
-SFT_ROWS = 240  # transcripts (scaled by --scale)
+# Sizes and settings, chosen on the dev split (``run(..., split="dev")``, seed 0; the held-out
+# problems were evaluated once, with these; docs/quickstart.md, "The agent stage"). The tiny
+# model learns to copy the numbers (into the call, and the product into its answer) suddenly,
+# after about 300 SFT steps of 16 transcripts (dev: 0 exact answers at steps 40-240, 0.02 at
+# 280, 0.47 at 320, 0.72 at 360, 0.81 from 400 on); fewer, shorter transcripts never got there
+# (240 or 480 transcripts, or batches of 8 or 32, at most 240 steps: 0 on dev).
+SFT_ROWS = 960  # transcripts (scaled by --scale)
 TRAIN_ROWS = 96  # GRPO prompts
-HELD_OUT = 32  # held-out problems (pairs never trained on)
+HELD_OUT = 64  # held-out problems (pairs never trained on), and as many dev problems
 SFT = {"learning_rate": 3e-3, "num_train_epochs": 6.0, "per_device_train_batch_size": 16,
-       "max_length": 512}
-GRPO = {"max_steps": 24, "learning_rate": 2e-3, "num_generations": 8,
+       "max_length": 128}
+# GRPO: on dev, 2e-3 broke a 330-step SFT policy (0.78 -> 0.00 exact); 5e-4 and 1e-3 kept it
+# where it was (0.78-0.81), as from the 360-step one (0.84); no setting tried gains yet.
+GRPO = {"max_steps": 24, "learning_rate": 5e-4, "num_generations": 8,
         "per_device_train_batch_size": 32, "max_completion_length": 64, "beta": 0.0,
         "temperature": 1.0, "max_tool_calls": 2}
 CURVE_POINTS = 4
@@ -98,9 +107,10 @@ def build_model(out: Path, seed: int, pairs: list[tuple[int, int]]) -> Path:
     tools = [schema()]
     texts = [probe.apply_chat_template(transcript(a, b), tools=tools, tokenize=False)
              for a, b in pairs]
-    texts += [" ".join(str(n) for n in range(10, 10_000, 7))]  # every product's digits
-    tokenizer = apply(build_tokenizer(texts, vocab_size=600), "chatml-tools")
-    return build_tiny_lm(out, tokenizer, seed=seed, hidden_size=64, layers=2,
+    tokenizer = apply(build_tokenizer(texts, vocab_size=600, span_words=True), "chatml-tools")
+    # Llama-shaped: transformers loads a Qwen2 model's tokenizer with Qwen2's own pre-tokenizer,
+    # which would split the merged schema back into words (a Llama model's is kept as saved).
+    return build_tiny_lm(out, tokenizer, arch="llama", seed=seed, hidden_size=64, layers=2,
                          intermediate_size=256)
 
 
@@ -135,18 +145,30 @@ def accuracy(model_dir: Path, rows: list[dict[str, Any]], tools_file: Path | Non
             "example": (episodes[0].messages[-1].get("content") or "") if episodes else ""}
 
 
-def run(opts: Any, train: Any, stage: Any, scaled: Any) -> tuple[dict[str, Any], list[dict]]:
+def split(seed: int) -> dict[str, list[tuple[int, int]]]:
+    """The task's problems, disjoint: held-out (reported), dev (for choosing settings), SFT
+    transcripts and GRPO prompts (before --scale)."""
+    rng = random.Random(seed + 24)
+    seen: set[tuple[int, int]] = set()
+    held = problems(rng, HELD_OUT, seen)
+    sft_pairs = problems(rng, SFT_ROWS, seen)
+    grpo_pairs = problems(rng, TRAIN_ROWS, seen)
+    dev = problems(random.Random(seed + 25), HELD_OUT, seen)
+    return {"held_out": held, "dev": dev, "sft": sft_pairs, "grpo": grpo_pairs}
+
+
+def run(opts: Any, train: Any, stage: Any, scaled: Any, evaluate_on: str = "held_out"
+        ) -> tuple[dict[str, Any], list[dict]]:
     """The stage (see the module docstring); ``train``/``stage``/``scaled`` are the pipeline's
-    helpers. Returns (the summary's ``agent`` entry, the GRPO run's curve)."""
+    helpers; ``evaluate_on`` is ``held_out`` (the quickstart) or ``dev`` (for choosing the
+    settings). Returns (the summary's ``agent`` entry, the GRPO run's curve)."""
     import time
 
     from align.data.io import write_jsonl
 
-    rng = random.Random(opts.seed + 24)
-    seen: set[tuple[int, int]] = set()
-    held = problems(rng, HELD_OUT, seen)
-    sft_pairs = problems(rng, scaled(SFT_ROWS, opts, 48), seen)
-    grpo_pairs = problems(rng, scaled(TRAIN_ROWS, opts, 32), seen)
+    pairs = split(opts.seed)
+    sft_pairs = pairs["sft"][:scaled(SFT_ROWS, opts, 48)]
+    grpo_pairs = pairs["grpo"][:scaled(TRAIN_ROWS, opts, 32)]
     d = opts.out / "agent"
     d.mkdir(parents=True, exist_ok=True)
     tools_file = d / "agent_tools.py"
@@ -157,13 +179,13 @@ def run(opts: Any, train: Any, stage: Any, scaled: Any) -> tuple[dict[str, Any],
                   "tools": tools} for a, b in sft_pairs], sft_data)
     grpo_data = d / "prompts.jsonl"
     write_jsonl([{"prompt": prompt(a, b), "answer": a * b} for a, b in grpo_pairs], grpo_data)
-    held_rows = [{"prompt": prompt(a, b), "answer": a * b} for a, b in held]
+    eval_rows = [{"prompt": prompt(a, b), "answer": a * b} for a, b in pairs[evaluate_on]]
     with stage("agent sft", opts):
         base = build_model(d / "base", opts.seed, sft_pairs)
         train("sft", str(base), sft_data, d / "sft", opts, save_steps=10_000,
               chat_template="chatml-tools", **SFT)
-        sft_eval = accuracy(d / "sft", held_rows, tools_file, opts.seed)
-        no_tool = accuracy(d / "sft", held_rows, None, opts.seed)
+        sft_eval = accuracy(d / "sft", eval_rows, tools_file, opts.seed)
+        no_tool = accuracy(d / "sft", eval_rows, None, opts.seed)
     steps = scaled(GRPO["max_steps"], opts, 4)
     with stage("agent grpo", opts) as line:
         began = time.time()
@@ -173,18 +195,18 @@ def run(opts: Any, train: Any, stage: Any, scaled: Any) -> tuple[dict[str, Any],
                          "save_steps": max(1, steps // CURVE_POINTS)})
         seconds = time.time() - began
         line.set_phase("evaluating", "checkpoints")
-        grpo_eval = accuracy(d / "grpo", held_rows, tools_file, opts.seed)
+        grpo_eval = accuracy(d / "grpo", eval_rows, tools_file, opts.seed)
         curve = [{"progress": 0.0, "gold": sft_eval["gold"]}]
         from align.checkpoints import scan
 
         for ckpt in scan(d / "grpo")[0]:
             curve.append({"progress": min(1.0, ckpt.step / steps),
-                          "gold": accuracy(ckpt.path, held_rows, tools_file, opts.seed)["gold"]})
+                          "gold": accuracy(ckpt.path, eval_rows, tools_file, opts.seed)["gold"]})
     summary = {"sft": sft_eval, "sft_no_tool": no_tool,
                "grpo": {**grpo_eval, "collapsed": bool(final.get("collapsed", False)),
                         "health_events": list(final.get("health_events", [])),
                         "seconds": round(seconds, 1)},
-               "held_out": len(held_rows)}
+               evaluate_on: len(eval_rows)}
     return summary, curve
 
 

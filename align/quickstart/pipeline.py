@@ -376,6 +376,23 @@ def _in_worker(algo: str, opts: Options, shared: Shared
     return algo_stage(algo, opts, shared)
 
 
+def agent_stage(opts: Options, beside: bool = True
+                ) -> tuple[dict[str, Any], list[dict], dict[str, float], str]:
+    """The agent stage (align/quickstart/agent.py): its own tiny model and task, so it shares
+    nothing with the other stages and can run ``beside`` them (in a worker process; its console
+    lines are then kept and returned, to be printed after the others'). Returns its summary
+    entry, its curve, its stages' seconds and the console lines it kept."""
+    import io
+
+    from align.quickstart import agent
+
+    sub = Options(**{**opts.__dict__, "timings": {}, "live": opts.live and not beside})
+    lines = io.StringIO()
+    with contextlib.redirect_stdout(lines) if beside else contextlib.nullcontext():
+        summary, points = agent.run(sub, train, stage, _scaled)
+    return summary, points, sub.timings, lines.getvalue()
+
+
 def _ready() -> bool:
     return True
 
@@ -396,13 +413,14 @@ def start_workers(workers: int) -> Any:
     return pool
 
 
-def run_algos(opts: Options, shared: Shared, pool: Any = None, workers: int = 1
-              ) -> dict[str, tuple[dict[str, Any], list[dict[str, float]], float]]:
+def run_algos(opts: Options, shared: Shared, pool: Any = None, workers: int = 1,
+              busy: Any = None) -> dict[str, tuple[dict[str, Any], list[dict[str, float]], float]]:
     """Every algorithm's stage: one after the other without ``pool``; with it, this process
     and each of the pool's ``workers - 1`` processes take the longest stage left
-    (:data:`STAGE_COST`)."""
+    (:data:`STAGE_COST`), the pool's once ``busy`` (the agent stage's future) is done."""
     if pool is None:
         return {a: algo_stage(a, opts, shared) for a in opts.algos}
+    import concurrent.futures
     import threading
 
     pending = sorted(opts.algos, key=lambda a: -STAGE_COST.get(a, 6.0))
@@ -416,14 +434,17 @@ def run_algos(opts: Options, shared: Shared, pool: Any = None, workers: int = 1
         with lock:
             return pending.pop(0) if pending and not errors else None
 
-    def feed() -> None:
+    def feed(first: bool) -> None:
+        if first and busy is not None:  # the pool's process that runs it takes no stage yet
+            concurrent.futures.wait([busy])  # its errors are raised where it is collected
         while (algo := take()) is not None:
             try:
                 results[algo] = pool.submit(_in_worker, algo, sub, shared).result()
             except BaseException as e:  # noqa: BLE001 - re-raised in the main thread below
                 errors.append(e)
 
-    feeders = [threading.Thread(target=feed, daemon=True) for _ in range(workers - 1)]
+    feeders = [threading.Thread(target=feed, args=(i == 0,), daemon=True)
+               for i in range(workers - 1)]
     for f in feeders:
         f.start()
     try:
@@ -465,6 +486,9 @@ def _run(opts: Options, chosen: Any, workers: int, pool: Any, start: float) -> d
     from align.quickstart.evaluate import evaluate
 
     threads = opts.stage_threads
+    # The agent stage shares nothing with the rest: with a second worker it starts now, on the
+    # core the SFT stage leaves idle, and its result is collected after the algorithms.
+    agent_future = pool.submit(agent_stage, opts) if opts.agent and pool is not None else None
     torch.manual_seed(opts.seed)
     rng = random.Random(opts.seed)
     train_prompts, held_out = task.split_prompts(opts.seed)
@@ -503,7 +527,7 @@ def _run(opts: Options, chosen: Any, workers: int, pool: Any, start: float) -> d
     # 4-5. every algorithm from the same SFT policy, evaluated on held-out prompts
     shared = Shared(sft_dir, files, sft_eval)
     _MODELS[str(opts.out)] = (sft, rm, tokenizer)
-    done = run_algos(opts, shared, pool, workers)
+    done = run_algos(opts, shared, pool, workers, busy=agent_future)
     algos = {a: entry for a, (entry, _, _) in done.items()}
     curves = {a: points for a, (_, points, _) in done.items()}
     for a, (_, _, seconds) in done.items():  # in --algos order, whichever process ran it
@@ -511,9 +535,10 @@ def _run(opts: Options, chosen: Any, workers: int, pool: Any, start: float) -> d
         opts.timings[a] = seconds
     agent_summary = None
     if opts.agent:  # its own tiny model and task: a tool the model must learn to call
-        from align.quickstart import agent
-
-        agent_summary, curves["agent"] = agent.run(opts, train, stage, _scaled)
+        agent_summary, curves["agent"], seconds, lines = (
+            agent_future.result() if agent_future is not None else agent_stage(opts, False))
+        click.echo(lines, nl=False)
+        opts.timings.update(seconds)
     over = overoptimization(opts, sft_dir, files["prompts"], sft, rm, tokenizer, held_out,
                             sft_eval) if opts.overoptimization else None
     summary = {

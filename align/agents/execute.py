@@ -76,14 +76,46 @@ def check_arguments(tool: Tool, fn: Any, arguments: dict[str, Any]) -> str | Non
     return None
 
 
-def _invoke(fn: Any, arguments: dict[str, Any], box: dict[str, Any]) -> None:
-    try:
-        out = fn(**arguments)
-        if inspect.isawaitable(out):  # an async tool: its own event loop in this thread
-            out = asyncio.run(_await(out))
-        box["value"] = out
-    except BaseException as e:  # noqa: BLE001 - user code: the error goes to the model
-        box["exc"] = e
+@dataclass
+class Finished:
+    """How a call run under a time limit ended."""
+
+    done: bool  # False: still running at the deadline (abandoned)
+    value: Any = None  # what it returned (an awaitable result is awaited first)
+    exc: BaseException | None = None  # what it raised, if it raised
+    seconds: float = 0.0  # wall time until it ended or the deadline
+
+
+def timeout_message(label: str, seconds: float) -> str:
+    """What a call past its deadline reads as, here and in TRL's tool turn."""
+    return f"{label} did not answer within {seconds:g} s (--tool-timeout)"
+
+
+def call_with_timeout(fn: Any, arguments: dict[str, Any], timeout: float,
+                      label: str) -> Finished:
+    """``fn(**arguments)`` in a daemon thread joined with ``timeout``; never raises. An
+    awaitable result (an async tool) runs to completion on its own event loop in that thread.
+    A call still running at the deadline is abandoned: Python cannot stop a thread, and a
+    daemon thread does not keep the process from exiting."""
+    box: dict[str, Any] = {}
+
+    def invoke() -> None:
+        try:
+            out = fn(**arguments)
+            if inspect.isawaitable(out):
+                out = asyncio.run(_await(out))
+            box["value"] = out
+        except BaseException as e:  # noqa: BLE001 - user code: the caller decides
+            box["exc"] = e
+
+    start = time.perf_counter()
+    worker = threading.Thread(target=invoke, name=f"align-tool-{label}", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    seconds = time.perf_counter() - start
+    if worker.is_alive():
+        return Finished(False, seconds=seconds)
+    return Finished(True, box.get("value"), box.get("exc"), seconds)
 
 
 async def _await(awaitable: Any) -> Any:
@@ -103,23 +135,17 @@ def call_one(call: ToolCall, tools: dict[str, Tool], env: Any, timeout: float) -
     bad = check_arguments(tool, fn, call.arguments or {})
     if bad:
         return ToolResult(tool.name, error_text(bad), bad)
-    box: dict[str, Any] = {}
-    start = time.perf_counter()
-    worker = threading.Thread(target=_invoke, args=(fn, call.arguments or {}, box),
-                              name=f"align-tool-{tool.name}", daemon=True)
-    worker.start()
-    worker.join(timeout)
-    seconds = time.perf_counter() - start
-    if worker.is_alive():
-        why = f"{tool.name} did not answer within {timeout:g} s (--tool-timeout)"
-        return ToolResult(tool.name, error_text(why), why, seconds)
-    if "exc" in box:
-        e = box["exc"]
+    end = call_with_timeout(fn, call.arguments or {}, timeout, tool.name)
+    if not end.done:
+        why = timeout_message(tool.name, timeout)
+        return ToolResult(tool.name, error_text(why), why, end.seconds)
+    if end.exc is not None:
+        e = end.exc
         what = (f"SystemExit({e.code!r})" if isinstance(e, SystemExit)
                 else f"{type(e).__name__}: {e}")
         why = f"{tool.name} raised {what}"
-        return ToolResult(tool.name, error_text(why), why, seconds)
-    return ToolResult(tool.name, result_text(box.get("value")), None, seconds)
+        return ToolResult(tool.name, error_text(why), why, end.seconds)
+    return ToolResult(tool.name, result_text(end.value), None, end.seconds)
 
 
 def run_calls(calls: Sequence[Sequence[ToolCall]], tools: Sequence[dict[str, Tool]],

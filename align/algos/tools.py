@@ -24,38 +24,17 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-import threading
 from typing import Any, Callable
 
+from align.agents.execute import call_with_timeout, timeout_message
 from align.errors import AlignError
 
 
-def _run_with_timeout(fn: Callable[..., Any], args: tuple, kwargs: dict, seconds: float,
-                      label: str) -> Any:
-    """``fn(*args, **kwargs)`` in a daemon thread; TimeoutError after ``seconds`` (the thread
-    is left to finish on its own: Python cannot stop it, and a daemon thread does not keep
-    the process alive)."""
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["value"] = fn(*args, **kwargs)
-        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
-            box["error"] = e
-
-    thread = threading.Thread(target=target, name=f"tool {label}", daemon=True)
-    thread.start()
-    thread.join(seconds)
-    if thread.is_alive():
-        raise TimeoutError(f"{label} did not return within {seconds:g} s (--tool-timeout)")
-    if "error" in box:
-        raise box["error"]
-    return box.get("value")
-
-
 def timed(fn: Callable[..., Any], seconds: float, label: str | None = None) -> Callable[..., Any]:
-    """``fn`` with a time limit per call, same name, signature, hints and docstring (sync or
-    async: an async tool is awaited under ``asyncio.wait_for``)."""
+    """``fn`` with a time limit per call, same name, signature, hints and docstring (sync: run
+    by :func:`align.agents.execute.call_with_timeout`, as align's own loop runs a call, the
+    caller not kept past the deadline; async: awaited under ``asyncio.wait_for`` on TRL's
+    event loop)."""
     label = label or getattr(fn, "__name__", "tool")
     if inspect.iscoroutinefunction(fn):
         @functools.wraps(fn)
@@ -63,14 +42,20 @@ def timed(fn: Callable[..., Any], seconds: float, label: str | None = None) -> C
             try:
                 return await asyncio.wait_for(fn(*args, **kwargs), seconds)
             except asyncio.TimeoutError:
-                raise TimeoutError(f"{label} did not return within {seconds:g} s "
-                                   "(--tool-timeout)") from None
+                raise TimeoutError(timeout_message(label, seconds)) from None
 
         return call_async
 
     @functools.wraps(fn)
     def call(*args: Any, **kwargs: Any) -> Any:
-        return _run_with_timeout(fn, args, kwargs, seconds, label)
+        # the thread and its deadline are align's loop's (agents/execute.py); here a call past
+        # it raises, which TRL's loop turns into an error turn
+        end = call_with_timeout(functools.partial(fn, *args), kwargs, seconds, label)
+        if not end.done:
+            raise TimeoutError(timeout_message(label, seconds))
+        if end.exc is not None:
+            raise end.exc
+        return end.value
 
     return call
 

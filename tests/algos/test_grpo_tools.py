@@ -55,7 +55,7 @@ def test_timed_keeps_name_signature_and_schema():
 
 def test_timed_raises_timeout_error_for_a_hanging_tool_and_passes_errors_through():
     start = time.time()
-    with pytest.raises(TimeoutError, match=r"slow did not return within 0.2 s \(--tool-timeout\)"):
+    with pytest.raises(TimeoutError, match=r"slow did not answer within 0.2 s \(--tool-timeout\)"):
         timed(slow, 0.2)(5.0)
     assert time.time() - start < 2.0  # the caller is not kept waiting for the tool
     assert timed(slow, 1.0)(0.0) == "done"
@@ -66,7 +66,7 @@ def test_timed_raises_timeout_error_for_a_hanging_tool_and_passes_errors_through
 def test_timed_async_tool():
     wrapped = timed(slow_async, 0.2)
     assert asyncio.iscoroutinefunction(wrapped)
-    with pytest.raises(TimeoutError, match="slow_async did not return within 0.2 s"):
+    with pytest.raises(TimeoutError, match="slow_async did not answer within 0.2 s"):
         asyncio.run(wrapped(5.0))
     assert asyncio.run(timed(slow_async, 1.0)(0.0)) == "done"
 

@@ -4,8 +4,10 @@ rule; GRPO must add at least 0.10 accuracy on the held-out word problems over th
 and the model without the tool must stay near 0.
 
 Settings (SFT 24 steps at 5e-5; GRPO 12 steps at 1e-5, 2 prompts x 4 rollouts per step) were
-tried on the dev split only (docs/agents.md says what was tried); the test split is scored
-here, once per run. About 45 minutes on 2 CPU cores.
+chosen on the dev split only (GRPO's 1e-5 over 3e-5; docs/agents.md has the dev table); the
+test split is scored here, once per run, as the docs' numbers were: `align generate --tools`
+greedy, then scripts/agent_task_data.py's scoring. About 45 minutes on 2 quiet CPU cores,
+twice that on busy ones.
 """
 
 from __future__ import annotations

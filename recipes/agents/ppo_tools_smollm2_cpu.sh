@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# PPO with a tool (multiply) and a rule reward, from an SFT model taught tool calls; no reward
+# model: the critic starts from the policy (a copy of its backbone, value head at zeros).
+#
+# Hardware: CPU (2 cores), SmolLM2-135M-Instruct; any GPU runs it faster.
+# Tested:   2026-12-07 on this project's 2-core CPU machine (docs/agents.md has the numbers).
+# Memory:   ~4 GB RAM (policy, critic and reference in float32; 8 episodes of 128 tokens).
+# Time:     STEP_TIME per step on one busy CPU core: 12 steps ~TOTAL_TIME.
+# Launch:   python scripts/agent_task_data.py runs/agent-data    # the task's data
+#           align sft --model "$MODEL" --dataset runs/agent-data/sft.jsonl \
+#             --chat-template chatml-tools --max-steps 24 --per-device-train-batch-size 8 \
+#             --learning-rate 5e-5 --output-dir runs/sft-tools   # teaches the call format
+#           bash recipes/agents/ppo_tools_smollm2_cpu.sh [more align flags]
+# Score:    align generate --model runs/ppo-tools --prompts runs/agent-data/test.jsonl \
+#             --tools recipes/agents/arithmetic.py:multiply --max-tool-calls 2 \
+#             --temperature 0 --max-new-tokens 128 --output test.jsonl
+#           python scripts/agent_task_data.py runs/agent-data --score test.jsonl
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+MODEL="${MODEL:-runs/sft-tools}"
+DATASET="${DATASET:-runs/agent-data/train.jsonl}"
+OUTPUT_DIR="${OUTPUT_DIR:-runs/ppo-tools}"
+
+args=(
+  --algo ppo
+  # the SFT model that writes Hermes tool calls (chatml-tools is saved with it)
+  --model "$MODEL"
+  --dataset "$DATASET"
+  --output-dir "$OUTPUT_DIR"
+  # the tool the model may call, imported only because it is named here
+  --tools "$HERE/arithmetic.py:multiply"
+  # the rule: 1 for the exact product in the final answer (the data's answer column);
+  # no --reward-model
+  --reward-fn "$HERE/arithmetic.py:exact_answer"
+  # one call and the answer: two tool calls are plenty
+  --max-tool-calls 2
+  # the episode's budget: the call (~35 tokens), the tool's turn (~25) and the answer
+  --max-new-tokens 128
+  # 12 steps of 8 episodes, each step 4 epochs over the 8 in one mini-batch
+  --max-steps 12
+  --rollout-batch-size 8
+  --per-device-train-batch-size 8
+  # the reward comes at the episode's end and the call that decides it ~50 tokens before:
+  # λ = 1 gives every token the episode's return minus its value (verl's default for LLMs);
+  # the default 0.95 passes a call token only 0.95^50 ~ 0.08 of the reward
+  --lam 1.0
+  --lr-scheduler-type constant
+  --warmup-ratio 0
+  # only the final model
+  --save-steps 100
+  --seed 0
+  --logging-steps 1
+)
+exec align rlhf "${args[@]}" "$@"

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # PPO with a tool (multiply) and a rule reward, from an SFT model taught tool calls; no reward
-# model: the critic starts from the policy (a copy of its backbone, value head at zeros).
+# model: with LoRA the critic is a second adapter on the policy's base, its value head at zeros.
 #
 # Hardware: CPU (2 cores), SmolLM2-135M-Instruct; any GPU runs it faster.
-# Tested:   2026-12-07 on this project's 2-core CPU machine (docs/agents.md has the numbers).
-# Memory:   ~4 GB RAM (policy, critic and reference in float32; 8 episodes of 128 tokens).
-# Time:     STEP_TIME per step on one busy CPU core: 12 steps ~TOTAL_TIME.
+# Tested:   2026-12-07 on this project's 2-core CPU machine: the first step only (no accuracy
+#           measured yet; docs/agents.md, "PPO with the tool on SmolLM2-135M-Instruct").
+# Memory:   6.6 GB resident at step 1 (one float32 base; micro-batches of 4). Full fine-tuning
+#           (no --lora, micro-batches of 8) was killed at 9.2 GB (3 models, Adam, 49k-token logits).
+# Time:     665 s for step 1 on one thread of 2 busy cores (load ~4): 8 steps ~90 min there.
 # Launch:   python scripts/agent_task_data.py runs/agent-data    # the task's data
 #           align sft --model "$MODEL" --dataset runs/agent-data/sft.jsonl \
 #             --chat-template chatml-tools --max-steps 24 --per-device-train-batch-size 8 \
@@ -36,14 +38,21 @@ args=(
   --max-tool-calls 2
   # the episode's budget: the call (~35 tokens), the tool's turn (~25) and the answer
   --max-new-tokens 128
-  # 12 steps of 8 episodes, each step 4 epochs over the 8 in one mini-batch
-  --max-steps 12
+  # one base model: actor and critic are adapters, the reference is the base without them
+  --lora
+  # 8 steps of 8 episodes, each step 4 epochs over the 8 in one mini-batch (micro-batches
+  # of 4, and scoring passes of 4, for memory: the vocabulary has 49k tokens)
+  --max-steps 8
   --rollout-batch-size 8
-  --per-device-train-batch-size 8
+  --per-device-train-batch-size 4
+  --local-rollout-forward-batch-size 4
   # the reward comes at the episode's end and the call that decides it ~50 tokens before:
   # λ = 1 gives every token the episode's return minus its value (verl's default for LLMs);
   # the default 0.95 passes a call token only 0.95^50 ~ 0.08 of the reward
   --lam 1.0
+  # LoRA's rate: 3e-4 was the better of 1e-4 (the default) and 3e-4 on the dev split of the
+  # single-turn PPO task on this model (docs/agents.md)
+  --actor-lr 3e-4
   --lr-scheduler-type constant
   --warmup-ratio 0
   # only the final model

@@ -24,6 +24,7 @@ than carrying the dead columns); ``reuse_cache=False`` always prefills afresh.""
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Sequence
 
 from align.agents.loop import Sampler
@@ -81,12 +82,17 @@ class HFSampler:
             width = ids.shape[1]
         device = next(self.model.parameters()).device
         kwargs: dict[str, Any] = {"cache": cache} if cache is not None else {}
+        call = dict(max_new_tokens=max(max(limits), 1), eos_token_id=self.stop_ids,
+                    pad_token_id=self.pad, return_dict_in_generate=True, use_cache=True)
+        options = dict(self.options)
+        if "generation_config" in options:  # a whole config (PPO's): the call's on a copy
+            config = copy.deepcopy(options["generation_config"])
+            config.update(**call)
+            options["generation_config"], call = config, {}
         with torch.inference_mode():
-            out = self.model.generate(
-                input_ids=ids.to(device), attention_mask=attention.to(device),
-                max_new_tokens=max(max(limits), 1), eos_token_id=self.stop_ids,
-                pad_token_id=self.pad, return_dict_in_generate=True,
-                use_cache=True, **kwargs, **self.options)
+            out = self.model.generate(input_ids=ids.to(device),
+                                      attention_mask=attention.to(device),
+                                      **call, **kwargs, **options)
         sequences = out.sequences
         answers = []
         for row, limit in zip(sequences[:, width:].tolist(), limits):
@@ -162,7 +168,8 @@ class HFSampler:
 def hf_sampler(model: Any, tokenizer: Any, *, stop_ids: Sequence[int],
                options: dict[str, Any], reuse_cache: bool = True) -> Sampler:
     """A sampler generating with ``model``: ``options`` are generate()'s sampling options
-    (:func:`align.infer.sampling`), ``stop_ids`` the tokens that end a turn. Seed torch
+    (:func:`align.infer.sampling`, or a whole ``generation_config`` with the call's
+    settings added to a copy of it), ``stop_ids`` the tokens that end a turn. Seed torch
     before the rollout for reproducible samples. With ``reuse_cache`` (the default) each
     call continues the KV cache of the previous one where the new sequences extend it (see
     the module's text); ``False`` prefills every call afresh."""

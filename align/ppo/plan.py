@@ -243,6 +243,18 @@ def check_supported(cfg: Any, world: int = 1) -> None:
                          "CPU and GPU, which DeepSpeed does not allow for models it manages; use "
                          "ZeRO-3 (it shards the frozen models too) or the JSON's offload_param")
     check_reward_model_flags(cfg)
+    from align.plan import deepspeed_config as read
+
+    agents = getattr(cfg, "agents", None)
+    if t.deepspeed and world > 1 and agents is not None and agents.enabled and \
+            read(t.deepspeed).get("zero_optimization", {}).get("stage") == 3:
+        # ZeRO-3 gathers the weights' shards from every process at every forward pass, so all
+        # processes must make the same passes; each samples its own episodes, which take their
+        # own number of turns and generate calls, and would wait on each other for ever
+        raise AlignError("--tools/--environment with ZeRO-3 over several processes: each "
+                         "process's episodes take their own number of turns, while ZeRO-3 "
+                         "needs every process in every forward pass; use ZeRO-2 "
+                         "(recipes/deepspeed/zero2.json) or one process")
     if cfg.data.max_length and cfg.data.max_length <= a.max_new_tokens:
         raise AlignError(f"--max-length {cfg.data.max_length} leaves no room for a prompt "
                          f"before --max-new-tokens {a.max_new_tokens}")

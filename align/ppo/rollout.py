@@ -134,14 +134,9 @@ def generate(model: Any, prompt_ids: Tensor, prompt_mask: Tensor, *, max_new_tok
     weights' shards from all processes) keeps each process stepping until every process's
     call has finished, so that no process waits for a shard another no longer sends.
     """
-    from transformers import GenerationConfig
-
-    # Our own config, so a model's generation_config (top_k, repetition_penalty, ...) cannot
-    # make the sampling distribution differ from the π whose log-probs PPO optimises.
-    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=not greedy,
-                              temperature=None if greedy else temperature,
-                              top_p=None if greedy else top_p, top_k=None if greedy else 0,
-                              eos_token_id=eos_ids, pad_token_id=pad_id)
+    config = generation_config(temperature=temperature, top_p=top_p, greedy=greedy,
+                               eos_ids=eos_ids, pad_id=pad_id)
+    config.max_new_tokens = max_new_tokens
     B, P = prompt_ids.shape
     if static_cache:
         config.cache_implementation = "static"
@@ -168,6 +163,18 @@ def generate(model: Any, prompt_ids: Tensor, prompt_mask: Tensor, *, max_new_tok
     response_ids = torch.empty_like(ordered)
     response_ids[order] = ordered
     return response_ids
+
+
+def generation_config(*, temperature: float, top_p: float, greedy: bool, eos_ids: list[int],
+                      pad_id: int) -> Any:
+    """The ``transformers.GenerationConfig`` every PPO rollout samples with. Our own, so that
+    a model's generation_config (top_k, repetition_penalty, ...) cannot make the sampling
+    distribution differ from the π whose log-probs PPO optimises."""
+    from transformers import GenerationConfig
+
+    return GenerationConfig(do_sample=not greedy, temperature=None if greedy else temperature,
+                            top_p=None if greedy else top_p, top_k=None if greedy else 0,
+                            eos_token_id=eos_ids, pad_token_id=pad_id)
 
 
 def call_seed(seed: int, first_row: int) -> int:

@@ -135,6 +135,27 @@ def test_unsupported_combinations_are_refused(tmp_path, flags, world, message):
         check_supported(ppo_config("m", "rm", tmp_path, **flags), world)
 
 
+@pytest.mark.parametrize("stage,world,refused", [(3, 2, True), (3, 1, False), (2, 2, False)])
+def test_tools_under_zero3_over_several_processes_are_refused(tmp_path, stage, world, refused):
+    """Each process's episodes take their own number of turns (generate calls); ZeRO-3 needs
+    every process in every forward pass, so the processes would wait on each other."""
+    import json
+
+    from align.errors import AlignError
+    from align.ppo.plan import check_supported
+    from tests.ppo.conftest import DOUBLE_TOOL, ppo_config
+
+    ds = tmp_path / "ds.json"
+    ds.write_text(json.dumps({"zero_optimization": {"stage": stage}}))
+    cfg = ppo_config("m", None, tmp_path, reward_funcs="accuracy", deepspeed=str(ds),
+                     tools=f"{DOUBLE_TOOL}:double")
+    if refused:
+        with pytest.raises(AlignError, match="ZeRO-3 over several processes"):
+            check_supported(cfg, world)
+    else:
+        check_supported(cfg, world)
+
+
 def test_offloading_the_reward_model_is_allowed_on_the_shared_lora_base(tmp_path):
     from align.ppo.plan import check_supported, critic_base
     from tests.ppo.conftest import ppo_config

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from align.metrics import read_metrics
 from align.samples import read_samples
@@ -85,6 +86,54 @@ def test_multiturn_episodes_mask_the_tool_tokens(tmp_path, tiny_tool_sft, tool_p
         assert "<tool_call>" in model_text and "<tool_response>" not in model_text
         assert not (samples.mask[i] & samples.env_mask[i]).any()
     assert timings["tools_s"] >= 0 and timings["sample_s"] > 0
+
+
+def test_multiturn_episodes_with_the_kv_cache_match_a_fresh_prefill(tmp_path, monkeypatch,
+                                                                    tiny_tool_sft):
+    """Greedy episodes in groups of 2 rows: keeping each group's KV cache across turns gives
+    the same tokens, masks and episodes as prefilling the whole conversation every turn, and
+    the cache is used (the later turns read only what follows the cached prefix)."""
+    import align.agents.sampler
+    from align.agents.args import AgentArgs
+    from align.agents.tools import load_toolset
+    from align.ppo.agent_rollout import sample_episodes
+    from align.ppo.models import load_roles
+    from tests.ppo.conftest import ppo_config, tool_prompts
+
+    made = []
+
+    class Recorded(align.agents.sampler.HFSampler):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            made.append(self)
+
+    monkeypatch.setattr(align.agents.sampler, "HFSampler", Recorded)
+    tools = f"{DOUBLE_TOOL}:double"
+    roles = load_roles(ppo_config(tiny_tool_sft, None, tmp_path / "o", reward_funcs="accuracy",
+                                  tools=tools))
+    toolset = load_toolset(AgentArgs(tools=tools))
+    rows = tool_prompts(6, seed=4)
+    runs = {}
+    for reuse in (True, False):
+        made.clear()
+        samples, episodes, _ = sample_episodes(
+            roles, toolset, rows, [f"record {i}" for i in range(6)], max_new_tokens=256,
+            temperature=1.0, top_p=1.0, chunk=2, seed=1, first_row=0, greedy=True,
+            reuse_cache=reuse)
+        runs[reuse] = (samples, episodes, [dict(m.stats) for m in made])
+    (a, ep_a, stats_a), (b, ep_b, stats_b) = runs[True], runs[False]
+    assert max(ep.turns for ep in ep_a) >= 2  # the tool ran: later turns exist
+    for name in ("prompt_ids", "prompt_mask", "response_ids", "mask", "env_mask", "ended"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+    assert [ep.messages for ep in ep_a] == [ep.messages for ep in ep_b]
+    assert len(stats_a) == 3  # one sampler (one cache) per group of 2 rows
+    fed, reused, fresh = (sum(s[k] for s in stats) for stats, k in
+                          ((stats_a, "prefilled"), (stats_a, "reused"), (stats_b, "prefilled")))
+    # every conversation token is either read again or taken from the cache, and the later
+    # turns took most of theirs from it
+    assert sum(s["cached_calls"] for s in stats_a) > 0 and fed + reused == fresh
+    assert reused > fresh - reused - sum(len(ep.prompt_ids) for ep in ep_a)
+    assert sum(s["cached_calls"] for s in stats_b) == 0
 
 
 def test_multiturn_two_processes_match_one_process(tmp_path, capsys, tiny_tool_sft,

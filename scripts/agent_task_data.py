@@ -82,18 +82,36 @@ def transcript_of(row: dict):
     raise KeyError(f"no completion/messages/response in {sorted(row)}")
 
 
+def answers_of(rows: list[dict], split: str | None = None) -> list[int]:
+    """Each transcript's product, found by its question (the prompt's last user turn) among
+    the task's problems, so that an output is never scored against another split's answers
+    by position. ``split`` also checks that every row comes from that split."""
+    splits = [split] if split else ["train", "dev", "test"]
+    known = {p.text: p.answer for s in splits for p in agent_task.problems(s)}
+    answers = []
+    for i, row in enumerate(rows, 1):
+        prompt = row.get("prompt")
+        text = ([m.get("content") for m in prompt if m.get("role") == "user"] or [None])[-1] \
+            if isinstance(prompt, list) else prompt
+        if text not in known:
+            where = f"the {split} split" if split else "the task"
+            sys.exit(f"row {i}: its question is not one of {where}'s problems: {text!r:.80}")
+        answers.append(known[text])
+    return answers
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path)
     parser.add_argument("--score", type=Path, help="an `align generate` output to score")
-    parser.add_argument("--split", default="test", choices=("train", "dev", "test"),
-                        help="the split whose answers --score compares against")
+    parser.add_argument("--split", choices=("train", "dev", "test"),
+                        help="check that every scored row comes from this split (the answers "
+                             "are found by each row's question either way)")
     args = parser.parse_args()
     if args.score:
         rows = [json.loads(line) for line in args.score.read_text(encoding="utf-8").splitlines()
                 if line.strip()]
-        answers = [p.answer for p in agent_task.problems(args.split)][:len(rows)]
-        print(json.dumps(score_rows(rows, answers)))
+        print(json.dumps(score_rows(rows, answers_of(rows, args.split))))
         return
     for split, path in write_data(args.out).items():
         print(f"{split}: {path}")

@@ -122,6 +122,8 @@ class PPORun:
     eval_before: dict[str, float] = field(default_factory=dict)
     latest_eval: tuple[int, dict[str, float]] | None = None  # (step, eval metrics), newest
     dist: Any = None  # align.ppo.dist.Dist: this process's place in the launch
+    keep_answers: int = 0  # answers the next step keeps for samples.jsonl (0: none)
+    answers: list[dict[str, Any]] = field(default_factory=list)  # the last step's kept
 
     @property
     def a(self) -> Any:

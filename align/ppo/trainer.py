@@ -107,12 +107,13 @@ def train(ppo: PPORun, logger: Any, samples: Any) -> dict[str, Any]:
         ppo.step += 1
         logged = ppo.step % t.logging_steps == 0 or ppo.step == ppo.total_steps
         # 1-4. rollout, rewards, advantages, PPO update (see ppo_step)
-        metrics, answers = checked_step(ppo, samples.per_step if logged else 0)
+        ppo.keep_answers = samples.per_step if logged else 0
+        metrics = checked_step(ppo)
         # 5. log, check health (warn / stop / roll back), evaluate and save
         events = ppo.monitor.check(ppo.step, metrics) if logged else []
         if logged:
             logger.log(ppo.step, metrics | health_metrics(events))
-            samples.write(ppo.step, answers)
+            samples.write(ppo.step, ppo.answers)
         report(ppo, bar, metrics if logged else None, events)
         if act_on_health(ppo, events, logger, bar) == "rolled_back":
             continue
@@ -124,7 +125,7 @@ def train(ppo: PPORun, logger: Any, samples: Any) -> dict[str, Any]:
     return finish(ppo, logger)
 
 
-def checked_step(ppo: PPORun, keep: int = 0) -> tuple[dict[str, float], list[dict[str, Any]]]:
+def checked_step(ppo: PPORun) -> dict[str, float]:
     """:func:`ppo_step`, stopped (exit 3, nothing saved) when the weights or the sampling
     probabilities are no longer finite: an update skipped for a non-finite gradient keeps
     them finite, a finite but huge one may not."""
@@ -132,7 +133,7 @@ def checked_step(ppo: PPORun, keep: int = 0) -> tuple[dict[str, float], list[dic
     from align.ppo.checkpoint import nonfinite_weights
 
     try:
-        metrics, answers = ppo_step(ppo, keep)
+        metrics = ppo_step(ppo)
     except RuntimeError as e:
         if not is_sampling_error(e):
             raise
@@ -142,7 +143,7 @@ def checked_step(ppo: PPORun, keep: int = 0) -> tuple[dict[str, float], list[dic
     if bad:
         raise nan_stop(ppo, f"the weights became NaN/inf: {len(bad)} tensors are not finite "
                             f"after the update of step {ppo.step} ({describe(bad)})")
-    return metrics, answers
+    return metrics
 
 
 def nan_stop(ppo: PPORun, what: str) -> Exception:
@@ -152,10 +153,11 @@ def nan_stop(ppo: PPORun, what: str) -> Exception:
     return stop_nonfinite(health_hooks(ppo), what)
 
 
-def ppo_step(ppo: PPORun, keep: int = 0) -> tuple[dict[str, float], list[dict[str, Any]]]:
+def ppo_step(ppo: PPORun) -> dict[str, float]:
     """Steps 1-4 of one PPO iteration; returns its metrics (the whole batch's, over all
     processes), with the ``perf/*`` timings and, on CUDA, the step's peak memory; and
-    ``keep`` of this process's answers with their prompts and rewards (samples.jsonl)."""
+    keeps ``ppo.keep_answers`` of this process's answers, with their prompts and rewards, in
+    ``ppo.answers`` (samples.jsonl; the signature stays one argument, for wrappers)."""
     from align.perf import Stopwatch, peak_memory_gb, reset_peak_memory
     from align.ppo.rollout import score
     from align.ppo.update import compute_advantages, compute_rewards, ppo_update
@@ -177,7 +179,8 @@ def ppo_step(ppo: PPORun, keep: int = 0) -> tuple[dict[str, float], list[dict[st
                  chunk=a.local_rollout_forward_batch_size, turn_end=ppo.turn_end)
     mine, by_source = timed("perf/reward_s", rule_scores, ppo, mine,
                             [ppo.rows[i] for i in rows], episodes=episodes)
-    answers = shown_answers(ppo, mine, rows, episodes, keep) if keep else []
+    keep = ppo.keep_answers
+    ppo.answers = shown_answers(ppo, mine, rows, episodes, keep) if keep else []
     batch = gather_experience(ppo.dist, mine)  # the whole rollout batch, on every process
     # 2. rewards: shaped score (reward model and/or rules) on the last token, token-level KL
     # penalty on every token
@@ -206,7 +209,7 @@ def ppo_step(ppo: PPORun, keep: int = 0) -> tuple[dict[str, float], list[dict[st
     peak = peak_memory_gb(dev)
     if peak is not None:
         metrics["perf/max_memory_gb"] = peak
-    return metrics, answers
+    return metrics
 
 
 def shown_answers(ppo: PPORun, exp: Any, rows: list[int], episodes: list[Any] | None,

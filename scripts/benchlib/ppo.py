@@ -190,7 +190,7 @@ def steps(ppo: Any, env: dict[str, Any]) -> dict[str, Any]:
     rows = []
     for i in range(env["warmup"] + env["steps"]):
         ppo.step += 1
-        metrics, _ = ppo_step(ppo)
+        metrics = ppo_step(ppo)
         if i >= env["warmup"]:
             tokens = metrics["perf/tokens_per_s"] * metrics["perf/step_s"]
             rows.append(metrics | {"response_tokens": tokens})

@@ -28,10 +28,8 @@ def run(cfg: RunConfig, data: Any, eval_data: Any = None) -> dict[str, Any]:
     from align.samples import SamplesWriter
 
     ppo = PPORun.create(cfg, data, eval_data)
-    where = "closed as a turn (--reward-at-turn-end)" if ppo.turn_end else \
-        "at the last response token"
-    say(ppo, describe(cfg, len(ppo.prompts), ppo.dist.world) + f"; device {ppo.roles.device}; "
-        f"reward read {where}")
+    say(ppo, describe(cfg, len(ppo.prompts), ppo.dist.world) + f"; device {ppo.roles.device}"
+        + reward_read(ppo))
     resume_step = None
     if cfg.resume_from is not None:  # picked by align.output_dir
         ppo.restore(cfg.resume_from.step)
@@ -46,6 +44,16 @@ def run(cfg: RunConfig, data: Any, eval_data: Any = None) -> dict[str, Any]:
         return train(ppo, logger, samples)
     finally:
         logger.close()
+
+
+def reward_read(ppo: PPORun) -> str:
+    """Where the reward model reads its score, for the start line; nothing when the rewards
+    are rules only (no reward model reads anything)."""
+    if not ppo.roles.has_reward_model:
+        return ""
+    where = "closed as a turn (--reward-at-turn-end)" if ppo.turn_end else \
+        "at the last response token"
+    return f"; reward read {where}"
 
 
 def logged_eval(ppo: PPORun) -> tuple[int, dict[str, float]] | None:

@@ -59,6 +59,7 @@ def test_rule_reward_rises_without_a_reward_model(tmp_path, capsys, tiny_sft, pr
     assert code == 0, err
     assert "rewards: length x0.5, positive x1" in stdout
     assert "reward model" not in stdout.split("rewards:")[0]  # no reward-model role
+    assert "reward read" not in stdout  # no reward model reads a score anywhere
     final = json.loads((out / "final_metrics.json").read_text())
     # share of positive words (0-1) + 0.5 x length reward (0-1); development runs (seeds 1, 2)
     # rose from 0.23-0.24 to 0.49-1.11 (full) and 0.42-0.65 (LoRA)
@@ -84,9 +85,10 @@ def test_reward_model_and_rules_add_up_with_their_weights(tmp_path, capsys, tiny
                                               f"{reward_file(tmp_path)}:positive",
                                               "--reward-weights", "2,3"])):
         out = tmp_path / name
-        code, _, err = run_cli(rule_args(tiny_sft, prompt_files[0], out, "--reward-model",
-                                         tiny_pref_rm, "--max-steps", "1", *extra), capsys)
+        code, stdout, err = run_cli(rule_args(tiny_sft, prompt_files[0], out, "--reward-model",
+                                              tiny_pref_rm, "--max-steps", "1", *extra), capsys)
         assert code == 0, err
+        assert "reward read" in stdout  # where the reward model reads its score
         runs[name] = [r for r in read_metrics(out) if "reward/raw" in r][0]
     rm, both = runs["rm"], runs["both"]
     assert both["rollout/response_len"] == rm["rollout/response_len"]

@@ -119,9 +119,9 @@ def test_algorithms_side_by_side_give_the_table_of_one_at_a_time(tmp_path, capsy
 @pytest.mark.slow
 def test_agent_stage_grpo_with_the_tool_beats_sft(tmp_path):
     """The agent stage at its documented size (seed 0, held-out problems): the tiny model
-    cannot multiply without the tool, calls it after SFT and copies most results; GRPO with
-    the tool should answer more problems exactly than the SFT policy it started from (issue
-    24), which it does not yet (docs/quickstart.md, "The agent stage")."""
+    cannot multiply without the tool; after SFT it calls it and copies about half of the
+    results; GRPO with the tool answers at least 0.10 more of the problems exactly than the SFT
+    policy it started from (issue 24; measured: 0.59 -> 0.84, docs/quickstart.md)."""
     from align.quickstart import agent, pipeline
 
     opts = pipeline.Options(out=tmp_path / "qs", agent=True, stage_threads=1)
@@ -130,10 +130,8 @@ def test_agent_stage_grpo_with_the_tool_beats_sft(tmp_path):
     assert summary["held_out"] == agent.HELD_OUT
     assert no_tool["gold"] <= 0.05 and no_tool["tool_calls"] == 0  # no tool, no product
     assert sft["tool_calls"] >= 0.9  # SFT taught the call format
-    assert sft["gold"] >= 0.5, summary  # ... and to copy (dev split: 0.84)
+    assert 0.3 <= sft["gold"] <= 0.8, summary  # ... and some of the copying (dev: 0.55)
     assert curve[0]["gold"] == sft["gold"] and len(curve) == 1 + agent.CURVE_POINTS
     assert set(seconds) == {"agent sft", "agent grpo"}
-    if grpo["collapsed"] or grpo["gold"] < sft["gold"] + 0.1:
-        pytest.xfail(f"GRPO with the tool {grpo['gold']:.2f} exact (health events "
-                     f"{grpo['health_events']}), the SFT policy {sft['gold']:.2f}: not yet "
-                     "the +0.10 of issue 24")
+    assert not grpo["collapsed"] and grpo["tool_calls"] >= 0.9, grpo
+    assert grpo["gold"] >= sft["gold"] + 0.1, summary

@@ -6,9 +6,9 @@
 (its tokenizer knows the calls' words; the main pipeline's tokenizer is left as it is, so the
 main table does not move), then, through the same runner as ``align sft`` / ``align rlhf``:
 
-1. SFT on tool transcripts (prompt, call, result, "The answer is N."): a policy that calls
-   the tool with the right numbers but copies some results wrong (on the dev split, 9 of its
-   10 misses were three-digit products, rare in the transcripts);
+1. SFT on tool transcripts (prompt, call, result, "The answer is N."), stopped while the
+   policy is still learning to copy the numbers: it calls the tool every time, with the right
+   numbers or not, and answers about half of the problems exactly;
 2. GRPO from it with the tool (``--tools``) and the gold rule as its reward (``--reward-fn``,
    1 for the exact product in the final answer);
 3. evaluation on held-out problems (pairs of numbers never trained on), in align's multi-turn
@@ -53,19 +53,25 @@ def exact_answer(prompts, completions, answer, **kwargs):
 # Sizes and settings, chosen on the dev split (``run(..., split="dev")``, seed 0; the held-out
 # problems were evaluated once, with these; docs/quickstart.md, "The agent stage"). The tiny
 # model learns to copy the numbers (into the call, and the product into its answer) suddenly,
-# after about 300 SFT steps of 16 transcripts (dev: 0 exact answers at steps 40-240, 0.02 at
-# 280, 0.47 at 320, 0.72 at 360, 0.81 from 400 on); fewer, shorter transcripts never got there
-# (240 or 480 transcripts, or batches of 8 or 32, at most 240 steps: 0 on dev).
+# after about 300 SFT steps of 16 transcripts (dev: 0 exact answers at steps 40-270, 0.55 at
+# 300, 0.78 at 330, 0.84 at 360); fewer, shorter transcripts never got there (240 or 480
+# transcripts, or batches of 8 or 32, at most 240 steps: 0 on dev).
 SFT_ROWS = 960  # transcripts (scaled by --scale)
 TRAIN_ROWS = 96  # GRPO prompts
 HELD_OUT = 64  # held-out problems (pairs never trained on), and as many dev problems
-SFT = {"learning_rate": 3e-3, "num_train_epochs": 6.0, "per_device_train_batch_size": 16,
+# 5 epochs (300 steps), not 6: GRPO can only reinforce what it samples. After 360 steps every
+# miss on dev was a three-digit product, and no sample of those was right (0 of 8 in most
+# groups: no gradient), while the rest was right already; after 300 steps the policy copies
+# some of the numbers and GRPO completes it (dev: 0.55 -> 0.84; from 360 steps 0.84 -> 0.84).
+SFT = {"learning_rate": 3e-3, "num_train_epochs": 5.0, "per_device_train_batch_size": 16,
        "max_length": 128}
-# GRPO: on dev, 2e-3 broke a 330-step SFT policy (0.78 -> 0.00 exact); 5e-4 and 1e-3 kept it
-# where it was (0.78-0.81), as from the 360-step one (0.84); no setting tried gains yet.
-GRPO = {"max_steps": 24, "learning_rate": 5e-4, "num_generations": 8,
+# GRPO (dev, from the 300-step policy, 0.55 exact): sampling at temperature 0.7, the groups
+# hold right and wrong answers and 48 steps reach 0.84 (0.67 after 24); at temperature 1.0
+# its samples are mostly wrong (1% right) and GRPO broke the policy (0.03 after 48 steps);
+# 0.5: 0.81; a learning rate of 1e-3 swung between 0.25 and 0.56; 96 steps: 0.83.
+GRPO = {"max_steps": 48, "learning_rate": 5e-4, "num_generations": 8,
         "per_device_train_batch_size": 32, "max_completion_length": 64, "beta": 0.0,
-        "temperature": 1.0, "max_tool_calls": 2}
+        "temperature": 0.7, "max_tool_calls": 2}
 CURVE_POINTS = 4
 
 

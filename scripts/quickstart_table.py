@@ -1,16 +1,16 @@
 """The quickstart's results in docs/quickstart.md: written from runs, and checked against a fresh one.
 
     python scripts/quickstart_table.py --run 0,1,2 --out runs/qs-table   # run the three seeds
-                                                                          # (--overoptimization)
+                                                  # (with --overoptimization --agent)
     python scripts/quickstart_table.py --write runs/qs-table              # rewrite the docs blocks
     python scripts/quickstart_table.py --check                            # CI: a fresh seed 0 run
     python scripts/quickstart_table.py --check --summary DIR/summary.json # ... or an existing one
 
-``--write`` fills the ``results`` and ``overopt`` blocks of docs/quickstart.md from
+``--write`` fills the ``results``, ``overopt`` and ``agent`` blocks of docs/quickstart.md from
 ``DIR/seed-N/summary.json`` and copies seed 0's curves.png to docs/images/. ``--check`` runs
-``align quickstart --seed 0`` (with the versions of constraints.txt, which scripts/setup.sh
-installs) and compares its leaderboard with the seed-0 table in the docs, every column but the
-seconds; it exits 1 with both tables when they differ. The numbers are deterministic on a
+``align quickstart --seed 0 --agent`` (with the versions of constraints.txt, which scripts/setup.sh
+installs) and compares its leaderboard and its agent stage's table (``--agent``) with the seed-0
+tables in the docs, every column but the seconds; it exits 1 with both tables when they differ. The numbers are deterministic on a
 given set of versions: the quickstart pins the CPU math libraries to their AVX2 code path
 (``align.plan.pin_cpu_math``), so any x86-64 CPU with AVX2, Intel or AMD, gives the same numbers;
 on other CPUs (ARM, or without AVX2) a few sampling draws may round differently
@@ -47,6 +47,8 @@ SEEDS = (0, 1, 2)
 TABLE = re.compile(r"The full table of seed 0 .*?```\n(.*?)```", re.S)
 CPU_LINE = re.compile(r"made on a CPU of kind `([^`]*)`")
 CLAIM_GAIN = 0.3  # gold over the SFT policy that every algorithm reaches on any CPU kind
+AGENT_TABLE = re.compile(r"The agent stage's table of seed 0 .*?```\n(.*?)```", re.S)
+AGENT_CLAIM = 0.1  # exact answers GRPO with the tool adds to the SFT policy's (seed 0; issue 24)
 
 
 def cpu_kind() -> str:
@@ -67,7 +69,7 @@ def run_seed(seed: int, out: Path, overoptimization: bool) -> Path:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "TRL_EXPERIMENTAL_SILENCE": "1"}
     cmd = [sys.executable, "-m", "align", "quickstart", "--seed", str(seed), "--out", str(out),
-           "--device", "cpu"]
+           "--device", "cpu", "--agent"]
     if overoptimization:
         cmd.append("--overoptimization")
     subprocess.run(cmd, check=True, env=env)
@@ -91,8 +93,8 @@ def results_block(summaries: dict[int, dict]) -> str:
     algos = list(s0["algos"])
     seeds = sorted(summaries)
     lines = [f"Measured on this project's 2-core x86-64 CPU machine (no GPU, Python "
-             f"{platform.python_version()}), `align quickstart --seed N --overoptimization` with "
-             f"the versions of `constraints.txt` ({_versions()}), {s0.get('threads', 1)} CPU "
+             f"{platform.python_version()}), `align quickstart --seed N --overoptimization "
+             f"--agent` with the versions of `constraints.txt` ({_versions()}), {s0.get('threads', 1)} CPU "
              "thread, the math libraries on their AVX2 code path, made on a CPU of kind "
              f"`{cpu_kind()}` (the same numbers on every CPU of that kind; on another kind "
              "the exact numbers differ, see below). Gold reward on the held-out prompts (best 1.0); in brackets the gain over "
@@ -182,6 +184,30 @@ def overopt_block(summaries: dict[int, dict]) -> str:
     return "\n".join(lines)
 
 
+def agent_block(summaries: dict[int, dict]) -> str:
+    """The ``agent`` block: exact answers per seed, and seed 0's agent table (what --check
+    compares)."""
+    from align.quickstart import agent
+
+    lines = ["Measured, same machine and versions, `align quickstart --seed N --overoptimization "
+             f"--agent`: exact answers on the {agent.HELD_OUT} held-out problems (greedy, in "
+             "align's multi-turn loop):", "",
+             "| seed | SFT policy + tool | GRPO + tool | gain | SFT policy, no tool |",
+             "| --- | --- | --- | --- | --- |"]
+    gains = {}
+    for s, summary in sorted(summaries.items()):
+        a = summary["agent"]
+        gains[s] = a["grpo"]["gold"] - a["sft"]["gold"]
+        lines.append(f"| {s} | {a['sft']['gold']:.2f} | {a['grpo']['gold']:.2f} | "
+                     f"{gains[s]:+.2f} | {a['sft_no_tool']['gold']:.2f} |")
+    clear = [s for s, g in gains.items() if g >= AGENT_CLAIM]
+    lines += ["", f"GRPO with the tool gains at least {AGENT_CLAIM:+.2f} on {len(clear)} of "
+              f"{len(gains)} seeds ({', '.join(map(str, clear)) or 'none'}).", "",
+              "The agent stage's table of seed 0 (`align quickstart --agent`; `seconds` is "
+              "GRPO's training time):", "", "```", agent.table(summaries[0]["agent"]), "```"]
+    return "\n".join(lines)
+
+
 def replace_block(text: str, name: str, body: str) -> str:
     pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(\n<!-- {name}:end -->)", re.S)
     if not pattern.search(text):
@@ -222,9 +248,10 @@ def same(doc_rows: list[list[str]], run_rows: list[list[str]], tolerance: float)
 
 
 def check(summary_path: Path | None, tolerance: float) -> int:
-    from align.quickstart import report
+    from align.quickstart import agent, report
 
-    match = TABLE.search(DOC.read_text(encoding="utf-8"))
+    doc = DOC.read_text(encoding="utf-8")
+    match = TABLE.search(doc)
     if not match:
         print(f"{DOC}: no seed-0 table", file=sys.stderr)
         return 1
@@ -232,24 +259,33 @@ def check(summary_path: Path | None, tolerance: float) -> int:
         path = summary_path or run_seed(0, Path(tmp) / "qs", overoptimization=False)
         summary = json.loads(Path(path).read_text(encoding="utf-8"))
     fresh = report.leaderboard(summary)
+    doc_agent = AGENT_TABLE.search(doc)
+    fresh_agent = agent.table(summary["agent"]) if summary.get("agent") else "(no agent stage)"
+    agent_same = doc_agent is None or (bool(summary.get("agent")) and same(
+        without_seconds(doc_agent.group(1)), without_seconds(fresh_agent), tolerance))
     # the names sorted by gold may tie differently; the rows are compared as written
-    if same(without_seconds(match.group(1)), without_seconds(fresh), tolerance):
+    if same(without_seconds(match.group(1)), without_seconds(fresh), tolerance) and agent_same:
         print("quickstart seed 0 reproduces the table in docs/quickstart.md "
-              "(every column but the seconds)")
+              "(every column but the seconds)" + (", and the agent stage's" if doc_agent else ""))
         return 0
-    made_on = CPU_LINE.search(DOC.read_text(encoding="utf-8"))
+    made_on = CPU_LINE.search(doc)
     if made_on and made_on.group(1) != cpu_kind():
-        return check_claim(match.group(1), fresh, summary, made_on.group(1))
+        return check_claim(match.group(1), fresh, summary, made_on.group(1),
+                           agent=doc_agent is not None)
     print("quickstart seed 0 does NOT reproduce docs/quickstart.md.\n\ndocs:\n"
-          + match.group(1) + "\nthis run:\n" + fresh + "\n\nWith other versions than "
+          + match.group(1) + "\nthis run:\n" + fresh
+          + (f"\n\nagent stage, docs:\n{doc_agent.group(1)}\nthis run:\n{fresh_agent}"
+             if doc_agent else "") + "\n\nWith other versions than "
           "constraints.txt (scripts/setup.sh installs them) the numbers move; after an "
           "intended change, rerun `python scripts/quickstart_table.py --run 0,1,2` and "
           "`--write`.", file=sys.stderr)
     return 1
 
 
-def check_claim(doc_table: str, fresh: str, summary: dict, made_on: str) -> int:
-    """On another CPU kind than the table's: the same algorithms, each CLAIM_GAIN over SFT."""
+def check_claim(doc_table: str, fresh: str, summary: dict, made_on: str,
+                agent: bool = False) -> int:
+    """On another CPU kind than the table's: the same algorithms, each CLAIM_GAIN over SFT
+    (and, with ``agent``, GRPO with the tool AGENT_CLAIM over the agent stage's SFT policy)."""
     doc_algos = sorted(r[0] for r in without_seconds(doc_table)[1:])
     run_algos = sorted(r[0] for r in without_seconds(fresh)[1:])
     sft = summary["sft"]["gold_reward"]
@@ -262,6 +298,14 @@ def check_claim(doc_table: str, fresh: str, summary: dict, made_on: str) -> int:
     if doc_algos != run_algos:
         print(f"NOT the same algorithms: docs {doc_algos}, this run {run_algos}", file=sys.stderr)
         return 1
+    if agent:
+        a = summary.get("agent")
+        gain = a["grpo"]["gold"] - a["sft"]["gold"] if a else None
+        if gain is None or gain < AGENT_CLAIM:
+            print(f"the agent stage's claim does NOT hold: GRPO with the tool {gain} over the "
+                  f"SFT policy, not {AGENT_CLAIM:+.2f}" if a else "no agent stage in this run",
+                  file=sys.stderr)
+            return 1
     if short:
         print("the claim does NOT hold: " + ", ".join(f"{a} {g:+.3f}" for a, g in short.items()),
               file=sys.stderr)
@@ -290,6 +334,7 @@ def main() -> None:
         text = DOC.read_text(encoding="utf-8")
         text = replace_block(text, "results", results_block(summaries))
         text = replace_block(text, "overopt", overopt_block(summaries))
+        text = replace_block(text, "agent", agent_block(summaries))
         DOC.write_text(text, encoding="utf-8")
         shutil.copyfile(args.write / "seed-0" / "curves.png", IMAGE)
         print(f"wrote {DOC} and {IMAGE}")

@@ -119,9 +119,9 @@ def test_algorithms_side_by_side_give_the_table_of_one_at_a_time(tmp_path, capsy
 @pytest.mark.slow
 def test_agent_stage_grpo_with_the_tool_beats_sft(tmp_path):
     """The agent stage at its documented size (seed 0, held-out problems): the tiny model
-    cannot multiply without the tool; after SFT it calls it and copies about half of the
-    results; GRPO with the tool answers at least 0.10 more of the problems exactly than the SFT
-    policy it started from (issue 24; measured: 0.59 -> 0.84, docs/quickstart.md)."""
+    cannot multiply without the tool; after SFT it calls it and copies some of the results;
+    GRPO with the tool answers at least 0.10 more of the problems exactly than the SFT policy
+    it started from (issue 24; docs/quickstart.md, "The agent stage")."""
     from align.quickstart import agent, pipeline
 
     opts = pipeline.Options(out=tmp_path / "qs", agent=True, stage_threads=1)
@@ -130,7 +130,8 @@ def test_agent_stage_grpo_with_the_tool_beats_sft(tmp_path):
     assert summary["held_out"] == agent.HELD_OUT
     assert no_tool["gold"] <= 0.05 and no_tool["tool_calls"] == 0  # no tool, no product
     assert sft["tool_calls"] >= 0.9  # SFT taught the call format
-    assert 0.3 <= sft["gold"] <= 0.8, summary  # ... and some of the copying (dev: 0.55)
+    # GRPO starts from a policy still learning to copy, chosen on the dev split
+    assert sft["dev_gold"] >= agent.START_GOLD and sft["gold"] <= 0.8, summary
     assert curve[0]["gold"] == sft["gold"] and len(curve) == 1 + agent.CURVE_POINTS
     assert set(seconds) == {"agent sft", "agent grpo"}
     assert not grpo["collapsed"] and grpo["tool_calls"] >= 0.9, grpo

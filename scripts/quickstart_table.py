@@ -1,16 +1,19 @@
 """The quickstart's results in docs/quickstart.md: written from runs, and checked against a fresh one.
 
     python scripts/quickstart_table.py --run 0,1,2 --out runs/qs-table   # run the three seeds
-                                                  # (with --overoptimization --agent)
+                                                                          # (--overoptimization)
+    python scripts/quickstart_table.py --run 0,1,2 --agent ...           # ... with the agent stage
     python scripts/quickstart_table.py --write runs/qs-table              # rewrite the docs blocks
     python scripts/quickstart_table.py --check                            # CI: a fresh seed 0 run
     python scripts/quickstart_table.py --check --summary DIR/summary.json # ... or an existing one
 
-``--write`` fills the ``results``, ``overopt`` and ``agent`` blocks of docs/quickstart.md from
-``DIR/seed-N/summary.json`` and copies seed 0's curves.png to docs/images/. ``--check`` runs
-``align quickstart --seed 0 --agent`` (with the versions of constraints.txt, which scripts/setup.sh
-installs) and compares its leaderboard and its agent stage's table (``--agent``) with the seed-0
-tables in the docs, every column but the seconds; it exits 1 with both tables when they differ. The numbers are deterministic on a
+``--write`` fills the ``results`` and ``overopt`` blocks of docs/quickstart.md from
+``DIR/seed-N/summary.json`` and copies seed 0's curves.png to docs/images/; with runs made with
+``--agent``, the ``agent`` block as well (exact answers per seed; not part of what ``--check``
+compares: its gain is not yet the +0.10 of issue 24 on every seed). ``--check`` runs
+``align quickstart --seed 0`` (with the versions of constraints.txt, which scripts/setup.sh
+installs) and compares its leaderboard with the seed-0 table in the docs, every column but the
+seconds; it exits 1 with both tables when they differ. The numbers are deterministic on a
 given set of versions: the quickstart pins the CPU math libraries to their AVX2 code path
 (``align.plan.pin_cpu_math``), so any x86-64 CPU with AVX2, Intel or AMD, gives the same numbers;
 on other CPUs (ARM, or without AVX2) a few sampling draws may round differently
@@ -47,10 +50,7 @@ SEEDS = (0, 1, 2)
 TABLE = re.compile(r"The full table of seed 0 .*?```\n(.*?)```", re.S)
 CPU_LINE = re.compile(r"made on a CPU of kind `([^`]*)`")
 CLAIM_GAIN = 0.3  # gold over the SFT policy that every algorithm reaches on any CPU kind
-AGENT_TABLE = re.compile(r"The agent stage's table of seed 0 .*?```\n(.*?)```", re.S)
-# exact answers GRPO with the tool adds to the agent stage's SFT policy (seed 0) on any CPU
-# kind: issue 24 asks for 0.10; the documented run has 0.08, an unpinned run of the stage 0.25
-AGENT_CLAIM = 0.05
+AGENT_BAR = 0.1  # exact answers GRPO with the tool should add to the SFT policy's (issue 24)
 
 
 def cpu_kind() -> str:
@@ -67,13 +67,15 @@ def cpu_kind() -> str:
             f"model {fields.get('model', '?')} ({fields.get('model name', '?')})")
 
 
-def run_seed(seed: int, out: Path, overoptimization: bool) -> Path:
+def run_seed(seed: int, out: Path, overoptimization: bool, agent: bool = False) -> Path:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "TRL_EXPERIMENTAL_SILENCE": "1"}
     cmd = [sys.executable, "-m", "align", "quickstart", "--seed", str(seed), "--out", str(out),
-           "--device", "cpu", "--agent"]
+           "--device", "cpu"]
     if overoptimization:
         cmd.append("--overoptimization")
+    if agent:
+        cmd.append("--agent")
     subprocess.run(cmd, check=True, env=env)
     return out / "summary.json"
 
@@ -95,10 +97,9 @@ def results_block(summaries: dict[int, dict]) -> str:
     algos = list(s0["algos"])
     seeds = sorted(summaries)
     lines = [f"Measured on this project's 2-core x86-64 CPU machine (no GPU, Python "
-             f"{platform.python_version()}), `align quickstart --seed N --overoptimization "
-             f"--agent` with the versions of `constraints.txt` ({_versions()}), "
-             f"{s0.get('threads', 1)} CPU thread, the math libraries on their AVX2 code path, "
-             "made on a CPU of kind "
+             f"{platform.python_version()}), `align quickstart --seed N --overoptimization` with "
+             f"the versions of `constraints.txt` ({_versions()}), {s0.get('threads', 1)} CPU "
+             "thread, the math libraries on their AVX2 code path, made on a CPU of kind "
              f"`{cpu_kind()}` (the same numbers on every CPU of that kind; on another kind "
              "the exact numbers differ, see below). Gold reward on the held-out prompts (best 1.0); in brackets the gain over "
              "the SFT policy of the same seed:", "",
@@ -188,13 +189,12 @@ def overopt_block(summaries: dict[int, dict]) -> str:
 
 
 def agent_block(summaries: dict[int, dict]) -> str:
-    """The ``agent`` block: exact answers per seed, and seed 0's agent table (what --check
-    compares)."""
+    """The ``agent`` block: exact answers per seed, and seed 0's agent table."""
     from align.quickstart import agent
 
     lines = ["Measured, same machine and versions, `align quickstart --seed N --overoptimization "
-             f"--agent`: exact answers on the {agent.HELD_OUT} held-out problems (greedy, in "
-             "align's multi-turn loop):", "",
+             f"--agent` (made on a CPU of kind `{cpu_kind()}`): exact answers on the "
+             f"{agent.HELD_OUT} held-out problems (greedy, in align's multi-turn loop):", "",
              "| seed | SFT steps (chosen on dev) | SFT policy + tool | GRPO + tool | gain | "
              "SFT policy, no tool |", "| --- | --- | --- | --- | --- | --- |"]
     gains = {}
@@ -202,18 +202,15 @@ def agent_block(summaries: dict[int, dict]) -> str:
         a = summary["agent"]
         gains[s] = a["grpo"]["gold"] - a["sft"]["gold"]
         lines.append(f"| {s} | {a['sft'].get('step', '')} | {a['sft']['gold']:.2f} | "
-                     f"{a['grpo']['gold']:.2f} | "
-                     f"{gains[s]:+.2f} | {a['sft_no_tool']['gold']:.2f} |")
-    clear = [s for s, g in gains.items() if g >= AGENT_CLAIM]
-    a0 = summaries[0]["agent"]
-    lines += ["", f"GRPO with the tool gains at least {AGENT_CLAIM:+.2f} on {len(clear)} of "
-              f"{len(gains)} seeds ({', '.join(map(str, clear)) or 'none'}). Seed 0, the "
-              f"quickstart's: {a0['sft']['gold']:.2f} -> {a0['grpo']['gold']:.2f} "
-              f"({gains[0]:+.2f}; issue 24 asks for +0.10). A seed whose SFT policy never "
-              "learnt to copy (0 exact answers on dev at every checkpoint) gives GRPO nothing "
-              "to reinforce.", "",
-              "The agent stage's table of seed 0 (`align quickstart --agent`; `seconds` is "
-              "GRPO's training time):", "", "```", agent.table(summaries[0]["agent"]), "```"]
+                     f"{a['grpo']['gold']:.2f} | {gains[s]:+.2f} | "
+                     f"{a['sft_no_tool']['gold']:.2f} |")
+    clear = [s for s, g in gains.items() if g >= AGENT_BAR]
+    lines += ["", f"GRPO with the tool gains the {AGENT_BAR:+.2f} of issue 24 on {len(clear)} of "
+              f"{len(gains)} seeds ({', '.join(map(str, clear)) or 'none'}); the gains are "
+              + ", ".join(f"{g:+.2f}" for _, g in sorted(gains.items()))
+              + f" (seeds {', '.join(map(str, sorted(gains)))}).", "",
+              "The agent stage's table of seed 0 (`seconds` is GRPO's training time):", "",
+              "```", agent.table(summaries[0]["agent"]), "```"]
     return "\n".join(lines)
 
 
@@ -257,10 +254,9 @@ def same(doc_rows: list[list[str]], run_rows: list[list[str]], tolerance: float)
 
 
 def check(summary_path: Path | None, tolerance: float) -> int:
-    from align.quickstart import agent, report
+    from align.quickstart import report
 
-    doc = DOC.read_text(encoding="utf-8")
-    match = TABLE.search(doc)
+    match = TABLE.search(DOC.read_text(encoding="utf-8"))
     if not match:
         print(f"{DOC}: no seed-0 table", file=sys.stderr)
         return 1
@@ -268,33 +264,24 @@ def check(summary_path: Path | None, tolerance: float) -> int:
         path = summary_path or run_seed(0, Path(tmp) / "qs", overoptimization=False)
         summary = json.loads(Path(path).read_text(encoding="utf-8"))
     fresh = report.leaderboard(summary)
-    doc_agent = AGENT_TABLE.search(doc)
-    fresh_agent = agent.table(summary["agent"]) if summary.get("agent") else "(no agent stage)"
-    agent_same = doc_agent is None or (bool(summary.get("agent")) and same(
-        without_seconds(doc_agent.group(1)), without_seconds(fresh_agent), tolerance))
     # the names sorted by gold may tie differently; the rows are compared as written
-    if same(without_seconds(match.group(1)), without_seconds(fresh), tolerance) and agent_same:
+    if same(without_seconds(match.group(1)), without_seconds(fresh), tolerance):
         print("quickstart seed 0 reproduces the table in docs/quickstart.md "
-              "(every column but the seconds)" + (", and the agent stage's" if doc_agent else ""))
+              "(every column but the seconds)")
         return 0
-    made_on = CPU_LINE.search(doc)
+    made_on = CPU_LINE.search(DOC.read_text(encoding="utf-8"))
     if made_on and made_on.group(1) != cpu_kind():
-        return check_claim(match.group(1), fresh, summary, made_on.group(1),
-                           agent=doc_agent is not None)
+        return check_claim(match.group(1), fresh, summary, made_on.group(1))
     print("quickstart seed 0 does NOT reproduce docs/quickstart.md.\n\ndocs:\n"
-          + match.group(1) + "\nthis run:\n" + fresh
-          + (f"\n\nagent stage, docs:\n{doc_agent.group(1)}\nthis run:\n{fresh_agent}"
-             if doc_agent else "") + "\n\nWith other versions than "
+          + match.group(1) + "\nthis run:\n" + fresh + "\n\nWith other versions than "
           "constraints.txt (scripts/setup.sh installs them) the numbers move; after an "
           "intended change, rerun `python scripts/quickstart_table.py --run 0,1,2` and "
           "`--write`.", file=sys.stderr)
     return 1
 
 
-def check_claim(doc_table: str, fresh: str, summary: dict, made_on: str,
-                agent: bool = False) -> int:
-    """On another CPU kind than the table's: the same algorithms, each CLAIM_GAIN over SFT
-    (and, with ``agent``, GRPO with the tool AGENT_CLAIM over the agent stage's SFT policy)."""
+def check_claim(doc_table: str, fresh: str, summary: dict, made_on: str) -> int:
+    """On another CPU kind than the table's: the same algorithms, each CLAIM_GAIN over SFT."""
     doc_algos = sorted(r[0] for r in without_seconds(doc_table)[1:])
     run_algos = sorted(r[0] for r in without_seconds(fresh)[1:])
     sft = summary["sft"]["gold_reward"]
@@ -307,14 +294,6 @@ def check_claim(doc_table: str, fresh: str, summary: dict, made_on: str,
     if doc_algos != run_algos:
         print(f"NOT the same algorithms: docs {doc_algos}, this run {run_algos}", file=sys.stderr)
         return 1
-    if agent:
-        a = summary.get("agent")
-        gain = a["grpo"]["gold"] - a["sft"]["gold"] if a else None
-        if gain is None or gain < AGENT_CLAIM:
-            print(f"the agent stage's claim does NOT hold: GRPO with the tool {gain:+.3f} over the "
-                  f"SFT policy, not {AGENT_CLAIM:+.2f}" if a else "no agent stage in this run",
-                  file=sys.stderr)
-            return 1
     if short:
         print("the claim does NOT hold: " + ", ".join(f"{a} {g:+.3f}" for a, g in short.items()),
               file=sys.stderr)
@@ -327,6 +306,8 @@ def check_claim(doc_table: str, fresh: str, summary: dict, made_on: str,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--run", metavar="SEEDS", help="Run these seeds (e.g. 0,1,2).")
+    parser.add_argument("--agent", action="store_true",
+                        help="With --run: add the agent stage (align quickstart --agent).")
     parser.add_argument("--out", type=Path, default=Path("runs/qs-table"))
     parser.add_argument("--write", type=Path, metavar="DIR",
                         help="Rewrite the docs blocks from DIR/seed-N/summary.json.")
@@ -336,14 +317,15 @@ def main() -> None:
     args = parser.parse_args()
     if args.run:
         for seed in map(int, args.run.split(",")):
-            run_seed(seed, args.out / f"seed-{seed}", overoptimization=True)
+            run_seed(seed, args.out / f"seed-{seed}", overoptimization=True, agent=args.agent)
     if args.write:
         summaries = {s: json.loads((args.write / f"seed-{s}" / "summary.json").read_text())
                      for s in SEEDS}
         text = DOC.read_text(encoding="utf-8")
         text = replace_block(text, "results", results_block(summaries))
         text = replace_block(text, "overopt", overopt_block(summaries))
-        text = replace_block(text, "agent", agent_block(summaries))
+        if all(summary.get("agent") for summary in summaries.values()):
+            text = replace_block(text, "agent", agent_block(summaries))
         DOC.write_text(text, encoding="utf-8")
         shutil.copyfile(args.write / "seed-0" / "curves.png", IMAGE)
         print(f"wrote {DOC} and {IMAGE}")

@@ -116,6 +116,33 @@ def test_algorithms_side_by_side_give_the_table_of_one_at_a_time(tmp_path, capsy
     assert one["curves"] == two["curves"]
 
 
+def test_agent_stage_starts_grpo_from_the_first_checkpoint_still_learning(tmp_path, monkeypatch):
+    """The SFT checkpoint GRPO starts from is chosen on the dev split: the first of the run's
+    second half with START_GOLD exact answers; the last one when none has; the final policy
+    when the run saved none."""
+    from align.checkpoints import checkpoint_dir, mark_complete
+    from align.quickstart import agent
+
+    dev_share = {20: 0.9, 40: 0.0, 60: 0.1, 80: 0.5, 100: 0.8, 120: 0.9}  # step 20: 1st half
+    seen = []
+
+    def share(path, rows, tools_file, seed):
+        seen.append(int(path.name.split("-")[1]))
+        return {"gold": dev_share[seen[-1]]}
+
+    monkeypatch.setattr(agent, "accuracy", share)
+    run = tmp_path / "sft"
+    for step in dev_share:
+        checkpoint_dir(run, step).mkdir(parents=True)
+        mark_complete(checkpoint_dir(run, step), step, {})
+    assert agent.starting_point(run, [], tmp_path, 0) == (checkpoint_dir(run, 80), 80, 0.5)
+    assert seen == [60, 80]  # from the second half on, until one has START_GOLD
+    dev_share.update({80: 0.2, 100: 0.2, 120: 0.25})
+    assert agent.starting_point(run, [], tmp_path, 0) == (checkpoint_dir(run, 120), 120, 0.25)
+    assert agent.starting_point(tmp_path / "none", [], tmp_path, 0) == (tmp_path / "none",
+                                                                        None, 0.0)
+
+
 @pytest.mark.slow
 def test_agent_stage_grpo_with_the_tool_beats_sft(tmp_path):
     """The agent stage at its documented size (seed 0, held-out problems): the tiny model

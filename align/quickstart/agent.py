@@ -50,8 +50,8 @@ def exact_answer(prompts, completions, answer, **kwargs):
         out.append(1.0 if numbers and int(numbers[-1]) == int(want) else 0.0)
     return out
 '''
-# Sizes and settings, chosen on the dev split (``run(..., evaluate_on="dev")``, seed 0; the held-out
-# problems were evaluated once, with these; docs/quickstart.md, "The agent stage"). The tiny
+# Sizes and settings, chosen on the dev split (``run(..., evaluate_on="dev")``, seed 0; the
+# held-out numbers: docs/quickstart.md, "The agent stage"). The tiny
 # model learns to copy the numbers (into the call, and the product into its answer) suddenly,
 # after about 300 SFT steps of 16 transcripts (dev: 0 exact answers at steps 40-270, 0.55 at
 # 300, 0.78 at 330, 0.84 at 360); fewer, shorter transcripts never got there (240 or 480
@@ -66,7 +66,7 @@ HELD_OUT = 64  # held-out problems (pairs never trained on), and as many dev pro
 # the seed and on the rounding of the CPU's math (seed 0: 0.55 at step 300 unpinned, 0.00 at
 # 300 and 0.67 at 340 with the quickstart's pinned math), so the stage does not fix the step:
 # it saves a checkpoint every SFT_EVERY steps and GRPO starts from the first one of the second
-# half of the run that answers START_GOLD of the dev problems exactly (the last one if none).
+# half of the run that answers START_GOLD of the dev problems exactly (else the last one).
 SFT = {"learning_rate": 3e-3, "num_train_epochs": 6.0, "per_device_train_batch_size": 16,
        "max_length": 128}
 SFT_EVERY = 20  # steps between the SFT checkpoints GRPO may start from
@@ -158,23 +158,22 @@ def accuracy(model_dir: Path, rows: list[dict[str, Any]], tools_file: Path | Non
 
 
 def starting_point(run_dir: Path, dev_rows: list[dict[str, Any]], tools_file: Path, seed: int
-                   ) -> tuple[Path, int, float]:
+                   ) -> tuple[Path, int | None, float]:
     """The SFT policy GRPO starts from: the first checkpoint of the run's second half that
     answers :data:`START_GOLD` of ``dev_rows`` exactly with the tool (still learning to copy,
-    which GRPO can complete), else the final policy. Returns (its directory, its step, its
-    dev share)."""
+    which GRPO can complete), else the last one. Returns (its directory, its step, its dev
+    share); the final policy and step None for a run shorter than SFT_EVERY (``--scale``)."""
     from align.checkpoints import scan
 
     ckpts = scan(run_dir)[0]
-    last = ckpts[-1].step if ckpts else 0
     gold = 0.0
     for ckpt in ckpts:
-        if 2 * ckpt.step < last:
+        if 2 * ckpt.step < ckpts[-1].step:
             continue
         gold = accuracy(ckpt.path, dev_rows, tools_file, seed)["gold"]
         if gold >= START_GOLD:
             return ckpt.path, ckpt.step, gold
-    return run_dir, last, gold
+    return (ckpts[-1].path, ckpts[-1].step, gold) if ckpts else (run_dir, None, gold)
 
 
 def split(seed: int) -> dict[str, list[tuple[int, int]]]:

@@ -2,12 +2,15 @@
 
     python scripts/quickstart_table.py --run 0,1,2 --out runs/qs-table   # run the three seeds
                                                                           # (--overoptimization)
+    python scripts/quickstart_table.py --run 0,1,2 --agent ...           # ... with the agent stage
     python scripts/quickstart_table.py --write runs/qs-table              # rewrite the docs blocks
     python scripts/quickstart_table.py --check                            # CI: a fresh seed 0 run
     python scripts/quickstart_table.py --check --summary DIR/summary.json # ... or an existing one
 
 ``--write`` fills the ``results`` and ``overopt`` blocks of docs/quickstart.md from
-``DIR/seed-N/summary.json`` and copies seed 0's curves.png to docs/images/. ``--check`` runs
+``DIR/seed-N/summary.json`` and copies seed 0's curves.png to docs/images/; with runs made with
+``--agent``, the ``agent`` block as well (exact answers per seed; not part of what ``--check``
+compares: its gain is not yet the +0.10 of issue 24 on every seed). ``--check`` runs
 ``align quickstart --seed 0`` (with the versions of constraints.txt, which scripts/setup.sh
 installs) and compares its leaderboard with the seed-0 table in the docs, every column but the
 seconds; it exits 1 with both tables when they differ. The numbers are deterministic on a
@@ -47,6 +50,7 @@ SEEDS = (0, 1, 2)
 TABLE = re.compile(r"The full table of seed 0 .*?```\n(.*?)```", re.S)
 CPU_LINE = re.compile(r"made on a CPU of kind `([^`]*)`")
 CLAIM_GAIN = 0.3  # gold over the SFT policy that every algorithm reaches on any CPU kind
+AGENT_BAR = 0.1  # exact answers GRPO with the tool should add to the SFT policy's (issue 24)
 
 
 def cpu_kind() -> str:
@@ -63,13 +67,15 @@ def cpu_kind() -> str:
             f"model {fields.get('model', '?')} ({fields.get('model name', '?')})")
 
 
-def run_seed(seed: int, out: Path, overoptimization: bool) -> Path:
+def run_seed(seed: int, out: Path, overoptimization: bool, agent: bool = False) -> Path:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "TRL_EXPERIMENTAL_SILENCE": "1"}
     cmd = [sys.executable, "-m", "align", "quickstart", "--seed", str(seed), "--out", str(out),
            "--device", "cpu"]
     if overoptimization:
         cmd.append("--overoptimization")
+    if agent:
+        cmd.append("--agent")
     subprocess.run(cmd, check=True, env=env)
     return out / "summary.json"
 
@@ -182,6 +188,32 @@ def overopt_block(summaries: dict[int, dict]) -> str:
     return "\n".join(lines)
 
 
+def agent_block(summaries: dict[int, dict]) -> str:
+    """The ``agent`` block: exact answers per seed, and seed 0's agent table."""
+    from align.quickstart import agent
+
+    lines = ["Measured, same machine and versions, `align quickstart --seed N --overoptimization "
+             f"--agent` (made on a CPU of kind `{cpu_kind()}`): exact answers on the "
+             f"{agent.HELD_OUT} held-out problems (greedy, in align's multi-turn loop):", "",
+             "| seed | SFT steps (chosen on dev) | SFT policy + tool | GRPO + tool | gain | "
+             "SFT policy, no tool |", "| --- | --- | --- | --- | --- | --- |"]
+    gains = {}
+    for s, summary in sorted(summaries.items()):
+        a = summary["agent"]
+        gains[s] = a["grpo"]["gold"] - a["sft"]["gold"]
+        lines.append(f"| {s} | {a['sft'].get('step', '')} | {a['sft']['gold']:.2f} | "
+                     f"{a['grpo']['gold']:.2f} | {gains[s]:+.2f} | "
+                     f"{a['sft_no_tool']['gold']:.2f} |")
+    clear = [s for s, g in gains.items() if g >= AGENT_BAR]
+    lines += ["", f"GRPO with the tool gains the {AGENT_BAR:+.2f} of issue 24 on {len(clear)} of "
+              f"{len(gains)} seeds ({', '.join(map(str, clear)) or 'none'}); the gains are "
+              + ", ".join(f"{g:+.2f}" for _, g in sorted(gains.items()))
+              + f" (seeds {', '.join(map(str, sorted(gains)))}).", "",
+              "The agent stage's table of seed 0 (`seconds` is GRPO's training time):", "",
+              "```", agent.table(summaries[0]["agent"]), "```"]
+    return "\n".join(lines)
+
+
 def replace_block(text: str, name: str, body: str) -> str:
     pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(\n<!-- {name}:end -->)", re.S)
     if not pattern.search(text):
@@ -274,6 +306,8 @@ def check_claim(doc_table: str, fresh: str, summary: dict, made_on: str) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--run", metavar="SEEDS", help="Run these seeds (e.g. 0,1,2).")
+    parser.add_argument("--agent", action="store_true",
+                        help="With --run: add the agent stage (align quickstart --agent).")
     parser.add_argument("--out", type=Path, default=Path("runs/qs-table"))
     parser.add_argument("--write", type=Path, metavar="DIR",
                         help="Rewrite the docs blocks from DIR/seed-N/summary.json.")
@@ -283,13 +317,15 @@ def main() -> None:
     args = parser.parse_args()
     if args.run:
         for seed in map(int, args.run.split(",")):
-            run_seed(seed, args.out / f"seed-{seed}", overoptimization=True)
+            run_seed(seed, args.out / f"seed-{seed}", overoptimization=True, agent=args.agent)
     if args.write:
         summaries = {s: json.loads((args.write / f"seed-{s}" / "summary.json").read_text())
                      for s in SEEDS}
         text = DOC.read_text(encoding="utf-8")
         text = replace_block(text, "results", results_block(summaries))
         text = replace_block(text, "overopt", overopt_block(summaries))
+        if all(summary.get("agent") for summary in summaries.values()):
+            text = replace_block(text, "agent", agent_block(summaries))
         DOC.write_text(text, encoding="utf-8")
         shutil.copyfile(args.write / "seed-0" / "curves.png", IMAGE)
         print(f"wrote {DOC} and {IMAGE}")

@@ -30,6 +30,8 @@ def run(cfg: RunConfig, data: Any, eval_data: Any = None) -> dict[str, Any]:
     ppo = PPORun.create(cfg, data, eval_data)
     where = "closed as a turn (--reward-at-turn-end)" if ppo.turn_end else \
         "at the last response token"
+    if ppo.eos_penalty:
+        where += f", {ppo.eos_penalty:g} off a response cut without EOS (--missing-eos-penalty)"
     say(ppo, describe(cfg, len(ppo.prompts), ppo.dist.world) + f"; device {ppo.roles.device}; "
         f"reward read {where}")
     resume_step = None
@@ -185,7 +187,7 @@ def ppo_step(ppo: PPORun) -> dict[str, float]:
     # 2. rewards: shaped score (reward model and/or rules) on the last token, token-level KL
     # penalty on every token
     rewards, metrics = timed("perf/train_s", compute_rewards, a, batch, ppo.kl_ctl.value,
-                             ppo.reward_stats)
+                             ppo.reward_stats, ppo.eos_penalty)
     metrics |= by_source
     # 3. advantages: GAE over response tokens, whitening and clipping (over the whole batch)
     advantages, returns, m = timed("perf/train_s", compute_advantages, a, batch, rewards)

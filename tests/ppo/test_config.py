@@ -227,3 +227,29 @@ def test_missing_eos_penalty_defaults_to_5_only_where_the_reward_is_read_at_the_
     assert missing_eos_penalty(None, turn_end=False) == 0.0
     assert missing_eos_penalty(0.0, turn_end=True) == 0.0
     assert missing_eos_penalty(1.0, turn_end=False) == 1.0
+
+
+def test_missing_eos_penalty_comes_off_the_cut_responses_score_only():
+    """compute_rewards with the resolved penalty (PPORun.eos_penalty), by hand: scores 1.0
+    (ended) and 0.5 (cut), penalty 5, no KL (equal log-probs): the shaped scores are 1.0 and
+    -4.5, put on each response's last token; reward/raw keeps the reward model's scores."""
+    import torch
+
+    from align.ppo.rollout import Experience
+    from align.ppo.update import compute_rewards
+
+    mask = torch.tensor([[True, True, False], [True, True, True]])
+    zeros = torch.zeros(2, 3)
+    exp = Experience(prompt_ids=torch.ones(2, 1, dtype=torch.long),
+                     prompt_mask=torch.ones(2, 1, dtype=torch.bool),
+                     response_ids=torch.ones(2, 3, dtype=torch.long), mask=mask,
+                     ended=torch.tensor([True, False]), logprobs=zeros, ref_logprobs=zeros,
+                     values=zeros, scores=torch.tensor([1.0, 0.5]), entropy=zeros)
+    a = PPOConfig()  # missing_eos_penalty unset: the caller passes the resolved value
+    rewards, metrics = compute_rewards(a, exp, 0.05, RunningMoments(), eos_penalty=5.0)
+    assert rewards.tolist() == [[0.0, 1.0, 0.0], [0.0, 0.0, -4.5]]
+    assert metrics["reward/raw"] == pytest.approx(0.75)
+    assert metrics["reward/normalized"] == pytest.approx((1.0 - 4.5) / 2)
+    # unset and not passed: no penalty (the config's None counts as 0)
+    rewards, _ = compute_rewards(a, exp, 0.05, RunningMoments())
+    assert rewards[1, 2].item() == 0.5

@@ -42,14 +42,17 @@ _HINTS: dict[str, dict[str, str]] = {
         "*": "lower --learning-rate",
     },
     "kl_drift": {
-        "ppo": "the policy moves away from the reference without earning reward: on SmolLM2 "
-               "this was cut text that the reward model, reading it closed as a turn, could "
-               "not tell from an ended answer; what worked there is the default set: the "
+        "ppo": "the policy moves away from the reference without earning reward. On SmolLM2 "
+               "from its base model this was cut text that the reward model, reading it closed "
+               "as a turn, could not tell from an ended answer; the default set fixed it: the "
                "turn-end reading (--reward-at-turn-end) with a missing-EOS penalty about the "
                "reward model's range between a poor and a good answer (--missing-eos-penalty, "
                "5.0 by default; 1.0 was too small), --lam 1.0, --actor-lr 3e-5 below 1B "
-               "parameters; then check that the reward separates good from bad answers (its "
-               "spread per batch), raise --kl-coef, lower --actor-lr",
+               "parameters. From a model the reward model already scores near its best "
+               "(SmolLM2's SFT stage) there is little to gain and the policy drifts: lower "
+               "--actor-lr (1e-5 kept that stage's gold where 3e-5 lost half of it), raise "
+               "--kl-coef; and check that the reward separates good from bad answers (its "
+               "spread per batch)",
         "*": "the policy moves away from the reference without earning reward: check the "
              "reward's spread per batch, raise --beta, lower --learning-rate",
     },

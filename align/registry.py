@@ -120,7 +120,8 @@ def _register_builtins() -> None:
                  check=ppo_plan.check, default_lrs={"actor_lr": 5e-7, "critic_lr": 9e-6},
                  default_lrs_for=ppo_plan.default_lrs,
                  lr_source="by the policy's size (align/ppo/plan.py LR_BANDS: OpenRLHF for 7B, "
-                           "TRL for 1B, SmolLM2-135M runs below); x10 for LoRA",
+                           "TRL for 1B, SmolLM2-135M runs below); x10 for LoRA (the actor 1e-4 "
+                           "below 1B, as measured)",
                  summary="Actor-critic RLHF with a reward model and/or rule rewards, token-level KL "
                          "and GAE",
                  paper="https://arxiv.org/abs/1707.06347"),

@@ -247,7 +247,7 @@ def test_issue_19_run_advises_once_then_acts_when_the_detectors_keep_firing():
     """The run of issue 19: KL rising to 3.7 nats, reward flat and noisy, explained variance
     around 0, no response ending. Each online detector first advises, with its hint; one that
     still fires --advice-patience (3) logged steps later is persistent, and --on-collapse
-    rollback acts on it."""
+    rollback acts on it; critic_stuck repeats its advice but never acts (ADVICE_ONLY)."""
     monitor = HealthMonitor(HealthArgs(on_collapse="rollback"), "ppo")
     rewards = [0.6, 0.3, 0.9, 0.5, 1.0, 0.4, 0.7, 0.3, 0.8, 0.5, 0.6, 0.4]
     events, actions = [], {}
@@ -261,16 +261,20 @@ def test_issue_19_run_advises_once_then_acts_when_the_detectors_keep_firing():
     # first alarms: no_eos after 3 steps, critic after 5, KL drift once its window of 8 is
     # full; each again 3 logged steps later, persistent
     assert seen == [(3, "no_eos", False), (5, "critic_stuck", False), (6, "no_eos", True),
-                    (8, "kl_drift", False), (8, "critic_stuck", True), (11, "kl_drift", True)]
-    assert {s for s, a in actions.items() if a != "continue"} == {6, 8, 11}
-    assert actions[6] == actions[8] == actions[11] == "rollback"
+                    (8, "kl_drift", False), (8, "critic_stuck", False), (11, "kl_drift", True)]
+    assert {s for s, a in actions.items() if a != "continue"} == {6, 11}
+    assert actions[6] == actions[11] == "rollback"
     by_name = {(e.detector, e.persistent): e for e in events}
     assert "--reward-at-turn-end" in str(by_name["no_eos", False])
     assert "--missing-eos-penalty" in str(by_name["no_eos", False])
     assert "still, 3 logged steps after the first alarm" in str(by_name["no_eos", True])
     assert "--reward-at-turn-end" in str(by_name["critic_stuck", False])
     assert "--critic-warmup-steps" in str(by_name["critic_stuck", False])
+    assert "advice only" in str(by_name["critic_stuck", False])
     assert "--kl-coef" in str(by_name["kl_drift", False])
+    # each hint names the remedy that worked on SmolLM2: the missing-EOS penalty of 5
+    assert "--missing-eos-penalty, 5.0 by default" in str(by_name["no_eos", False])
+    assert "--missing-eos-penalty, 5.0 by default" in str(by_name["kl_drift", False])
     assert not monitor.healthy()  # a checkpoint saved now is no rollback target
     assert monitor.summary()["collapsed"] is True
     # the state round-trips (exact resume): no repeat after reloading
@@ -389,3 +393,66 @@ def test_no_eos_on_grpo_whose_answers_were_cut_from_the_start_stays_advice():
     assert "stop" not in actions("grpo", cut)
     assert "stop" in actions("ppo", cut)
     assert "stop" in actions("grpo", ended)
+
+
+# Two real PPO runs on SmolLM2-135M-Instruct (issue 26; docs/ppo.md, "Defaults on a real chat
+# model"): each step's detector inputs from its metrics.jsonl, rounded to 3 decimals.
+# Good: from the base model with the defaults, seed 0; held-out gold 0.02 -> 0.12, the answers
+# ending from step 11 while the critic explained none of the returns in 18 of 20 steps.
+GOOD_RUN = {
+    "reward/raw": [-5.227, -4.077, -4.706, -3.458, -3.1, -4.003, -4.246, -1.826, -3.633, -2.745,
+                   -1.775, -0.847, -2.623, -0.908, -1.698, 0.232, 0.276, 2.292, -1.78, -0.121],
+    "objective/kl": [0.0, 0.477, 2.052, 4.114, 2.781, 2.196, 3.444, 5.496, 6.191, 8.602, 6.878,
+                     11.538, 12.332, 12.339, 11.037, 9.275, 11.365, 12.918, 7.913, 13.269],
+    "value/explained_var": [-4.723, -0.586, -2.934, -0.14, -0.042, -0.148, -0.219, -0.074,
+                            -0.079, 0.206, -0.029, -0.084, -0.075, -0.007, -0.183, 0.052,
+                            -0.029, -0.011, -0.082, -0.078],
+    "rollout/eos_frac": [0.0, 0.0, 0.0, 0.0, 0.25, 0.125, 0.0, 0.25, 0.125, 0.0, 0.5, 0.75, 0.5,
+                         0.5, 0.875, 0.625, 0.625, 0.875, 0.75, 0.75],
+}
+# Bad: from the SFT stage at --actor-lr 3e-5, seed 0; dev gold 0.31 -> 0.15: the reward model
+# already scored the SFT answers near the references', the reward stayed flat while KL rose to
+# 11 nats, and the greedy answers turned into loops.
+BAD_RUN = {
+    "reward/raw": [4.315, 2.761, 4.451, 2.575, 4.308, 2.756, 3.439, 3.958, 4.454, 2.247, 4.072,
+                   3.593, 4.281, 3.626, 2.825, 3.115, 3.868, 3.612, 2.453, 4.375],
+    "objective/kl": [0.0, 0.143, 0.969, 1.315, 0.885, 2.071, 2.486, 4.811, 5.678, 7.722, 6.827,
+                     7.625, 6.671, 8.374, 11.063, 6.099, 5.716, 9.866, 8.163, 4.594],
+    "value/explained_var": [-2.256, 0.019, -8.084, 0.179, -4.713, -0.062, 0.196, -0.686, -9.535,
+                            0.031, -0.791, -0.014, -2.155, 0.341, 0.218, 0.32, -0.244, 0.378,
+                            0.06, -8.323],
+    "rollout/eos_frac": [1.0, 0.875, 1.0, 1.0, 1.0, 1.0, 0.875, 1.0, 1.0, 0.875, 1.0, 1.0, 1.0,
+                         1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0],
+}
+
+
+def _replay(run, advice_only=None, monkeypatch=None):
+    """(events as (step, detector, persistent), the first step --on-collapse stop acts at)."""
+    if advice_only is not None:
+        monkeypatch.setattr("align.health.detectors.ADVICE_ONLY", advice_only)
+    monitor = HealthMonitor(HealthArgs(on_collapse="stop"), "ppo")
+    seen, stop = [], None
+    for i in range(len(run["reward/raw"])):
+        fired = monitor.check(i + 1, {k: v[i] for k, v in run.items()})
+        seen += [(e.step, e.detector, e.persistent) for e in fired]
+        if stop is None and monitor.decide(fired) == "stop":
+            stop = i + 1
+    return seen, stop
+
+
+def test_online_detectors_act_on_the_bad_smollm2_run_and_not_on_the_good_one(monkeypatch):
+    """On the run that worked, no_eos advises once (the base model's answers end from step 5)
+    and kl_drift once, and critic_stuck keeps firing but is advice only: under --on-collapse
+    stop the run goes to the end. Had critic_stuck acted, as before issue 26's third pass, it
+    would have stopped the run at step 8, with the answers not yet ending. On the run that
+    failed, kl_drift (KL up, reward flat) is persistent at step 11 and stops it."""
+    seen, stop = _replay(GOOD_RUN)
+    assert seen == [(3, "no_eos", False), (5, "critic_stuck", False), (8, "critic_stuck", False),
+                    (9, "kl_drift", False), (15, "critic_stuck", False)]
+    assert stop is None
+    _, stop = _replay(GOOD_RUN, frozenset(), monkeypatch)
+    assert stop == 8
+    monkeypatch.undo()
+    seen, stop = _replay(BAD_RUN)
+    assert seen == [(8, "kl_drift", False), (11, "kl_drift", True), (15, "kl_drift", False)]
+    assert stop == 11

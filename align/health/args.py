@@ -49,15 +49,17 @@ class HealthArgs:
         1.0, "KL drift: KL to the reference rising by this many nats per response (newer half "
         "of the window against the older) while the reward does not rise.", bounds="(0, inf)")
     critic_patience: int = arg(
-        5, "Critic not learning (PPO): explained variance <= 0 for this many logged steps.",
-        bounds="[1, inf)")
+        5, "Critic not learning (PPO, advice only: --on-collapse never acts on it): explained "
+        "variance <= 0 for this many logged steps.",
+        source="SmolLM2-135M PPO dev runs: the critic explained none of the returns in most "
+               "steps of the run that worked too (docs/ppo.md)", bounds="[1, inf)")
     no_eos_frac: float = arg(
         0.05, "Responses never end: EOS fraction at or below this for --health-patience "
         "logged steps.", bounds="[0, 1]")
     advice_patience: int = arg(
         3, "Online detectors (kl_drift, critic_stuck, no_eos) advise once; if one still fires "
         "this many logged steps later, --on-collapse acts on it (stop, rollback; warn prints "
-        "it again). 0: advice only.",
+        "it again), except on critic_stuck, which stays advice. 0: advice only.",
         source="SmolLM2-135M PPO dev run that failed (gold 0.01 -> 0.00): all three held from "
                "their first alarm to the end; issue 26's run that worked had one lone "
                "kl_drift alarm (docs/ppo.md)", bounds="[0, inf)")

@@ -42,29 +42,38 @@ _HINTS: dict[str, dict[str, str]] = {
         "*": "lower --learning-rate",
     },
     "kl_drift": {
-        "ppo": "the policy moves away from the reference without earning reward: make sure "
-               "the reward model reads whole answers (--reward-at-turn-end, the default for "
-               "chat prompts; the run's first line says which), check that the reward "
-               "separates good from bad answers (its spread per batch), raise --kl-coef "
-               "(0.15 from SmolLM2's base model), lower --actor-lr",
+        "ppo": "the policy moves away from the reference without earning reward. On SmolLM2 "
+               "from its base model this was cut text that the reward model, reading it closed "
+               "as a turn, could not tell from an ended answer; the default set fixed it: the "
+               "turn-end reading (--reward-at-turn-end) with a missing-EOS penalty about the "
+               "reward model's range between a poor and a good answer (--missing-eos-penalty, "
+               "5.0 by default; 1.0 was too small), --lam 1.0, --actor-lr 3e-5 below 1B "
+               "parameters. From a model the reward model already scores near its best "
+               "(SmolLM2's SFT stage) there is little to gain and the policy drifts: lower "
+               "--actor-lr (1e-5 kept that stage's gold where 3e-5 lost half of it), raise "
+               "--kl-coef; and check that the reward separates good from bad answers (its "
+               "spread per batch)",
         "*": "the policy moves away from the reference without earning reward: check the "
              "reward's spread per batch, raise --beta, lower --learning-rate",
     },
     "critic_stuck": {
-        "ppo": "make sure the reward model reads whole answers (--reward-at-turn-end, the "
-               "default for chat prompts: a score read mid-sentence is noise the critic "
-               "cannot fit; on SmolLM2 the critic learned once it was on), then raise "
-               "--critic-lr, add --critic-warmup-steps, or check where the value head starts "
-               "(docs/ppo.md)",
+        "ppo": "advice only (--on-collapse does not act on it): on SmolLM2 the critic "
+               "explained none of the returns in most steps of the run that worked as of those "
+               "that failed; with --lam 1.0 (the default) it serves only as a baseline. If the "
+               "reward does not rise either, make sure the reward model reads whole answers "
+               "(--reward-at-turn-end, the default for chat prompts), then raise --critic-lr, "
+               "add --critic-warmup-steps, or check where the value head starts (docs/ppo.md)",
         "*": "raise --critic-lr, add --critic-warmup-steps, or check where the value head "
              "starts (docs/ppo.md)",
     },
     "no_eos": {
-        "ppo": "let the reward model read each answer closed as in its training data "
-               "(--reward-at-turn-end, the default for chat prompts: a reward model trained "
-               "on closed answers misjudges one cut mid-sentence) and add "
-               "--missing-eos-penalty 1.0; or raise --max-new-tokens, or start from an SFT "
-               "model that stops",
+        "ppo": "what made SmolLM2's answers end from its base model is the default set: the "
+               "reward read at the turn end (--reward-at-turn-end, on for chat prompts) with a "
+               "missing-EOS penalty about the reward model's range between a poor and a good "
+               "answer (--missing-eos-penalty, 5.0 by default with the turn-end reading; 1.0 "
+               "was too small: the run learned cut text), --lam 1.0 and --actor-lr 3e-5 below "
+               "1B parameters; a reward model on another scale needs the penalty scaled with "
+               "it. Or raise --max-new-tokens, or start from an SFT model that stops",
         "*": "raise --max-completion-length, pass --mask-truncated-completions, or start from "
              "an SFT model that stops",
     },

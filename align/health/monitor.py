@@ -77,7 +77,8 @@ class HealthMonitor:
     def healthy(self) -> bool:
         """No detector fired at the last check, none has a streak running and no online
         detector's condition holds: a checkpoint saved now is one a rollback may return to."""
-        return not self._fired_last and not any(self.streaks.values()) and not self.advising
+        return not self._fired_last and not any(self.streaks.values()) and \
+            not any(name not in det.ADVICE_ONLY for name in self.advising)
 
     def _streak(self, name: str, bad: bool, patience: int) -> bool:
         """Count consecutive bad steps; True (and reset) when the count reaches patience."""
@@ -169,11 +170,14 @@ class HealthMonitor:
         return fired, persistent
 
     def _may_act(self, name: str) -> bool:
-        """Whether a persistent advisory detector may lead to --on-collapse's action. no_eos
-        does on PPO (the reward model then scores cut text; --reward-at-turn-end is the remedy)
-        and where answers used to end; on a GRPO/RLOO run whose answers already hit the token
+        """Whether a persistent advisory detector may lead to --on-collapse's action. Those of
+        ``ADVICE_ONLY`` (critic_stuck) never do. no_eos does on PPO (the reward model then
+        scores cut text; the missing-EOS penalty with the turn-end reading is the remedy) and
+        where answers used to end; on a GRPO/RLOO run whose answers already hit the token
         limit before training (said once at the start) it stays advice: training did not cause
         it, and the group-relative reward still ranks the cut answers."""
+        if name in det.ADVICE_ONLY:
+            return False
         if name != "no_eos" or self.algo == "ppo":
             return True
         start = self.baseline.truncated_frac

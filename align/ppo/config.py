@@ -1,7 +1,8 @@
 """PPOConfig: every PPO trick is one field with its default and where that default comes from.
 
 Presets. ``--preset default`` keeps the ms-swift RLHF guide's settings (themselves TRL's old
-PPOTrainer defaults), ``--preset ppo-max`` turns on the set from "Secrets of RLHF" (Zheng et al.
+PPOTrainer defaults) but for GAE λ 1 and the missing-EOS penalty, chosen on a real chat model
+(docs/ppo.md, "Defaults on a real chat model"), ``--preset ppo-max`` turns on the set from "Secrets of RLHF" (Zheng et al.
 2023) and ``--preset vanilla`` turns the tricks off (plain PPO of Schulman et al. 2017 on the
 RM score). The fields a preset decides default to ``None``; ``__post_init__`` fills in the
 preset's value only where the field is still ``None``, so a flag the user passed always wins
@@ -25,6 +26,8 @@ ROLLOUT_ENGINES = ("hf", "vllm")
 CRITIC_BASES = ("policy", "reward-model")
 
 DEFAULT_PTX_COEF = 0.05  # OpenRLHF --ptx_coef default
+# --missing-eos-penalty's default when the reward is read at the turn end (docs/ppo.md)
+TURN_END_EOS_PENALTY = 5.0
 
 
 @dataclass
@@ -44,8 +47,10 @@ class PPOConfig(RewardArgs):
         source="Secrets of RLHF: critic from the RM", metavar="PATH")
     actor_lr: float | None = arg(
         None, "Actor learning rate (default: --learning-rate if given, else by the policy's "
-        "size: 5e-7 from 5B parameters, 3e-6 from 1B, 1e-5 below; x10 with LoRA).",
-        source="OpenRLHF (7B), TRL (1B), measured on SmolLM2-135M; see align/ppo/plan.py",
+        "size: 5e-7 from 5B parameters, 3e-6 from 1B, 3e-5 below; x10 with LoRA, except 1e-4 "
+        "below 1B).",
+        source="OpenRLHF (7B), TRL (1B), measured on SmolLM2-135M (docs/ppo.md, 'Defaults on "
+               "a real chat model'); see align/ppo/plan.py",
         bounds="(0, inf)")
     critic_lr: float | None = arg(
         None, "Critic learning rate (default by the policy's size: 9e-6 from 1B parameters, "
@@ -102,9 +107,16 @@ class PPOConfig(RewardArgs):
         "tokenizer has a chat template, off for plain-text prompts.",
         source="SmolLM2-135M real-model task (docs/ppo.md, 'Defaults on a real chat model'); "
                "OpenRLHF writes an EOS at the cut")
-    missing_eos_penalty: float = arg(
-        0.0, "Subtract this from the score of responses that stop without EOS (e.g. 1.0); 0 "
-        "is off.", source="TRL / ms-swift (off by default)", bounds="[0, inf)")
+    missing_eos_penalty: float | None = arg(
+        None, "Subtract this from the score of responses that stop without EOS, in the reward "
+        "model's units; 0 is off. Default: 5.0 when the reward model reads responses closed "
+        "as a turn (--reward-at-turn-end, on for chat prompts), where a cut answer would "
+        "otherwise score as an ended one; 0 otherwise (a reward read at the cut, or rule "
+        "rewards, sees the cut itself).",
+        source="SmolLM2-135M real-model task: 1.0 let the policy earn reward with cut text, "
+               "5.0 (about the reward model's range between a poor and a good answer) raised "
+               "dev gold (docs/ppo.md, 'Defaults on a real chat model'); TRL / ms-swift have "
+               "it off", bounds="[0, inf)")
     reward_norm: bool | None = arg(
         None, "Running mean/std normalisation of RM scores (default: off; on with --preset "
         "ppo-max).", source="Secrets of RLHF, sec. 5.3",
@@ -130,7 +142,12 @@ class PPOConfig(RewardArgs):
                           source="Ziegler et al. 2019", bounds="[1, inf)")
     # --- advantages ---------------------------------------------------------------------------
     gamma: float = arg(1.0, "Discount factor.", source="ms-swift RLHF guide", bounds="[0, 1]")
-    lam: float = arg(0.95, "GAE λ.", source="ms-swift RLHF guide", bounds="[0, 1]")
+    lam: float = arg(
+        1.0, "GAE λ (1: the advantage is the return minus the value, which leans on the critic "
+        "only as a baseline).",
+        source="SmolLM2-135M real-model task, where the critic explained little of the returns "
+               "in every run (docs/ppo.md, 'Defaults on a real chat model'); 0.95 before (ms-swift "
+               "RLHF guide)", bounds="[0, 1]")
     whiten_advantages: bool | None = arg(
         None, "Whiten advantages over the rollout batch (default: on; off with --preset "
         "vanilla).", source="TRL PPOTrainer; Secrets of RLHF",

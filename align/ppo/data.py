@@ -12,6 +12,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from align.ppo.config import TURN_END_EOS_PENALTY
+
 
 def prompt_ids(rows: list[dict[str, Any]], tokenizer: Any, max_tokens: int | None
                ) -> list[list[int]]:
@@ -39,6 +41,15 @@ def reward_at_turn_end(flag: bool | None, chat: bool, tokenizer: Any) -> bool:
     if flag is not None:
         return flag
     return chat and bool(getattr(tokenizer, "chat_template", None))
+
+
+def missing_eos_penalty(flag: float | None, turn_end: bool) -> float:
+    """The score taken from responses cut without EOS (--missing-eos-penalty): the flag when
+    given, else TURN_END_EOS_PENALTY when the reward model reads responses closed as a turn
+    (a cut answer then looks ended to it) and 0 otherwise (a reward read at the cut sees it)."""
+    if flag is not None:
+        return flag
+    return TURN_END_EOS_PENALTY if turn_end else 0.0
 
 
 def turn_end_ids(tokenizer: Any, chat: bool) -> list[int]:

@@ -129,6 +129,14 @@ class PPORun:
     def a(self) -> Any:
         return self.cfg.algo
 
+    @property
+    def eos_penalty(self) -> float:
+        """The score taken from responses cut without EOS (--missing-eos-penalty, whose
+        default depends on whether the reward is read at the turn end)."""
+        from align.ppo.data import missing_eos_penalty
+
+        return missing_eos_penalty(self.a.missing_eos_penalty, self.turn_end is not None)
+
     @classmethod
     def create(cls, cfg: RunConfig, data: Any, eval_data: Any, dist: Any = None) -> "PPORun":
         from align.data import load_valid

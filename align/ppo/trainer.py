@@ -47,13 +47,15 @@ def run(cfg: RunConfig, data: Any, eval_data: Any = None) -> dict[str, Any]:
 
 
 def reward_read(ppo: PPORun) -> str:
-    """Where the reward model reads its score, for the start line; nothing when the rewards
-    are rules only (no reward model reads anything)."""
+    """Where the reward model reads its score and what a cut response costs, for the start
+    line; no reading place when the rewards are rules only (no reward model reads anything)."""
+    penalty = f"{ppo.eos_penalty:g} off a response cut without EOS (--missing-eos-penalty)" \
+        if ppo.eos_penalty else ""
     if not ppo.roles.has_reward_model:
-        return ""
+        return f"; {penalty}" if penalty else ""
     where = "closed as a turn (--reward-at-turn-end)" if ppo.turn_end else \
         "at the last response token"
-    return f"; reward read {where}"
+    return f"; reward read {where}" + (f", {penalty}" if penalty else "")
 
 
 def logged_eval(ppo: PPORun) -> tuple[int, dict[str, float]] | None:
@@ -193,7 +195,7 @@ def ppo_step(ppo: PPORun) -> dict[str, float]:
     # 2. rewards: shaped score (reward model and/or rules) on the last token, token-level KL
     # penalty on every token
     rewards, metrics = timed("perf/train_s", compute_rewards, a, batch, ppo.kl_ctl.value,
-                             ppo.reward_stats)
+                             ppo.reward_stats, ppo.eos_penalty)
     metrics |= by_source
     # 3. advantages: GAE over response tokens, whitening and clipping (over the whole batch)
     advantages, returns, m = timed("perf/train_s", compute_advantages, a, batch, rewards)

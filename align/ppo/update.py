@@ -25,15 +25,19 @@ from align.ppo.rollout import Experience
 
 
 def compute_rewards(a: PPOConfig, exp: Experience, kl_coef: float,
-                    reward_stats: RunningMoments) -> tuple[Tensor, dict[str, float]]:
+                    reward_stats: RunningMoments, eos_penalty: float | None = None
+                    ) -> tuple[Tensor, dict[str, float]]:
     """Shape the RM score (EOS penalty, normalisation, clip) and add the token-level KL penalty.
 
-    ``exp`` is the whole rollout batch (gathered over all processes). Returns the per-token
-    rewards (B, T) and the reward and KL metrics; updates ``reward_stats`` with the scores.
+    ``exp`` is the whole rollout batch (gathered over all processes); ``eos_penalty`` is the
+    resolved --missing-eos-penalty (``PPORun.eos_penalty``; None: the config's value, unset
+    counting as 0). Returns the per-token rewards (B, T) and the reward and KL metrics;
+    updates ``reward_stats`` with the scores.
     """
     scores = exp.scores.clone()
-    if a.missing_eos_penalty:
-        scores = torch.where(exp.ended, scores, scores - a.missing_eos_penalty)
+    penalty = (a.missing_eos_penalty or 0.0) if eos_penalty is None else eos_penalty
+    if penalty:
+        scores = torch.where(exp.ended, scores, scores - penalty)
     if a.reward_norm:
         reward_stats.update(scores.tolist())
         scores = reward_stats.normalize(scores)

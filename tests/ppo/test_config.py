@@ -15,10 +15,11 @@ from align.ppo.reward_norm import RunningMoments
 from tests.conftest import run_cli, write_jsonl
 
 
-def test_default_preset_is_the_ms_swift_guide():
+def test_default_preset_is_the_ms_swift_guide_but_for_lam():
     c = PPOConfig()
+    # λ 1 (the guide's 0.95 before) was chosen on SmolLM2 (docs/ppo.md)
     assert (c.kl_coef, c.cliprange, c.cliprange_value, c.vf_coef, c.gamma, c.lam) == \
-        (0.05, 0.2, 0.2, 0.1, 1.0, 0.95)
+        (0.05, 0.2, 0.2, 0.1, 1.0, 1.0)
     assert c.whiten_rewards is False and c.reward_norm is False and c.whiten_advantages is True
     assert c.ptx_coef == 0.0
 
@@ -184,7 +185,10 @@ def test_learning_rate_defaults_follow_the_policys_size(tmp_path):
     assert model_params(str(small)) == pytest.approx(135e6, rel=0.1)
     big = model("big", 4096, 32, vocab=32000, inter=11008)  # a Llama-2-7B-like shape
     assert model_params(str(big)) == pytest.approx(6.7e9, rel=0.1)
-    assert learning_rates(ppo_config(small, "rm", tmp_path)) == (1e-5, 2e-5)
+    assert learning_rates(ppo_config(small, "rm", tmp_path)) == (3e-5, 2e-5)
+    # LoRA below 1B: the measured actor rate (1e-4, not 10 x 3e-5), the critic at 10x
+    assert learning_rates(ppo_config(small, "rm", tmp_path, lora=True)) == \
+        pytest.approx((1e-4, 2e-4))
     assert learning_rates(ppo_config(big, "rm", tmp_path)) == (5e-7, 9e-6)
     # no config.json (a hub id, a .gguf file): the 7B-class rates
     assert learning_rates(ppo_config("org/model", "rm", tmp_path)) == (5e-7, 9e-6)
@@ -209,3 +213,43 @@ def test_lr_factor_matches_transformers_schedules():
                 (kind, update)
             opt.step()
             sched.step()
+
+
+def test_missing_eos_penalty_defaults_to_5_only_where_the_reward_is_read_at_the_turn_end():
+    """Read closed as a turn, a cut answer looks ended to the reward model, so the default
+    takes 5.0 from it (docs/ppo.md); read at the cut, or with rule rewards, nothing; a value
+    given wins, 0 included."""
+    from align.ppo.config import PPOConfig
+    from align.ppo.data import missing_eos_penalty
+
+    assert PPOConfig().missing_eos_penalty is None and PPOConfig().lam == 1.0
+    assert missing_eos_penalty(None, turn_end=True) == 5.0
+    assert missing_eos_penalty(None, turn_end=False) == 0.0
+    assert missing_eos_penalty(0.0, turn_end=True) == 0.0
+    assert missing_eos_penalty(1.0, turn_end=False) == 1.0
+
+
+def test_missing_eos_penalty_comes_off_the_cut_responses_score_only():
+    """compute_rewards with the resolved penalty (PPORun.eos_penalty), by hand: scores 1.0
+    (ended) and 0.5 (cut), penalty 5, no KL (equal log-probs): the shaped scores are 1.0 and
+    -4.5, put on each response's last token; reward/raw keeps the reward model's scores."""
+    import torch
+
+    from align.ppo.rollout import Experience
+    from align.ppo.update import compute_rewards
+
+    mask = torch.tensor([[True, True, False], [True, True, True]])
+    zeros = torch.zeros(2, 3)
+    exp = Experience(prompt_ids=torch.ones(2, 1, dtype=torch.long),
+                     prompt_mask=torch.ones(2, 1, dtype=torch.bool),
+                     response_ids=torch.ones(2, 3, dtype=torch.long), mask=mask,
+                     ended=torch.tensor([True, False]), logprobs=zeros, ref_logprobs=zeros,
+                     values=zeros, scores=torch.tensor([1.0, 0.5]), entropy=zeros)
+    a = PPOConfig()  # missing_eos_penalty unset: the caller passes the resolved value
+    rewards, metrics = compute_rewards(a, exp, 0.05, RunningMoments(), eos_penalty=5.0)
+    assert rewards.tolist() == [[0.0, 1.0, 0.0], [0.0, 0.0, -4.5]]
+    assert metrics["reward/raw"] == pytest.approx(0.75)
+    assert metrics["reward/normalized"] == pytest.approx((1.0 - 4.5) / 2)
+    # unset and not passed: no penalty (the config's None counts as 0)
+    rewards, _ = compute_rewards(a, exp, 0.05, RunningMoments())
+    assert rewards[1, 2].item() == 0.5

@@ -1,13 +1,16 @@
 """Development runs of PPO on SmolLM2-135M-Instruct: choose settings on the dev prompts.
 
-    python -m tests.real.ppo_dev --start sft -- --actor-lr 1e-5 --max-steps 12
-    python -m tests.real.ppo_dev --start base --split held_out -- ...   # once, at the end
+    python -m tests.real.ppo_dev --start sft --seed 0 -- --actor-lr 1e-5 --max-steps 12
+    python -m tests.real.ppo_dev --start base --split held_out --seed 1 -- ...  # once, at the end
 
 The stages before PPO are made once and kept under ``--work`` (default
 ``$ALIGN_CACHE/real/ppo-dev``): the task's data, the SFT stage and the reward model, with the
 settings of the real suite (tests/real/test_online.py). Each PPO run is judged on ``--split``
 (dev by default: the held-out prompts are for the final report only) and appends one line to
-``WORK/runs.jsonl``: the flags, the gold before and after, the wall time and the machine load.
+``WORK/runs.jsonl``: the flags, the gold before and after, the wall time and the machine load;
+its ``metrics.jsonl`` is kept as ``WORK/metrics/NAME.jsonl`` (the detectors' evidence). The
+answers are greedy, so ``--seed`` (passed to PPO) is the only seed of a run; ``--split`` picks
+the prompts it is judged on, never the ones it trains on.
 """
 
 from __future__ import annotations
@@ -65,11 +68,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--start", choices=("sft", "base"), default="sft")
     parser.add_argument("--split", choices=tuple(harness.SPLITS), default="dev")
+    parser.add_argument("--seed", type=int, default=0, help="PPO's --seed")
     parser.add_argument("--work", type=Path, default=cache_dir() / "real" / "ppo-dev")
     parser.add_argument("--name", default="")
     parser.add_argument("--keep", action="store_true", help="keep the PPO run's directory")
     parser.add_argument("ppo_flags", nargs="*", help="flags for align rlhf --algo ppo")
     args = parser.parse_args(argv)
+    if "--seed" in args.ppo_flags:
+        parser.error("give the seed as ppo_dev's --seed (it is recorded in runs.jsonl)")
     s = stages(args.work)
     start_model = s["sft"] if args.start == "sft" else s["model"]
     before = harness.evaluate(start_model, split=args.split) if args.start == "sft" \
@@ -80,11 +86,15 @@ def main(argv: list[str] | None = None) -> None:
     load = os.getloadavg()[0]
     wall = align(["rlhf", "--algo", "ppo", "--model", start_model, "--reward-model", s["rm"],
                   "--dataset", s["data"]["prompts"], "--output-dir", out, "--report-to",
-                  "none", "--save-steps", "100000", *args.ppo_flags], out.with_suffix(".log"))
+                  "none", "--save-steps", "100000", "--seed", args.seed, *args.ppo_flags],
+                 out.with_suffix(".log"))
     after = harness.evaluate(out, split=args.split)
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in rows if "reward/raw" in r]
-    row = {"name": out.name, "start": args.start, "split": args.split, "flags": args.ppo_flags,
+    (args.work / "metrics").mkdir(exist_ok=True)
+    shutil.copy(out / "metrics.jsonl", args.work / "metrics" / f"{out.name}.jsonl")
+    row = {"name": out.name, "start": args.start, "split": args.split, "seed": args.seed,
+           "flags": args.ppo_flags,
            "gold_before": before["gold"], "gold_after": after["gold"],
            "words_after": after["mean_words"], "ended_after": after["ended"],
            "wall_s": round(wall, 1), "load_before": load, "load_after": os.getloadavg()[0],

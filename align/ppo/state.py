@@ -132,10 +132,12 @@ class PPORun:
     @property
     def eos_penalty(self) -> float:
         """The score taken from responses cut without EOS (--missing-eos-penalty, whose
-        default depends on whether the reward is read at the turn end)."""
+        default depends on whether a reward model reads the reward at the turn end: rule
+        rewards see the cut text themselves, and their scale is not the reward model's)."""
         from align.ppo.data import missing_eos_penalty
 
-        return missing_eos_penalty(self.a.missing_eos_penalty, self.turn_end is not None)
+        return missing_eos_penalty(self.a.missing_eos_penalty,
+                                   self.turn_end is not None and self.roles.has_reward_model)
 
     @classmethod
     def create(cls, cfg: RunConfig, data: Any, eval_data: Any, dist: Any = None) -> "PPORun":

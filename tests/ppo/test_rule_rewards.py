@@ -60,6 +60,8 @@ def test_rule_reward_rises_without_a_reward_model(tmp_path, capsys, tiny_sft, pr
     assert "rewards: length x0.5, positive x1" in stdout
     assert "reward model" not in stdout.split("rewards:")[0]  # no reward-model role
     assert "reward read" not in stdout  # no reward model reads a score anywhere
+    # ... and the default missing-EOS penalty (in a reward model's units) stays off
+    assert "off a response cut without EOS" not in stdout
     final = json.loads((out / "final_metrics.json").read_text())
     # share of positive words (0-1) + 0.5 x length reward (0-1); development runs (seeds 1, 2)
     # rose from 0.23-0.24 to 0.49-1.11 (full) and 0.42-0.65 (LoRA)
@@ -88,7 +90,9 @@ def test_reward_model_and_rules_add_up_with_their_weights(tmp_path, capsys, tiny
         code, stdout, err = run_cli(rule_args(tiny_sft, prompt_files[0], out, "--reward-model",
                                               tiny_pref_rm, "--max-steps", "1", *extra), capsys)
         assert code == 0, err
-        assert "reward read" in stdout  # where the reward model reads its score
+        # chat prompts and a reward model: read closed as a turn, a cut answer costs 5
+        assert "reward read closed as a turn (--reward-at-turn-end), 5 off a response cut " \
+            "without EOS" in stdout
         runs[name] = [r for r in read_metrics(out) if "reward/raw" in r][0]
     rm, both = runs["rm"], runs["both"]
     assert both["rollout/response_len"] == rm["rollout/response_len"]

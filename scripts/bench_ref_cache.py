@@ -11,12 +11,14 @@ runs ``align rlhf --algo dpo`` with its defaults (DPO + RPO, --rpo-alpha 1) and
 ``--precompute-ref-logps``; TRL runs ``DPOTrainer`` with its defaults at the same steps and
 batch. Each run is a fresh process timed from start to exit (imports, loading, the reference
 pass, training, saving), alternating align and TRL for ``--rounds`` rounds so that a change in
-the machine's load hits both alike. align's second round finds the reference log-probs of the
-first in its cache ($ALIGN_CACHE: ``--cache DIR``, else a temporary one): that is the rerun
-case; the first round is the cold case (each row says which it was, from align's output). The
-ratio printed is align's whole-run time over TRL's, per round. Wrap it in the machine's
-exclusive lock when other jobs share the cores; to keep each locked call short, run one round
-per call with the same ``--cache`` (``--rounds 1 --no-quickstart --cache DIR``, twice).
+the machine's load hits both alike. align's second round, the same command again (same output
+directory: TRL's cache key holds its whole DPOConfig, output_dir included, so a run into another
+directory computes them again), finds the reference log-probs of the first in its cache
+($ALIGN_CACHE, under ``--work DIR``, else a temporary directory): that is the rerun case; the
+first round is the cold case (each row says which it was, from align's output). The ratio
+printed is align's whole-run time over TRL's, per round. Wrap it in the machine's exclusive
+lock when other jobs share the cores; to keep each locked call short, run one round per call
+with the same ``--work`` (``--rounds 1 --no-quickstart --work DIR``, twice).
 """
 
 from __future__ import annotations
@@ -67,11 +69,11 @@ def pairs(n: int) -> list[dict]:
 
 
 def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, str]:
-    """Wall seconds of ``cmd`` from start to exit, and what it wrote to stderr."""
+    """Wall seconds of ``cmd`` from start to exit, and what it printed."""
     start = time.time()
-    done = subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True)
-    return time.time() - start, done.stderr
+    done = subprocess.run(cmd, check=True, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+    return time.time() - start, done.stdout
 
 
 def main() -> None:
@@ -80,9 +82,9 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=56)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--no-quickstart", action="store_true")
-    parser.add_argument("--cache", default=None,
-                        help="align's cache ($ALIGN_CACHE) to use and keep (default: a "
-                             "temporary one): a second call then reuses the first's.")
+    parser.add_argument("--work", default=None,
+                        help="Keep align's cache and output directory here (default: a "
+                             "temporary directory): a second call then reruns the first's.")
     parser.add_argument("--json", default=None, help="Write the results here too.")
     args = parser.parse_args()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
@@ -90,7 +92,8 @@ def main() -> None:
     results: dict = {"dpo": []}
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
-        env["ALIGN_CACHE"] = args.cache or str(tmp_path / "cache")
+        work = Path(args.work) if args.work else tmp_path
+        env["ALIGN_CACHE"] = str(work / "cache")
         data = tmp_path / "pairs.jsonl"
         data.write_text("".join(json.dumps(r) + "\n" for r in pairs(args.records)))
         if not args.no_quickstart:
@@ -110,7 +113,8 @@ def main() -> None:
                              args.model, "--dataset", str(data), "--max-steps", "20",
                              "--per-device-train-batch-size", "4", "--precompute-ref-logps",
                              "--report-to", "none", "--save-steps", "1000",
-                             "--output-dir", str(tmp_path / f"align-{r}")], env)
+                             "--output-dir", str(work / "align"),
+                             "--overwrite-output-dir"], env)
             trl_s, _ = timed([sys.executable, "-c", TRL_RUN, args.model, str(data),
                               str(tmp_path / f"trl-{r}")], env)
             row = {"round": r + 1, "align_s": round(align_s, 1), "trl_s": round(trl_s, 1),

@@ -532,10 +532,12 @@ def _run(opts: Options, chosen: Any, workers: int, pool: Any, start: float) -> d
     # on one thread each, or one at a time on every thread
     shared = Shared(sft_dir, files, sft_eval)
     _MODELS[str(opts.out)] = (sft, rm, tokenizer)
-    if workers > 1:
-        opts.stage_threads = 1
-        torch.set_num_threads(1)
+    algo_threads = 1 if workers > 1 else threads
+    opts.stage_threads = algo_threads
+    torch.set_num_threads(algo_threads)
     done = run_algos(opts, shared, pool, workers, busy=agent_future)
+    opts.stage_threads = threads  # the stages after them run one at a time again
+    torch.set_num_threads(threads)
     algos = {a: entry for a, (entry, _, _) in done.items()}
     curves = {a: points for a, (_, points, _) in done.items()}
     for a, (_, _, seconds) in done.items():  # in --algos order, whichever process ran it
@@ -551,7 +553,7 @@ def _run(opts: Options, chosen: Any, workers: int, pool: Any, start: float) -> d
                             sft_eval) if opts.overoptimization else None
     summary = {
         "seconds": round(time.time() - start, 1), "seed": opts.seed, "threads": threads,
-        "cpu_threads": chosen.count, "algorithm_threads": opts.stage_threads,
+        "cpu_threads": chosen.count, "algorithm_threads": algo_threads,
         "algorithms_at_a_time": workers,
         "sft": {k: v for k, v in sft_eval.items()},
         "reward_model": {"accuracy": rm_acc, "pairs": len(pairs),

@@ -205,8 +205,11 @@ def optimizer_issue(name: str, cuda: Any = cuda_available) -> str | None:
 # or AMD), and the paths round differently, so a seeded CPU run can give other numbers on
 # another machine. Pinned to the AVX2 path, which x86-64 servers and laptops of the last decade
 # all have, the same seed gives the same numbers on any of them (MKL's "conditional numerical
-# reproducibility", oneDNN's ISA cap, PyTorch's kernel dispatch).
-AVX2_MATH = {"MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+# reproducibility", oneDNN's ISA cap, PyTorch's kernel dispatch). MKL's path is taken in its
+# strict mode (",STRICT", see THREAD_INVARIANT_MATH below), so that the numbers are also the same
+# at any thread count: the quickstart's tiny model then trains on every idle core.
+AVX2_MATH = {"MKL_CBWR": "AVX2,STRICT", "ONEDNN_MAX_CPU_ISA": "AVX2",
+             "ATEN_CPU_CAPABILITY": "avx2"}
 
 
 def pin_cpu_math() -> dict[str, str]:
@@ -233,8 +236,8 @@ def pin_cpu_math() -> dict[str, str]:
 # differed at 1 and 2 threads, and a PPO run diverged from there (docs/real-model.md, "The same
 # result on any machine load"). MKL's strict "conditional numerical reproducibility" mode
 # gives the same bits at any thread count, on the code path it picks for this CPU (AUTO). The
-# quickstart keeps AVX2_MATH instead: its documented table was made without the strict mode,
-# which rounds differently even at one thread.
+# quickstart uses the same mode on the AVX2 path (AVX2_MATH), for numbers that are the same on
+# every CPU of one kind as well.
 THREAD_INVARIANT_MATH = {"MKL_CBWR": "AUTO,STRICT"}
 
 

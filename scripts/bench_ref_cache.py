@@ -11,10 +11,14 @@ runs ``align rlhf --algo dpo`` with its defaults (DPO + RPO, --rpo-alpha 1) and
 ``--precompute-ref-logps``; TRL runs ``DPOTrainer`` with its defaults at the same steps and
 batch. Each run is a fresh process timed from start to exit (imports, loading, the reference
 pass, training, saving), alternating align and TRL for ``--rounds`` rounds so that a change in
-the machine's load hits both alike. align's second round finds the reference log-probs of the
-first in its cache ($ALIGN_CACHE, a temporary one here): that is the rerun case; the first
-round is the cold case. The ratio printed is align's whole-run time over TRL's, per round.
-Wrap it in the machine's exclusive lock when other jobs share the cores.
+the machine's load hits both alike. align's second round, the same command again (same output
+directory: TRL's cache key holds its whole DPOConfig, output_dir included, so a run into another
+directory computes them again), finds the reference log-probs of the first in its cache
+($ALIGN_CACHE, under ``--work DIR``, else a temporary directory): that is the rerun case; the
+first round is the cold case (each row says which it was, from align's output). The ratio
+printed is align's whole-run time over TRL's, per round. Wrap it in the machine's exclusive
+lock when other jobs share the cores; to keep each locked call short, run one round per call
+with the same ``--work`` (``--rounds 1 --no-quickstart --work DIR``, twice).
 """
 
 from __future__ import annotations
@@ -64,11 +68,12 @@ def pairs(n: int) -> list[dict]:
     return rows
 
 
-def timed(cmd: list[str], env: dict[str, str]) -> float:
+def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, str]:
+    """Wall seconds of ``cmd`` from start to exit, and what it printed."""
     start = time.time()
-    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
-    return time.time() - start
+    done = subprocess.run(cmd, check=True, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+    return time.time() - start, done.stdout
 
 
 def main() -> None:
@@ -77,6 +82,9 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=56)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--no-quickstart", action="store_true")
+    parser.add_argument("--work", default=None,
+                        help="Keep align's cache and output directory here (default: a "
+                             "temporary directory): a second call then reruns the first's.")
     parser.add_argument("--json", default=None, help="Write the results here too.")
     args = parser.parse_args()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
@@ -84,13 +92,14 @@ def main() -> None:
     results: dict = {"dpo": []}
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
-        env["ALIGN_CACHE"] = str(tmp_path / "cache")
+        work = Path(args.work) if args.work else tmp_path
+        env["ALIGN_CACHE"] = str(work / "cache")
         data = tmp_path / "pairs.jsonl"
         data.write_text("".join(json.dumps(r) + "\n" for r in pairs(args.records)))
         if not args.no_quickstart:
             out = tmp_path / "qs"
-            wall = timed([sys.executable, "-m", "align", "quickstart", "--out", str(out),
-                          "--device", "cpu"], env)
+            wall, _ = timed([sys.executable, "-m", "align", "quickstart", "--out", str(out),
+                             "--device", "cpu"], env)
             summary = json.loads((out / "summary.json").read_text())
             results["quickstart"] = {"wall_s": round(wall, 1),
                                      "threads": summary.get("cpu_threads"),
@@ -100,16 +109,18 @@ def main() -> None:
             for name, seconds in summary["stage_seconds"].items():
                 print(f"  {name:<16} {seconds:6.1f} s", flush=True)
         for r in range(args.rounds):
-            align_s = timed([sys.executable, "-m", "align", "rlhf", "--algo", "dpo", "--model",
+            align_s, log = timed([sys.executable, "-m", "align", "rlhf", "--algo", "dpo", "--model",
                              args.model, "--dataset", str(data), "--max-steps", "20",
                              "--per-device-train-batch-size", "4", "--precompute-ref-logps",
                              "--report-to", "none", "--save-steps", "1000",
-                             "--output-dir", str(tmp_path / f"align-{r}")], env)
-            trl_s = timed([sys.executable, "-c", TRL_RUN, args.model, str(data),
-                           str(tmp_path / f"trl-{r}")], env)
+                             "--output-dir", str(work / "align"),
+                             "--overwrite-output-dir"], env)
+            trl_s, _ = timed([sys.executable, "-c", TRL_RUN, args.model, str(data),
+                              str(tmp_path / f"trl-{r}")], env)
             row = {"round": r + 1, "align_s": round(align_s, 1), "trl_s": round(trl_s, 1),
                    "ratio": round(align_s / trl_s, 3),
-                   "reference_cache": "cold" if r == 0 else "reused"}
+                   "reference_cache": "cold" if "Computing reference log probs" in log
+                   else "reused"}
             results["dpo"].append(row)
             print(f"dpo round {r + 1}: align {align_s:.1f} s ({row['reference_cache']} reference "
                   f"cache), TRL {trl_s:.1f} s, ratio {row['ratio']:.2f}", flush=True)

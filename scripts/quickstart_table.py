@@ -14,8 +14,9 @@ compares: its gain is not yet the +0.10 of issue 24 on every seed). ``--check`` 
 ``align quickstart --seed 0`` (with the versions of constraints.txt, which scripts/setup.sh
 installs) and compares its leaderboard with the seed-0 table in the docs, every column but the
 seconds; it exits 1 with both tables when they differ. The numbers are deterministic on a
-given set of versions: the quickstart pins the CPU math libraries to their AVX2 code path
-(``align.plan.pin_cpu_math``), so any x86-64 CPU with AVX2, Intel or AMD, gives the same numbers;
+given set of versions: the quickstart pins the CPU math libraries to their AVX2 code path, MKL
+in its strict mode (``align.plan.pin_cpu_math``), so any thread count gives the same numbers,
+and so does any x86-64 CPU with AVX2 of the kind the table was made on;
 on other CPUs (ARM, or without AVX2) a few sampling draws may round differently
 (``--tolerance`` then allows a difference in the last digits of each number).
 
@@ -89,6 +90,13 @@ def _versions() -> str:
             f"TRL {trl.__version__}")
 
 
+def _threads(summary: dict) -> str:
+    """How many CPU threads a run had: the stages in sequence, and the algorithms'."""
+    n, at_once = summary.get("threads", 1), summary.get("algorithms_at_a_time", 1)
+    text = f"{n} CPU thread{'s' if n != 1 else ''}"
+    return text + (f" ({at_once} algorithms at a time, one thread each)" if at_once > 1 else "")
+
+
 def results_block(summaries: dict[int, dict]) -> str:
     """The ``results`` block: per-seed gold table, seed 0's full table, alarms, examples."""
     from align.quickstart import report
@@ -98,9 +106,10 @@ def results_block(summaries: dict[int, dict]) -> str:
     seeds = sorted(summaries)
     lines = [f"Measured on this project's 2-core x86-64 CPU machine (no GPU, Python "
              f"{platform.python_version()}), `align quickstart --seed N --overoptimization` with "
-             f"the versions of `constraints.txt` ({_versions()}), {s0.get('threads', 1)} CPU "
-             "thread, the math libraries on their AVX2 code path, made on a CPU of kind "
-             f"`{cpu_kind()}` (the same numbers on every CPU of that kind; on another kind "
+             f"the versions of `constraints.txt` ({_versions()}), {_threads(s0)}, the math "
+             "libraries on their AVX2 code path in MKL's strict mode (the same numbers at any "
+             f"thread count), made on a CPU of kind `{cpu_kind()}` (the same numbers on every "
+             "CPU of that kind; on another kind "
              "the exact numbers differ, see below). Gold reward on the held-out prompts (best 1.0); in brackets the gain over "
              "the SFT policy of the same seed:", "",
              "| algorithm | " + " | ".join(f"seed {s}" for s in seeds) + " | smallest gain |",

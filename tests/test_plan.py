@@ -252,7 +252,7 @@ def test_pin_cpu_math_sets_the_avx2_path_before_torch_and_keeps_what_the_user_se
             "avx2" not in Path("/proc/cpuinfo").read_text().split():
         pytest.skip("the pin applies to x86-64 CPUs with AVX2 only")
     probe = _pin_probe()
-    assert probe["env"] == {"MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+    assert probe["env"] == {"MKL_CBWR": "AVX2,STRICT", "ONEDNN_MAX_CPU_ISA": "AVX2",
                             "ATEN_CPU_CAPABILITY": "avx2"}
     assert probe["set"] == probe["env"]
     assert probe["capability"] == "AVX2"  # torch dispatched on it

@@ -95,8 +95,10 @@ def test_a_health_alarm_is_explained_with_the_algorithms_hint():
 
 
 def test_algorithms_side_by_side_give_the_table_of_one_at_a_time(tmp_path, capsys):
-    """--threads 2 runs the algorithms two at a time (this process and one worker process);
-    every number but the seconds is the one of the run that took them one after the other."""
+    """--threads 2 trains the SFT policy and the reward model on two threads, then runs the
+    algorithms two at a time (this process and one worker process, one thread each); every
+    number but the seconds is the one of the run that took everything on one thread (MKL's
+    strict mode: the same gradients at any thread count)."""
     runs = {}
     for threads in (1, 2):
         out = tmp_path / f"t{threads}"
@@ -107,7 +109,8 @@ def test_algorithms_side_by_side_give_the_table_of_one_at_a_time(tmp_path, capsy
         assert ("2 algorithms at a time" in stdout) == (threads == 2)
         assert (out / "logs" / "simpo.log").stat().st_size > 0  # a worker's stage logs too
     one, two = runs[1], runs[2]
-    assert (one["threads"], two["threads"], two["cpu_threads"]) == (1, 1, 2)
+    assert (one["threads"], two["threads"], two["cpu_threads"]) == (1, 2, 2)
+    assert (one["algorithm_threads"], two["algorithm_threads"]) == (1, 1)
     assert list(two["algos"]) == ["dpo", "simpo", "orpo"]  # --algos order, whoever ran it
     for name in one["algos"]:
         a, b = dict(one["algos"][name]), dict(two["algos"][name])

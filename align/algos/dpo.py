@@ -43,7 +43,8 @@ class DPOArgs:
     precompute_ref_logps: bool = arg(
         False, "Compute the reference log-probs once before training, then free the "
         "reference (saves memory; needs a pass over the data first). Cached under "
-        "$ALIGN_CACHE (~/.cache/align) for reruns with the same data, model and settings.",
+        "$ALIGN_CACHE (~/.cache/align) for reruns with the same data, model, settings and "
+        "output directory (TRL's cache key holds its whole config, --output-dir included).",
         source="TRL default (off)")
 
     def __post_init__(self) -> None:

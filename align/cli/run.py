@@ -194,9 +194,10 @@ def algos_cmd(name: str | None) -> None:
               help="Multiply data sizes and step counts (tests use less).")
 @click.option("--threads", type=click.IntRange(min=1), metavar="N",
               help="CPU threads [default: chosen from the load: every idle core, at least 1; "
-                   "OMP_NUM_THREADS, when set, decides instead]. The tiny model trains on one "
-                   "thread (its gradients are not thread-invariant); more threads run its "
-                   "algorithms side by side, one per thread. With --model: torch's threads.")
+                   "OMP_NUM_THREADS, when set, decides instead]. The stages in sequence (SFT, "
+                   "the reward model) use them all; the algorithms then run side by side, one "
+                   "per thread. The numbers are the same at any count. With --model: torch's "
+                   "threads.")
 @click.option("--verbose", is_flag=True, help="Show every stage's output, not only its log.")
 def quickstart_cmd(out: str, algos: str | None, seed: int, device: str, model: str | None,
                    overoptimization: bool, agent: bool, scale: float,

@@ -35,13 +35,15 @@ OVEROPTIMIZATION = {"preset": "vanilla", "max_steps": 120, "actor_lr": 1e-3,
                     "temperature": 2.0, "max_new_tokens": 32}
 EVAL_SAMPLES = 8  # samples per held-out prompt for the leaderboard (4 for curve points)
 # The CPU threads come from the load (align.plan.choose_threads: every idle core, at least
-# one). The tiny model's training is not thread-invariant: the weight gradients of its small
-# matrices are sums over the batch's tokens, which a second thread splits and adds in another
-# order (its forward pass is bitwise the same). So each of its runs uses one thread, whatever
-# the count, and the extra cores run the algorithms side by side instead: one worker process
-# of one thread per extra core, started while the SFT stage trains. Every stage is seeded on
-# its own, so the table is the same whichever process ran it (docs/quickstart.md, "Speed").
-TINY_MODEL_THREADS = 1
+# one). The stages that run one after the other (the base model, SFT, the preference data, the
+# reward model) use all of them; the algorithms then run side by side instead, one worker
+# process of one thread per core, started while the SFT stage trains (for a model this small
+# two processes of one thread do more than one process of two). The tiny model's weight
+# gradients are sums over the batch's tokens, which a second thread would split and add in
+# another order; the quickstart runs MKL in its strict reproducible mode on the AVX2 path
+# (align.plan.AVX2_MATH), under which they come out the same at any thread count. Every stage is
+# seeded on its own, so the table is the same whichever process ran it, on how many threads
+# (docs/quickstart.md, "Speed").
 # Expected seconds of each algorithm's stage on one core (measured, seed 0): the longest start
 # first, so that the side-by-side runs end together.
 STAGE_COST = {"ppo": 13.0, "kto": 7.0, "grpo": 6.5, "rloo": 6.5, "dpo": 5.0, "cpo": 5.0,
@@ -96,7 +98,7 @@ class Options:
     threads: int | None = None  # torch CPU threads; None: chosen from the load
     timings: dict[str, float] = field(default_factory=dict)
     live: bool = True  # progress bars redrawn in place (off while stages run side by side)
-    stage_threads: int | None = None  # the threads every stage's run is told (--threads)
+    stage_threads: int | None = None  # the threads the next stage's run is told (--threads)
 
 
 def _scaled(n: int, opts: Options, minimum: int = 1) -> int:
@@ -470,7 +472,9 @@ def run(opts: Options) -> dict[str, Any]:
     start = time.time()
     chosen = quickstart_threads(opts)
     workers = side_by_side(opts, chosen.count)
-    threads = chosen.count if opts.model else TINY_MODEL_THREADS  # each run's threads
+    # the stages in sequence take every chosen thread but the one a worker spends on the agent
+    # stage beside them
+    threads = max(1, chosen.count - (1 if opts.agent and workers > 1 else 0))
     torch.set_num_threads(threads)
     opts.stage_threads = threads
     with contextlib.ExitStack() as stack:
@@ -495,7 +499,7 @@ def _run(opts: Options, chosen: Any, workers: int, pool: Any, start: float) -> d
     train_prompts, held_out = task.split_prompts(opts.seed)
     click.echo(f"align quickstart: seed {opts.seed}, algorithms {', '.join(opts.algos)}, "
                f"{chosen.describe()}"
-               f"{f', each run on {threads} thread, {workers} algorithms at a time' if workers > 1 else ''}, "
+               f"{f', {workers} algorithms at a time, one thread each' if workers > 1 else ''}, "
                f"output {opts.out}")
     sft_dir = prepare_policy(opts, train_prompts, rng)
     from transformers import AutoTokenizer
@@ -525,10 +529,16 @@ def _run(opts: Options, chosen: Any, workers: int, pool: Any, start: float) -> d
     click.echo(f"  SFT policy: gold {sft_eval['gold_reward']:+.3f}; reward model accuracy "
                f"{rm_acc:.2f} on {len(gold_pairs)} gold-labelled held-out pairs; "
                f"{len(pairs)} training pairs ({agreement:.0%} agree with gold)")
-    # 4-5. every algorithm from the same SFT policy, evaluated on held-out prompts
+    # 4-5. every algorithm from the same SFT policy, evaluated on held-out prompts: side by side
+    # on one thread each, or one at a time on every thread
     shared = Shared(sft_dir, files, sft_eval)
     _MODELS[str(opts.out)] = (sft, rm, tokenizer)
+    algo_threads = 1 if workers > 1 else threads
+    opts.stage_threads = algo_threads
+    torch.set_num_threads(algo_threads)
     done = run_algos(opts, shared, pool, workers, busy=agent_future)
+    opts.stage_threads = threads  # the stages after them run one at a time again
+    torch.set_num_threads(threads)
     algos = {a: entry for a, (entry, _, _) in done.items()}
     curves = {a: points for a, (_, points, _) in done.items()}
     for a, (_, _, seconds) in done.items():  # in --algos order, whichever process ran it
@@ -544,7 +554,7 @@ def _run(opts: Options, chosen: Any, workers: int, pool: Any, start: float) -> d
                             sft_eval) if opts.overoptimization else None
     summary = {
         "seconds": round(time.time() - start, 1), "seed": opts.seed, "threads": threads,
-        "cpu_threads": chosen.count,
+        "cpu_threads": chosen.count, "algorithm_threads": algo_threads,
         "algorithms_at_a_time": workers,
         "sft": {k: v for k, v in sft_eval.items()},
         "reward_model": {"accuracy": rm_acc, "pairs": len(pairs),

@@ -397,7 +397,8 @@ def test_no_eos_on_grpo_whose_answers_were_cut_from_the_start_stays_advice():
 
 # Two real PPO runs on SmolLM2-135M-Instruct (issue 26; docs/ppo.md, "Defaults on a real chat
 # model"): each step's detector inputs from its metrics.jsonl, rounded to 3 decimals.
-# Good: from the base model with the defaults, seed 0; held-out gold 0.02 -> 0.12, the answers
+# Good: from the base model, λ 1, the penalty of 5 and --actor-lr 3e-5 (its defaults when it
+# ran), seed 0; held-out gold 0.02 -> 0.12, the answers
 # ending from step 11 while the critic explained none of the returns in 18 of 20 steps.
 GOOD_RUN = {
     "reward/raw": [-5.227, -4.077, -4.706, -3.458, -3.1, -4.003, -4.246, -1.826, -3.633, -2.745,

@@ -28,17 +28,15 @@ class LRBand:
     actor: float  # full fine-tuning
     critic: float
     source: str
-    lora_actor: float | None = None  # LoRA/QLoRA actor rate, where measured (else x factor)
 
 
-# Largest band first. LoRA/QLoRA adapters use LORA_LR_FACTOR (align/config.py) times these,
-# or the band's lora_actor for the actor where one was measured.
+# Largest band first. LoRA/QLoRA adapters use LORA_LR_FACTOR (align/config.py) times these.
 LR_BANDS: tuple[LRBand, ...] = (
     LRBand(5e9, 5e-7, 9e-6, "OpenRLHF train_ppo_llama.sh (7B)"),
     LRBand(1e9, 3e-6, 9e-6, "TRL's PPO example on Pythia-1B (3e-6); critic as OpenRLHF"),
-    LRBand(0, 3e-5, 2e-5, "SmolLM2-135M: full fine-tuning at 3e-5 raised dev gold from the "
-           "base (1e-5 before; docs/ppo.md), LoRA at 1e-4 added 0.13 gold to SFT "
-           "(docs/real-model.md)", lora_actor=1e-4),
+    LRBand(0, 1e-5, 2e-5, "SmolLM2-135M: LoRA at 10x these added 0.13 gold to SFT "
+           "(docs/real-model.md); from SFT, full fine-tuning at 1e-5 kept gold where 3e-5 lost "
+           "half of it (docs/ppo.md)"),
 )
 UNKNOWN_SIZE_BAND = LR_BANDS[0]  # a hub id or a .gguf file: assume a 7B-class model
 
@@ -74,13 +72,10 @@ def lr_band(cfg: Any) -> tuple[LRBand, int | None]:
 
 def default_lrs(cfg: Any) -> dict[str, float]:
     """PPO's default learning rates for ``cfg`` (the registry record's ``default_lrs_for``):
-    the policy's size band, times LORA_LR_FACTOR with LoRA/QLoRA (the band's measured LoRA
-    actor rate where it has one)."""
+    the policy's size band, times LORA_LR_FACTOR with LoRA/QLoRA."""
     band, _ = lr_band(cfg)
-    if not cfg.lora.enabled:
-        return {"actor_lr": band.actor, "critic_lr": band.critic}
-    return {"actor_lr": band.lora_actor or band.actor * LORA_LR_FACTOR,
-            "critic_lr": band.critic * LORA_LR_FACTOR}
+    scale = LORA_LR_FACTOR if cfg.lora.enabled else 1.0
+    return {"actor_lr": band.actor * scale, "critic_lr": band.critic * scale}
 
 
 def learning_rates(cfg: Any) -> tuple[float, float]:
@@ -100,9 +95,7 @@ def lr_source(cfg: Any) -> str:
         given = "actor from the flags"
     else:
         size = f"{params / 1e9:.2g}B parameters" if params else "size unknown"
-        lora = (f", LoRA actor {band.lora_actor:g}, critic x10" if band.lora_actor
-                else ", x10 for LoRA") if cfg.lora.enabled else ""
-        given = f"{size}: {band.source}{lora}"
+        given = f"{size}: {band.source}" + (", x10 for LoRA" if cfg.lora.enabled else "")
     return given
 
 

@@ -185,8 +185,8 @@ def test_learning_rate_defaults_follow_the_policys_size(tmp_path):
     assert model_params(str(small)) == pytest.approx(135e6, rel=0.1)
     big = model("big", 4096, 32, vocab=32000, inter=11008)  # a Llama-2-7B-like shape
     assert model_params(str(big)) == pytest.approx(6.7e9, rel=0.1)
-    assert learning_rates(ppo_config(small, "rm", tmp_path)) == (3e-5, 2e-5)
-    # LoRA below 1B: the measured actor rate (1e-4, not 10 x 3e-5), the critic at 10x
+    assert learning_rates(ppo_config(small, "rm", tmp_path)) == (1e-5, 2e-5)
+    # LoRA below 1B: 10x both (the actor's 1e-4 measured on SmolLM2)
     assert learning_rates(ppo_config(small, "rm", tmp_path, lora=True)) == \
         pytest.approx((1e-4, 2e-4))
     assert learning_rates(ppo_config(big, "rm", tmp_path)) == (5e-7, 9e-6)

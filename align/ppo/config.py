@@ -112,11 +112,12 @@ class PPOConfig(RewardArgs):
         "model's units; 0 is off. Default: 5.0 when the reward model reads responses closed "
         "as a turn (--reward-at-turn-end, on for chat prompts), where a cut answer would "
         "otherwise score as an ended one; 0 otherwise (a reward read at the cut, or rule "
-        "rewards, sees the cut itself).",
+        "rewards, sees the cut itself) and with --preset vanilla.",
         source="SmolLM2-135M real-model task: 1.0 let the policy earn reward with cut text, "
                "5.0 (about the reward model's range between a poor and a good answer) raised "
                "dev gold (docs/ppo.md, 'Defaults on a real chat model'); TRL / ms-swift have "
-               "it off", bounds="[0, inf)")
+               "it off", bounds="[0, inf)",
+        presets={"default": None, "ppo-max": None, "vanilla": 0.0})
     reward_norm: bool | None = arg(
         None, "Running mean/std normalisation of RM scores (default: off; on with --preset "
         "ppo-max).", source="Secrets of RLHF, sec. 5.3",

@@ -136,8 +136,7 @@ class PPORun:
         rewards see the cut text themselves, and their scale is not the reward model's)."""
         from align.ppo.data import missing_eos_penalty
 
-        return missing_eos_penalty(self.a.missing_eos_penalty,
-                                   self.turn_end is not None and self.roles.has_reward_model)
+        return missing_eos_penalty(self.a.missing_eos_penalty, self.turn_end is not None)
 
     @classmethod
     def create(cls, cfg: RunConfig, data: Any, eval_data: Any, dist: Any = None) -> "PPORun":
@@ -176,8 +175,9 @@ class PPORun:
             ptx_sampler = Sampler(len(ptx), t.per_device_train_batch_size,
                                   t.seed + 1 + 7919 * dist.rank)
         chat = data.form == "conversational"
-        turn_end = turn_end_ids(roles.tokenizer, chat) \
-            if reward_at_turn_end(a.reward_at_turn_end, chat, roles.tokenizer) else None
+        # only a reward model reads a closed turn: rule rewards see the text as sampled
+        turn_end = turn_end_ids(roles.tokenizer, chat) if roles.has_reward_model and \
+            reward_at_turn_end(a.reward_at_turn_end, chat, roles.tokenizer) else None
         steps = total_steps(cfg, len(prompts))
         optim = build_optim(cfg, roles.model, steps)
         if t.deepspeed:

@@ -35,6 +35,7 @@ import socket
 import time
 from array import array
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -157,7 +158,10 @@ class MetricsTail(JsonlTail):
         and "nan"/"inf" strings for non-finite values (align.metrics): those are left out,
         like bools and rows without the key."""
         rows = self.rows[start:] if start else self.rows
-        values = [r.get(key) for r in rows]
+        try:  # the key in every row, the usual case: C loops only
+            values = list(map(itemgetter(key), rows))
+        except KeyError:
+            values = [r.get(key) for r in rows]
         if bool not in set(map(type, values)):
             try:  # a number in every row, the usual case: C loops only, 10x faster
                 column = array("d", values)

@@ -21,7 +21,7 @@ from align.board.runs import (MetricsTail, PathRefused, Runs, downsample,  # noq
                               state_of)
 from align.errors import AlignError  # noqa: E402
 from align.run_status import end_state, write_status  # noqa: E402
-from tests.board.conftest import many_runs  # noqa: E402
+from tests.board.conftest import json_read_cpu, many_runs  # noqa: E402
 
 
 def _write_rows(path: Path, rows: list[dict], mode: str = "a") -> None:
@@ -189,10 +189,13 @@ def test_board_refuses_another_host_without_a_token(capsys, tmp_path):
     assert code == 2 and "--token" in err
 
 
-def test_200_runs_and_100k_rows_open_in_under_a_second(tmp_path):
+def test_200_runs_and_100k_rows_open_fast(tmp_path):
     """The server's side of docs/board.md's numbers, in CPU time (the browser's side, with the
-    page's drawing: tests/board/test_browser.py)."""
+    page's drawing: tests/board/test_browser.py), held to a plain json read of the big run's
+    file measured beside it: reading and downsampling its 100k rows at most twice that, the
+    runs list at most half of it, a poll with nothing new under 50 ms."""
     root = many_runs(tmp_path / "many")
+    plain = json_read_cpu(root / "big" / "metrics.jsonl")
     runs = Runs([root])
     t0, c0 = time.perf_counter(), time.process_time()
     listed = runs.summaries()
@@ -207,6 +210,6 @@ def test_200_runs_and_100k_rows_open_in_under_a_second(tmp_path):
     t_poll = time.perf_counter() - t0
     print(f"\n200 runs listed in {t_list:.3f} s ({c_list:.3f} s CPU); 100k rows read and "
           f"downsampled in {t_big:.3f} s ({c_big:.3f} s CPU); a poll with nothing new in "
-          f"{t_poll * 1000:.1f} ms")
+          f"{t_poll * 1000:.1f} ms; plain json, line by line: {plain:.3f} s CPU")
     # CPU time: the wall time of a shared machine's busy cores says more about the neighbours
-    assert c_list < 1.0 and c_big < 1.0 and t_poll < 0.05
+    assert c_list <= 0.5 * plain and c_big <= 2 * plain and t_poll < 0.05

@@ -12,8 +12,8 @@ runs ``align rlhf --algo dpo`` with its defaults (DPO + RPO, --rpo-alpha 1) and
 batch. Each run is a fresh process timed from start to exit (imports, loading, the reference
 pass, training, saving), alternating align and TRL for ``--rounds`` rounds so that a change in
 the machine's load hits both alike. align's second round, the same command again (same output
-directory: TRL's cache key holds its whole DPOConfig, output_dir included, so a run into another
-directory computes them again), finds the reference log-probs of the first in its cache
+directory; align's cache key leaves the output directory out, so another would do too), finds
+the reference log-probs of the first in its cache
 ($ALIGN_CACHE, under ``--work DIR``, else a temporary directory): that is the rerun case; the
 first round is the cold case (each row says which it was, from align's output). The ratio
 printed is align's whole-run time over TRL's, per round. Wrap it in the machine's exclusive

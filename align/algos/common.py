@@ -235,3 +235,53 @@ def to_dataset(data: Any, drop: tuple[str, ...] = ()) -> Any:
 
     ds = as_dataset(data.rows)
     return ds.remove_columns([c for c in drop if c in ds.column_names])
+
+
+# What a TRL config may hold that cannot change a reference log-prob: where and how often the
+# run writes, logs and evaluates. Every other field stays in the cache key (a field missing here
+# costs a recomputation, never a stale hit).
+NOT_IN_REF_KEY = ("output_dir", "logging_dir", "run_name", "report_to", "overwrite_output_dir",
+                  "resume_from_checkpoint", "push_to_hub", "disable_tqdm", "learning_rate",
+                  "num_train_epochs", "max_steps", "warmup_steps", "warmup_ratio")
+NOT_IN_REF_KEY_PREFIXES = ("logging_", "save_", "eval_", "hub_")
+
+
+def ref_cache_key(dataset: Any, args: Any) -> str:
+    """The key of a dataset's cached reference log-probs: the tokenized rows' content (their
+    Arrow buffers, with each array's offset and length, and the row order) and the trainer
+    config's fields except :data:`NOT_IN_REF_KEY`. TRL keys the cache on the dataset's
+    fingerprint, which its tokenizing map derives from the whole config, so a rerun that only
+    writes to another --output-dir recomputed every reference log-prob."""
+    h = hashlib.sha256()
+    arrays = [(name, dataset.data.column(name)) for name in dataset.column_names]
+    if dataset._indices is not None:  # a selection or a shuffle over the stored rows
+        arrays.append(("__indices__", dataset._indices.column(0)))
+    for name, column in arrays:
+        h.update(name.encode() + b"\0")
+        for chunk in column.chunks:
+            h.update(f"{chunk.offset}:{len(chunk)}:{chunk.type}".encode())
+            for buf in chunk.buffers():
+                h.update(b"-" if buf is None else buf)
+    fields = {k: v for k, v in sorted(args.to_dict().items()) if k not in NOT_IN_REF_KEY
+              and not k.startswith(NOT_IN_REF_KEY_PREFIXES)}
+    h.update(repr(fields).encode())
+    return h.hexdigest()[:32]
+
+
+def content_keyed(trainer_cls: type) -> type:
+    """TRL's DPOTrainer or KTOTrainer with its reference log-prob cache keyed by
+    :func:`ref_cache_key` (TRL adds the reference model's hash, as before): the cache written
+    under $ALIGN_CACHE by ``--precompute-ref-logps`` is found again by a rerun into another
+    output directory."""
+
+    class ContentKeyed(trainer_cls):  # type: ignore[misc, valid-type]
+        def _precompute_ref_logps(self, dataset: Any, name: str, batch_size: int) -> Any:
+            kept = dataset._fingerprint
+            dataset._fingerprint = ref_cache_key(dataset, self.args)
+            try:
+                return super()._precompute_ref_logps(dataset, name, batch_size)
+            finally:
+                dataset._fingerprint = kept
+
+    ContentKeyed.__name__ = ContentKeyed.__qualname__ = trainer_cls.__name__
+    return ContentKeyed

@@ -43,8 +43,9 @@ class DPOArgs:
     precompute_ref_logps: bool = arg(
         False, "Compute the reference log-probs once before training, then free the "
         "reference (saves memory; needs a pass over the data first). Cached under "
-        "$ALIGN_CACHE (~/.cache/align) for reruns with the same data, model, settings and "
-        "output directory (TRL's cache key holds its whole config, --output-dir included).",
+        "$ALIGN_CACHE (~/.cache/align), keyed on the tokenized data, the reference weights "
+        "and the settings that can change a log-prob: a rerun reads them back, into any "
+        "--output-dir.",
         source="TRL default (off)")
 
     def __post_init__(self) -> None:
@@ -100,9 +101,10 @@ def build_trainer(cfg: Any, data: Any, eval_data: Any = None,
     model = common.load_policy(cfg)
     # With LoRA and no --ref-model, TRL uses the base with adapters disabled as the reference.
     ref = common.load_reference(cfg)
-    trainer = DPOTrainer(model=model, ref_model=ref, args=args,
-                         **common.trainer_inputs(cfg, tokenizer, data, eval_data, callbacks,
-                                                 on_disk=a.precompute_ref_logps))
+    trainer_cls = common.content_keyed(DPOTrainer)
+    trainer = trainer_cls(model=model, ref_model=ref, args=args,
+                          **common.trainer_inputs(cfg, tokenizer, data, eval_data, callbacks,
+                                                  on_disk=a.precompute_ref_logps))
     return trainer, tokenizer
 
 

@@ -30,7 +30,9 @@ class KTOArgs:
     precompute_ref_logps: bool = arg(
         False, "Compute the reference log-probs once before training, then free the "
         "reference (saves memory; needs a pass over the data first). Cached under "
-        "$ALIGN_CACHE (~/.cache/align) for reruns with the same data, model and settings.",
+        "$ALIGN_CACHE (~/.cache/align), keyed on the tokenized data, the reference weights "
+        "and the settings that can change a log-prob: a rerun reads them back, into any "
+        "--output-dir.",
         source="TRL default (off)")
 
     def __post_init__(self) -> None:
@@ -112,9 +114,10 @@ def build_trainer(cfg: Any, data: Any, eval_data: Any = None,
                              precompute_ref_log_probs=a.precompute_ref_logps)
     tokenizer = common.load_tokenizer(cfg, data)
     model = common.load_policy(cfg)
-    trainer = KTOTrainer(model=model, ref_model=common.load_reference(cfg), args=args,
-                         **common.trainer_inputs(cfg, tokenizer, data, eval_data, callbacks,
-                                                 shuffle=True, on_disk=a.precompute_ref_logps))
+    trainer_cls = common.content_keyed(KTOTrainer)
+    trainer = trainer_cls(model=model, ref_model=common.load_reference(cfg), args=args,
+                          **common.trainer_inputs(cfg, tokenizer, data, eval_data, callbacks,
+                                                  shuffle=True, on_disk=a.precompute_ref_logps))
     return trainer, tokenizer
 
 

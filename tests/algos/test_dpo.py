@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from align.metrics import read_metrics
@@ -84,17 +86,23 @@ def test_precomputed_reference_logps_match_and_are_reused(tmp_path, capsys, tiny
 
     monkeypatch.setenv("ALIGN_CACHE", str(tmp_path / "cache"))
     args = ["rlhf", "--algo", "dpo", "--model", tiny_lm, "--dataset", pairs_file, "--max-steps",
-            "3", "--save-steps", "100", "--report-to", "none", "--output-dir", tmp_path / "run"]
+            "3", "--save-steps", "100", "--report-to", "none"]
     logs, losses = [], []
-    for extra in (["--precompute-ref-logps"], ["--precompute-ref-logps"], []):
-        shutil.rmtree(tmp_path / "run", ignore_errors=True)
-        code, out, err = run_cli(args + extra, capsys)
+    # the second run writes elsewhere, as a rerun usually does: the cache is keyed on what
+    # the log-probs depend on (data, model, lengths), not on the output directory
+    for run, extra in (("a", ["--precompute-ref-logps"]), ("b", ["--precompute-ref-logps"]),
+                       ("c", [])):
+        code, out, err = run_cli(args + ["--output-dir", tmp_path / run] + extra, capsys)
         assert code == 0, err
         logs.append(out + err)
-        losses.append([r["loss"] for r in read_metrics(tmp_path / "run") if "loss" in r])
+        losses.append([r["loss"] for r in read_metrics(tmp_path / run) if "loss" in r])
     assert "Computing reference log probs" in logs[0]
     assert "Computing reference log probs" not in logs[1]  # read back from the align cache
     assert losses[0] == pytest.approx(losses[2], abs=1e-6) == losses[1]
+    code, out, err = run_cli(args + ["--output-dir", tmp_path / "d", "--max-length", "40",
+                                     "--precompute-ref-logps"], capsys)
+    assert code == 0, err
+    assert "Computing reference log probs" in out + err  # other lengths: other log-probs
     assert any((tmp_path / "cache" / "datasets").iterdir())
 
 
@@ -111,3 +119,30 @@ def test_use_liger_kernel_reaches_every_trl_config(tmp_path, tiny_lm, pairs_file
     cfg.train.use_liger_kernel = True
     assert trl_config(cfg, DPOConfig).use_liger_kernel is True
     assert trl_config(cfg, SFTConfig).use_liger_kernel is True
+
+
+def test_reference_cache_key_follows_content_and_settings_not_the_output_dir(tmp_path):
+    """align.algos.common.ref_cache_key: the same tokenized rows under another --output-dir
+    share a key; other rows, another order, a slice of the same rows, or a setting that can
+    change a log-prob (max_length) do not."""
+    from datasets import Dataset
+    from trl import DPOConfig
+
+    from align.algos.common import ref_cache_key
+
+    ds = Dataset.from_dict({"prompt_ids": [[1, 2], [3], [4, 5, 6]],
+                            "chosen_ids": [[7], [8, 9], [10]], "rejected_ids": [[11], [12], [13]]})
+    def config(out: str, **fields: Any) -> Any:
+        return DPOConfig(output_dir=str(tmp_path / out), report_to="none", use_cpu=True,
+                         bf16=False, **fields)
+
+    a = config("a")
+    b = config("b", logging_steps=3, save_steps=7, learning_rate=1e-3)
+    key = ref_cache_key(ds, a)
+    assert key == ref_cache_key(ds, b) == ref_cache_key(Dataset.from_dict(ds.to_dict()), a)
+    other = {"prompt_ids": [[1, 2], [3], [4, 5, 0]], "chosen_ids": ds["chosen_ids"],
+             "rejected_ids": ds["rejected_ids"]}
+    assert ref_cache_key(Dataset.from_dict(other), a) != key
+    assert ref_cache_key(ds.select([2, 1, 0]), a) != key
+    assert ref_cache_key(ds.select([0, 1]), a) != ref_cache_key(ds.select([1, 2]), a)
+    assert ref_cache_key(ds, config("a", max_length=8)) != key

@@ -102,3 +102,23 @@ def test_kto_loss_type_is_checked(capsys, tiny_lm, unpaired_file):
     code, _, err = run_cli(["rlhf", "--algo", "kto", "--model", tiny_lm, "--dataset",
                             unpaired_file, "--loss-type", "sigmoid", "--dry-run"], capsys)
     assert code == 2 and "choose from [kto, apo_zero_unpaired]" in err
+
+
+def test_precomputed_reference_logps_are_found_by_a_run_into_another_dir(
+        tmp_path, capsys, tiny_lm, unpaired_file, monkeypatch):
+    """KTO's reference cache is keyed like DPO's (align.algos.common.ref_cache_key): the
+    second run, into another output directory, reads the first's log-probs back and logs
+    the same losses."""
+    monkeypatch.setenv("ALIGN_CACHE", str(tmp_path / "cache"))
+    args = ["rlhf", "--algo", "kto", "--model", tiny_lm, "--dataset", unpaired_file,
+            "--max-steps", "2", "--save-steps", "100", "--report-to", "none",
+            "--precompute-ref-logps"]
+    logs, losses = [], []
+    for run in ("a", "b"):
+        code, out, err = run_cli(args + ["--output-dir", tmp_path / run], capsys)
+        assert code == 0, err
+        logs.append(out + err)
+        losses.append([r["loss"] for r in read_metrics(tmp_path / run) if "loss" in r])
+    assert "Computing reference log probs" in logs[0]
+    assert "Computing reference log probs" not in logs[1]
+    assert losses[0] and losses[0] == losses[1]

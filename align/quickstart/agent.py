@@ -55,24 +55,25 @@ def exact_answer(prompts, completions, answer, **kwargs):
 # (into the call, and the product into its answer) suddenly, and when depends on the seed: with
 # 960 transcripts in batches of 16 and the math pinned as the quickstart pins it, dev exact
 # answers first reached 0.3 at step 300 (seed 0), 480 (seed 1), 280 (seed 2) and 420 (seed 3),
-# and 0.69-0.88 at step 600 (seed 1: 0.78 at 580, 0.72-0.81 up to 840). The earlier 360 steps stopped seed 1 before it
-# had learnt to copy (0.00 at step 360, its calls' digits 42% right under teacher forcing) and
-# seed 2 between its two jumps (0.41, 0.86 from step 480): 10 epochs, 600 steps. Fewer,
-# shorter transcripts never got there (240 or 480 transcripts, or batches of 8 or 32, at most
-# 240 steps: 0 on dev); 5760 distinct transcripts, one epoch each, learnt later (seed 0: 0 at
-# step 360, seed 1: 0.05); a learning rate of 6e-3 later still (seed 1: 75% of the tokens
-# right at step 500 against 90% at 3e-3).
+# and 0.69-0.88 at step 600 (seed 1: 0.78 at 580, 0.72-0.81 up to 840). The earlier 360 steps
+# stopped seed 1 before it had learnt to copy (0.00 at step 360, its calls' digits 42% right
+# under teacher forcing) and seed 2 between its two jumps (0.41 at 360, 0.86 at 480): 10 epochs,
+# 600 steps. Fewer, shorter transcripts never got there (240 or 480 transcripts, or batches of 8
+# or 32, at most 240 steps: 0 on dev); 5760 distinct transcripts, one epoch each, learnt later
+# (seed 0: 0 at step 360, seed 1: 0.05); a learning rate of 6e-3 later still (seed 1: 75% of the
+# tokens right at step 500 against 90% at 3e-3).
 SFT_ROWS = 960  # transcripts (scaled by --scale)
 TRAIN_ROWS = 96  # GRPO prompts
 HELD_OUT = 64  # held-out problems (pairs never trained on), and as many dev problems
 # GRPO can only reinforce what it samples. A fully trained policy answers every four-digit
 # product right and misses the three-digit ones (seeds 0-3 after 600 steps: 98-100% of the
-# calls' digits right, three-digit answers 0-11% under teacher forcing), no sample of those was right (0 of
-# 8 in most groups: no gradient) and the rest was right already (dev: 0.84 -> 0.84); from a policy
-# still learning to copy, GRPO may complete it (dev, seed 2: 0.36 -> 0.53; the first version,
-# unpinned, seed 0: 0.55 -> 0.84), or not (seed 1: 0.39 -> 0.36, seed 3: 0.38 -> 0.31). So the
-# stage saves a checkpoint every SFT_EVERY steps and GRPO starts from the first one of the
-# second half of the run that answers START_GOLD of the dev problems exactly (else the last).
+# calls' digits right, three-digit answers 0-11% under teacher forcing), no sample of those was
+# right (0 of 8 in most groups: no gradient) and the rest was right already (dev: 0.84 -> 0.84);
+# from a policy still learning to copy, GRPO may complete it (dev, seed 2: 0.36 -> 0.53; the
+# first version, unpinned, seed 0: 0.55 -> 0.84), or not (seed 1: 0.39 -> 0.36, seed 3: 0.38 ->
+# 0.31). So the stage saves a checkpoint every SFT_EVERY steps and GRPO starts from the first
+# one of the second half of the run that answers START_GOLD of the dev problems exactly (else
+# the last).
 SFT = {"learning_rate": 3e-3, "num_train_epochs": 10.0, "per_device_train_batch_size": 16,
        "max_length": 128}
 SFT_EVERY = 20  # steps between the SFT checkpoints GRPO may start from

@@ -47,10 +47,14 @@ class PPOConfig(RewardArgs):
         source="Secrets of RLHF: critic from the RM", metavar="PATH")
     actor_lr: float | None = arg(
         None, "Actor learning rate (default: --learning-rate if given, else by the policy's "
-        "size: 5e-7 from 5B parameters, 3e-6 from 1B, 1e-5 below; x10 with LoRA). From a "
-        "base chat model whose answers never end, 3e-5 raised gold on SmolLM2-135M.",
-        source="OpenRLHF (7B), TRL (1B), measured on SmolLM2-135M (docs/ppo.md, 'Defaults on "
-               "a real chat model'); see align/ppo/plan.py",
+        "size: 5e-7 from 5B parameters, 3e-6 from 1B, 1e-5 below; x10 with LoRA). Below 1B "
+        "with full fine-tuning, 3e-5 when fewer than half of the first rollout's answers end "
+        "with EOS (chosen before the first update and said on the console): a model that does "
+        "not stop has to learn to, and at 1e-5 it did not in 20 steps.",
+        source="OpenRLHF (7B), TRL (1B), measured on SmolLM2-135M: from its base model (0 of "
+               "8 answers ended) 3e-5 raised gold and 1e-5 did not, from its SFT stage (8 of 8 "
+               "ended) 1e-5 kept gold and 3e-5 lost half (docs/ppo.md, 'Defaults on a real "
+               "chat model'); see align/ppo/plan.py",
         bounds="(0, inf)")
     critic_lr: float | None = arg(
         None, "Critic learning rate (default by the policy's size: 9e-6 from 1B parameters, "

@@ -199,6 +199,36 @@ def test_learning_rate_defaults_follow_the_policys_size(tmp_path):
         (2e-6, 3e-6)
 
 
+def test_actor_rate_from_the_first_rollout_only_for_a_defaulted_full_fine_tuned_small_policy(
+        tmp_path):
+    """Fewer than half of the first rollout's answers ended (0-3 of 8): 3e-5 for a policy below
+    1B parameters whose rate was not given (SmolLM2-135M's base model ended 0 of 8 and gained
+    gold only at 3e-5; its SFT stage ended 8 of 8 and lost gold at 3e-5, docs/ppo.md)."""
+    from align.ppo.plan import describe, first_rollout_actor_lr, unended_actor_lr
+    from tests.ppo.conftest import ppo_config
+
+    small = tmp_path / "small"
+    small.mkdir()
+    (small / "config.json").write_text(json.dumps({  # SmolLM2-135M's shape
+        "hidden_size": 576, "num_hidden_layers": 30, "vocab_size": 49152,
+        "intermediate_size": 1536, "num_attention_heads": 9, "num_key_value_heads": 3}))
+    cfg = ppo_config(small, "rm", tmp_path)
+    assert unended_actor_lr(cfg) == 3e-5
+    # 4 of 8 is half, not fewer: the band's 1e-5 stays
+    assert [first_rollout_actor_lr(cfg, n, 8) for n in range(9)] == [3e-5] * 4 + [None] * 5
+    assert first_rollout_actor_lr(cfg, 0, 1) == 3e-5 and first_rollout_actor_lr(cfg, 1, 1) is None
+    assert "actor lr 1e-05 (3e-05 if fewer than 50% of the first rollout's answers end)" in \
+        describe(cfg, 64)
+    # a rate in the flags, LoRA (1e-4 raised gold from the base model) or a band without
+    # evidence (7B-class, a hub id): the rule is off and the plan line says nothing of it
+    for off in (ppo_config(small, "rm", tmp_path, actor_lr=1e-5),
+                ppo_config(small, "rm", tmp_path, learning_rate=2e-5),
+                ppo_config(small, "rm", tmp_path, lora=True),
+                ppo_config("org/model", "rm", tmp_path)):
+        assert unended_actor_lr(off) is None and first_rollout_actor_lr(off, 0, 8) is None
+        assert "if fewer than" not in describe(off, 64)
+
+
 def test_lr_factor_matches_transformers_schedules():
     import torch
     from transformers import get_scheduler

@@ -22,30 +22,26 @@ from align.errors import AlignError
 
 @dataclass(frozen=True)
 class LRBand:
-    """Default learning rates for policies of at least ``min_params`` parameters."""
+    """Default learning rates (and, where measured, KL coefficient) for policies of at least
+    ``min_params`` parameters."""
 
     min_params: float
     actor: float  # full fine-tuning
     critic: float
     source: str
-    # full fine-tuning of a policy whose first rollout mostly runs to the token limit
-    # (first_rollout_actor_lr); None: the band has no evidence for another rate
-    actor_unended: float | None = None
+    lora_actor: float | None = None  # LoRA/QLoRA; None: actor x LORA_LR_FACTOR
+    kl_coef: float | None = None  # full fine-tuning; None: DEFAULT_KL_COEF (kl_coef())
 
 
 # Largest band first. LoRA/QLoRA adapters use LORA_LR_FACTOR (align/config.py) times these.
 LR_BANDS: tuple[LRBand, ...] = (
     LRBand(5e9, 5e-7, 9e-6, "OpenRLHF train_ppo_llama.sh (7B)"),
     LRBand(1e9, 3e-6, 9e-6, "TRL's PPO example on Pythia-1B (3e-6); critic as OpenRLHF"),
-    LRBand(0, 1e-5, 2e-5, "SmolLM2-135M: LoRA at 10x these added 0.13 gold to SFT "
-           "(docs/real-model.md); from SFT, full fine-tuning at 1e-5 kept gold where 3e-5 lost "
-           "half of it; 3e-5 where the first rollout's answers do not end, which raised gold "
-           "from the base model where 1e-5 did not (docs/ppo.md)", actor_unended=3e-5),
+    LRBand(0, 3e-5, 2e-5, "SmolLM2-135M: full fine-tuning at 3e-5 with β 0.15 raised dev "
+           "gold from the base model and from SFT (docs/ppo.md, H and I); LoRA's 1e-4 added "
+           "0.13 gold to SFT (docs/real-model.md)", lora_actor=1e-4, kl_coef=0.15),
 )
-# Fewer than this share of the first rollout's sampled answers ending with EOS: the policy has
-# to learn to stop, which SmolLM2-135M's base model (0 of 8 ended) did in 20 steps at 3e-5 and
-# not at 1e-5; its SFT stage (8 of 8 ended) lost gold at 3e-5 (docs/ppo.md, runs D, E, F, G).
-UNENDED_SHARE = 0.5
+DEFAULT_KL_COEF = 0.05  # the ms-swift RLHF guide's β, for the bands without a measured one
 UNKNOWN_SIZE_BAND = LR_BANDS[0]  # a hub id or a .gguf file: assume a 7B-class model
 
 
@@ -82,8 +78,21 @@ def default_lrs(cfg: Any) -> dict[str, float]:
     """PPO's default learning rates for ``cfg`` (the registry record's ``default_lrs_for``):
     the policy's size band, times LORA_LR_FACTOR with LoRA/QLoRA."""
     band, _ = lr_band(cfg)
-    scale = LORA_LR_FACTOR if cfg.lora.enabled else 1.0
-    return {"actor_lr": band.actor * scale, "critic_lr": band.critic * scale}
+    if not cfg.lora.enabled:
+        return {"actor_lr": band.actor, "critic_lr": band.critic}
+    actor = band.lora_actor if band.lora_actor is not None else band.actor * LORA_LR_FACTOR
+    return {"actor_lr": actor, "critic_lr": band.critic * LORA_LR_FACTOR}
+
+
+def kl_coef(cfg: Any) -> float:
+    """The KL penalty's β: --kl-coef (or its preset's value) if set, else the size band's for
+    full fine-tuning (0.15 below 1B: at 0.05 an SFT start drifted at the band's actor rate,
+    docs/ppo.md E and I), else DEFAULT_KL_COEF (LoRA, the larger bands)."""
+    if cfg.algo.kl_coef is not None:
+        return cfg.algo.kl_coef
+    band, _ = lr_band(cfg)
+    return band.kl_coef if band.kl_coef is not None and not cfg.lora.enabled \
+        else DEFAULT_KL_COEF
 
 
 def learning_rates(cfg: Any) -> tuple[float, float]:
@@ -94,36 +103,12 @@ def learning_rates(cfg: Any) -> tuple[float, float]:
     return actor, a.critic_lr or default["critic_lr"]
 
 
-def actor_lr_given(cfg: Any) -> bool:
-    """Whether the actor's rate came from the flags (--actor-lr or --learning-rate), not from
-    the size bands (align.options.fill_learning_rates records the rates it filled)."""
-    filled = getattr(cfg, "lr_defaults", None)
-    return filled is not None and "actor_lr" not in filled or \
-        filled is None and bool(cfg.algo.actor_lr or cfg.train.learning_rate)
-
-
-def unended_actor_lr(cfg: Any) -> float | None:
-    """The actor's default rate for a policy whose first rollout mostly runs to the token limit
-    (:func:`first_rollout_actor_lr`), or None where that rule does not apply: a rate given in
-    the flags, LoRA/QLoRA (at 10x the band's rate it raised gold from SmolLM2's base model as
-    it was, docs/real-model.md), a size band without evidence for another rate."""
-    if actor_lr_given(cfg) or cfg.lora.enabled:
-        return None
-    return lr_band(cfg)[0].actor_unended
-
-
-def first_rollout_actor_lr(cfg: Any, ended: int, total: int) -> float | None:
-    """The actor's rate from the first rollout, before any update: :func:`unended_actor_lr`
-    when fewer than ``UNENDED_SHARE`` of its ``total`` sampled answers ended with EOS (the
-    policy has to learn a new behaviour, stopping); None (the default stays) otherwise."""
-    rate = unended_actor_lr(cfg)
-    return rate if rate is not None and ended < UNENDED_SHARE * total else None
-
-
 def lr_source(cfg: Any) -> str:
     """Where the learning rates come from, for the plan line."""
     band, params = lr_band(cfg)
-    if actor_lr_given(cfg):
+    filled = getattr(cfg, "lr_defaults", None)
+    if filled is not None and "actor_lr" not in filled or \
+            filled is None and (cfg.algo.actor_lr or cfg.train.learning_rate):
         given = "actor from the flags"
     else:
         size = f"{params / 1e9:.2g}B parameters" if params else "size unknown"
@@ -335,14 +320,12 @@ def describe(cfg: Any, num_prompts: int, world: int = 1) -> str:
     """The batch arithmetic of a run in one line (what a "step" means here)."""
     a, b = cfg.algo, batches(cfg, world)
     actor_lr, critic_lr = learning_rates(cfg)
-    unended = unended_actor_lr(cfg)
-    alt = f" ({unended:g} if fewer than {UNENDED_SHARE:.0%} of the first rollout's answers " \
-        "end)" if unended is not None else ""
     procs = f" over {world} processes ({b.per_process} each)" if world > 1 else ""
     return (f"ppo: {total_steps(cfg, num_prompts)} steps of {a.rollout_batch_size} prompts"
             f"{procs} ({num_prompts} in the data); each step {a.ppo_epochs} epochs x "
             f"{a.num_mini_batches} mini-batches of {b.mini} (micro-batches of {b.micro}); "
-            f"actor lr {actor_lr:g}{alt}, critic lr {critic_lr:g} ({lr_source(cfg)})")
+            f"actor lr {actor_lr:g}, critic lr {critic_lr:g} ({lr_source(cfg)}); KL β "
+            f"{kl_coef(cfg):g}")
 
 
 def roles(cfg: Any) -> dict[str, str]:

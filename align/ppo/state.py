@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from align.config import RunConfig
-from align.ppo.plan import learning_rates, lr_factor, total_steps
+from align.ppo.plan import kl_coef, learning_rates, lr_factor, total_steps
 
 
 @dataclass
@@ -77,17 +77,6 @@ def scale_lr(optim: Optim, factor: float) -> None:
         group["initial_lr"] *= factor
 
 
-def set_actor_lr(optim: Optim, base: float) -> None:
-    """Give the actor the base learning rate ``base`` (exactly, not as a product of factors),
-    at its schedule's current position."""
-    sched = optim.scheduler
-    sched.base_lrs[0] = base
-    group = optim.optimizer.param_groups[0]
-    group["lr"] = base * sched.lr_lambdas[0](sched.last_epoch)
-    if "initial_lr" in group:
-        group["initial_lr"] = base
-
-
 def deepspeed_roles(cfg: RunConfig, dist: Any, roles: Any, optim: Optim) -> None:
     """Under --deepspeed: the trainable module and the optimizer into one engine (its JSON's
     "auto" values filled from the flags); under ZeRO-3 the separate frozen models (reference,
@@ -130,9 +119,6 @@ class PPORun:
     toolset: Any = None  # align.agents.tools.Toolset: multi-turn rollouts with tools; or None
     step: int = 0
     lr_scale: float = 1.0  # product of the rollback LR factors applied so far
-    # the actor's base rate chosen from the first rollout (align.ppo.plan.first_rollout_actor_lr)
-    # in place of the size band's; None: the band's (or the flags') rate
-    actor_lr_chosen: float | None = None
     eval_before: dict[str, float] = field(default_factory=dict)
     latest_eval: tuple[int, dict[str, float]] | None = None  # (step, eval metrics), newest
     dist: Any = None  # align.ppo.dist.Dist: this process's place in the launch
@@ -199,7 +185,7 @@ class PPORun:
         return cls(cfg=cfg, roles=roles, optim=optim, prompts=prompts, eval_prompts=evals, ptx=ptx,
                    sampler=Sampler(len(prompts), a.rollout_batch_size, t.seed),
                    ptx_sampler=ptx_sampler,
-                   kl_ctl=KLController(a.kl_coef, a.target_kl, a.kl_horizon),
+                   kl_ctl=KLController(kl_coef(cfg), a.target_kl, a.kl_horizon),
                    reward_stats=RunningMoments(), monitor=HealthMonitor(cfg.health, "ppo"),
                    out=Path(t.output_dir), total_steps=steps, prompt_limit=limit,
                    turn_end=turn_end, rows=data.rows,
@@ -217,7 +203,7 @@ class PPORun:
             "step": self.step, "world": self.dist.world, "sampler": self.sampler.state_dict(),
             "kl_ctl": self.kl_ctl.state_dict(), "reward_stats": self.reward_stats.state_dict(),
             "health": self.monitor.state_dict(), "lr_scale": self.lr_scale,
-            "actor_lr_chosen": self.actor_lr_chosen, "eval_before": self.eval_before,
+            "eval_before": self.eval_before,
             # an evaluation at this very step (logged before the save) is not repeated on resume
             "latest_eval": self.latest_eval if self.latest_eval and
             self.latest_eval[0] == self.step else None,
@@ -241,7 +227,6 @@ class PPORun:
         self.reward_stats.load_state_dict(plain["reward_stats"])
         self.monitor.load_state_dict(plain["health"])
         self.lr_scale = float(plain["lr_scale"])
-        self.actor_lr_chosen = plain.get("actor_lr_chosen")  # absent before the rule
         self.eval_before = dict(plain["eval_before"])
         latest = plain.get("latest_eval")
         self.latest_eval = (int(latest[0]), dict(latest[1])) if latest else None

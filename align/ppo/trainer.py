@@ -73,12 +73,10 @@ def logged_eval(ppo: PPORun) -> tuple[int, dict[str, float]] | None:
 def rebase_learning_rates(ppo: PPORun) -> None:
     """Train a resumed run at this run's --actor-lr/--critic-lr (changed with
     --resume-allow-change): the restored schedules keep their position and rollback factor."""
-    from align.ppo.plan import actor_lr_given, learning_rates
+    from align.ppo.plan import learning_rates
 
     o = ppo.optim
     actor_lr, critic_lr = learning_rates(ppo.cfg)
-    if ppo.actor_lr_chosen is not None and not actor_lr_given(ppo.cfg):
-        actor_lr = ppo.actor_lr_chosen  # the first rollout's choice holds for the whole run
     for i, base in enumerate((actor_lr * ppo.lr_scale, critic_lr)):
         old = o.scheduler.base_lrs[i]
         if old != base:
@@ -194,8 +192,6 @@ def ppo_step(ppo: PPORun) -> dict[str, float]:
     keep = ppo.keep_answers
     ppo.answers = shown_answers(ppo, mine, rows, episodes, keep) if keep else []
     batch = gather_experience(ppo.dist, mine)  # the whole rollout batch, on every process
-    if ppo.step == 1 and ppo.actor_lr_chosen is None:
-        choose_actor_lr(ppo, batch.ended)
     # 2. rewards: shaped score (reward model and/or rules) on the last token, token-level KL
     # penalty on every token
     rewards, metrics = timed("perf/train_s", compute_rewards, a, batch, ppo.kl_ctl.value,
@@ -224,24 +220,6 @@ def ppo_step(ppo: PPORun) -> dict[str, float]:
     if peak is not None:
         metrics["perf/max_memory_gb"] = peak
     return metrics
-
-
-def choose_actor_lr(ppo: PPORun, ended: Any) -> None:
-    """Before the first update: the actor's rate for a policy whose first rollout mostly ran
-    to the token limit (``ended``: (B,) bool over the whole batch; align.ppo.plan
-    first_rollout_actor_lr), kept in ``ppo.actor_lr_chosen`` (saved, so a resumed run keeps
-    it), and said on the console."""
-    from align.ppo.plan import first_rollout_actor_lr
-    from align.ppo.state import set_actor_lr
-
-    n, total = int(ended.sum()), int(ended.numel())
-    rate = first_rollout_actor_lr(ppo.cfg, n, total)
-    if rate is None:
-        return
-    set_actor_lr(ppo.optim, rate * ppo.lr_scale)
-    ppo.actor_lr_chosen = rate
-    say(ppo, f"first rollout: {n} of {total} answers ended with EOS: actor lr {rate:g} for a "
-             "policy that has to learn to stop (--actor-lr sets it)")
 
 
 def shown_answers(ppo: PPORun, exp: Any, rows: list[int], episodes: list[Any] | None,

@@ -18,8 +18,9 @@ from tests.conftest import run_cli, write_jsonl
 def test_default_preset_is_the_ms_swift_guide_but_for_lam():
     c = PPOConfig()
     # λ 1 (the guide's 0.95 before) was chosen on SmolLM2 (docs/ppo.md)
+    # β is left to the size band (align.ppo.plan.kl_coef: 0.05, the guide's, or 0.15 below 1B)
     assert (c.kl_coef, c.cliprange, c.cliprange_value, c.vf_coef, c.gamma, c.lam) == \
-        (0.05, 0.2, 0.2, 0.1, 1.0, 1.0)
+        (None, 0.2, 0.2, 0.1, 1.0, 1.0)
     assert c.whiten_rewards is False and c.reward_norm is False and c.whiten_advantages is True
     assert c.ptx_coef == 0.0
 
@@ -169,7 +170,7 @@ def test_offloading_the_reward_model_is_allowed_on_the_shared_lora_base(tmp_path
 
 
 def test_learning_rate_defaults_follow_the_policys_size(tmp_path):
-    from align.ppo.plan import learning_rates, model_params
+    from align.ppo.plan import describe, kl_coef, learning_rates, model_params
     from tests.ppo.conftest import ppo_config
 
     def model(name, hidden, layers, vocab=49152, inter=None):
@@ -185,10 +186,19 @@ def test_learning_rate_defaults_follow_the_policys_size(tmp_path):
     assert model_params(str(small)) == pytest.approx(135e6, rel=0.1)
     big = model("big", 4096, 32, vocab=32000, inter=11008)  # a Llama-2-7B-like shape
     assert model_params(str(big)) == pytest.approx(6.7e9, rel=0.1)
-    assert learning_rates(ppo_config(small, "rm", tmp_path)) == (1e-5, 2e-5)
-    # LoRA below 1B: 10x both (the actor's 1e-4 measured on SmolLM2)
+    # below 1B, full fine-tuning: 3e-5 with β 0.15 (SmolLM2, docs/ppo.md H and I)
+    assert learning_rates(ppo_config(small, "rm", tmp_path)) == (3e-5, 2e-5)
+    assert kl_coef(ppo_config(small, "rm", tmp_path)) == 0.15
+    # LoRA below 1B: the actor's 1e-4 measured on SmolLM2, the critic 10x, the guide's β
     assert learning_rates(ppo_config(small, "rm", tmp_path, lora=True)) == \
         pytest.approx((1e-4, 2e-4))
+    assert kl_coef(ppo_config(small, "rm", tmp_path, lora=True)) == 0.05
+    # a β given, or a preset's, wins; the larger bands keep the guide's
+    assert kl_coef(ppo_config(small, "rm", tmp_path, kl_coef=0.05)) == 0.05
+    assert kl_coef(ppo_config(small, "rm", tmp_path, preset="vanilla")) == 0.0
+    assert kl_coef(ppo_config(big, "rm", tmp_path)) == 0.05
+    assert "actor lr 3e-05, critic lr 2e-05" in describe(ppo_config(small, "rm", tmp_path), 8)
+    assert describe(ppo_config(small, "rm", tmp_path), 8).endswith("; KL β 0.15")
     assert learning_rates(ppo_config(big, "rm", tmp_path)) == (5e-7, 9e-6)
     # no config.json (a hub id, a .gguf file): the 7B-class rates
     assert learning_rates(ppo_config("org/model", "rm", tmp_path)) == (5e-7, 9e-6)
@@ -197,36 +207,6 @@ def test_learning_rate_defaults_follow_the_policys_size(tmp_path):
     assert learning_rates(ppo_config(big, "rm", tmp_path, learning_rate=1e-4))[0] == 1e-4
     assert learning_rates(ppo_config(big, "rm", tmp_path, actor_lr=2e-6, critic_lr=3e-6)) == \
         (2e-6, 3e-6)
-
-
-def test_actor_rate_from_the_first_rollout_only_for_a_defaulted_full_fine_tuned_small_policy(
-        tmp_path):
-    """Fewer than half of the first rollout's answers ended (0-3 of 8): 3e-5 for a policy below
-    1B parameters whose rate was not given (SmolLM2-135M's base model ended 0 of 8 and gained
-    gold only at 3e-5; its SFT stage ended 8 of 8 and lost gold at 3e-5, docs/ppo.md)."""
-    from align.ppo.plan import describe, first_rollout_actor_lr, unended_actor_lr
-    from tests.ppo.conftest import ppo_config
-
-    small = tmp_path / "small"
-    small.mkdir()
-    (small / "config.json").write_text(json.dumps({  # SmolLM2-135M's shape
-        "hidden_size": 576, "num_hidden_layers": 30, "vocab_size": 49152,
-        "intermediate_size": 1536, "num_attention_heads": 9, "num_key_value_heads": 3}))
-    cfg = ppo_config(small, "rm", tmp_path)
-    assert unended_actor_lr(cfg) == 3e-5
-    # 4 of 8 is half, not fewer: the band's 1e-5 stays
-    assert [first_rollout_actor_lr(cfg, n, 8) for n in range(9)] == [3e-5] * 4 + [None] * 5
-    assert first_rollout_actor_lr(cfg, 0, 1) == 3e-5 and first_rollout_actor_lr(cfg, 1, 1) is None
-    assert "actor lr 1e-05 (3e-05 if fewer than 50% of the first rollout's answers end)" in \
-        describe(cfg, 64)
-    # a rate in the flags, LoRA (1e-4 raised gold from the base model) or a band without
-    # evidence (7B-class, a hub id): the rule is off and the plan line says nothing of it
-    for off in (ppo_config(small, "rm", tmp_path, actor_lr=1e-5),
-                ppo_config(small, "rm", tmp_path, learning_rate=2e-5),
-                ppo_config(small, "rm", tmp_path, lora=True),
-                ppo_config("org/model", "rm", tmp_path)):
-        assert unended_actor_lr(off) is None and first_rollout_actor_lr(off, 0, 8) is None
-        assert "if fewer than" not in describe(off, 64)
 
 
 def test_lr_factor_matches_transformers_schedules():

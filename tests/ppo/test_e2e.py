@@ -157,47 +157,6 @@ def test_sigkill_mid_save_and_mid_step_then_resume_logs_the_same_metrics(
     assert cut_final["eval_reward_before"] == whole_final["eval_reward_before"]
 
 
-def test_actor_rate_chosen_from_the_first_rollout_trains_and_resumes_as_if_given(
-        tmp_path, capsys, tiny_sft, tiny_pref_rm, prompt_files):
-    """With the actor's rate left to its default (below 1B parameters, full fine-tuning), a
-    first rollout whose answers do not end (cut at 2 tokens) makes the run train at 3e-5, as
-    if --actor-lr 3e-5 had been given, metric for metric; a run killed after checkpoint-2
-    resumes at that rate; answers that end (12 tokens) keep the band's 1e-5."""
-    from tests.test_resume_faults import assert_same_rows, assert_same_weights, killed
-
-    train = prompt_files[0]
-    base = ["--max-steps", "3", "--save-steps", "2", "--rollout-batch-size", "8"]
-    cut2 = [*base, "--max-new-tokens", "2"]
-    runs = {name: tmp_path / name for name in ("chosen", "given", "resumed", "ends")}
-    code, out, err = run_cli(ppo_args(tiny_sft, tiny_pref_rm, train, runs["chosen"], *cut2),
-                             capsys)
-    assert code == 0, err
-    assert "actor lr 1e-05 (3e-05 if fewer than 50% of the first rollout's answers end)" in out
-    first = read_rows(runs["chosen"])[0]
-    assert first["rollout/eos_frac"] < 0.5, first
-    assert f"first rollout: {round(first['rollout/eos_frac'] * 8)} of 8 answers ended with " \
-        "EOS: actor lr 3e-05" in out
-    assert [r["lr/actor"] for r in read_rows(runs["chosen"])] == [3e-5] * 3  # constant schedule
-    code, _, err = run_cli(ppo_args(tiny_sft, tiny_pref_rm, train, runs["given"], *cut2,
-                                    "--actor-lr", "3e-5"), capsys)
-    assert code == 0, err
-    assert_same_rows(runs["given"], runs["chosen"])
-    assert_same_weights(runs["given"], runs["chosen"])
-    # killed in step 3, resumed from checkpoint-2: the chosen rate comes back with the state
-    killed(ppo_args(tiny_sft, tiny_pref_rm, train, runs["resumed"], *cut2), "at_step:3")
-    code, out, err = run_cli(ppo_args(tiny_sft, tiny_pref_rm, train, runs["resumed"], *cut2,
-                                      "--resume"), capsys)
-    assert code == 0 and "checkpoint-2" in out, err
-    assert_same_rows(runs["chosen"], runs["resumed"])
-    # answers that end: the band's rate stays
-    code, out, err = run_cli(ppo_args(tiny_sft, tiny_pref_rm, train, runs["ends"], *base),
-                             capsys)
-    assert code == 0, err
-    rows = read_rows(runs["ends"])
-    assert rows[0]["rollout/eos_frac"] >= 0.5, rows[0]
-    assert "first rollout:" not in out and [r["lr/actor"] for r in rows] == [1e-5] * 3
-
-
 def _repeater_reward(rm, prompt_ids, prompt_mask, response_ids, mask, chunk):
     """Forced repeater: pay for repeating the previous token and for never stopping."""
     scores = []

@@ -47,12 +47,12 @@ _HINTS: dict[str, dict[str, str]] = {
                "as a turn, could not tell from an ended answer; the default set fixed it: the "
                "turn-end reading (--reward-at-turn-end) with a missing-EOS penalty about the "
                "reward model's range between a poor and a good answer (--missing-eos-penalty, "
-               "5.0 by default; 1.0 was too small), --lam 1.0, and from the base model "
-               "--actor-lr 3e-5. From a model the reward model already scores near its best "
-               "(SmolLM2's SFT stage) there is little to gain and the policy drifts: keep "
-               "--actor-lr at 1e-5 or lower (1e-5 kept that stage's gold where 3e-5 lost half "
-               "of it), raise --kl-coef; and check that the reward separates good from bad answers (its "
-               "spread per batch)",
+               "5.0 by default; 1.0 was too small), --lam 1.0, and below 1B parameters "
+               "--actor-lr 3e-5 with --kl-coef 0.15 (the defaults there). From a model the "
+               "reward model already scores near its best (SmolLM2's SFT stage) the policy "
+               "drifts unless β holds it (at 3e-5 with β 0.05 that stage lost half its gold, "
+               "with β 0.15 it gained): raise --kl-coef or lower --actor-lr; and check that the "
+               "reward separates good from bad answers (its spread per batch)",
         "*": "the policy moves away from the reference without earning reward: check the "
              "reward's spread per batch, raise --beta, lower --learning-rate",
     },
@@ -71,9 +71,10 @@ _HINTS: dict[str, dict[str, str]] = {
                "reward read at the turn end (--reward-at-turn-end, on for chat prompts) with a "
                "missing-EOS penalty about the reward model's range between a poor and a good "
                "answer (--missing-eos-penalty, 5.0 by default with the turn-end reading; 1.0 "
-               "was too small: the run learned cut text), --lam 1.0, and --actor-lr 3e-5 from "
-               "the base model (the default 1e-5 is for SFT starts); a reward model on another scale needs the penalty scaled with "
-               "it. Or raise --max-new-tokens, or start from an SFT model that stops",
+               "was too small: the run learned cut text), --lam 1.0, and an actor rate of "
+               "3e-5 (the default below 1B parameters; 1e-5 did not teach stopping in 20 "
+               "steps); a reward model on another scale needs the penalty scaled with it. Or "
+               "raise --max-new-tokens, or start from an SFT model that stops",
         "*": "raise --max-completion-length, pass --mask-truncated-completions, or start from "
              "an SFT model that stops",
     },

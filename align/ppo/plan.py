@@ -22,22 +22,26 @@ from align.errors import AlignError
 
 @dataclass(frozen=True)
 class LRBand:
-    """Default learning rates for policies of at least ``min_params`` parameters."""
+    """Default learning rates (and, where measured, KL coefficient) for policies of at least
+    ``min_params`` parameters."""
 
     min_params: float
     actor: float  # full fine-tuning
     critic: float
     source: str
+    lora_actor: float | None = None  # LoRA/QLoRA; None: actor x LORA_LR_FACTOR
+    kl_coef: float | None = None  # full fine-tuning; None: DEFAULT_KL_COEF (kl_coef())
 
 
 # Largest band first. LoRA/QLoRA adapters use LORA_LR_FACTOR (align/config.py) times these.
 LR_BANDS: tuple[LRBand, ...] = (
     LRBand(5e9, 5e-7, 9e-6, "OpenRLHF train_ppo_llama.sh (7B)"),
     LRBand(1e9, 3e-6, 9e-6, "TRL's PPO example on Pythia-1B (3e-6); critic as OpenRLHF"),
-    LRBand(0, 1e-5, 2e-5, "SmolLM2-135M: LoRA at 10x these added 0.13 gold to SFT "
-           "(docs/real-model.md); from SFT, full fine-tuning at 1e-5 kept gold where 3e-5 lost "
-           "half of it (docs/ppo.md)"),
+    LRBand(0, 3e-5, 2e-5, "SmolLM2-135M: full fine-tuning at 3e-5 with β 0.15 raised dev "
+           "gold from the base model and from SFT (docs/ppo.md, H and I); LoRA's 1e-4 added "
+           "0.13 gold to SFT (docs/real-model.md)", lora_actor=1e-4, kl_coef=0.15),
 )
+DEFAULT_KL_COEF = 0.05  # the ms-swift RLHF guide's β, for the bands without a measured one
 UNKNOWN_SIZE_BAND = LR_BANDS[0]  # a hub id or a .gguf file: assume a 7B-class model
 
 
@@ -74,8 +78,21 @@ def default_lrs(cfg: Any) -> dict[str, float]:
     """PPO's default learning rates for ``cfg`` (the registry record's ``default_lrs_for``):
     the policy's size band, times LORA_LR_FACTOR with LoRA/QLoRA."""
     band, _ = lr_band(cfg)
-    scale = LORA_LR_FACTOR if cfg.lora.enabled else 1.0
-    return {"actor_lr": band.actor * scale, "critic_lr": band.critic * scale}
+    if not cfg.lora.enabled:
+        return {"actor_lr": band.actor, "critic_lr": band.critic}
+    actor = band.lora_actor if band.lora_actor is not None else band.actor * LORA_LR_FACTOR
+    return {"actor_lr": actor, "critic_lr": band.critic * LORA_LR_FACTOR}
+
+
+def kl_coef(cfg: Any) -> float:
+    """The KL penalty's β: --kl-coef (or its preset's value) if set, else the size band's for
+    full fine-tuning (0.15 below 1B: at 0.05 an SFT start drifted at the band's actor rate,
+    docs/ppo.md E and I), else DEFAULT_KL_COEF (LoRA, the larger bands)."""
+    if cfg.algo.kl_coef is not None:
+        return cfg.algo.kl_coef
+    band, _ = lr_band(cfg)
+    return band.kl_coef if band.kl_coef is not None and not cfg.lora.enabled \
+        else DEFAULT_KL_COEF
 
 
 def learning_rates(cfg: Any) -> tuple[float, float]:
@@ -307,7 +324,8 @@ def describe(cfg: Any, num_prompts: int, world: int = 1) -> str:
     return (f"ppo: {total_steps(cfg, num_prompts)} steps of {a.rollout_batch_size} prompts"
             f"{procs} ({num_prompts} in the data); each step {a.ppo_epochs} epochs x "
             f"{a.num_mini_batches} mini-batches of {b.mini} (micro-batches of {b.micro}); "
-            f"actor lr {actor_lr:g}, critic lr {critic_lr:g} ({lr_source(cfg)})")
+            f"actor lr {actor_lr:g}, critic lr {critic_lr:g} ({lr_source(cfg)}); KL β "
+            f"{kl_coef(cfg):g}")
 
 
 def roles(cfg: Any) -> dict[str, str]:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from align.config import RunConfig
-from align.ppo.plan import learning_rates, lr_factor, total_steps
+from align.ppo.plan import kl_coef, learning_rates, lr_factor, total_steps
 
 
 @dataclass
@@ -185,7 +185,7 @@ class PPORun:
         return cls(cfg=cfg, roles=roles, optim=optim, prompts=prompts, eval_prompts=evals, ptx=ptx,
                    sampler=Sampler(len(prompts), a.rollout_batch_size, t.seed),
                    ptx_sampler=ptx_sampler,
-                   kl_ctl=KLController(a.kl_coef, a.target_kl, a.kl_horizon),
+                   kl_ctl=KLController(kl_coef(cfg), a.target_kl, a.kl_horizon),
                    reward_stats=RunningMoments(), monitor=HealthMonitor(cfg.health, "ppo"),
                    out=Path(t.output_dir), total_steps=steps, prompt_limit=limit,
                    turn_end=turn_end, rows=data.rows,

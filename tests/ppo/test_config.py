@@ -18,8 +18,9 @@ from tests.conftest import run_cli, write_jsonl
 def test_default_preset_is_the_ms_swift_guide_but_for_lam():
     c = PPOConfig()
     # λ 1 (the guide's 0.95 before) was chosen on SmolLM2 (docs/ppo.md)
+    # β is left to the size band (align.ppo.plan.kl_coef: 0.05, the guide's, or 0.15 below 1B)
     assert (c.kl_coef, c.cliprange, c.cliprange_value, c.vf_coef, c.gamma, c.lam) == \
-        (0.05, 0.2, 0.2, 0.1, 1.0, 1.0)
+        (None, 0.2, 0.2, 0.1, 1.0, 1.0)
     assert c.whiten_rewards is False and c.reward_norm is False and c.whiten_advantages is True
     assert c.ptx_coef == 0.0
 
@@ -169,7 +170,7 @@ def test_offloading_the_reward_model_is_allowed_on_the_shared_lora_base(tmp_path
 
 
 def test_learning_rate_defaults_follow_the_policys_size(tmp_path):
-    from align.ppo.plan import learning_rates, model_params
+    from align.ppo.plan import describe, kl_coef, learning_rates, model_params
     from tests.ppo.conftest import ppo_config
 
     def model(name, hidden, layers, vocab=49152, inter=None):
@@ -185,10 +186,19 @@ def test_learning_rate_defaults_follow_the_policys_size(tmp_path):
     assert model_params(str(small)) == pytest.approx(135e6, rel=0.1)
     big = model("big", 4096, 32, vocab=32000, inter=11008)  # a Llama-2-7B-like shape
     assert model_params(str(big)) == pytest.approx(6.7e9, rel=0.1)
-    assert learning_rates(ppo_config(small, "rm", tmp_path)) == (1e-5, 2e-5)
-    # LoRA below 1B: 10x both (the actor's 1e-4 measured on SmolLM2)
+    # below 1B, full fine-tuning: 3e-5 with β 0.15 (SmolLM2, docs/ppo.md H and I)
+    assert learning_rates(ppo_config(small, "rm", tmp_path)) == (3e-5, 2e-5)
+    assert kl_coef(ppo_config(small, "rm", tmp_path)) == 0.15
+    # LoRA below 1B: the actor's 1e-4 measured on SmolLM2, the critic 10x, the guide's β
     assert learning_rates(ppo_config(small, "rm", tmp_path, lora=True)) == \
         pytest.approx((1e-4, 2e-4))
+    assert kl_coef(ppo_config(small, "rm", tmp_path, lora=True)) == 0.05
+    # a β given, or a preset's, wins; the larger bands keep the guide's
+    assert kl_coef(ppo_config(small, "rm", tmp_path, kl_coef=0.05)) == 0.05
+    assert kl_coef(ppo_config(small, "rm", tmp_path, preset="vanilla")) == 0.0
+    assert kl_coef(ppo_config(big, "rm", tmp_path)) == 0.05
+    assert "actor lr 3e-05, critic lr 2e-05" in describe(ppo_config(small, "rm", tmp_path), 8)
+    assert describe(ppo_config(small, "rm", tmp_path), 8).endswith("; KL β 0.15")
     assert learning_rates(ppo_config(big, "rm", tmp_path)) == (5e-7, 9e-6)
     # no config.json (a hub id, a .gguf file): the 7B-class rates
     assert learning_rates(ppo_config("org/model", "rm", tmp_path)) == (5e-7, 9e-6)

@@ -50,6 +50,9 @@ def test_first_step_losses_equal_across_layouts(tmp_path, capsys, tiny_sft,
         code, stdout, err = run_cli(ppo_args(tiny_sft, rm_on_policy_backbone, prompt_files[0],
                                              out, "--max-steps", "1", "--ppo-epochs", "1",
                                              "--num-mini-batches", "1", "--actor-lr", "1e-3",
+                                             # one β for all (its default differs: 0.15 for
+                                             # full fine-tuning below 1B, 0.05 with LoRA)
+                                             "--kl-coef", "0.05",
                                              "--save-steps", "100", *flags), capsys)
         assert code == 0, err
         rows[name] = read_metrics(out)[0]

@@ -138,8 +138,8 @@ def results_block(summaries: dict[int, dict]) -> str:
     if fired:
         lines.append("A health detector fired in " + ", ".join(
             f"{a} (seed{'s' if len(ss) > 1 else ''} {', '.join(map(str, ss))})"
-            for a, ss in fired.items()) + "; the summary explains each alarm in words "
-            "(seed 0's below). ")
+            for a, ss in fired.items()) + "; the summary explains each alarm in words"
+            + (" (seed 0's below). " if any(0 in ss for ss in fired.values()) else ". "))
     else:
         lines.append("No detector fired in any of these runs. ")
     worst = min(gains.values())

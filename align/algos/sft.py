@@ -10,6 +10,8 @@ Which tokens carry the loss with --completion-only-loss (the default):
 
 from __future__ import annotations
 
+import functools
+import types
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -98,6 +100,65 @@ def check_lengths(dataset: Any, max_length: int | None, what: str) -> None:
                          "truncates), raise --max-length, or shorten the data")
 
 
+# TRL's fused log-prob head projects onto the vocabulary in tiles this wide (trl.trainer.utils
+# _CHUNKED_LOGPROB_CHUNK_SIZE); up to this width, on a CPU, it builds the whole batch's logits
+# anyway, twice (forward, and again in the backward), in torch operations.
+FUSED_HEAD_TILE = 32768
+
+
+def plain_head_applies(model: Any, device_type: str) -> bool:
+    """True where the loss from plain logits replaces TRL's fused log-prob head: on a CPU (no
+    Triton kernel: TRL scores every position with torch operations) and a vocabulary no wider
+    than one of its tiles (so it saves no memory). Measured on the quickstart's model
+    (vocabulary 400): SFT's training loop about 0.78x its time with TRL's head
+    (docs/benchmarks.md, issue 29)."""
+    return device_type == "cpu" and model.config.get_text_config().vocab_size <= FUSED_HEAD_TILE
+
+
+def use_plain_head(model: Any) -> None:
+    """Answer TRL's ``fused_lm_head=True`` calls from the model's own logits.
+
+    Replaces the forward that ``trl.trainer.utils.add_fused_lm_head`` patched in with one that
+    returns the same ``FusedCausalLMOutput`` fields SFTTrainer reads (``log_probs``, ``entropy``,
+    ``is_top1``, ``label_mask``, ``loss``; zero on ignored positions) from one log-softmax over
+    the logits, whose backward is a single fused kernel. Router-logit (MoE) calls keep TRL's
+    head. Shapes: logits (B, T, V); labels (B, T); per-token outputs (B, T - 1), or (B, T) with
+    pre-shifted ``shift_labels``."""
+    import torch
+    from trl.trainer.utils import FusedCausalLMOutput
+
+    fused = model.forward  # TRL's patch: kept for the calls this head does not answer
+    own = types.MethodType(type(model).forward, model)
+
+    def forward(self: Any, *args: Any, fused_lm_head: bool = False, labels: Any = None,
+                shift_labels: Any = None, num_items_in_batch: Any = None, **kwargs: Any) -> Any:
+        if not fused_lm_head or kwargs.get("output_router_logits") or getattr(
+                self.config.get_text_config(), "output_router_logits", False):
+            return fused(*args, fused_lm_head=fused_lm_head, labels=labels,
+                         shift_labels=shift_labels, num_items_in_batch=num_items_in_batch,
+                         **kwargs)
+        kwargs["use_cache"] = False
+        logits = own(*args, **kwargs).logits
+        if shift_labels is None:
+            logits, labels = logits[:, :-1], labels[:, 1:]
+        else:
+            labels = shift_labels
+        labels = labels.to(logits.device)
+        mask = labels != -100
+        logp = logits.float().log_softmax(-1)  # (B, T', V)
+        log_probs = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        log_probs = log_probs.masked_fill(~mask, 0)
+        with torch.no_grad():  # metrics only (SFTTrainer logs entropy and token accuracy)
+            entropy = -(logp.exp() * logp).sum(-1).masked_fill(~mask, 0)
+            is_top1 = (logits.argmax(-1) == labels) & mask  # argmax: the first maximum, as TRL
+        count = mask.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch
+        return FusedCausalLMOutput(loss=-log_probs.sum() / count, log_probs=log_probs,
+                                   entropy=entropy, is_top1=is_top1, label_mask=mask)
+
+    # the class's signature, as TRL keeps it: generate() checks its keyword arguments against it
+    model.forward = types.MethodType(functools.wraps(type(model).forward)(forward), model)
+
+
 def build_trainer(cfg: Any, data: Any, eval_data: Any = None,
                   callbacks: Sequence[Any] = ()) -> tuple[Any, Any]:
     """An SFTTrainer for ``cfg`` (see align.algos.common for the adapter pattern)."""
@@ -118,6 +179,10 @@ def build_trainer(cfg: Any, data: Any, eval_data: Any = None,
     model = common.load_policy(cfg)
     trainer = SFTTrainer(model=model, args=args,
                          **common.trainer_inputs(cfg, tokenizer, data, eval_data, callbacks))
+    head_model = trainer.model.get_base_model() if hasattr(trainer.model, "get_base_model") \
+        else trainer.model  # where TRL added its head
+    if plain_head_applies(head_model, trainer.args.device.type):
+        use_plain_head(head_model)
     if a.padding_free and not a.packing:
         check_lengths(trainer.train_dataset, cfg.data.max_length, "training")
         check_lengths(trainer.eval_dataset, cfg.data.max_length, "evaluation")

@@ -16,6 +16,7 @@ The tokenizer is passed in, so this module imports nothing heavy.
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any
 
 
@@ -57,9 +58,17 @@ def truncate_prompts(rows: list[dict[str, Any]], tokenizer: Any,
         if len(ids) > max_prompt_length:
             out[i] = {**rows[i], "prompt": tokenizer.decode(ids[-max_prompt_length:])}
             n_cut += 1
+    lengths: dict[str, int] = {}  # chat prompts repeat (several answers per prompt): render once
+
+    def chat_tokens(prompt: list[dict]) -> int:
+        key = json.dumps(prompt, sort_keys=True, default=str)
+        if key not in lengths:
+            lengths[key] = _prompt_tokens(tokenizer, prompt)
+        return lengths[key]
+
     for i, row in enumerate(rows):
         prompt = row.get("prompt")
-        if isinstance(prompt, list) and _prompt_tokens(tokenizer, prompt) > max_prompt_length:
+        if isinstance(prompt, list) and chat_tokens(prompt) > max_prompt_length:
             out[i] = {**row, "prompt": _shorten_messages(tokenizer, prompt, max_prompt_length)}
             n_cut += 1
     return out, n_cut

@@ -455,6 +455,10 @@ def run_algos(opts: Options, shared: Shared, pool: Any = None, workers: int = 1,
             results[algo] = algo_stage(algo, opts, shared)
     except BaseException as e:
         errors.append(e)
+    if not errors and any(f.is_alive() for f in feeders):
+        from align.quickstart.report import pyplot
+
+        pyplot()  # curves.png's import, on this core while a worker finishes its last stage
     for f in feeders:
         f.join()
     opts.live = True

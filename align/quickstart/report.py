@@ -62,16 +62,25 @@ def alarms(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
-def plot(path: Path, curves: dict[str, list[dict[str, float]]],
-         over: list[dict[str, float]] | None = None) -> bool:
-    """curves.png: gold reward, KL to SFT and length against training progress, per
-    algorithm (and the over-optimisation run's RM score against its gold reward)."""
+def pyplot() -> Any:
+    """matplotlib's pyplot on its file-only backend, or None without matplotlib. Importing it
+    takes about a second; the pipeline calls this early where a core would otherwise wait."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
+        return None
+    return plt
+
+
+def plot(path: Path, curves: dict[str, list[dict[str, float]]],
+         over: list[dict[str, float]] | None = None) -> bool:
+    """curves.png: gold reward, KL to SFT and length against training progress, per
+    algorithm (and the over-optimisation run's RM score against its gold reward)."""
+    plt = pyplot()
+    if plt is None:
         click.echo("matplotlib is not installed: no curves.png (pip install matplotlib)")
         return False
     agent = curves.get("agent")

@@ -116,3 +116,60 @@ def test_padding_free_without_flash_attention_is_a_note(capsys, tiny_lm, sft_fil
                               "--padding-free", "--dry-run"], capsys)
     assert code == 0, err
     assert "--padding-free without --attn-implementation flash_attention_2" in err
+
+
+@pytest.mark.parametrize("shifted", [False, True])
+def test_plain_head_gives_what_trls_fused_head_gives(tiny_lm, shifted):
+    """The loss from plain logits (align's CPU path for small vocabularies) against TRL's fused
+    log-prob head as the reference: the same per-token log-probs, entropy, top-1 flags, mask,
+    loss and gradients on a batch with prompt and padding positions ignored."""
+    import copy
+
+    import torch
+    from transformers import AutoModelForCausalLM
+    from trl.trainer.utils import add_fused_lm_head
+
+    from align.algos.sft import use_plain_head
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_lm)
+    fused, plain = copy.deepcopy(model), copy.deepcopy(model)
+    for m in (fused, plain):
+        add_fused_lm_head(m, outputs=("log_probs", "entropy", "is_top1"))
+    use_plain_head(plain)
+    torch.manual_seed(0)
+    ids = torch.randint(0, model.config.vocab_size, (3, 12))
+    attention = torch.ones_like(ids)
+    attention[1, 9:] = 0
+    labels = ids.masked_fill(attention == 0, -100)
+    labels[:, :4] = -100  # the prompt
+    kwargs = {"input_ids": ids, "attention_mask": attention, "fused_lm_head": True}
+    if shifted:  # pre-shifted labels, as under context parallelism
+        kwargs["shift_labels"] = torch.cat([labels[:, 1:], torch.full((3, 1), -100)], dim=1)
+    else:
+        kwargs["labels"] = labels
+    want, got = fused(**kwargs), plain(**kwargs)
+    assert torch.equal(want.label_mask, got.label_mask)
+    assert torch.equal(want.is_top1, got.is_top1)
+    for name in ("loss", "log_probs", "entropy"):
+        torch.testing.assert_close(getattr(got, name), getattr(want, name).detach(),
+                                   rtol=1e-5, atol=1e-5)
+    assert got.log_probs[~got.label_mask].abs().sum() == 0
+    want.loss.backward()
+    got.loss.backward()
+    for (name, p), q in zip(fused.named_parameters(), plain.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-6, msg=name)
+    # without fused_lm_head the model's own forward answers (generation is unchanged)
+    torch.testing.assert_close(plain(input_ids=ids).logits, model(input_ids=ids).logits)
+
+
+def test_plain_head_applies_on_a_cpu_to_small_vocabularies(tmp_path, tiny_lm, sft_file):
+    from align.algos import sft
+
+    cfg, rows = make_config("sft", tiny_lm, sft_file, tmp_path)
+    trainer, _ = sft.build_trainer(cfg, rows)
+    # build_trainer put the plain head in place of TRL's
+    assert trainer.model.forward.__func__.__code__.co_qualname == "use_plain_head.<locals>.forward"
+    assert sft.plain_head_applies(trainer.model, "cpu")
+    assert not sft.plain_head_applies(trainer.model, "cuda")
+    trainer.model.config.vocab_size = sft.FUSED_HEAD_TILE + 1
+    assert not sft.plain_head_applies(trainer.model, "cpu")

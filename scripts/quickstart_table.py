@@ -9,11 +9,12 @@
 
 ``--write`` fills the ``results`` and ``overopt`` blocks of docs/quickstart.md from
 ``DIR/seed-N/summary.json`` and copies seed 0's curves.png to docs/images/; with runs made with
-``--agent``, the ``agent`` block as well (exact answers per seed; not part of what ``--check``
-compares: its gain is not yet the +0.10 of issue 24 on every seed). ``--check`` runs
-``align quickstart --seed 0`` (with the versions of constraints.txt, which scripts/setup.sh
-installs) and compares its leaderboard with the seed-0 table in the docs, every column but the
-seconds; it exits 1 with both tables when they differ. The numbers are deterministic on a
+``--agent``, the ``agent`` block as well (exact answers per seed, and seed 0's agent table).
+``--check`` runs ``align quickstart --seed 0`` (with the versions of constraints.txt, which
+scripts/setup.sh installs; with ``--agent`` when the docs carry the agent table, which adds the
+agent stage's minutes) and compares its leaderboard with the seed-0 table in the docs, and its
+agent table with the docs' one, every column but the seconds; it exits 1 with both tables when
+they differ. The numbers are deterministic on a
 given set of versions: the quickstart pins the CPU math libraries to their AVX2 code path, MKL
 in its strict mode (``align.plan.pin_cpu_math``), so any thread count gives the same numbers,
 and so does any x86-64 CPU with AVX2 of the kind the table was made on;
@@ -26,7 +27,8 @@ training amplifies the difference (seed 0's PPO: +0.981 gold on an Intel Xeon, +
 AMD EPYC). So ``--write`` records the CPU the table was made on, and ``--check`` compares the
 table digit for digit on that kind of CPU; on another kind it checks the claim the docs make
 for every CPU instead (each algorithm beats the SFT policy by at least ``CLAIM_GAIN`` gold, the
-same algorithms in the table) and prints both tables.
+same algorithms in the table, and GRPO with the tool beats the SFT policy by ``AGENT_BAR`` exact
+answers) and prints both tables.
 """
 
 from __future__ import annotations
@@ -303,7 +305,7 @@ def check(summary_path: Path | None, tolerance: float) -> int:
     print("quickstart seed 0 does NOT reproduce docs/quickstart.md.\n\ndocs:\n"
           + match.group(1) + "\nthis run:\n" + fresh + "\n\nWith other versions than "
           "constraints.txt (scripts/setup.sh installs them) the numbers move; after an "
-          "intended change, rerun `python scripts/quickstart_table.py --run 0,1,2` and "
+          "intended change, rerun `python scripts/quickstart_table.py --run 0,1,2 --agent` and "
           "`--write`.", file=sys.stderr)
     return 1
 

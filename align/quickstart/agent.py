@@ -58,8 +58,11 @@ def exact_answer(prompts, completions, answer, **kwargs):
 # the four-digit products right and never samples a three-digit miss right, so its groups hold
 # no reward variance (0.84 -> 0.84 on dev; starting from a checkpoint still learning to copy
 # gained on some seeds only, -0.05 to +0.05 held-out). With half the demonstrations answering
-# directly, the SFT policy samples the tool in 20-75% of its episodes at GRPO's temperature
-# and every group holds right tool calls and wrong direct answers.
+# directly, the SFT policy samples the tool in 47-72% of its episodes at GRPO's temperature
+# (its first step, dev seeds 0-3), every group holds right tool calls and wrong direct answers,
+# and GRPO's tool-call rate passes 0.95 within 6-10 steps. Dev, SFT -> GRPO: 0.23 -> 1.00,
+# 0.77 -> 0.95, 0.25 -> 0.72, 0.31 -> 0.27 (seed 3's policy copies the numbers right in about
+# 40% of its calls, and GRPO did not improve the copying).
 SFT_ROWS = 1920  # demonstrations (scaled by --scale)
 DIRECT_SHARE = 0.5  # of them answering directly, without the tool
 # The direct answers are written "a * b = p.", not "The answer is p.": with the same words

@@ -9,11 +9,12 @@
 
 ``--write`` fills the ``results`` and ``overopt`` blocks of docs/quickstart.md from
 ``DIR/seed-N/summary.json`` and copies seed 0's curves.png to docs/images/; with runs made with
-``--agent``, the ``agent`` block as well (exact answers per seed; not part of what ``--check``
-compares: its gain is not yet the +0.10 of issue 24 on every seed). ``--check`` runs
-``align quickstart --seed 0`` (with the versions of constraints.txt, which scripts/setup.sh
-installs) and compares its leaderboard with the seed-0 table in the docs, every column but the
-seconds; it exits 1 with both tables when they differ. The numbers are deterministic on a
+``--agent``, the ``agent`` block as well (exact answers per seed, and seed 0's agent table).
+``--check`` runs ``align quickstart --seed 0`` (with the versions of constraints.txt, which
+scripts/setup.sh installs; with ``--agent`` when the docs carry the agent table, which adds the
+agent stage's minutes) and compares its leaderboard with the seed-0 table in the docs, and its
+agent table with the docs' one, every column but the seconds; it exits 1 with both tables when
+they differ. The numbers are deterministic on a
 given set of versions: the quickstart pins the CPU math libraries to their AVX2 code path, MKL
 in its strict mode (``align.plan.pin_cpu_math``), so any thread count gives the same numbers,
 and so does any x86-64 CPU with AVX2 of the kind the table was made on;
@@ -26,7 +27,8 @@ training amplifies the difference (seed 0's PPO: +0.981 gold on an Intel Xeon, +
 AMD EPYC). So ``--write`` records the CPU the table was made on, and ``--check`` compares the
 table digit for digit on that kind of CPU; on another kind it checks the claim the docs make
 for every CPU instead (each algorithm beats the SFT policy by at least ``CLAIM_GAIN`` gold, the
-same algorithms in the table) and prints both tables.
+same algorithms in the table, and GRPO with the tool beats the SFT policy by ``AGENT_BAR`` exact
+answers) and prints both tables.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ DOC = ROOT / "docs" / "quickstart.md"
 IMAGE = ROOT / "docs" / "images" / "quickstart_curves.png"
 SEEDS = (0, 1, 2)
 TABLE = re.compile(r"The full table of seed 0 .*?```\n(.*?)```", re.S)
+AGENT_TABLE = re.compile(r"The agent stage's table of seed 0 .*?```\n(.*?)```", re.S)
 CPU_LINE = re.compile(r"made on a CPU of kind `([^`]*)`")
 CLAIM_GAIN = 0.3  # gold over the SFT policy that every algorithm reaches on any CPU kind
 AGENT_BAR = 0.1  # exact answers GRPO with the tool should add to the SFT policy's (issue 24)
@@ -204,15 +207,15 @@ def agent_block(summaries: dict[int, dict]) -> str:
     lines = ["Measured, same machine and versions, `align quickstart --seed N --overoptimization "
              f"--agent` (made on a CPU of kind `{cpu_kind()}`): exact answers on the "
              f"{agent.HELD_OUT} held-out problems (greedy, in align's multi-turn loop):", "",
-             "| seed | SFT steps (chosen on dev) | SFT policy + tool | GRPO + tool | gain | "
-             "SFT policy, no tool |", "| --- | --- | --- | --- | --- | --- |"]
+             "| seed | SFT policy + tool (tool calls) | GRPO + tool (tool calls) | gain | "
+             "SFT policy, no tool |", "| --- | --- | --- | --- | --- |"]
     gains = {}
     for s, summary in sorted(summaries.items()):
         a = summary["agent"]
         gains[s] = a["grpo"]["gold"] - a["sft"]["gold"]
-        lines.append(f"| {s} | {a['sft'].get('step', '')} | {a['sft']['gold']:.2f} | "
-                     f"{a['grpo']['gold']:.2f} | {gains[s]:+.2f} | "
-                     f"{a['sft_no_tool']['gold']:.2f} |")
+        lines.append(f"| {s} | {a['sft']['gold']:.2f} ({a['sft']['tool_calls']:.2f}) | "
+                     f"{a['grpo']['gold']:.2f} ({a['grpo']['tool_calls']:.2f}) | "
+                     f"{gains[s]:+.2f} | {a['sft_no_tool']['gold']:.2f} |")
     clear = [s for s, g in gains.items() if g >= AGENT_BAR]
     lines += ["", f"GRPO with the tool gains the {AGENT_BAR:+.2f} of issue 24 on {len(clear)} of "
               f"{len(gains)} seeds ({', '.join(map(str, clear)) or 'none'}); the gains are "
@@ -265,26 +268,44 @@ def same(doc_rows: list[list[str]], run_rows: list[list[str]], tolerance: float)
 def check(summary_path: Path | None, tolerance: float) -> int:
     from align.quickstart import report
 
-    match = TABLE.search(DOC.read_text(encoding="utf-8"))
+    doc = DOC.read_text(encoding="utf-8")
+    match = TABLE.search(doc)
     if not match:
         print(f"{DOC}: no seed-0 table", file=sys.stderr)
         return 1
+    agent_doc = AGENT_TABLE.search(doc)  # the agent stage's table, when the docs carry one
     with tempfile.TemporaryDirectory() as tmp:
-        path = summary_path or run_seed(0, Path(tmp) / "qs", overoptimization=False)
+        path = summary_path or run_seed(0, Path(tmp) / "qs", overoptimization=False,
+                                        agent=bool(agent_doc))
         summary = json.loads(Path(path).read_text(encoding="utf-8"))
     fresh = report.leaderboard(summary)
+    if agent_doc and not summary.get("agent"):
+        print(f"{path}: no agent stage to compare with the docs' (run with --agent)",
+              file=sys.stderr)
+        return 1
     # the names sorted by gold may tie differently; the rows are compared as written
     if same(without_seconds(match.group(1)), without_seconds(fresh), tolerance):
-        print("quickstart seed 0 reproduces the table in docs/quickstart.md "
-              "(every column but the seconds)")
+        if agent_doc:
+            from align.quickstart.agent import table
+
+            fresh_agent = table(summary["agent"])
+            if not same(without_seconds(agent_doc.group(1)), without_seconds(fresh_agent),
+                        tolerance):
+                print("quickstart seed 0's agent stage does NOT reproduce docs/quickstart.md."
+                      "\n\ndocs:\n" + agent_doc.group(1) + "\nthis run:\n" + fresh_agent,
+                      file=sys.stderr)
+                return 1
+        print("quickstart seed 0 reproduces the table" + (" and the agent table" if agent_doc
+                                                          else "")
+              + " in docs/quickstart.md (every column but the seconds)")
         return 0
-    made_on = CPU_LINE.search(DOC.read_text(encoding="utf-8"))
+    made_on = CPU_LINE.search(doc)
     if made_on and made_on.group(1) != cpu_kind():
         return check_claim(match.group(1), fresh, summary, made_on.group(1))
     print("quickstart seed 0 does NOT reproduce docs/quickstart.md.\n\ndocs:\n"
           + match.group(1) + "\nthis run:\n" + fresh + "\n\nWith other versions than "
           "constraints.txt (scripts/setup.sh installs them) the numbers move; after an "
-          "intended change, rerun `python scripts/quickstart_table.py --run 0,1,2` and "
+          "intended change, rerun `python scripts/quickstart_table.py --run 0,1,2 --agent` and "
           "`--write`.", file=sys.stderr)
     return 1
 
@@ -306,6 +327,12 @@ def check_claim(doc_table: str, fresh: str, summary: dict, made_on: str) -> int:
     if short:
         print("the claim does NOT hold: " + ", ".join(f"{a} {g:+.3f}" for a, g in short.items()),
               file=sys.stderr)
+        return 1
+    agent = summary.get("agent")
+    if agent and agent["grpo"]["gold"] - agent["sft"]["gold"] < AGENT_BAR:
+        print(f"the agent stage's claim does NOT hold: GRPO with the tool "
+              f"{agent['grpo']['gold']:.2f} against the SFT policy's {agent['sft']['gold']:.2f}"
+              f" (at least {AGENT_BAR:+.2f})", file=sys.stderr)
         return 1
     print("the claim holds: the smallest gain over SFT is "
           f"{min(r['gold_reward'] for r in summary['algos'].values()) - sft:+.3f} gold")

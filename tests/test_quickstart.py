@@ -119,42 +119,41 @@ def test_algorithms_side_by_side_give_the_table_of_one_at_a_time(tmp_path, capsy
     assert one["curves"] == two["curves"]
 
 
-def test_agent_stage_starts_grpo_from_the_first_checkpoint_still_learning(tmp_path, monkeypatch):
-    """The SFT checkpoint GRPO starts from is chosen on the dev split: the first of the run's
-    second half with START_GOLD exact answers; the last one when none has; the final policy
-    when the run saved none."""
-    from align.checkpoints import checkpoint_dir, mark_complete
+def test_agent_stage_demonstrations_answer_half_directly_and_half_with_the_tool():
+    """The SFT rows: DIRECT_SHARE of them state the product without calling the tool, the rest
+    call multiply with the problem's numbers, get the product back and copy it."""
     from align.quickstart import agent
 
-    dev_share = {20: 0.9, 40: 0.0, 60: 0.1, 80: 0.5, 100: 0.8, 120: 0.9}  # step 20: 1st half
-    seen = []
-
-    def share(path, rows, tools_file, seed):
-        seen.append(int(path.name.split("-")[1]))
-        return {"gold": dev_share[seen[-1]]}
-
-    monkeypatch.setattr(agent, "accuracy", share)
-    run = tmp_path / "sft"
-    for step in dev_share:
-        checkpoint_dir(run, step).mkdir(parents=True)
-        mark_complete(checkpoint_dir(run, step), step, {})
-    assert agent.starting_point(run, [], tmp_path, 0) == (checkpoint_dir(run, 80), 80, 0.5)
-    assert seen == [60, 80]  # from the second half on, until one has START_GOLD
-    dev_share.update({80: 0.2, 100: 0.2, 120: 0.25})
-    assert agent.starting_point(run, [], tmp_path, 0) == (checkpoint_dir(run, 120), 120, 0.25)
-    assert agent.starting_point(tmp_path / "none", [], tmp_path, 0) == (tmp_path / "none",
-                                                                        None, 0.0)
+    pairs = agent.split(0)["sft"][:10]
+    rows = agent.demonstrations(pairs, "[]")
+    assert len(rows) == 10 and all(r["tools"] == "[]" for r in rows)
+    direct = [r for r in rows if len(r["completion"]) == 1]
+    assert len(direct) == round(agent.DIRECT_SHARE * 10) == 5
+    for (a, b), row in zip(pairs, rows):
+        assert row["prompt"] == [{"role": "user", "content": f"What is {a} * {b}?"}]
+        turns = row["completion"]
+        if len(turns) == 1:  # direct: the true product, no call
+            assert turns == [{"role": "assistant", "content": f"{a} * {b} = {a * b}."}]
+            continue
+        call, result, answer = turns
+        assert call["tool_calls"][0]["function"] == {"name": "multiply",
+                                                     "arguments": {"a": a, "b": b}}
+        assert result == {"role": "tool", "name": "multiply", "content": str(a * b)}
+        assert answer == {"role": "assistant", "content": f"The answer is {a * b}."}
+    # the problems are disjoint: nothing held out or on dev is trained on
+    split = agent.split(0)
+    trained = set(split["sft"]) | set(split["grpo"])
+    assert not trained & set(split["held_out"]) and not trained & set(split["dev"])
 
 
 @pytest.mark.slow
 def test_agent_stage_grpo_with_the_tool_beats_sft(tmp_path):
     """The agent stage at its documented size (seed 0, held-out problems): the tiny model
-    cannot multiply without the tool; after SFT it calls it and copies some of the results;
-    GRPO with the tool answers at least 0.10 more of the problems exactly than the SFT policy
-    it started from (issue 24). Measured here (600 SFT steps): start at step 300 (0.39 on dev),
-    0.44 -> 0.58 held-out. pytest has loaded torch before the quickstart's CPU math pin could
-    apply, and the stage is sensitive to that rounding: the pinned `align quickstart --agent`
-    gains on some seeds only (docs/quickstart.md, "The agent stage")."""
+    cannot multiply; after SFT on half direct, half tool demonstrations it calls the tool on
+    part of the problems only (its direct answers are wrong), and GRPO with the tool learns to
+    call it: at least 0.10 more exact answers than the SFT policy (issue 24), the tool called
+    in (nearly) every episode. pytest has loaded torch before the quickstart's CPU math pin
+    could apply, so the numbers are not the documented ones."""
     from align.quickstart import agent, pipeline
 
     opts = pipeline.Options(out=tmp_path / "qs", agent=True, stage_threads=1)
@@ -162,9 +161,7 @@ def test_agent_stage_grpo_with_the_tool_beats_sft(tmp_path):
     sft, grpo, no_tool = summary["sft"], summary["grpo"], summary["sft_no_tool"]
     assert summary["held_out"] == agent.HELD_OUT
     assert no_tool["gold"] <= 0.05 and no_tool["tool_calls"] == 0  # no tool, no product
-    assert sft["tool_calls"] >= 0.9  # SFT taught the call format
-    # GRPO starts from a policy still learning to copy, chosen on the dev split
-    assert sft["dev_gold"] >= agent.START_GOLD and sft["gold"] <= 0.8, summary
+    assert sft["tool_calls"] <= 0.8, summary  # the SFT policy often answers directly
     assert curve[0]["gold"] == sft["gold"] and len(curve) == 1 + agent.CURVE_POINTS
     assert set(seconds) == {"agent sft", "agent grpo"}
     assert not grpo["collapsed"] and grpo["tool_calls"] >= 0.9, grpo

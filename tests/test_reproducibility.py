@@ -59,8 +59,22 @@ def test_the_docs_table_is_compared_without_its_seconds(tmp_path, monkeypatch):
             f"[health] step 1: {d.strip()}: numbers. Try: x" for d in detectors.split(",")]
         summary["algos"][name] = record
     path = tmp_path / "summary.json"
+    # the agent stage's table is compared as well (without its seconds), and is required
+    path.write_text(json.dumps(summary))
+    assert table.check(path, 0.0) == 1
+    agent_doc = table.AGENT_TABLE.search((ROOT / "docs" / "quickstart.md").read_text()).group(1)
+    agent_rows = table.without_seconds(agent_doc)
+    assert agent_rows[0] == ["agent task", "gold", "tool calls"]
+    keys = {"grpo + tool": "grpo", "sft + tool (start)": "sft", "sft, no tool": "sft_no_tool"}
+    summary["agent"] = {keys[name]: {"gold": float(gold), "tool_calls": float(calls)}
+                        for name, gold, calls in agent_rows[1:]}
+    summary["agent"]["grpo"]["seconds"] = 3.0
     path.write_text(json.dumps(summary))
     assert table.check(path, 0.0) == 0
+    summary["agent"]["grpo"]["gold"] += 0.01
+    path.write_text(json.dumps(summary))
+    assert table.check(path, 0.0) == 1
+    summary["agent"]["grpo"]["gold"] -= 0.01
     first = next(iter(summary["algos"]))
     summary["algos"][first]["gold_reward"] += 0.01
     path.write_text(json.dumps(summary))
@@ -69,6 +83,12 @@ def test_the_docs_table_is_compared_without_its_seconds(tmp_path, monkeypatch):
 
     # on another kind of CPU: the claim (same algorithms, each CLAIM_GAIN over SFT) is checked
     monkeypatch.setattr(table, "cpu_kind", lambda: "AnotherVendor family 1 model 2 (other)")
+    assert table.check(path, 0.0) == 0
+    summary["agent"]["grpo"]["gold"] = summary["agent"]["sft"]["gold"] + table.AGENT_BAR / 2
+    path.write_text(json.dumps(summary))
+    assert table.check(path, 0.0) == 1  # GRPO with the tool short of the agent claim
+    summary["agent"]["grpo"]["gold"] = summary["agent"]["sft"]["gold"] + 1.5 * table.AGENT_BAR
+    path.write_text(json.dumps(summary))
     assert table.check(path, 0.0) == 0
     summary["algos"][first]["gold_reward"] = summary["sft"]["gold_reward"] + table.CLAIM_GAIN / 2
     path.write_text(json.dumps(summary))

@@ -187,9 +187,10 @@ def algos_cmd(name: str | None) -> None:
 @click.option("--overoptimization", is_flag=True,
               help="Also run PPO without KL for longer: the RM score rises, the gold falls.")
 @click.option("--agent", is_flag=True,
-              help="Add the agent stage: a tiny model learns to call a multiply tool (SFT on "
-                   "tool transcripts, then GRPO with the tool), scored on exact answers to "
-                   "held-out problems (not with --model).")
+              help="Add the agent stage: a tiny model learns when to call a multiply tool "
+                   "(SFT on demonstrations half with the tool, half without, then GRPO with "
+                   "the tool), scored on exact answers to held-out problems (not with "
+                   "--model).")
 @click.option("--scale", default=1.0, show_default=True, hidden=True,
               help="Multiply data sizes and step counts (tests use less).")
 @click.option("--threads", type=click.IntRange(min=1), metavar="N",

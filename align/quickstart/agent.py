@@ -6,11 +6,13 @@
 (its tokenizer knows the calls' words; the main pipeline's tokenizer is left as it is, so the
 main table does not move), then, through the same runner as ``align sft`` / ``align rlhf``:
 
-1. SFT on tool transcripts (prompt, call, result, "The answer is N."), and the checkpoint
-   GRPO starts from chosen on the dev split: the first that answers some of the problems
-   exactly while still learning to copy the numbers (:func:`starting_point`);
+1. SFT on mixed demonstrations, as real demonstration data is: half the transcripts call the
+   tool (prompt, call, result, "The answer is N."), half answer directly ("37 * 52 = 1924.", a
+   demonstrator who knows the product). The tiny model cannot multiply, so its direct answers
+   are wrong, and the SFT policy calls the tool only part of the time;
 2. GRPO from it with the tool (``--tools``) and the gold rule as its reward (``--reward-fn``,
-   1 for the exact product in the final answer);
+   1 for the exact product in the final answer): its groups hold tool calls (right when the
+   numbers are copied) and direct answers (wrong), and it learns *when* to call the tool;
 3. evaluation on held-out problems (pairs of numbers never trained on), in align's multi-turn
    loop: exact answers of the SFT policy and of GRPO with the tool, and of the SFT policy
    without it (it answers from its weights: about 0).
@@ -50,43 +52,37 @@ def exact_answer(prompts, completions, answer, **kwargs):
         out.append(1.0 if numbers and int(numbers[-1]) == int(want) else 0.0)
     return out
 '''
-# Sizes and settings, chosen on the dev split (``run(..., evaluate_on="dev")``; the held-out
-# numbers: docs/quickstart.md, "The agent stage"). The tiny model learns to copy the numbers
-# (into the call, and the product into its answer) suddenly, and when depends on the seed: with
-# 960 transcripts in batches of 16 and the math pinned as the quickstart pins it, dev exact
-# answers first reached 0.3 at step 300 (seed 0), 480 (seed 1), 280 (seed 2) and 420 (seed 3),
-# and 0.69-0.88 at step 600 (seed 1: 0.78 at 580, 0.72-0.81 up to 840). The earlier 360 steps
-# stopped seed 1 before it had learnt to copy (0.00 at step 360, its calls' digits 42% right
-# under teacher forcing) and seed 2 between its two jumps (0.41 at 360, 0.86 at 480): 10 epochs,
-# 600 steps. Fewer, shorter transcripts never got there (240 or 480 transcripts, or batches of 8
-# or 32, at most 240 steps: 0 on dev); 5760 distinct transcripts, one epoch each, learnt later
-# (seed 0: 0 at step 360, seed 1: 0.05); a learning rate of 6e-3 later still (seed 1: 75% of the
-# tokens right at step 500 against 90% at 3e-3).
-SFT_ROWS = 960  # transcripts (scaled by --scale)
+# Sizes and settings, chosen on the dev split (``run(..., evaluate_on="dev")``, seeds 0-3; the
+# held-out numbers: docs/quickstart.md, "The agent stage"). GRPO can only reinforce what it
+# samples: an SFT policy trained on tool transcripts alone calls the tool every time, answers
+# the four-digit products right and never samples a three-digit miss right, so its groups hold
+# no reward variance (0.84 -> 0.84 on dev; starting from a checkpoint still learning to copy
+# gained on some seeds only, -0.05 to +0.05 held-out). With half the demonstrations answering
+# directly, the SFT policy samples the tool in 47-72% of its episodes at GRPO's temperature
+# (its first step, dev seeds 0-3), every group holds right tool calls and wrong direct answers,
+# and GRPO's tool-call rate passes 0.95 within 6-10 steps. Dev, SFT -> GRPO: 0.23 -> 1.00,
+# 0.77 -> 0.95, 0.25 -> 0.72, 0.31 -> 0.27 (seed 3's policy copies the numbers right in about
+# 40% of its calls, and GRPO did not improve the copying).
+SFT_ROWS = 1920  # demonstrations (scaled by --scale)
+DIRECT_SHARE = 0.5  # of them answering directly, without the tool
+# The direct answers are written "a * b = p.", not "The answer is p.": with the same words
+# before the number as after a tool result, the model learnt to compute the answer's digits
+# from the factors (wrong) instead of copying the result ("The answer is 937." after the
+# tool said 760), and copied later: 960 demonstrations in batches of 16, 600 steps, GRPO
+# then reached 0.84, 0.38, 0.00, 0.05 on dev (seeds 0-3). Copying is learnt from the tool
+# transcripts alone, suddenly, and needs as many of them per step as before the mix (16): in
+# batches of 16 (8 calling the tool) seeds 2 and 3 had not learnt it after 600 steps (0.05,
+# 0.02 after GRPO; 900 steps: 0.11, 0.05; a learning rate of 5e-3: 0.00, 0.22); in batches of
+# 32, 600 steps (10 epochs of 1920), seed 2: SFT 0.25 -> GRPO 0.72. A second, mixed SFT run
+# after 600 steps on tool transcripts alone left the policy calling the tool every time (seed
+# 3: 0.73 -> 0.78).
+SFT = {"learning_rate": 3e-3, "num_train_epochs": 10.0, "per_device_train_batch_size": 32,
+       "max_length": 128}
 TRAIN_ROWS = 96  # GRPO prompts
 HELD_OUT = 64  # held-out problems (pairs never trained on), and as many dev problems
-# GRPO can only reinforce what it samples. A fully trained policy answers every four-digit
-# product right and misses the three-digit ones (seeds 0-3 after 600 steps: 98-100% of the
-# calls' digits right, three-digit answers 0-11% under teacher forcing), no sample of those was
-# right (0 of 8 in most groups: no gradient) and the rest was right already (dev: 0.84 -> 0.84);
-# from a policy still learning to copy, GRPO may complete it (dev, seed 2: 0.36 -> 0.53; the
-# first version, unpinned, seed 0: 0.55 -> 0.84), or not (seed 1: 0.39 -> 0.36, seed 3: 0.38 ->
-# 0.31). So the stage saves a checkpoint every SFT_EVERY steps and GRPO starts from the first
-# one of the second half of the run that answers START_GOLD of the dev problems exactly (else
-# the last).
-SFT = {"learning_rate": 3e-3, "num_train_epochs": 10.0, "per_device_train_batch_size": 16,
-       "max_length": 128}
-SFT_EVERY = 20  # steps between the SFT checkpoints GRPO may start from
-START_GOLD = 0.3  # dev: GRPO raised 0.55 by +0.30 and 0.78 by +0.05, 0.84 not at all
-# GRPO (dev, from the 300-step policy, 0.55 exact): sampling at temperature 0.7, the groups
-# hold right and wrong answers and 48 steps reach 0.84 (0.67 after 24); at temperature 1.0
-# its samples are mostly wrong (1% right) and GRPO broke the policy (0.03 after 48 steps);
-# 0.5: 0.81; a learning rate of 1e-3 swung between 0.25 and 0.56; 96 steps: 0.83. None of
-# these raised seed 1's 480-step policy (dev 0.39; 48 steps): temperature 1.0, 0.34; batches
-# of 64 at 1e-3, 0.39; 16 samples per problem, 0.36; a reward with half credit for the digits
-# in place (denser than exact answers), 0.33; that reward from seed 3's 600-step policy
-# (0.80, the three-digit misses): 0.77. A learning rate of 2e-4: 0.42 (seed 3 from step 420,
-# 0.38: 0.42); beta 0.05: 0.42 (seed 3: 0.36).
+# GRPO: sampling at temperature 0.7, 48 steps of 4 problems x 8 samples, no KL penalty (chosen
+# for the tool-only start: at temperature 1.0 most samples were wrong and GRPO broke the
+# policy; 0.5 and 96 steps no better; a learning rate of 1e-3 unstable).
 GRPO = {"max_steps": 48, "learning_rate": 5e-4, "num_generations": 8,
         "per_device_train_batch_size": 32, "max_completion_length": 64, "beta": 0.0,
         "temperature": 0.7, "max_tool_calls": 2}
@@ -107,11 +103,26 @@ def prompt(a: int, b: int) -> list[dict[str, str]]:
     return [{"role": "user", "content": f"What is {a} * {b}?"}]
 
 
-def transcript(a: int, b: int) -> list[dict[str, Any]]:
+def transcript(a: int, b: int, direct: bool = False) -> list[dict[str, Any]]:
+    """A demonstration: the call, its result and the answer; ``direct``, the answer alone (a
+    demonstrator who knows the product)."""
+    if direct:
+        return prompt(a, b) + [{"role": "assistant", "content": f"{a} * {b} = {a * b}."}]
     call = {"type": "function", "function": {"name": "multiply", "arguments": {"a": a, "b": b}}}
     return prompt(a, b) + [{"role": "assistant", "content": "", "tool_calls": [call]},
                            {"role": "tool", "name": "multiply", "content": str(a * b)},
                            {"role": "assistant", "content": f"The answer is {a * b}."}]
+
+
+def demonstrations(pairs: list[tuple[int, int]], tools: str) -> list[dict[str, Any]]:
+    """The SFT rows: the first :data:`DIRECT_SHARE` of ``pairs`` (random pairs) answered
+    directly, the rest with the tool; ``tools`` is the schema column (JSON)."""
+    n_direct = int(round(DIRECT_SHARE * len(pairs)))
+    rows = []
+    for i, (a, b) in enumerate(pairs):
+        t = transcript(a, b, direct=i < n_direct)
+        rows.append({"prompt": t[:1], "completion": t[1:], "tools": tools})
+    return rows
 
 
 def schema() -> dict[str, Any]:
@@ -169,25 +180,6 @@ def accuracy(model_dir: Path, rows: list[dict[str, Any]], tools_file: Path | Non
             "example": (episodes[0].messages[-1].get("content") or "") if episodes else ""}
 
 
-def starting_point(run_dir: Path, dev_rows: list[dict[str, Any]], tools_file: Path, seed: int
-                   ) -> tuple[Path, int | None, float]:
-    """The SFT policy GRPO starts from: the first checkpoint of the run's second half that
-    answers :data:`START_GOLD` of ``dev_rows`` exactly with the tool (still learning to copy,
-    which GRPO can complete), else the last one. Returns (its directory, its step, its dev
-    share); the final policy and step None for a run shorter than SFT_EVERY (``--scale``)."""
-    from align.checkpoints import scan
-
-    ckpts = scan(run_dir)[0]
-    gold = 0.0
-    for ckpt in ckpts:
-        if 2 * ckpt.step < ckpts[-1].step:
-            continue
-        gold = accuracy(ckpt.path, dev_rows, tools_file, seed)["gold"]
-        if gold >= START_GOLD:
-            return ckpt.path, ckpt.step, gold
-    return (ckpts[-1].path, ckpts[-1].step, gold) if ckpts else (run_dir, None, gold)
-
-
 def split(seed: int) -> dict[str, list[tuple[int, int]]]:
     """The task's problems, disjoint: held-out (reported), dev (for choosing settings), SFT
     transcripts and GRPO prompts (before --scale)."""
@@ -216,22 +208,18 @@ def run(opts: Any, train: Any, stage: Any, scaled: Any, evaluate_on: str = "held
     d.mkdir(parents=True, exist_ok=True)
     tools_file = d / "agent_tools.py"
     tools_file.write_text(TOOLS_FILE, encoding="utf-8")
-    tools = json.dumps([schema()])
     sft_data = d / "sft.jsonl"
-    write_jsonl([{"prompt": transcript(a, b)[:1], "completion": transcript(a, b)[1:],
-                  "tools": tools} for a, b in sft_pairs], sft_data)
+    write_jsonl(demonstrations(sft_pairs, json.dumps([schema()])), sft_data)
     grpo_data = d / "prompts.jsonl"
     write_jsonl([{"prompt": prompt(a, b), "answer": a * b} for a, b in grpo_pairs], grpo_data)
     eval_rows = [{"prompt": prompt(a, b), "answer": a * b} for a, b in pairs[evaluate_on]]
-    dev_rows = [{"prompt": prompt(a, b), "answer": a * b} for a, b in pairs["dev"]]
     with stage("agent sft", opts) as line:
         base = build_model(d / "base", opts.seed, sft_pairs)
-        train("sft", str(base), sft_data, d / "sft", opts, save_steps=SFT_EVERY,
+        train("sft", str(base), sft_data, d / "sft", opts, save_steps=10_000,
               chat_template="chatml-tools", **SFT)
-        line.set_phase("choosing", "checkpoints")
-        start, start_step, start_dev = starting_point(d / "sft", dev_rows, tools_file, opts.seed)
-        sft_eval = {**accuracy(start, eval_rows, tools_file, opts.seed), "step": start_step,
-                    "dev_gold": start_dev}
+        line.set_phase("evaluating", "policy")
+        start = d / "sft"
+        sft_eval = accuracy(start, eval_rows, tools_file, opts.seed)
         no_tool = accuracy(start, eval_rows, None, opts.seed)
     steps = scaled(GRPO["max_steps"], opts, 4)
     with stage("agent grpo", opts) as line:

@@ -89,7 +89,7 @@ def build_trainer(cfg: Any, data: Any, eval_data: Any = None,
     """A DPOTrainer for ``cfg`` (see align.algos.common for the adapter pattern)."""
     from trl import DPOConfig, DPOTrainer
 
-    from align.algos import common
+    from align.algos import common, ref_logps
 
     a: DPOArgs = cfg.algo
     loss_type, loss_weights = a.trl_losses()
@@ -101,7 +101,7 @@ def build_trainer(cfg: Any, data: Any, eval_data: Any = None,
     model = common.load_policy(cfg)
     # With LoRA and no --ref-model, TRL uses the base with adapters disabled as the reference.
     ref = common.load_reference(cfg)
-    trainer_cls = common.content_keyed(DPOTrainer)
+    trainer_cls = common.content_keyed(ref_logps.dpo_trainer(DPOTrainer))
     trainer = trainer_cls(model=model, ref_model=ref, args=args,
                           **common.trainer_inputs(cfg, tokenizer, data, eval_data, callbacks,
                                                   on_disk=a.precompute_ref_logps))

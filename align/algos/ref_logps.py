@@ -99,11 +99,17 @@ def pair_logps(chosen: Any, rejected: Any, ld_alpha: float | None) -> tuple[floa
 
 
 def dpo_trainer(trainer_cls: type) -> type:
-    """``trainer_cls`` (TRL's DPOTrainer, content-keyed by ``align.algos.common.content_keyed``)
-    with align's reference pass; TRL's own pass where align's does not apply (DeepSpeed,
-    several processes, a PEFT reference, an iterable dataset)."""
+    """``trainer_cls`` (TRL's DPOTrainer) with its fused head on the answer positions only in
+    every loss (:func:`answer_positions_only`) and align's reference pass; TRL's own pass where
+    align's does not apply (DeepSpeed, several processes, a PEFT reference, an iterable
+    dataset). ``align.algos.common.content_keyed`` wraps the result (it sets the cache key)."""
 
-    class AlignRefPass(trainer_cls):  # type: ignore[misc, valid-type]
+    class AlignDPO(trainer_cls):  # type: ignore[misc, valid-type]
+        def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False,
+                         num_items_in_batch: Any = None) -> Any:
+            with answer_positions_only():  # the policy's and the reference's forward
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
         def _precompute_ref_logps(self, dataset: Any, name: str, batch_size: int) -> Any:
             from datasets import Dataset, IterableDataset, concatenate_datasets
             from datasets.fingerprint import Hasher
@@ -150,5 +156,5 @@ def dpo_trainer(trainer_cls: type) -> type:
                         cache_file_name=cache_file,
                         desc=f"Caching reference log probs for {name} dataset")
 
-    AlignRefPass.__name__ = AlignRefPass.__qualname__ = trainer_cls.__name__
-    return AlignRefPass
+    AlignDPO.__name__ = AlignDPO.__qualname__ = trainer_cls.__name__
+    return AlignDPO

@@ -80,3 +80,31 @@ def test_pair_logps_weighs_the_longer_answers_tail_by_ld_alpha():
     chosen, rejected = torch.tensor([-1.0, -2.0]), torch.tensor([-1.0, -1.0, -4.0, -2.0])
     assert pair_logps(chosen, rejected, None) == (-3.0, -8.0)
     assert pair_logps(chosen, rejected, 0.5) == (-3.0, -2.0 + 0.5 * -6.0)
+
+
+def test_answer_positions_only_keeps_the_dpo_loss_and_gradients(tmp_path, tiny_lm, monkeypatch):
+    """align's DPO loss (the fused head on the answer positions only) against TRL's (every
+    position scored on a CPU): the same loss and the same gradient on a padded batch."""
+    import torch
+    from trl import DPOTrainer
+
+    from align.algos import dpo
+    from tests.algos.conftest import make_config
+
+    monkeypatch.setenv("ALIGN_CACHE", str(tmp_path / "cache"))
+    data_file = write_jsonl(tmp_path / "pairs.jsonl", uneven_pairs())
+    cfg, data = make_config("dpo", tiny_lm, data_file, tmp_path / "out", batch_size=4)
+    trainer, _ = dpo.build_trainer(cfg, data)
+    batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    assert (batch["completion_mask"] == 0).any()  # prompts and padding are in the batch
+    model = trainer.model
+    results = []
+    for loss_of in (trainer.compute_loss, lambda m, b: DPOTrainer.compute_loss(trainer, m, b)):
+        model.zero_grad()
+        loss = loss_of(model, batch)
+        loss.backward()
+        results.append((loss.detach(), [p.grad.clone() for p in model.parameters()]))
+    (ours, our_grads), (trls, trl_grads) = results
+    assert ours.item() == pytest.approx(trls.item(), abs=1e-6)
+    for a, b in zip(our_grads, trl_grads):
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-5)

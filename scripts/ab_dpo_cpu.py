@@ -55,12 +55,14 @@ def ab_pass(trainer: object, reps: int) -> None:
         print(f"align pass, {b} sequences a batch: {took:.1f} s (max diff {err:.2e})", flush=True)
 
 
-def timed_arms(arms: dict, batches: list[dict], reps: int, model: object) -> None:
+def timed_arms(arms: dict, batches: list[dict], reps: int, *models: object) -> None:
+    """Time each arm (batch -> what to print) on every batch, arms alternating, ``reps`` times."""
     times: dict = {name: [] for name in arms}
     for rep in range(reps):
         for name, step in arms.items():
             for b in batches:
-                model.zero_grad()
+                for model in models:
+                    model.zero_grad()
                 wall, cpu = time.time(), time.process_time()
                 value = step(b)
                 times[name].append((time.time() - wall, time.process_time() - cpu))
@@ -141,21 +143,15 @@ def ab_step(trainer: object, reps: int, model_dir: str, data: str, work: Path) -
         if t.args.gradient_checkpointing:
             t.model.gradient_checkpointing_enable(
                 gradient_checkpointing_kwargs=t.args.gradient_checkpointing_kwargs)
-    times: dict = {"align": [], "TRL": []}
-    for rep in range(reps):
-        for name, t in (("align", trainer), ("TRL", trl)):
-            for b in batches:
-                if name == "TRL":
-                    b = {k: v for k, v in b.items() if not k.startswith("ref_")}
-                t.model.zero_grad()
-                wall, cpu = time.time(), time.process_time()
-                loss = t.training_step(t.model, b)
-                times[name].append((time.time() - wall, time.process_time() - cpu))
-                print(f"rep {rep} {name}: {times[name][-1][0]:.2f} s wall, "
-                      f"{times[name][-1][1]:.2f} s CPU, loss {loss.item():.4f}", flush=True)
-    for name, ts in times.items():
-        print(f"{name}: mean {sum(w for w, _ in ts) / len(ts):.2f} s wall, "
-              f"{sum(c for _, c in ts) / len(ts):.2f} s CPU per step ({len(ts)} timed)")
+    def step(t: object, strip: bool):
+        def run(b):
+            if strip:  # plain TRL computes the reference log-probs itself
+                b = {k: v for k, v in b.items() if not k.startswith("ref_")}
+            return f"loss {t.training_step(t.model, b).item():.4f}"
+        return run
+
+    timed_arms({"align": step(trainer, False), "TRL": step(trl, True)}, batches, reps,
+               trainer.model, trl.model)
 
 
 def main() -> None:

@@ -16,7 +16,8 @@ directory; align's cache key leaves the output directory out, so another would d
 the reference log-probs of the first in its cache
 ($ALIGN_CACHE, under ``--work DIR``, else a temporary directory): that is the rerun case; the
 first round is the cold case (each row says which it was, from align's output). The ratio
-printed is align's whole-run time over TRL's, per round. Wrap it in the machine's exclusive
+printed is align's whole-run time over TRL's, per round, in wall seconds and in CPU seconds
+(user + system: on cores shared with other jobs, the wall time follows the load). Wrap it in the machine's exclusive
 lock when other jobs share the cores; to keep each locked call short, run one round per call
 with the same ``--work`` (``--rounds 1 --no-quickstart --work DIR``, twice).
 """
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -68,12 +70,18 @@ def pairs(n: int) -> list[dict]:
     return rows
 
 
-def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, str]:
-    """Wall seconds of ``cmd`` from start to exit, and what it printed."""
+def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float, str]:
+    """Wall seconds of ``cmd`` from start to exit, the CPU seconds it used (user + system, its
+    children included), and what it printed. On cores shared with other jobs the wall time
+    follows the load; the CPU time much less so."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.time()
     done = subprocess.run(cmd, check=True, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
-    return time.time() - start, done.stdout
+    wall = time.time() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    return wall, cpu, done.stdout
 
 
 def main() -> None:
@@ -98,8 +106,8 @@ def main() -> None:
         data.write_text("".join(json.dumps(r) + "\n" for r in pairs(args.records)))
         if not args.no_quickstart:
             out = tmp_path / "qs"
-            wall, _ = timed([sys.executable, "-m", "align", "quickstart", "--out", str(out),
-                             "--device", "cpu"], env)
+            wall, _, _ = timed([sys.executable, "-m", "align", "quickstart", "--out", str(out),
+                                "--device", "cpu"], env)
             summary = json.loads((out / "summary.json").read_text())
             results["quickstart"] = {"wall_s": round(wall, 1),
                                      "threads": summary.get("cpu_threads"),
@@ -109,21 +117,28 @@ def main() -> None:
             for name, seconds in summary["stage_seconds"].items():
                 print(f"  {name:<16} {seconds:6.1f} s", flush=True)
         for r in range(args.rounds):
-            align_s, log = timed([sys.executable, "-m", "align", "rlhf", "--algo", "dpo", "--model",
+            align_s, align_cpu, log = timed([sys.executable, "-m", "align", "rlhf", "--algo", "dpo",
+                                             "--model",
                              args.model, "--dataset", str(data), "--max-steps", "20",
                              "--per-device-train-batch-size", "4", "--precompute-ref-logps",
                              "--report-to", "none", "--save-steps", "1000",
                              "--output-dir", str(work / "align"),
                              "--overwrite-output-dir"], env)
-            trl_s, _ = timed([sys.executable, "-c", TRL_RUN, args.model, str(data),
-                              str(tmp_path / f"trl-{r}")], env)
+            trl_s, trl_cpu, trl_log = timed([sys.executable, "-c", TRL_RUN, args.model, str(data),
+                                             str(tmp_path / f"trl-{r}")], env)
+            if args.work:  # what each run printed, to see where its time went
+                (work / f"align-{r + 1}.log").write_text(log, encoding="utf-8")
+                (work / f"trl-{r + 1}.log").write_text(trl_log, encoding="utf-8")
             row = {"round": r + 1, "align_s": round(align_s, 1), "trl_s": round(trl_s, 1),
-                   "ratio": round(align_s / trl_s, 3),
+                   "ratio": round(align_s / trl_s, 3), "align_cpu_s": round(align_cpu, 1),
+                   "trl_cpu_s": round(trl_cpu, 1), "cpu_ratio": round(align_cpu / trl_cpu, 3),
                    "reference_cache": "cold" if "Computing reference log probs" in log
                    else "reused"}
             results["dpo"].append(row)
-            print(f"dpo round {r + 1}: align {align_s:.1f} s ({row['reference_cache']} reference "
-                  f"cache), TRL {trl_s:.1f} s, ratio {row['ratio']:.2f}", flush=True)
+            print(f"dpo round {r + 1}: align {align_s:.1f} s wall, {align_cpu:.1f} s CPU "
+                  f"({row['reference_cache']} reference cache); TRL {trl_s:.1f} s wall, "
+                  f"{trl_cpu:.1f} s CPU; ratio {row['ratio']:.2f} wall, "
+                  f"{row['cpu_ratio']:.2f} CPU", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2), encoding="utf-8")
 

@@ -42,7 +42,8 @@ class DPOArgs:
         source="TRL default (off)", metavar="FLOAT", bounds="[0, 1]")
     precompute_ref_logps: bool = arg(
         False, "Compute the reference log-probs once before training, then free the "
-        "reference (saves memory; needs a pass over the data first). Cached under "
+        "reference (saves memory and a forward per step; needs a pass over the data first: "
+        "each answer once, sorted by length, without autograd). Cached under "
         "$ALIGN_CACHE (~/.cache/align), keyed on the tokenized data, the reference weights "
         "and the settings that can change a log-prob: a rerun reads them back, into any "
         "--output-dir.",
@@ -89,7 +90,7 @@ def build_trainer(cfg: Any, data: Any, eval_data: Any = None,
     """A DPOTrainer for ``cfg`` (see align.algos.common for the adapter pattern)."""
     from trl import DPOConfig, DPOTrainer
 
-    from align.algos import common
+    from align.algos import common, ref_logps
 
     a: DPOArgs = cfg.algo
     loss_type, loss_weights = a.trl_losses()
@@ -101,7 +102,7 @@ def build_trainer(cfg: Any, data: Any, eval_data: Any = None,
     model = common.load_policy(cfg)
     # With LoRA and no --ref-model, TRL uses the base with adapters disabled as the reference.
     ref = common.load_reference(cfg)
-    trainer_cls = common.content_keyed(DPOTrainer)
+    trainer_cls = common.content_keyed(ref_logps.dpo_trainer(DPOTrainer))
     trainer = trainer_cls(model=model, ref_model=ref, args=args,
                           **common.trainer_inputs(cfg, tokenizer, data, eval_data, callbacks,
                                                   on_disk=a.precompute_ref_logps))

@@ -1,0 +1,110 @@
+"""align's reference pass for DPO's --precompute-ref-logps (align.algos.ref_logps) gives TRL's
+reference log-probs: the same numbers as TRL's own pass, to float tolerance."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from tests.conftest import write_jsonl
+
+
+def uneven_pairs(n: int = 13, seed: int = 0) -> list[dict[str, Any]]:
+    """Pairs whose prompts and answers vary in length (1 to 12 words), so that batches pad."""
+    rng = random.Random(seed)
+    words = "the quick brown fox jumps over lazy dog sea blue light sky".split()
+
+    def text(k: int) -> str:
+        return " ".join(rng.choice(words) for _ in range(k))
+
+    return [{"prompt": text(rng.randint(1, 8)), "chosen": " " + text(rng.randint(1, 12)),
+             "rejected": " " + text(rng.randint(1, 12))} for _ in range(n)]
+
+
+def trl_reference(cfg: Any, data: Any) -> tuple[list[float], list[float]]:
+    """TRL 1.16's own pass (its DPOTrainer, batches of the training batch size)."""
+    from transformers import AutoModelForCausalLM
+    from trl import DPOConfig, DPOTrainer
+
+    from align.algos import common
+
+    a = cfg.algo
+    args = common.trl_config(cfg, DPOConfig, beta=a.beta, ld_alpha=a.ld_alpha,
+                             precompute_ref_log_probs=True)
+    tok = common.load_tokenizer(cfg, data)
+    trainer = DPOTrainer(model=AutoModelForCausalLM.from_pretrained(cfg.model.model), args=args,
+                         processing_class=tok, train_dataset=common.dataset(data, tok, cfg))
+    ds = trainer.train_dataset
+    return ds["ref_chosen_logps"], ds["ref_rejected_logps"]
+
+
+@pytest.mark.parametrize("max_length,ld_alpha", [(1024, None), (9, None), (1024, 0.5)])
+def test_align_reference_pass_gives_trls_log_probs(tmp_path, tiny_lm, monkeypatch, capsys,
+                                                   max_length, ld_alpha):
+    from align.algos import dpo
+    from tests.algos.conftest import make_config
+
+    monkeypatch.setenv("ALIGN_CACHE", str(tmp_path / "cache"))
+    data_file = write_jsonl(tmp_path / "pairs.jsonl", uneven_pairs())
+    cfg, data = make_config("dpo", tiny_lm, data_file, tmp_path / "align", batch_size=3,
+                            max_length=max_length, precompute_ref_logps=True, ld_alpha=ld_alpha)
+    trainer, _ = dpo.build_trainer(cfg, data)
+    assert "sequences by length" in capsys.readouterr().out  # align's pass ran, not TRL's
+    ds = trainer.train_dataset
+    chosen, rejected = trl_reference(cfg, data)
+    assert ds["ref_chosen_logps"] == pytest.approx(chosen, abs=1e-5)
+    assert ds["ref_rejected_logps"] == pytest.approx(rejected, abs=1e-5)
+
+
+def test_sequences_cut_like_trls_collator():
+    """keep_start keeps the first max_length tokens, keep_end the last; the answer mask is cut
+    with them."""
+    from align.algos.ref_logps import sequences
+
+    ds = {"prompt_ids": [[1, 2, 3]], "chosen_ids": [[4, 5]], "rejected_ids": [[6]]}
+    assert sequences(ds, None, "keep_start") == [([1, 2, 3, 4, 5], [0, 0, 0, 1, 1]),
+                                                 ([1, 2, 3, 6], [0, 0, 0, 1])]
+    assert sequences(ds, 4, "keep_start") == [([1, 2, 3, 4], [0, 0, 0, 1]),
+                                              ([1, 2, 3, 6], [0, 0, 0, 1])]
+    assert sequences(ds, 3, "keep_end") == [([3, 4, 5], [0, 1, 1]), ([2, 3, 6], [0, 0, 1])]
+
+
+def test_pair_logps_weighs_the_longer_answers_tail_by_ld_alpha():
+    """LD-DPO by hand: answers of 2 and 4 tokens share 2; the longer one's last 2 weigh 0.5."""
+    import torch
+
+    from align.algos.ref_logps import pair_logps
+
+    chosen, rejected = torch.tensor([-1.0, -2.0]), torch.tensor([-1.0, -1.0, -4.0, -2.0])
+    assert pair_logps(chosen, rejected, None) == (-3.0, -8.0)
+    assert pair_logps(chosen, rejected, 0.5) == (-3.0, -2.0 + 0.5 * -6.0)
+
+
+def test_answer_positions_only_keeps_the_dpo_loss_and_gradients(tmp_path, tiny_lm, monkeypatch):
+    """align's DPO loss (the fused head on the answer positions only) against TRL's (every
+    position scored on a CPU): the same loss and the same gradient on a padded batch."""
+    import torch
+    from trl import DPOTrainer
+
+    from align.algos import dpo
+    from tests.algos.conftest import make_config
+
+    monkeypatch.setenv("ALIGN_CACHE", str(tmp_path / "cache"))
+    data_file = write_jsonl(tmp_path / "pairs.jsonl", uneven_pairs())
+    cfg, data = make_config("dpo", tiny_lm, data_file, tmp_path / "out", batch_size=4)
+    trainer, _ = dpo.build_trainer(cfg, data)
+    batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    assert (batch["completion_mask"] == 0).any()  # prompts and padding are in the batch
+    model = trainer.model
+    results = []
+    for loss_of in (trainer.compute_loss, lambda m, b: DPOTrainer.compute_loss(trainer, m, b)):
+        model.zero_grad()
+        loss = loss_of(model, batch)
+        loss.backward()
+        results.append((loss.detach(), [p.grad.clone() for p in model.parameters()]))
+    (ours, our_grads), (trls, trl_grads) = results
+    assert ours.item() == pytest.approx(trls.item(), abs=1e-6)
+    for a, b in zip(our_grads, trl_grads):
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-5)

@@ -117,13 +117,12 @@ def main() -> None:
             for name, seconds in summary["stage_seconds"].items():
                 print(f"  {name:<16} {seconds:6.1f} s", flush=True)
         for r in range(args.rounds):
-            align_s, align_cpu, log = timed([sys.executable, "-m", "align", "rlhf", "--algo", "dpo",
-                                             "--model",
-                             args.model, "--dataset", str(data), "--max-steps", "20",
-                             "--per-device-train-batch-size", "4", "--precompute-ref-logps",
-                             "--report-to", "none", "--save-steps", "1000",
-                             "--output-dir", str(work / "align"),
-                             "--overwrite-output-dir"], env)
+            align_cmd = [sys.executable, "-m", "align", "rlhf", "--algo", "dpo",
+                         "--model", args.model, "--dataset", str(data), "--max-steps", "20",
+                         "--per-device-train-batch-size", "4", "--precompute-ref-logps",
+                         "--report-to", "none", "--save-steps", "1000",
+                         "--output-dir", str(work / "align"), "--overwrite-output-dir"]
+            align_s, align_cpu, log = timed(align_cmd, env)
             trl_s, trl_cpu, trl_log = timed([sys.executable, "-c", TRL_RUN, args.model, str(data),
                                              str(tmp_path / f"trl-{r}")], env)
             if args.work:  # what each run printed, to see where its time went

@@ -4,7 +4,7 @@ both arms alike. SmolLM2-135M-Instruct and bench_ref_cache.py's 56 pairs, batche
 
     python scripts/ab_dpo_cpu.py pass  --data PAIRS.jsonl --work DIR   # reference pass: TRL's vs align's by batch size
     python scripts/ab_dpo_cpu.py head  --data PAIRS.jsonl --work DIR   # DPO loss: head on every position vs answers only
-    python scripts/ab_dpo_cpu.py split --data PAIRS.jsonl --work DIR   # whole padded batch vs chosen and rejected rows apart
+    python scripts/ab_dpo_cpu.py split --data PAIRS.jsonl --work DIR   # DPO loss: one padded forward vs the chosen and rejected halves apart
     python scripts/ab_dpo_cpu.py step  --data PAIRS.jsonl --work DIR   # align's training step vs plain TRL's (defaults)
 
 PAIRS.jsonl: ``python -c "import json, sys; sys.path.insert(0, 'scripts'); import
@@ -91,37 +91,27 @@ def ab_head(trainer: object, reps: int) -> None:
 
 
 def ab_split(trainer: object, reps: int) -> None:
-    import torch
+    """align's DPO loss in one forward of the padded batch against its chosen and rejected
+    halves apart (``align.algos.ref_logps.PairHalves``), the head on the answers in both."""
+    from trl import DPOTrainer
 
     from align.algos import ref_logps
 
     model = trainer.model.train()
 
-    def logps(ids, att, comp):
+    def whole(m, b):
         with ref_logps.answer_positions_only():
-            return model(input_ids=ids, attention_mask=att, labels=ids.masked_fill(comp == 0, -100),
-                         use_cache=False, fused_lm_head=True).log_probs.sum(1)
+            return DPOTrainer.compute_loss(trainer, m, b)
 
-    def whole(b):
-        return logps(b["input_ids"], b["attention_mask"], b["completion_mask"])
-
-    def split(b):
-        n, parts = b["input_ids"].shape[0] // 2, []
-        for rows in (slice(0, n), slice(n, None)):
-            width = int(b["attention_mask"][rows].sum(1).max())
-            parts.append(logps(b["input_ids"][rows, :width], b["attention_mask"][rows, :width],
-                               b["completion_mask"][rows, :width]))
-        return torch.cat(parts)
-
-    def run(fn):
+    def run(loss_of):
         def step(b):
-            s = fn(b)
-            s.sum().backward()
-            return f"logps {[round(x, 3) for x in s.tolist()]}"
+            loss = loss_of(model, b)
+            loss.backward()
+            return f"loss {loss.item():.6f}, head grad norm {model.lm_head.weight.grad.norm().item():.6f}"
         return step
 
-    timed_arms({"whole batch": run(whole), "two groups": run(split)}, first_batches(trainer),
-               reps, model)
+    timed_arms({"whole batch": run(whole), "two halves (align)": run(trainer.compute_loss)},
+               first_batches(trainer), reps, model)
 
 
 def ab_step(trainer: object, reps: int, model_dir: str, data: str, work: Path) -> None:

@@ -40,6 +40,62 @@ def answer_positions_only() -> Iterator[None]:
         utils._use_triton = kept
 
 
+# The model inputs :class:`PairHalves` knows how to split; anything else (a VLM's pixels, a
+# padding-free batch, MoE router logits) goes through in one forward, as TRL runs it.
+SPLIT_INPUTS = frozenset({"input_ids", "attention_mask", "use_cache"})
+# The per-token fields of TRL's ``FusedCausalLMOutput``; ``label_mask`` pads with False.
+PER_TOKEN_FIELDS = ("log_probs", "entropy", "log_sum_sq_probs", "mean_logits", "is_top1",
+                    "label_mask")
+
+
+class PairHalves:
+    """Calls ``model`` as TRL's DPO loss does (``model(input_ids=..., attention_mask=...,
+    labels=..., fused_lm_head=True)`` on a batch of [chosen rows; rejected rows], right-padded
+    to the longest of all), but in two forwards, the chosen half and the rejected half, each
+    cut to its own longest row; the per-token outputs are padded back to the batch's width with
+    zeros (what TRL's head gives an unscored position) and stacked, so TRL's loss reads them as
+    from one forward. A row's log-probs do not depend on the padding to its right (causal
+    attention, right padding), so this saves the padded positions' work: a concise chosen
+    answer is no longer padded to a rambling rejected one. Anything it cannot split is called
+    as it is."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def __call__(self, *args: Any, labels: Any = None, fused_lm_head: bool = False,
+                 **kwargs: Any) -> Any:
+        import torch
+
+        mask = kwargs.get("attention_mask")
+        plain = (args or not fused_lm_head or labels is None or mask is None
+                 or not set(kwargs) <= SPLIT_INPUTS or mask.dim() != 2 or mask.size(0) % 2)
+        width = mask.size(1) if mask is not None else 0
+        if not plain:
+            half = mask.size(0) // 2
+            # the longest row of each half (right padding: a row's length is its mask's sum)
+            cuts = [int(m.sum(dim=1).max()) for m in (mask[:half], mask[half:])]
+            plain = min(cuts) >= width or min(cuts) < 2
+        if plain:
+            return self.model(*args, labels=labels, fused_lm_head=fused_lm_head, **kwargs)
+        parts = []
+        for rows, cut in ((slice(None, half), cuts[0]), (slice(half, None), cuts[1])):
+            part = {k: (v[rows, :cut] if isinstance(v, torch.Tensor) else v)
+                    for k, v in kwargs.items()}
+            parts.append(self.model(**part, labels=labels[rows, :cut], fused_lm_head=True))
+        merged = {}
+        for field in PER_TOKEN_FIELDS:
+            values = [getattr(out, field, None) for out in parts]
+            if any(v is None for v in values):
+                merged[field] = None
+                continue
+            # (rows, cut - 1): prompt-learning PEFT prepends the same positions to both halves
+            merged[field] = torch.cat(
+                [torch.nn.functional.pad(v, (0, width - cut)) for v, cut in zip(values, cuts)])
+        scored = merged["label_mask"]
+        merged["loss"] = -merged["log_probs"].sum() / scored.sum().clamp(min=1)
+        return type(parts[0])(**merged)
+
+
 def sequences(dataset: Any, max_length: int | None, truncation_mode: str
               ) -> list[tuple[list[int], list[int]]]:
     """Each row's prompt+chosen then prompt+rejected token ids with their answer mask (1 on
@@ -107,8 +163,13 @@ def dpo_trainer(trainer_cls: type) -> type:
     class AlignDPO(trainer_cls):  # type: ignore[misc, valid-type]
         def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False,
                          num_items_in_batch: Any = None) -> Any:
-            with answer_positions_only():  # the policy's and the reference's forward
-                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            # the policy's forward in two halves on a CPU (PairHalves); the head on the answer
+            # positions only in the policy's and the reference's forward
+            split = (self.accelerator.device.type == "cpu" and not self.aux_loss_enabled
+                     and self.accelerator.num_processes == 1)  # DDP: one forward a backward
+            with answer_positions_only():
+                return super().compute_loss(PairHalves(model) if split else model, inputs,
+                                            return_outputs, num_items_in_batch)
 
         def _precompute_ref_logps(self, dataset: Any, name: str, batch_size: int) -> Any:
             from datasets import Dataset, IterableDataset, concatenate_datasets

@@ -108,3 +108,82 @@ def test_answer_positions_only_keeps_the_dpo_loss_and_gradients(tmp_path, tiny_l
     assert ours.item() == pytest.approx(trls.item(), abs=1e-6)
     for a, b in zip(our_grads, trl_grads):
         assert torch.allclose(a, b, atol=1e-6, rtol=1e-5)
+
+
+def test_pair_halves_runs_each_half_at_its_own_width_with_trls_loss(tmp_path, tiny_lm,
+                                                                      monkeypatch):
+    """On a CPU align's DPO loss runs the chosen and the rejected half in two forwards, each
+    cut to its own longest row (align.algos.ref_logps.PairHalves): concise chosen answers are
+    not padded to rambling rejected ones, and TRL's loss, gradients and logged metrics (the
+    per-token fields padded back) come out as from TRL's one forward."""
+    import torch
+    from trl import DPOTrainer
+
+    from align.algos import dpo
+    from tests.algos.conftest import make_config
+
+    monkeypatch.setenv("ALIGN_CACHE", str(tmp_path / "cache"))
+    rows = [{**r, "chosen": " sea", "rejected": r["rejected"] + r["rejected"]}
+            for r in uneven_pairs(8, seed=3)]
+    data_file = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    cfg, data = make_config("dpo", tiny_lm, data_file, tmp_path / "out", batch_size=4)
+    trainer, _ = dpo.build_trainer(cfg, data)
+    batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    model = trainer.model
+    widths: list[int] = []
+    hook = model.model.register_forward_pre_hook(
+        lambda mod, args, kwargs: widths.append(kwargs["input_ids"].size(1)), with_kwargs=True)
+    results = []
+    try:
+        for loss_of in (trainer.compute_loss, lambda m, b: DPOTrainer.compute_loss(trainer, m, b)):
+            widths.clear()
+            trainer._metrics["train"].clear()
+            model.zero_grad()
+            loss = loss_of(model, batch)
+            loss.backward()
+            results.append((loss.detach(), [p.grad.clone() for p in model.parameters()],
+                            list(widths), {k: list(v) for k, v in trainer._metrics["train"].items()}))
+    finally:
+        hook.remove()
+    (ours, our_grads, our_widths, our_metrics), (trls, trl_grads, trl_widths, trl_metrics) = results
+    full = batch["input_ids"].size(1)
+    assert trl_widths == [full]
+    assert len(our_widths) == 2 and our_widths[0] < our_widths[1] == full
+    assert ours.item() == pytest.approx(trls.item(), abs=1e-6)
+    for a, b in zip(our_grads, trl_grads):
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-5)
+    assert our_metrics.keys() == trl_metrics.keys()
+    for key in trl_metrics:
+        assert our_metrics[key] == pytest.approx(trl_metrics[key], abs=1e-5), key
+
+
+def test_pair_halves_passes_through_what_it_cannot_split(tiny_lm):
+    """No fused head, an odd batch, extra model inputs or nothing to cut: one plain forward."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    from trl.trainer.utils import add_fused_lm_head
+
+    from align.algos.ref_logps import PairHalves
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_lm))
+    add_fused_lm_head(model, outputs=("log_probs",))
+    calls: list[int] = []
+    model.model.register_forward_pre_hook(
+        lambda mod, args, kwargs: calls.append(kwargs["input_ids"].size(0)), with_kwargs=True)
+    ids = torch.randint(3, 50, (4, 6))
+    full = torch.ones_like(ids)
+    labels = ids.clone()
+    halves = PairHalves(model)
+    for kwargs in ({"input_ids": ids, "attention_mask": full},  # nothing to cut
+                   {"input_ids": ids[:3], "attention_mask": full[:3]},  # odd batch
+                   {"input_ids": ids, "attention_mask": full, "position_ids": None}):
+        calls.clear()
+        out = halves(**kwargs, labels=labels[:kwargs["input_ids"].size(0)], fused_lm_head=True)
+        assert calls == [kwargs["input_ids"].size(0)] and out.log_probs is not None
+    calls.clear()
+    short = full.clone()
+    short[:2, 3:] = 0
+    out = halves(input_ids=ids, attention_mask=short, labels=labels.masked_fill(short == 0, -100),
+                 fused_lm_head=True)
+    assert calls == [2, 2] and out.log_probs.shape == (4, 5)
+    assert (out.log_probs[:2, 2:] == 0).all() and not out.label_mask[:2, 2:].any()

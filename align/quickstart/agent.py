@@ -83,7 +83,7 @@ HELD_OUT = 64  # held-out problems (pairs never trained on), and as many dev pro
 # GRPO: sampling at temperature 0.7, 48 steps of 4 problems x 8 samples, no KL penalty (chosen
 # for the tool-only start: at temperature 1.0 most samples were wrong and GRPO broke the
 # policy; 0.5 and 96 steps no better; a learning rate of 1e-3 unstable).
-GRPO = {"max_steps": 48, "learning_rate": 5e-4, "num_generations": 8,
+GRPO = {"max_steps": 48, "learning_rate": 2.5e-4, "num_generations": 8,
         "per_device_train_batch_size": 32, "max_completion_length": 64, "beta": 0.0,
         "temperature": 0.7, "max_tool_calls": 2}
 CURVE_POINTS = 4

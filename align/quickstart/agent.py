@@ -62,7 +62,12 @@ def exact_answer(prompts, completions, answer, **kwargs):
 # (its first step, dev seeds 0-3), every group holds right tool calls and wrong direct answers,
 # and GRPO's tool-call rate passes 0.95 within 6-10 steps. Dev, SFT gold (greedy tool calls)
 # -> GRPO, these settings (2026-12-07, the 2-core VM, two seeds side by side): 0.64 (0.64) ->
-# 0.98, 0.38 (0.39) -> 0.98, 0.44 (0.45) -> 0.95, 0.78 (0.88) -> 0.94.
+# 0.98, 0.38 (0.39) -> 0.98, 0.44 (0.45) -> 0.95, 0.78 (0.88) -> 0.94. Those runs called run()
+# without the quickstart's AVX2 math pin (align.plan.pin_cpu_math). On the pinned path (the
+# documented command's) SFT learnt less of the copying: seed 0 0.45 (0.45) -> 0.98, seed 2
+# 0.44 (0.97) -> 0.80 (copy 0.55), seed 3 0.17 (1.00) -> 0.22 (args 0.19, copy 0.70): whether
+# 600 SFT steps teach the copy still depends on rounding. 720 steps (seed 3, pinned): 0.20 ->
+# 0.69.
 SFT_ROWS = 1920  # demonstrations (scaled by --scale)
 DIRECT_SHARE = 0.5  # of them answering directly, without the tool
 # The direct answers are written "a * b = p.", not "The answer is p.": with the same words

@@ -64,8 +64,9 @@ def exact_answer(prompts, completions, answer, **kwargs):
 # -> GRPO, these settings (2026-12-07, the 2-core VM, two seeds side by side): 0.64 (0.64) ->
 # 0.98, 0.38 (0.39) -> 0.98, 0.44 (0.45) -> 0.95, 0.78 (0.88) -> 0.94. Those runs called run()
 # without the quickstart's AVX2 math pin (align.plan.pin_cpu_math). On the pinned path (the
-# documented command's) SFT learnt less of the copying: seed 0 0.45 (0.45) -> 0.98, seed 2
-# 0.44 (0.97) -> 0.80 (copy 0.55), seed 3 0.17 (1.00) -> 0.22 (args 0.19, copy 0.70): whether
+# documented command's) SFT learnt less of the copying: seed 0 0.45 (0.45) -> 0.98, seed 1
+# 0.16 (0.66) -> 0.36 (copy 0.24), seed 2 0.44 (0.97) -> 0.80 (copy 0.55), seed 3 0.17 (1.00)
+# -> 0.22 (args 0.19, copy 0.70): whether
 # 600 SFT steps teach the copy still depends on rounding. 720 steps (seed 3, pinned): 0.20 ->
 # 0.69.
 SFT_ROWS = 1920  # demonstrations (scaled by --scale)
@@ -106,7 +107,7 @@ DIRECT_SHARE = 0.5  # of them answering directly, without the tool
 #   600-step SFT policy, 1.00 -> 0.84 from the 720-step one), and seed 3 gained +0.05 only
 #   (0.78 -> 0.83; seeds 0-2: 0.97, 0.98, 0.97); at 2.5e-4 the copy held (0.94, 0.88) and every
 #   dev seed gained +0.16 or more (a KL penalty of 0.1 at 5e-4: 0.89 on seed 3).
-SFT = {"learning_rate": 3e-3, "num_train_epochs": 10.0, "per_device_train_batch_size": 32,
+SFT = {"learning_rate": 3e-3, "num_train_epochs": 12.0, "per_device_train_batch_size": 32,
        "max_length": 128}
 TRAIN_ROWS = 96  # GRPO prompts
 HELD_OUT = 64  # held-out problems (pairs never trained on), and as many dev problems

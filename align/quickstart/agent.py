@@ -60,15 +60,14 @@ def exact_answer(prompts, completions, answer, **kwargs):
 # gained on some seeds only, -0.05 to +0.05 held-out). With half the demonstrations answering
 # directly, the SFT policy samples the tool in 47-72% of its episodes at GRPO's temperature
 # (its first step, dev seeds 0-3), every group holds right tool calls and wrong direct answers,
-# and GRPO's tool-call rate passes 0.95 within 6-10 steps. Dev, SFT gold (greedy tool calls)
-# -> GRPO, these settings (2026-12-07, the 2-core VM, two seeds side by side): 0.64 (0.64) ->
-# 0.98, 0.38 (0.39) -> 0.98, 0.44 (0.45) -> 0.95, 0.78 (0.88) -> 0.94. Those runs called run()
-# without the quickstart's AVX2 math pin (align.plan.pin_cpu_math). On the pinned path (the
-# documented command's) SFT learnt less of the copying: seed 0 0.45 (0.45) -> 0.98, seed 1
-# 0.16 (0.66) -> 0.36 (copy 0.24), seed 2 0.44 (0.97) -> 0.80 (copy 0.55), seed 3 0.17 (1.00)
-# -> 0.22 (args 0.19, copy 0.70): whether
-# 600 SFT steps teach the copy still depends on rounding. 720 steps (seed 3, pinned): 0.20 ->
-# 0.69.
+# and GRPO's tool-call rate passes 0.95 within 6-10 steps. Dev (2026-12-07, the 2-core VM,
+# two seeds side by side), SFT gold (greedy tool calls) -> GRPO, seeds 0-3, on the quickstart's
+# AVX2-pinned math path (align.plan.pin_cpu_math, as `align quickstart` runs): these settings
+# 0.66 (0.66) -> 1.00, 0.16 (0.52) -> 0.36, 0.64 (0.95) -> 0.94, 0.20 (0.33) -> 0.69; with 600
+# SFT steps 0.45 (0.45) -> 0.98, 0.16 (0.66) -> 0.36, 0.44 (0.97) -> 0.80, 0.17 (1.00) -> 0.22
+# (seed 3 had not learnt the copy: args 0.19, copy 0.70, see below). Without the pin, 600 steps:
+# 0.64 (0.64) -> 0.98, 0.38 (0.39) -> 0.98, 0.44 (0.45) -> 0.95, 0.78 (0.88) -> 0.94. Whether
+# SFT teaches the copy still depends on the seed and on rounding (seed 1: copy 0.30).
 SFT_ROWS = 1920  # demonstrations (scaled by --scale)
 DIRECT_SHARE = 0.5  # of them answering directly, without the tool
 # The direct answers are written "a * b = p.", not "The answer is p.": with the same words
@@ -84,29 +83,32 @@ DIRECT_SHARE = 0.5  # of them answering directly, without the tool
 # 3: 0.73 -> 0.78).
 # Issue 24, what makes copying fail on some seeds (dev; "args": calls with both numbers right,
 # "copy": final answers repeating the tool's result, both per call, greedy): after 600 steps
-# the arguments are right in 0.96-1.00 of the calls on dev seeds 0-3 and the answers copy the
-# result in 0.91-0.98; where SFT falls short it is mostly the answer's copy (60% direct
-# answers: args 1.00, copy 0.12), failing by its last digits ("The answer is 626." after the
-# tool said 624: the first digits copied, the rest guessed). Copying is learnt late and
-# suddenly (seed 3's SFT loss: 0.84 at step 150, 0.77 at 250, 0.47 at 400, 0.31 at 600), so
-# SFT's step count decides whether it is there, and GRPO must not wear it down. Tried:
+# (unpinned) the arguments are right in 0.96-1.00 of the calls on dev seeds 0-3 and the
+# answers copy the result in 0.91-0.98; where SFT falls short it is mostly the answer's copy
+# (60% direct answers: args 1.00, copy 0.12; pinned seed 1: 1.00, 0.24), failing by its last
+# digits ("The answer is 626." after the tool said 624: the first digits copied, the rest
+# guessed). Copying is learnt late and suddenly (seed 3's SFT loss: 0.84 at step 150, 0.77 at
+# 250, 0.47 at 400, 0.31 at 600), so SFT's step count decides whether it is there, and GRPO
+# must not wear it down. Tried:
 # - the tokens: every digit is already one token, the same in the question, the call's JSON,
 #   the tool turn and the answer (the copy is token identity). Two-digit tokens (factors one
 #   token, products two) made the arguments trivial and the answer's copy worse: 600 steps,
 #   copy 0.04 (seed 0) and 0.76 (seed 3) against 0.98 and 0.91 with single digits;
 # - the tied embeddings and the constant learning rate without warm-up are already the tiny
 #   model's (align.tiny.tiny_config, the quickstart's COMMON);
-# - fewer SFT steps (the stage's cost is SFT's 600 steps, 47 s of training on a loaded core;
+# - fewer SFT steps (the stage's cost is SFT, 47 s of training for 600 steps on a loaded core;
 #   issue 29 wants the whole quickstart in 30 s): 180 steps learnt no copying at all (seed 3;
 #   with two-digit tokens also at learning rates of 6e-3 and 1e-2 with 10% warm-up and without
 #   direct answers; a hidden size of 128 neither), 420 steps copy 0.48 (seed 3); batches of 24
 #   for 800 steps 0.14 (seed 3), of 8 for 720 steps args 0.22 (two-digit tokens); 8 attention
-#   heads: no better at 600 steps (seed 0). 720 steps copied everything (seed 3: copy 1.00,
-#   tool calls 0.17) but cost 20% more; 60% direct answers lost the copy (seed 3: 0.12);
+#   heads: no better at 600 steps (seed 0); 60% direct answers lost the copy (seed 3: 0.12).
+#   More: 720 steps (12 epochs, 20% more time) copied every result on seed 3 unpinned (copy
+#   1.00, tool calls 0.17) and lifted pinned seed 3 from +0.05 to +0.48: the setting kept;
 # - GRPO's learning rate: at 5e-4 GRPO wore the copy down (seed 3: 0.91 -> 0.84 from the
 #   600-step SFT policy, 1.00 -> 0.84 from the 720-step one), and seed 3 gained +0.05 only
 #   (0.78 -> 0.83; seeds 0-2: 0.97, 0.98, 0.97); at 2.5e-4 the copy held (0.94, 0.88) and every
-#   dev seed gained +0.16 or more (a KL penalty of 0.1 at 5e-4: 0.89 on seed 3).
+#   dev seed gained +0.16 or more (unpinned, 600 steps; a KL penalty of 0.1 at 5e-4: 0.89 on
+#   seed 3).
 SFT = {"learning_rate": 3e-3, "num_train_epochs": 12.0, "per_device_train_batch_size": 32,
        "max_length": 128}
 TRAIN_ROWS = 96  # GRPO prompts

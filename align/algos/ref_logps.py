@@ -9,6 +9,11 @@ scores the same sequences, each on its own: all chosen and rejected sequences so
 length, :data:`SEQUENCES_PER_BATCH` at a time, under ``torch.inference_mode``, with the head
 projecting only the answer positions (:func:`answer_positions_only`). The log-probs are TRL's
 (the same forward and head), in TRL's cache file, keyed by ``align.algos.common.ref_cache_key``.
+
+The training step's loss on a CPU (:func:`dpo_trainer`) skips the same kind of work: the head on
+the answer positions only, and the policy's forward in two halves, chosen and rejected, each
+cut to its own longest row (:class:`PairHalves`), where TRL pads every chosen answer to its
+rejected one's length.
 """
 
 from __future__ import annotations

@@ -73,20 +73,23 @@ def timed_arms(arms: dict, batches: list[dict], reps: int, *models: object) -> N
               f"{sum(c for _, c in ts) / len(ts):.2f} s CPU ({len(ts)} timed)")
 
 
+def loss_step(model: object, loss_of: object) -> object:
+    """A timed arm: ``loss_of(model, batch)``, its backward, and what to print."""
+    def step(b):
+        loss = loss_of(model, b)
+        loss.backward()
+        return f"loss {loss.item():.6f}, head grad norm {model.lm_head.weight.grad.norm().item():.6f}"
+    return step
+
+
 def ab_head(trainer: object, reps: int) -> None:
     from trl import DPOTrainer
 
     model = trainer.model.train()
 
-    def run(loss_of):
-        def step(b):
-            loss = loss_of(model, b)
-            loss.backward()
-            return f"loss {loss.item():.6f}, head grad norm {model.lm_head.weight.grad.norm().item():.6f}"
-        return step
-
-    timed_arms({"every position (TRL)": run(lambda m, b: DPOTrainer.compute_loss(trainer, m, b)),
-                "answer positions (align)": run(trainer.compute_loss)},
+    timed_arms({"every position (TRL)":
+                loss_step(model, lambda m, b: DPOTrainer.compute_loss(trainer, m, b)),
+                "answer positions (align)": loss_step(model, trainer.compute_loss)},
                first_batches(trainer), reps, model)
 
 
@@ -103,14 +106,8 @@ def ab_split(trainer: object, reps: int) -> None:
         with ref_logps.answer_positions_only():
             return DPOTrainer.compute_loss(trainer, m, b)
 
-    def run(loss_of):
-        def step(b):
-            loss = loss_of(model, b)
-            loss.backward()
-            return f"loss {loss.item():.6f}, head grad norm {model.lm_head.weight.grad.norm().item():.6f}"
-        return step
-
-    timed_arms({"whole batch": run(whole), "two halves (align)": run(trainer.compute_loss)},
+    timed_arms({"whole batch": loss_step(model, whole),
+                "two halves (align)": loss_step(model, trainer.compute_loss)},
                first_batches(trainer), reps, model)
 
 

@@ -61,7 +61,7 @@ def chat(loaded: Loaded, *, system: str | None, max_new_tokens: int, temperature
     from align.infer import generate
 
     templated = loaded.has_chat_template
-    click.echo(f"chatting with {loaded.description}")
+    click.echo(f"chatting with {loaded.said}")
     if not templated:
         click.echo("  its tokenizer has no chat template: each line is continued as plain text, "
                    "with no memory of earlier turns")
@@ -227,7 +227,7 @@ def answer_file(model: str, prompts_path: str, *, compare: str | None, reward_mo
     labels = short if len(set(short)) == len(short) else names
     for i, (name, label) in enumerate(zip(names, labels)):
         loaded = load(name, base=base if i == 0 else None, **load_options)
-        click.echo(f"loaded {loaded.description}", err=True)
+        click.echo(f"loaded {loaded.said}", err=True)
         chat_rendered = loaded.has_chat_template and gen_options.get("use_template", True)
         with tqdm(total=len(prompts), desc=f"answers of {name}", unit="prompt",
                   dynamic_ncols=True) as bar:
@@ -299,7 +299,7 @@ def agent_answer_file(model: str, prompts_path: str, agents: Any, *, output: str
     fmt: list[str] = []
     loaded = load(model, base=base, check_tokenizer=lambda tok: fmt.append(
         require_tool_template(tok, model)), **load_options)
-    click.echo(f"loaded {loaded.description}", err=True)
+    click.echo(f"loaded {loaded.said}", err=True)
     sampler = hf_sampler(loaded.model, loaded.tokenizer, stop_ids=stop_ids(loaded),
                          options=sampling(gen_options["temperature"], gen_options["top_p"]))
     torch.manual_seed(gen_options["seed"])
@@ -356,7 +356,7 @@ def agent_chat(model: str, agents: Any, *, system: str | None, chat_template: st
     fmt: list[str] = []
     loaded = load(model, chat_template=chat_template, check_tokenizer=lambda tok: fmt.append(
         require_tool_template(tok, model)), **load_options)
-    click.echo(f"loaded {loaded.description}; tools: "
+    click.echo(f"loaded {loaded.said}; tools: "
                f"{', '.join(t.name for t in toolset.tools)}. /reset, /exit", err=True)
     sampler = hf_sampler(loaded.model, loaded.tokenizer, stop_ids=stop_ids(loaded),
                          options=sampling(temperature, top_p))

@@ -28,6 +28,12 @@ class Loaded:
     model: Any
     tokenizer: Any
     description: str
+    threads: str = ""  # on a CPU: how many threads and why (align.plan.Threads.describe)
+
+    @property
+    def said(self) -> str:
+        """The line a command prints: what was loaded where, and on a CPU its threads."""
+        return f"{self.description}, {self.threads}" if self.threads else self.description
 
     @property
     def has_chat_template(self) -> bool:
@@ -73,19 +79,19 @@ def base_of(adapter_dir: Path, base: str | None) -> str:
     return path
 
 
-_THREADS: list[int] = []
+_THREADS: list[Any] = []  # this process's align.plan.Threads, once chosen
 
 
-def cpu_threads() -> int:
+def cpu_threads() -> Any:
     """Set torch's CPU threads once per process by align.plan's rule (OMP_NUM_THREADS, else
-    every idle core), as training runs do; returns the count."""
+    every idle core), as training runs do; returns the choice (``.count``, ``.describe()``)."""
     if not _THREADS:
         import torch
 
         from align.plan import choose_threads
 
-        _THREADS.append(choose_threads().count)
-        torch.set_num_threads(_THREADS[0])
+        _THREADS.append(choose_threads())
+        torch.set_num_threads(_THREADS[0].count)
     return _THREADS[0]
 
 
@@ -108,8 +114,7 @@ def load(path: str, *, kind: str = "lm", base: str | None = None, device: str = 
     if not p.exists() and (path.startswith((".", "/", "~")) or path.count("/") != 1):
         raise AlignError(f"{path}: no such file or directory")
     dev = _device(device)
-    if str(dev) == "cpu":
-        cpu_threads()
+    threads = cpu_threads().describe() if str(dev) == "cpu" else ""
     kwargs: dict[str, Any] = {"dtype": _dtype(dtype, dev), "use_safetensors": True,
                               "trust_remote_code": trust_remote_code}
     auto = AutoModelForCausalLM if kind == "lm" else AutoModelForSequenceClassification
@@ -140,7 +145,7 @@ def load(path: str, *, kind: str = "lm", base: str | None = None, device: str = 
     if getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     model.to(dev).eval()
-    return Loaded(model, tokenizer, f"{description} on {dev.type}")
+    return Loaded(model, tokenizer, f"{description} on {dev.type}", threads)
 
 
 def to_messages(prompt: Any) -> list[dict[str, str]]:

@@ -163,6 +163,7 @@ def test_chat_streams_answers_keeps_history_and_resets(monkeypatch, capsys, tiny
                                  "--device", "cpu"], capsys)
     assert code == 0, err
     assert "chatting with" in stdout and "(conversation cleared)" in stdout
+    assert " on cpu, " in stdout and " CPU thread" in stdout  # the threads, and why
     loaded = load(str(tiny_lm), device="cpu")
     first = generate(loaded, [PROMPTS[0]], max_new_tokens=6)[0].text
     replies = [line.split("model> ", 1)[1].strip() for line in stdout.splitlines()
@@ -197,3 +198,23 @@ def test_chat_drops_the_oldest_turns_that_no_longer_fit(tiny_lm):
     kept, dropped = fit_history(loaded, list(messages), max_new_tokens=10)
     assert dropped > 0 and kept[0]["role"] == "system" and kept[-1]["content"] == "last question"
     assert len(kept) == len(messages) - dropped
+
+
+def test_the_loaded_line_says_the_cpu_threads_and_why(monkeypatch):
+    """On a CPU, generate's and chat's first line names the threads (align.plan's rule, the
+    same as training's): here OMP_NUM_THREADS decides."""
+    from align.infer import Loaded, cpu_threads
+
+    monkeypatch.setattr("align.infer._THREADS", [])
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        chosen = cpu_threads()
+    finally:
+        torch.set_num_threads(before)
+    assert chosen.count == 1 and chosen.describe() == "1 CPU thread (from OMP_NUM_THREADS)"
+    assert Loaded(None, None, "m on cpu", chosen.describe()).said == \
+        "m on cpu, 1 CPU thread (from OMP_NUM_THREADS)"
+    assert Loaded(None, None, "m on cuda").said == "m on cuda"

@@ -356,6 +356,25 @@ def pair_logps(chosen: Any, rejected: Any, ld_alpha: float | None) -> tuple[floa
                  for x in (chosen, rejected))
 
 
+def rows_reached(args: Any, num_rows: int) -> list[int] | None:
+    """The training rows a run of ``args.max_steps`` steps draws, when it ends inside its first
+    epoch; None when it reaches every row (or the order cannot be told in advance). The order
+    is that of transformers' default sampler under accelerate (``SeedableRandomSampler``: epoch
+    e is ``torch.randperm`` seeded with --data-seed, else the global seed, plus e; a resume
+    skips the epoch's first batches of the same order), so the rows are the first max_steps x
+    batch x accumulation of epoch 0's permutation. Only for one process (the caller's rule)."""
+    import torch
+
+    draws = args.max_steps * args.per_device_train_batch_size * args.gradient_accumulation_steps
+    seedable = getattr(args.accelerator_config, "use_seedable_sampler", False)
+    if (args.max_steps <= 0 or draws >= num_rows or not seedable
+            or getattr(args, "train_sampling_strategy", "random") != "random"):
+        return None
+    seed = args.data_seed if args.data_seed is not None else torch.random.initial_seed()
+    order = torch.randperm(num_rows, generator=torch.Generator().manual_seed(seed)).tolist()
+    return sorted(order[:draws])
+
+
 def dpo_trainer(trainer_cls: type) -> type:
     """``trainer_cls`` (TRL's DPOTrainer) with its fused head on the answer positions only in
     every loss (:func:`answer_positions_only`) and align's reference pass; TRL's own pass where
@@ -369,11 +388,18 @@ def dpo_trainer(trainer_cls: type) -> type:
             # positions only in the policy's and the reference's forward
             split = (self.accelerator.device.type == "cpu" and not self.aux_loss_enabled
                      and self.accelerator.num_processes == 1)  # DDP: one forward a backward
+            ref = inputs.get("ref_chosen_logps") if isinstance(inputs, dict) else None
+            if ref is not None and bool(ref.isnan().any()):  # a row rows_reached missed
+                raise RuntimeError("a training batch holds a row whose reference log-probs were "
+                                   "not computed (align.algos.ref_logps.rows_reached); rerun "
+                                   "without --precompute-ref-logps and report this")
             with answer_positions_only():
                 return super().compute_loss(PairHalves(model) if split else model, inputs,
                                             return_outputs, num_items_in_batch)
 
         def _precompute_ref_logps(self, dataset: Any, name: str, batch_size: int) -> Any:
+            import math
+
             from datasets import Dataset, IterableDataset, concatenate_datasets
             from datasets.fingerprint import Hasher
 
@@ -386,17 +412,29 @@ def dpo_trainer(trainer_cls: type) -> type:
             # the caller (content_keyed) has set the fingerprint to the content key
             fingerprint = Hasher.hash((dataset._fingerprint, self._precompute_model_hash))
             cache_file = dataset._get_cache_file_path(fingerprint)
-            if not os.path.exists(cache_file):
-                self._write_ref_logps(dataset, name, fingerprint, cache_file)
+            rows = (rows_reached(self.args, dataset.num_rows) if name == "train" else None) \
+                or range(dataset.num_rows)
+            known = Dataset.from_file(cache_file) if os.path.exists(cache_file) else None
+            scored = known["ref_chosen_logps"] if known is not None else None
+            missing = [i for i in rows if scored is None or math.isnan(scored[i])]
+            if missing:
+                self._write_ref_logps(dataset, name, fingerprint, cache_file, missing, known)
+            if dataset._indices is not None:
+                # else concatenate_datasets flattens the cache file's rows too, into a copy
+                # named by its fingerprint, which a later run that adds rows would read back
+                dataset = dataset.flatten_indices()
             return concatenate_datasets([dataset, Dataset.from_file(cache_file)], axis=1)
 
-        def _write_ref_logps(self, dataset: Any, name: str, fingerprint: str,
-                             cache_file: str) -> None:
+        def _write_ref_logps(self, dataset: Any, name: str, fingerprint: str, cache_file: str,
+                             rows: list[int], known: Any) -> None:
+            """Score ``rows`` and write the cache file: the values of ``known`` (the cache
+            file as it was, or None) for the other rows, NaN for rows never scored."""
             import torch
 
             collator = self.data_collator
-            seqs = sequences(dataset, collator.max_length, collator.truncation_mode)
-            click.echo(f"Computing reference log probs for {name} dataset: {dataset.num_rows} "
+            seqs = sequences(dataset.select(rows), collator.max_length, collator.truncation_mode)
+            of = f" of {dataset.num_rows}" if len(rows) < dataset.num_rows else ""
+            click.echo(f"Computing reference log probs for {name} dataset: {len(rows)}{of} "
                        f"pairs, {len(seqs)} sequences, each prompt once")
             model = self.ref_model or self.model
             was_training = model.training
@@ -406,17 +444,18 @@ def dpo_trainer(trainer_cls: type) -> type:
                     logps = sequence_logps(model, seqs, collator.pad_token_id)
             finally:
                 model.train(was_training)
-            pairs = [pair_logps(logps[2 * i], logps[2 * i + 1], self.ld_alpha)
-                     for i in range(dataset.num_rows)]
-            chosen = torch.tensor([c for c, _ in pairs])
-            rejected = torch.tensor([r for _, r in pairs])
+            nan = torch.full((dataset.num_rows,), float("nan"))
+            chosen, rejected = (torch.tensor(known[column]) if known is not None else nan.clone()
+                                for column in ("ref_chosen_logps", "ref_rejected_logps"))
+            for k, i in enumerate(rows):
+                chosen[i], rejected[i] = pair_logps(logps[2 * k], logps[2 * k + 1], self.ld_alpha)
 
             def add(batch: Any, indices: list[int]) -> dict[str, Any]:
                 return {"ref_chosen_logps": chosen[indices], "ref_rejected_logps": rejected[indices]}
 
             dataset.map(add, with_indices=True, batched=True,
                         remove_columns=dataset.column_names, new_fingerprint=fingerprint,
-                        cache_file_name=cache_file,
+                        cache_file_name=cache_file, load_from_cache_file=False,
                         desc=f"Caching reference log probs for {name} dataset")
 
     AlignDPO.__name__ = AlignDPO.__qualname__ = trainer_cls.__name__

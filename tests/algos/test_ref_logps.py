@@ -50,12 +50,49 @@ def test_align_reference_pass_gives_trls_log_probs(tmp_path, tiny_lm, monkeypatc
     data_file = write_jsonl(tmp_path / "pairs.jsonl", uneven_pairs())
     cfg, data = make_config("dpo", tiny_lm, data_file, tmp_path / "align", batch_size=3,
                             max_length=max_length, precompute_ref_logps=True, ld_alpha=ld_alpha)
+    cfg.train.max_steps = 5  # 15 draws: every row (fewer steps score fewer rows, below)
     trainer, _ = dpo.build_trainer(cfg, data)
     assert "each prompt once" in capsys.readouterr().out  # align's pass ran, not TRL's
     ds = trainer.train_dataset
     chosen, rejected = trl_reference(cfg, data)
     assert ds["ref_chosen_logps"] == pytest.approx(chosen, abs=1e-5)
     assert ds["ref_rejected_logps"] == pytest.approx(rejected, abs=1e-5)
+
+
+def test_reference_pass_scores_only_the_rows_the_run_reaches(tmp_path, tiny_lm, monkeypatch,
+                                                             capsys):
+    """A run that ends inside its first epoch scores only the rows its batches draw (the
+    others stay NaN in the cache), with TRL's values; the batches the trainer then draws hold
+    exactly those rows. A longer rerun scores only the rows it adds; a run past one epoch
+    scores the rest."""
+    import math
+
+    from align.algos import dpo
+    from tests.algos.conftest import make_config
+
+    monkeypatch.setenv("ALIGN_CACHE", str(tmp_path / "cache"))
+    data_file = write_jsonl(tmp_path / "pairs.jsonl", uneven_pairs())  # 13 pairs
+    cfg, data = make_config("dpo", tiny_lm, data_file, tmp_path / "align", batch_size=2,
+                            precompute_ref_logps=True)
+    trl_chosen, _ = trl_reference(cfg, data)  # TRL's pass: every row
+    seen: list[set[int]] = []
+    for steps, new_rows in ((3, 6), (5, 4), (7, 3)):  # 6, 10, then 14 >= 13 draws
+        cfg.train.max_steps = steps
+        trainer, _ = dpo.build_trainer(cfg, data)
+        out = capsys.readouterr().out
+        assert f"log probs for train dataset: {new_rows} " in out
+        values = trainer.train_dataset["ref_chosen_logps"]
+        scored = {i for i, v in enumerate(values) if not math.isnan(v)}
+        assert len(scored) == min(2 * steps, 13)
+        assert all(scored >= earlier for earlier in seen)
+        seen.append(scored)
+        assert [values[i] for i in sorted(scored)] == \
+            pytest.approx([trl_chosen[i] for i in sorted(scored)], abs=1e-5)
+        loader = iter(trainer.get_train_dataloader())
+        drawn = [v for _ in range(steps) for v in next(loader)["ref_chosen_logps"].tolist()]
+        assert not any(math.isnan(v) for v in drawn)
+        if 2 * steps < 13:  # one epoch's first draws: each scored row once
+            assert sorted(drawn) == pytest.approx(sorted(values[i] for i in scored))
 
 
 def loop_logps(model: Any, tokens: list[int], answer: list[int]) -> Any:

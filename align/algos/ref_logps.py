@@ -9,10 +9,9 @@ scores the same sequences, each distinct one once, and runs each distinct prompt
 (:func:`shared_prompt_logps`): the prompt's keys and values are cached and every answer after
 it (a pair's chosen and rejected, other pairs on the same prompt) reads them, so the prompt
 tokens, 41 % of the issue-29 benchmark's, run once instead of twice; the answers run shortest
-first, :data:`TOKENS_PER_BATCH` positions a forward, under ``torch.inference_mode``, through a
-plain log-softmax of the output projection on the answer positions only (:func:`plain_head`;
-TRL's chunked head computes its logging extras and online statistics tile by tile, which costs
-more than it saves at a few hundred positions). Where that does not apply (PEFT, sliding-window
+first, :data:`TOKENS_PER_BATCH` positions a forward, under ``torch.inference_mode``, through
+TRL's log-prob kernel on the answer positions only, log-probs alone (:func:`answer_head`; the
+policy's fused head also computes its logging extras). Where that does not apply (PEFT, sliding-window
 or linear-attention caches, heads that scale or cap their logits) the sequences run whole,
 sorted by length, :data:`SEQUENCES_PER_BATCH` at a time, through TRL's fused head on the answer
 positions (:func:`answer_positions_only`). The log-probs are TRL's to float tolerance, in TRL's
@@ -214,7 +213,7 @@ def shared_prompt_logps(model: Any, seqs: list[tuple[list[int], list[int]]],
     import torch
     from accelerate.utils import is_peft_model
 
-    head = plain_head(model)
+    head = answer_head(model)
     if is_peft_model(model) or head is None:
         return None
     parts = [split_prompt(*s) for s in seqs]
@@ -239,13 +238,15 @@ def shared_prompt_logps(model: Any, seqs: list[tuple[list[int], list[int]]],
     return [logps.get(pa, empty) for pa in parts]
 
 
-def plain_head(model: Any) -> Any:
+def answer_head(model: Any) -> Any:
     """The answer positions' log-probs from the model's last hidden states, (N, H) and their
-    next tokens (N,) -> (N,): log-softmax of the output projection, in float32, as TRL's fused
-    head computes it (without its chunking, which saves memory on a long batch and costs time
-    here: the shared-prompt pass scores a few hundred positions a forward). None for a model
-    whose logits TRL's head scales or caps (Gemma's softcapping, Cohere's logit scale, ...)."""
-    import torch
+    next tokens (N,) -> (N,): TRL's chunked log-prob kernel, the one its fused head calls, asked
+    for log-probs only (the policy's fused head also computes the entropy, mean logit and top-1
+    of every position for its logs, which a reference pass never reads). None for a model whose
+    logits TRL's head scales or caps (Gemma's softcapping, Cohere's logit scale, ...): those
+    run through TRL's fused head."""
+    from trl.kernels.chunked_logprob import ChunkedLogProbFunction
+    from trl.trainer.utils import _CHUNKED_LOGPROB_CHUNK_SIZE
 
     config = model.config.get_text_config()
     if any(getattr(config, name, None) is not None for name in (
@@ -255,8 +256,9 @@ def plain_head(model: Any) -> Any:
     lm_head = model.get_output_embeddings()
 
     def head(hidden: Any, targets: Any) -> Any:
-        logits = torch.nn.functional.linear(hidden, lm_head.weight, lm_head.bias).float()
-        return logits.log_softmax(-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        return ChunkedLogProbFunction.apply(hidden, lm_head.weight, lm_head.bias, targets, 1.0,
+                                            _CHUNKED_LOGPROB_CHUNK_SIZE, None, 1.0,
+                                            ("log_probs",))[0]
 
     return head
 

@@ -11,11 +11,12 @@ it (a pair's chosen and rejected, other pairs on the same prompt) reads them, so
 tokens, 41 % of the issue-29 benchmark's, run once instead of twice; the answers run shortest
 first, :data:`TOKENS_PER_BATCH` positions a forward, under ``torch.inference_mode``, through
 TRL's log-prob kernel on the answer positions only, log-probs alone (:func:`answer_head`; the
-policy's fused head also computes its logging extras). Where that does not apply (PEFT, sliding-window
-or linear-attention caches, heads that scale or cap their logits) the sequences run whole,
-sorted by length, :data:`SEQUENCES_PER_BATCH` at a time, through TRL's fused head on the answer
-positions (:func:`answer_positions_only`). The log-probs are TRL's to float tolerance, in TRL's
-cache file, keyed by ``align.algos.common.ref_cache_key``.
+policy's fused head also computes its logging extras). Where that does not apply (PEFT,
+sliding-window or linear-attention caches, heads that scale or cap their logits) the sequences
+run whole, sorted by length, :data:`SEQUENCES_PER_BATCH` at a time, through TRL's fused head on
+the answer positions (:func:`answer_positions_only`). A run that ends inside its first epoch
+scores only the rows its batches draw (:func:`rows_reached`). The log-probs are TRL's to float
+tolerance, in TRL's cache file, keyed by ``align.algos.common.ref_cache_key``.
 
 The training step's loss on a CPU (:func:`dpo_trainer`) skips the same kind of work: the head on
 the answer positions only, and the policy's forward in two halves, chosen and rejected, each
@@ -31,8 +32,8 @@ from typing import Any, Iterator
 
 import click
 
-# Sequences per forward of the whole-sequence reference pass, measured on the 2-core CPU of docs/benchmarks.md
-# (issue 29) with SmolLM2-135M-Instruct: see the table there.
+# Sequences per forward of the whole-sequence reference pass, measured on the 2-core CPU of
+# docs/benchmarks.md (issue 29) with SmolLM2-135M-Instruct: see the reference-cache section.
 SEQUENCES_PER_BATCH = 8
 
 
@@ -173,11 +174,12 @@ def whole_sequence_logps(model: Any, seqs: list[tuple[list[int], list[int]]], pa
 # SmolLM2-135M, 46 kB a token: 0.75 GB); more prompts than that are taken a slice at a time.
 PROMPT_TOKENS_HELD = 16384
 # Positions (rows x width, padding included) per forward of the shared-prompt pass, measured on
-# the 2-core CPU of docs/benchmarks.md with SmolLM2-135M-Instruct: see the table there.
+# the 2-core CPU of docs/benchmarks.md with SmolLM2-135M-Instruct (512 and 2,048 no faster).
 TOKENS_PER_BATCH = 1024
 
 
-def split_prompt(tokens: list[int], answer: list[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+def split_prompt(tokens: list[int], answer: list[int]
+                 ) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """(prompt, answer) of one sequence: the prompt is the tokens before the first answer
     token, at least one (the first token is never scored: no position predicts it); the answer
     is the rest, every token of it scored (the mask is 0s then 1s, as :func:`sequences` cuts
@@ -332,7 +334,7 @@ def answer_logps(model: Any, head: Any, batch: list[tuple[tuple[int, ...], tuple
             keys, values = [], []
             for p, _ in batch:
                 k, v = cached[p][layer] if cached[p] else (like[:, :0], like[:, :0])
-                pad = (0, 0, past - k.size(1), 0)  # (kv heads, length, head size): pad on the left
+                pad = (0, 0, past - k.size(1), 0)  # (kv heads, length, head size): left
                 keys.append(torch.nn.functional.pad(k, pad))
                 values.append(torch.nn.functional.pad(v, pad))
             cache.update(torch.stack(keys), torch.stack(values), layer)
@@ -437,7 +439,7 @@ def dpo_trainer(trainer_cls: type) -> type:
             seqs = sequences(dataset.select(rows), collator.max_length, collator.truncation_mode)
             of = f" of {dataset.num_rows}" if len(rows) < dataset.num_rows else ""
             click.echo(f"Computing reference log probs for {name} dataset: {len(rows)}{of} "
-                       f"pairs, {len(seqs)} sequences, each prompt once")
+                       f"pairs, {len(seqs)} sequences, each prompt once where the model allows")
             model = self.ref_model or self.model
             was_training = model.training
             model.eval()

@@ -457,3 +457,30 @@ def test_online_detectors_act_on_the_bad_smollm2_run_and_not_on_the_good_one(mon
     seen, stop = _replay(BAD_RUN)
     assert seen == [(8, "kl_drift", False), (11, "kl_drift", True), (15, "kl_drift", False)]
     assert stop == 11
+
+
+def test_nonfinite_parameters_finds_nan_and_inf_but_not_a_sum_that_overflows():
+    """Each broken tensor is named (NaN, +inf, -inf, and +inf beside -inf, whose sum is NaN);
+    a finite tensor whose float32 sum overflows (two values of 3e38) is not, nor a finite
+    half-precision one whose sum exceeds float16's range; frozen parameters count only when
+    none is trainable."""
+    import torch
+
+    from align.health.nonfinite import nonfinite_parameters
+
+    big = 3e38
+    model = torch.nn.ParameterDict({
+        "ok": torch.nn.Parameter(torch.ones(4)),
+        "nan": torch.nn.Parameter(torch.tensor([1.0, float("nan")])),
+        "inf": torch.nn.Parameter(torch.tensor([float("inf"), 1.0])),
+        "neg_inf": torch.nn.Parameter(torch.tensor([float("-inf"), 1.0])),
+        "both_inf": torch.nn.Parameter(torch.tensor([float("inf"), float("-inf")])),
+        "big": torch.nn.Parameter(torch.tensor([big, big])),
+        "fp16": torch.nn.Parameter(torch.full((4,), 60000.0, dtype=torch.float16)),
+        "frozen_nan": torch.nn.Parameter(torch.tensor([float("nan")]), requires_grad=False),
+    })
+    assert sorted(nonfinite_parameters(model)) == ["both_inf", "inf", "nan", "neg_inf"]
+    frozen = torch.nn.ParameterDict({
+        "a": torch.nn.Parameter(torch.tensor([float("nan")]), requires_grad=False),
+        "b": torch.nn.Parameter(torch.ones(2), requires_grad=False)})
+    assert nonfinite_parameters(frozen, None) == ["a"]

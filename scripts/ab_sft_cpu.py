@@ -13,7 +13,7 @@ machine's load hits both alike.
 
 ``quickstart`` and ``agent`` run the stage's own ``align sft`` (``align.quickstart.pipeline.
 train``, its recipe and data) with the groups (``groups``) and without (``one``: align's SFT as
-before, one padded forward a batch), ``--reps`` times each, alternating, and print
+before, one padded forward a batch), ``--reps`` times each, alternating (ABBA), and print
 ``train_runtime`` (the training loop) and the final loss. ``--max-steps`` cuts the run short
 (each step's batches are the full run's first). ``smollm2`` times ``--steps`` training steps of
 align's SFT with and without the groups and of TRL's SFTTrainer with its defaults, on the same
@@ -69,7 +69,7 @@ def stage_ab(args: argparse.Namespace) -> None:
     keep_apply, keep_groups = sft.length_groups_apply, sft.MAX_GROUPS
     results: dict[str, list] = {"groups": [], "one": []}
     for rep in range(args.reps):
-        for arm in results:
+        for arm in list(results)[::1 if rep % 2 == 0 else -1]:  # ABBA: no arm always first
             sft.length_groups_apply = keep_apply if arm == "groups" else (lambda trainer: False)
             sft.MAX_GROUPS = args.max_groups or keep_groups
             out = args.work / f"{args.mode}-{arm}"
@@ -216,7 +216,7 @@ def smollm2(args: argparse.Namespace) -> None:
                       for ls in lengths], flush=True)
     times: dict[str, list] = {name: [] for name in trainers}
     for rep in range(args.reps):
-        for name, t in trainers.items():
+        for name, t in list(trainers.items())[::1 if rep % 2 == 0 else -1]:  # no arm always first
             t.model.train()
             for b in batches[name]:
                 t.model.zero_grad()

@@ -159,6 +159,131 @@ def use_plain_head(model: Any) -> None:
     model.forward = types.MethodType(functools.wraps(type(model).forward)(forward), model)
 
 
+# The most groups a batch's forward is split into, and what one more group costs in token
+# positions: the fixed cost of a forward and backward call over the cost of one more position,
+# measured on the quickstart's tiny model (hidden size 64, 2 layers), where it is largest against
+# the work a position takes, on the 2-core CPU of docs/benchmarks.md (MKL's strict AVX2 path):
+# 86 positions on one thread, 210 on two (`python scripts/ab_sft_cpu.py call-cost`, issue 29).
+# The cost is one constant, not one per thread count, so that the groups, and with them the
+# float rounding, are the same at any thread count (the quickstart's table depends on it). A
+# third group never paid on the quickstart's batches (docs/sft.md).
+MAX_GROUPS = 2
+GROUP_COST = 256
+# The model inputs a batch can be split on; anything else (a padding-free batch's position_ids
+# and sequence lengths, a VLM's pixels, inputs_embeds, router logits) goes through whole.
+GROUP_INPUTS = frozenset({"input_ids", "attention_mask", "use_cache"})
+
+
+def length_groups(lengths: Sequence[int], max_groups: int = MAX_GROUPS,
+                  group_cost: float = GROUP_COST) -> list[list[int]]:
+    """The rows of a right-padded batch in groups, each to be run cut to its longest row, chosen
+    to minimise the positions computed, sum over groups of (rows x longest row), plus
+    ``group_cost`` a group. The rows sorted by length are cut into at most ``max_groups`` runs
+    (the best cut of sorted rows is always into runs), found exactly by dynamic programming.
+    Returns the row indices of each group, shortest group first, each in batch order; one group
+    of every row when no split pays."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    n = len(order)
+    inf = float("inf")
+    # best[k][j]: cost of the first j sorted rows in k groups; cut[k][j]: where the last starts
+    best = [[0.0] + [inf] * n] + [[inf] * (n + 1) for _ in range(max_groups)]
+    cut = [[0] * (n + 1) for _ in range(max_groups + 1)]
+    for k in range(1, max_groups + 1):
+        for j in range(1, n + 1):
+            for i in range(k - 1, j):
+                cost = best[k - 1][i] + (j - i) * lengths[order[j - 1]] + group_cost
+                if cost < best[k][j]:
+                    best[k][j], cut[k][j] = cost, i
+    k = min(range(1, max_groups + 1), key=lambda k: best[k][n]) if n else 1
+    groups, j = [], n
+    while k:
+        i = cut[k][j]
+        groups.append(sorted(order[i:j]))
+        j, k = i, k - 1
+    return groups[::-1]
+
+
+def row_lengths(kwargs: dict[str, Any], labels: Any) -> list[int] | None:
+    """Each row's length when the forward ``model(**kwargs, labels=labels)`` can be split into
+    length groups: only input_ids and a 2-D right-padded attention mask, every scored label
+    inside its row; None otherwise."""
+    import torch
+
+    mask, ids = kwargs.get("attention_mask"), kwargs.get("input_ids")
+    if (labels is None or mask is None or ids is None or not set(kwargs) <= GROUP_INPUTS
+            or mask.dim() != 2 or ids.shape != mask.shape or labels.shape != mask.shape):
+        return None
+    lengths = mask.sum(dim=1)
+    right_padded = torch.arange(mask.size(1), device=mask.device) < lengths[:, None]
+    if not torch.equal(mask.bool(), right_padded) or (labels[~right_padded] != -100).any() \
+            or int(lengths.min()) < 2:
+        return None
+    return lengths.tolist()
+
+
+def use_length_groups(model: Any) -> None:
+    """Run each ``fused_lm_head=True`` call of ``model`` (TRL's fused head or align's plain
+    head) in length groups (:func:`length_groups`), each cut to its longest row.
+
+    SFTTrainer pads every batch to its longest row, and a CPU computes every padded position;
+    a row's outputs do not depend on the padding to its right (causal attention, right
+    padding), so the groups give each row the same per-token outputs. They are padded back
+    with zeros (what the head gives an unscored position) to the batch's width and put back in
+    the batch's order, so SFTTrainer's loss and metrics read them as from one forward; the
+    loss is the same sum over the scored tokens over the same count. Calls it cannot split
+    (:func:`row_lengths`) or that no split pays go through as one forward.
+    Shapes: per-token outputs (B, T - 1), or (B, T) with pre-shifted ``shift_labels``."""
+    import torch
+
+    head = model.forward
+
+    def forward(self: Any, *args: Any, fused_lm_head: bool = False, labels: Any = None,
+                shift_labels: Any = None, num_items_in_batch: Any = None, **kwargs: Any) -> Any:
+        target = labels if shift_labels is None else shift_labels
+        lengths = None
+        if fused_lm_head and not args and not getattr(
+                self.config.get_text_config(), "output_router_logits", False):
+            lengths = row_lengths(kwargs, target)
+        groups = length_groups(lengths) if lengths else []
+        if len(groups) < 2:
+            return head(*args, fused_lm_head=fused_lm_head, labels=labels,
+                        shift_labels=shift_labels, num_items_in_batch=num_items_in_batch,
+                        **kwargs)
+        width = kwargs["attention_mask"].size(1)
+        parts, order = [], []
+        for rows in groups:
+            cut = max(lengths[i] for i in rows)
+            index = torch.tensor(rows, device=target.device)
+            part = {k: v[index, :cut] if isinstance(v, torch.Tensor) else v
+                    for k, v in kwargs.items()}
+            cut_target = target[index, :cut]
+            out = head(**part, fused_lm_head=True,
+                       **({"labels": cut_target} if shift_labels is None
+                          else {"shift_labels": cut_target}))
+            parts.append((out, width - cut))
+            order += rows
+        back = torch.argsort(torch.tensor(order, device=target.device))  # sorted -> batch order
+        merged = {}
+        for field, value in parts[0][0].items():
+            if not (isinstance(value, torch.Tensor) and value.dim() == 2):
+                continue  # the loss: recomputed below
+            padded = [torch.nn.functional.pad(out[field], (0, pad)) for out, pad in parts]
+            merged[field] = torch.cat(padded)[back]
+        scored = merged["label_mask"]
+        count = scored.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch
+        return type(parts[0][0])(loss=-merged["log_probs"].sum() / count, **merged)
+
+    model.forward = types.MethodType(functools.wraps(type(model).forward)(forward), model)
+
+
+def length_groups_apply(trainer: Any) -> bool:
+    """True where SFT's forwards run in length groups: on a CPU, in one process (DDP wants one
+    forward for each backward, as DPO's halves in align.algos.ref_logps), without MoE router
+    logits (their auxiliary loss is per forward)."""
+    return (trainer.args.device.type == "cpu" and trainer.accelerator.num_processes == 1
+            and not trainer.aux_loss_enabled)
+
+
 def build_trainer(cfg: Any, data: Any, eval_data: Any = None,
                   callbacks: Sequence[Any] = ()) -> tuple[Any, Any]:
     """An SFTTrainer for ``cfg`` (see align.algos.common for the adapter pattern)."""
@@ -183,6 +308,8 @@ def build_trainer(cfg: Any, data: Any, eval_data: Any = None,
         else trainer.model  # where TRL added its head
     if plain_head_applies(head_model, trainer.args.device.type):
         use_plain_head(head_model)
+    if length_groups_apply(trainer):
+        use_length_groups(head_model)
     if a.padding_free and not a.packing:
         check_lengths(trainer.train_dataset, cfg.data.max_length, "training")
         check_lengths(trainer.eval_dataset, cfg.data.max_length, "evaluation")

@@ -162,9 +162,12 @@ def test_plain_head_gives_what_trls_fused_head_gives(tiny_lm, shifted):
     torch.testing.assert_close(plain(input_ids=ids).logits, model(input_ids=ids).logits)
 
 
-def test_plain_head_applies_on_a_cpu_to_small_vocabularies(tmp_path, tiny_lm, sft_file):
+def test_plain_head_applies_on_a_cpu_to_small_vocabularies(tmp_path, tiny_lm, sft_file,
+                                                           monkeypatch):
     from align.algos import sft
 
+    # the length groups (tests/algos/test_sft_groups.py) would wrap the head
+    monkeypatch.setattr(sft, "length_groups_apply", lambda trainer: False)
     cfg, rows = make_config("sft", tiny_lm, sft_file, tmp_path)
     trainer, _ = sft.build_trainer(cfg, rows)
     # build_trainer put the plain head in place of TRL's

@@ -33,6 +33,12 @@ class SFTArgs:
         "with --attn-implementation flash_attention_2; other kernels give the same result more "
         "slowly. --packing already implies it. Examples longer than --max-length are refused "
         "(TRL does not truncate them without --packing).", source="TRL default")
+    length_groups: bool = arg(
+        True, "On a CPU (one process), run each batch's forward in up to two length groups, "
+        "each cut to its own longest row, instead of one forward over the batch padded to its "
+        "longest: the same loss, gradients and metrics up to float rounding, less work on "
+        "padding (SmolLM2-135M on mixed-length chats: 0.64x TRL's step). Off: one forward "
+        "per batch, as TRL.", source="align default (TRL: one forward per batch)")
 
 
 def data_kind(rows: list[dict[str, Any]]) -> str:
@@ -308,7 +314,7 @@ def build_trainer(cfg: Any, data: Any, eval_data: Any = None,
         else trainer.model  # where TRL added its head
     if plain_head_applies(head_model, trainer.args.device.type):
         use_plain_head(head_model)
-    if length_groups_apply(trainer):
+    if a.length_groups and length_groups_apply(trainer):
         use_length_groups(head_model)
     if a.padding_free and not a.packing:
         check_lengths(trainer.train_dataset, cfg.data.max_length, "training")

@@ -109,8 +109,12 @@ DIRECT_SHARE = 0.5  # of them answering directly, without the tool
 #   (0.78 -> 0.83; seeds 0-2: 0.97, 0.98, 0.97); at 2.5e-4 the copy held (0.94, 0.88) and every
 #   dev seed gained +0.16 or more (unpinned, 600 steps; a KL penalty of 0.1 at 5e-4: 0.89 on
 #   seed 3).
+# One forward per batch (--no-length-groups): the agent table was made so. The length groups
+# (align.algos.sft) take this SFT 0.75-0.87x its time, but their rounding moves the table (the
+# three seeds regenerated with them, 2026-12-08: gains +0.38, +0.09, +0.20 against +0.31,
+# +0.20, +0.36), and settings chosen on dev would have to be re-checked first.
 SFT = {"learning_rate": 3e-3, "num_train_epochs": 12.0, "per_device_train_batch_size": 32,
-       "max_length": 128}
+       "max_length": 128, "length_groups": False}
 TRAIN_ROWS = 96  # GRPO prompts
 HELD_OUT = 64  # held-out problems (pairs never trained on), and as many dev problems
 # GRPO: sampling at temperature 0.7, 48 steps of 4 problems x 8 samples, no KL penalty (chosen

@@ -53,8 +53,9 @@ def answer_positions_only() -> Iterator[None]:
         utils._use_triton = kept
 
 
-# The model inputs :class:`PairHalves` knows how to split; anything else (a VLM's pixels, a
-# padding-free batch, MoE router logits) goes through in one forward, as TRL runs it.
+# The model inputs :func:`forward_in_groups` knows how to split (DPO's halves, SFT's length
+# groups); anything else (a VLM's pixels, a padding-free batch's position_ids, inputs_embeds,
+# MoE router logits) goes through in one forward, as TRL runs it.
 SPLIT_INPUTS = frozenset({"input_ids", "attention_mask", "use_cache"})
 # The per-token fields of TRL's ``FusedCausalLMOutput``; ``label_mask`` pads with False.
 PER_TOKEN_FIELDS = ("log_probs", "entropy", "log_sum_sq_probs", "mean_logits", "is_top1",
@@ -77,8 +78,6 @@ class PairHalves:
 
     def __call__(self, *args: Any, labels: Any = None, fused_lm_head: bool = False,
                  **kwargs: Any) -> Any:
-        import torch
-
         mask = kwargs.get("attention_mask")
         plain = (args or not fused_lm_head or labels is None or mask is None
                  or not set(kwargs) <= SPLIT_INPUTS or mask.dim() != 2 or mask.size(0) % 2)
@@ -90,23 +89,46 @@ class PairHalves:
             plain = min(cuts) >= width or min(cuts) < 2
         if plain:
             return self.model(*args, labels=labels, fused_lm_head=fused_lm_head, **kwargs)
-        parts = []
-        for rows, cut in ((slice(None, half), cuts[0]), (slice(half, None), cuts[1])):
-            part = {k: (v[rows, :cut] if isinstance(v, torch.Tensor) else v)
-                    for k, v in kwargs.items()}
-            parts.append(self.model(**part, labels=labels[rows, :cut], fused_lm_head=True))
-        merged = {}
-        for field in PER_TOKEN_FIELDS:
-            values = [getattr(out, field, None) for out in parts]
-            if any(v is None for v in values):
-                merged[field] = None
-                continue
-            # (rows, cut - 1): prompt-learning PEFT prepends the same positions to both halves
-            merged[field] = torch.cat(
-                [torch.nn.functional.pad(v, (0, width - cut)) for v, cut in zip(values, cuts)])
-        scored = merged["label_mask"]
-        merged["loss"] = -merged["log_probs"].sum() / scored.sum().clamp(min=1)
-        return type(parts[0])(**merged)
+        return forward_in_groups(self.model, kwargs, [list(range(half)),
+                                                      list(range(half, mask.size(0)))],
+                                 cuts, labels)
+
+
+def forward_in_groups(call: Any, kwargs: dict[str, Any], groups: list[list[int]],
+                      cuts: list[int], target: Any, target_key: str = "labels",
+                      num_items_in_batch: Any = None) -> Any:
+    """``call(**kwargs, fused_lm_head=True, <target_key>=target)`` on a right-padded batch, run
+    as one forward per group of rows (``groups``, row indices), each cut to its width in
+    ``cuts``; the per-token outputs (:data:`PER_TOKEN_FIELDS`) are padded back with zeros (what
+    TRL's head gives an unscored position) to the batch's width and put back in the batch's row
+    order, and the loss is the scored tokens' summed log-probs over their count (or
+    ``num_items_in_batch``): TRL's loss and metrics read it as from one forward. Used by
+    :class:`PairHalves` (DPO's chosen and rejected halves) and SFT's length groups
+    (``align.algos.sft.use_length_groups``)."""
+    import torch
+
+    width = kwargs["attention_mask"].size(1)
+    parts, order = [], []
+    for rows, cut in zip(groups, cuts):
+        index = torch.tensor(rows, device=target.device)
+        part = {k: (v[index, :cut] if isinstance(v, torch.Tensor) else v)
+                for k, v in kwargs.items()}
+        parts.append(call(**part, fused_lm_head=True, **{target_key: target[index, :cut]}))
+        order += rows
+    back = torch.argsort(torch.tensor(order, device=target.device))  # group order -> batch's
+    merged = {}
+    for field in PER_TOKEN_FIELDS:
+        values = [getattr(out, field, None) for out in parts]
+        if any(v is None for v in values):
+            merged[field] = None
+            continue
+        # (rows, cut - 1): prompt-learning PEFT prepends the same positions to every group
+        merged[field] = torch.cat(
+            [torch.nn.functional.pad(v, (0, width - cut)) for v, cut in zip(values, cuts)])[back]
+    scored = merged["label_mask"]
+    count = scored.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch
+    merged["loss"] = -merged["log_probs"].sum() / count
+    return type(parts[0])(**merged)
 
 
 def sequences(dataset: Any, max_length: int | None, truncation_mode: str

@@ -175,9 +175,6 @@ def use_plain_head(model: Any) -> None:
 # third group never paid on the quickstart's batches (docs/sft.md).
 MAX_GROUPS = 2
 GROUP_COST = 256
-# The model inputs a batch can be split on; anything else (a padding-free batch's position_ids
-# and sequence lengths, a VLM's pixels, inputs_embeds, router logits) goes through whole.
-GROUP_INPUTS = frozenset({"input_ids", "attention_mask", "use_cache"})
 
 
 def length_groups(lengths: Sequence[int], max_groups: int = MAX_GROUPS,
@@ -215,8 +212,10 @@ def row_lengths(kwargs: dict[str, Any], labels: Any) -> list[int] | None:
     inside its row; None otherwise."""
     import torch
 
+    from align.algos.ref_logps import SPLIT_INPUTS  # anything else goes through whole
+
     mask, ids = kwargs.get("attention_mask"), kwargs.get("input_ids")
-    if (labels is None or mask is None or ids is None or not set(kwargs) <= GROUP_INPUTS
+    if (labels is None or mask is None or ids is None or not set(kwargs) <= SPLIT_INPUTS
             or mask.dim() != 2 or ids.shape != mask.shape or labels.shape != mask.shape):
         return None
     lengths = mask.sum(dim=1)
@@ -239,7 +238,7 @@ def use_length_groups(model: Any) -> None:
     loss is the same sum over the scored tokens over the same count. Calls it cannot split
     (:func:`row_lengths`) or that no split pays go through as one forward.
     Shapes: per-token outputs (B, T - 1), or (B, T) with pre-shifted ``shift_labels``."""
-    import torch
+    from align.algos.ref_logps import forward_in_groups
 
     head = model.forward
 
@@ -255,29 +254,10 @@ def use_length_groups(model: Any) -> None:
             return head(*args, fused_lm_head=fused_lm_head, labels=labels,
                         shift_labels=shift_labels, num_items_in_batch=num_items_in_batch,
                         **kwargs)
-        width = kwargs["attention_mask"].size(1)
-        parts, order = [], []
-        for rows in groups:
-            cut = max(lengths[i] for i in rows)
-            index = torch.tensor(rows, device=target.device)
-            part = {k: v[index, :cut] if isinstance(v, torch.Tensor) else v
-                    for k, v in kwargs.items()}
-            cut_target = target[index, :cut]
-            out = head(**part, fused_lm_head=True,
-                       **({"labels": cut_target} if shift_labels is None
-                          else {"shift_labels": cut_target}))
-            parts.append((out, width - cut))
-            order += rows
-        back = torch.argsort(torch.tensor(order, device=target.device))  # sorted -> batch order
-        merged = {}
-        for field, value in parts[0][0].items():
-            if not (isinstance(value, torch.Tensor) and value.dim() == 2):
-                continue  # the loss: recomputed below
-            padded = [torch.nn.functional.pad(out[field], (0, pad)) for out, pad in parts]
-            merged[field] = torch.cat(padded)[back]
-        scored = merged["label_mask"]
-        count = scored.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch
-        return type(parts[0][0])(loss=-merged["log_probs"].sum() / count, **merged)
+        return forward_in_groups(head, kwargs, groups,
+                                 [max(lengths[i] for i in rows) for rows in groups], target,
+                                 "labels" if shift_labels is None else "shift_labels",
+                                 num_items_in_batch)
 
     model.forward = types.MethodType(functools.wraps(type(model).forward)(forward), model)
 

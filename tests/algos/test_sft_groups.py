@@ -241,3 +241,7 @@ def test_groups_apply_on_a_cpu_in_one_process(tmp_path, tiny_lm, sft_file):
     assert sft.length_groups_apply(trainer)
     trainer.aux_loss_enabled = True
     assert not sft.length_groups_apply(trainer)
+    cfg.algo.length_groups = False  # --no-length-groups: one forward per batch, as TRL
+    trainer, _ = sft.build_trainer(cfg, rows)
+    assert trainer.model.forward.__func__.__code__.co_qualname != \
+        "use_length_groups.<locals>.forward"
